@@ -1,0 +1,390 @@
+//! Configuration: a serde tree (unknown keys rejected, every default documented in
+//! `deploy/submux.example.toml`) validated into typed [`Settings`].
+
+use crate::dialect::DialectKind;
+use crate::telemetry::redact_url;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_batch_len: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_inflight_per_connection: usize,
+    pub client_queue_len: usize,
+    pub client_ping_interval_ms: u64,
+    pub client_idle_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8545".into(),
+            max_connections: 10_000,
+            max_frame_bytes: 1 << 20,
+            max_batch_len: 1000,
+            max_subscriptions_per_connection: 1000,
+            max_inflight_per_connection: 256,
+            client_queue_len: 1024,
+            client_ping_interval_ms: 20_000,
+            client_idle_timeout_ms: 70_000,
+            write_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub path: String,
+    pub dialect: DialectKind,
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    #[serde(default = "d::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "d::subscribe_timeout_ms")]
+    pub subscribe_timeout_ms: u64,
+    #[serde(default = "d::linger_ms")]
+    pub linger_ms: u64,
+    #[serde(default = "d::max_upstream_connections")]
+    pub max_upstream_connections: usize,
+    #[serde(default = "d::topics_per_upstream_connection")]
+    pub topics_per_upstream_connection: usize,
+    #[serde(default = "d::upstream_ping_interval_ms")]
+    pub upstream_ping_interval_ms: u64,
+    #[serde(default = "d::upstream_idle_timeout_ms")]
+    pub upstream_idle_timeout_ms: u64,
+    #[serde(default = "d::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "d::backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "d::backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    #[serde(default = "d::upstream_max_message_bytes")]
+    pub upstream_max_message_bytes: usize,
+}
+
+/// Route defaults (serde needs functions).
+mod d {
+    pub fn request_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn subscribe_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn linger_ms() -> u64 {
+        2_000
+    }
+    pub fn max_upstream_connections() -> usize {
+        4
+    }
+    pub fn topics_per_upstream_connection() -> usize {
+        1000
+    }
+    pub fn upstream_ping_interval_ms() -> u64 {
+        15_000
+    }
+    pub fn upstream_idle_timeout_ms() -> u64 {
+        45_000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn backoff_initial_ms() -> u64 {
+        100
+    }
+    pub fn backoff_max_ms() -> u64 {
+        10_000
+    }
+    pub fn upstream_max_message_bytes() -> usize {
+        64 << 20
+    }
+}
+
+impl RouteConfig {
+    /// A route with every default, for the demo and tests.
+    pub fn new(path: &str, dialect: DialectKind, upstreams: Vec<String>) -> Self {
+        RouteConfig {
+            path: path.into(),
+            dialect,
+            upstreams,
+            request_timeout_ms: d::request_timeout_ms(),
+            subscribe_timeout_ms: d::subscribe_timeout_ms(),
+            linger_ms: d::linger_ms(),
+            max_upstream_connections: d::max_upstream_connections(),
+            topics_per_upstream_connection: d::topics_per_upstream_connection(),
+            upstream_ping_interval_ms: d::upstream_ping_interval_ms(),
+            upstream_idle_timeout_ms: d::upstream_idle_timeout_ms(),
+            connect_timeout_ms: d::connect_timeout_ms(),
+            backoff_initial_ms: d::backoff_initial_ms(),
+            backoff_max_ms: d::backoff_max_ms(),
+            upstream_max_message_bytes: d::upstream_max_message_bytes(),
+        }
+    }
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_batch_len: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_inflight_per_connection: usize,
+    pub client_queue_len: usize,
+    pub client_ping_interval: Duration,
+    pub client_idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub routes: Vec<RouteSettings>,
+}
+
+/// Validated settings of one route.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub path: String,
+    pub dialect: DialectKind,
+    pub upstreams: Vec<String>,
+    pub request_timeout: Duration,
+    pub subscribe_timeout: Duration,
+    pub linger: Duration,
+    pub max_upstream_connections: usize,
+    pub topics_per_upstream_connection: usize,
+    pub upstream_ping_interval: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub upstream_max_message_bytes: usize,
+    /// Broadcast capacity per topic = the per-client notification queue bound.
+    pub client_queue_len: usize,
+}
+
+const RESERVED: [&str; 4] = ["/", "/healthz", "/readyz", "/metrics"];
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl RawConfig {
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Validate into typed settings. `listen_override` is `SUBMUX_LISTEN`.
+    pub fn validate(self, listen_override: Option<&str>) -> Result<Settings, ConfigError> {
+        let s = self.server;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let listen_text = listen_override.unwrap_or(&s.listen);
+        let listen: SocketAddr = match listen_text.parse() {
+            Ok(a) => a,
+            Err(e) => return bad(format!("server.listen = {listen_text:?}: {e} (want HOST:PORT, e.g. 127.0.0.1:8545)")),
+        };
+        for (name, v) in [
+            ("server.max_connections", s.max_connections),
+            ("server.max_frame_bytes", s.max_frame_bytes),
+            ("server.max_batch_len", s.max_batch_len),
+            ("server.max_subscriptions_per_connection", s.max_subscriptions_per_connection),
+            ("server.max_inflight_per_connection", s.max_inflight_per_connection),
+            ("server.client_queue_len", s.client_queue_len),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be greater than 0"));
+            }
+        }
+        for (name, v) in [
+            ("server.client_ping_interval_ms", s.client_ping_interval_ms),
+            ("server.client_idle_timeout_ms", s.client_idle_timeout_ms),
+            ("server.write_timeout_ms", s.write_timeout_ms),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be greater than 0"));
+            }
+        }
+        if s.client_idle_timeout_ms <= s.client_ping_interval_ms {
+            return bad("server.client_idle_timeout_ms must be longer than server.client_ping_interval_ms".into());
+        }
+        if self.routes.is_empty() {
+            return bad("no [[route]] configured: add at least one route (see deploy/submux.example.toml)".into());
+        }
+        let mut routes = Vec::new();
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let at = format!("route[{i}] (path {:?})", r.path);
+            if !r.path.starts_with('/') || r.path.len() < 2 || r.path.ends_with('/') {
+                return bad(format!("{at}: path must start with '/', have a name and no trailing '/'"));
+            }
+            if RESERVED.contains(&r.path.as_str()) {
+                return bad(format!("{at}: path is reserved for health, readiness and metrics"));
+            }
+            if routes.iter().any(|x: &RouteSettings| x.path == r.path) {
+                return bad(format!("{at}: duplicate path"));
+            }
+            if !r.dialect.implemented() {
+                return bad(format!("{at}: dialect \"{}\" is not implemented in this build (available: ethereum)", r.dialect));
+            }
+            if r.upstreams.is_empty() {
+                return bad(format!("{at}: upstreams must list at least one ws:// or wss:// URL"));
+            }
+            for u in &r.upstreams {
+                let ok = (u.starts_with("ws://") || u.starts_with("wss://"))
+                    && u.parse::<http::Uri>().is_ok_and(|x| x.host().is_some());
+                if !ok {
+                    return bad(format!(
+                        "{at}: upstream {} is not a ws:// or wss:// URL",
+                        redact_url(u)
+                    ));
+                }
+            }
+            for (name, v) in [
+                ("request_timeout_ms", r.request_timeout_ms),
+                ("subscribe_timeout_ms", r.subscribe_timeout_ms),
+                ("upstream_ping_interval_ms", r.upstream_ping_interval_ms),
+                ("upstream_idle_timeout_ms", r.upstream_idle_timeout_ms),
+                ("connect_timeout_ms", r.connect_timeout_ms),
+                ("backoff_initial_ms", r.backoff_initial_ms),
+                ("backoff_max_ms", r.backoff_max_ms),
+            ] {
+                if v == 0 {
+                    return bad(format!("{at}: {name} must be greater than 0"));
+                }
+            }
+            if r.max_upstream_connections == 0 {
+                return bad(format!("{at}: max_upstream_connections must be at least 1"));
+            }
+            if r.upstream_idle_timeout_ms <= r.upstream_ping_interval_ms {
+                return bad(format!("{at}: upstream_idle_timeout_ms must be longer than upstream_ping_interval_ms"));
+            }
+            if r.backoff_max_ms < r.backoff_initial_ms {
+                return bad(format!("{at}: backoff_max_ms must be at least backoff_initial_ms"));
+            }
+            routes.push(RouteSettings {
+                path: r.path,
+                dialect: r.dialect,
+                upstreams: r.upstreams,
+                request_timeout: ms(r.request_timeout_ms),
+                subscribe_timeout: ms(r.subscribe_timeout_ms),
+                linger: ms(r.linger_ms),
+                max_upstream_connections: r.max_upstream_connections,
+                topics_per_upstream_connection: r.topics_per_upstream_connection,
+                upstream_ping_interval: ms(r.upstream_ping_interval_ms),
+                upstream_idle_timeout: ms(r.upstream_idle_timeout_ms),
+                connect_timeout: ms(r.connect_timeout_ms),
+                backoff_initial: ms(r.backoff_initial_ms),
+                backoff_max: ms(r.backoff_max_ms),
+                upstream_max_message_bytes: r.upstream_max_message_bytes.max(s.max_frame_bytes),
+                client_queue_len: s.client_queue_len,
+            });
+        }
+        Ok(Settings {
+            listen,
+            max_connections: s.max_connections,
+            max_frame_bytes: s.max_frame_bytes,
+            max_batch_len: s.max_batch_len,
+            max_subscriptions_per_connection: s.max_subscriptions_per_connection,
+            max_inflight_per_connection: s.max_inflight_per_connection,
+            client_queue_len: s.client_queue_len,
+            client_ping_interval: ms(s.client_ping_interval_ms),
+            client_idle_timeout: ms(s.client_idle_timeout_ms),
+            write_timeout: ms(s.write_timeout_ms),
+            shutdown_grace: ms(s.shutdown_grace_ms),
+            routes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[server]
+listen = "127.0.0.1:8545"
+
+[[route]]
+path = "/eth"
+dialect = "ethereum"
+upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
+"#;
+
+    #[test]
+    fn issue_example_parses_with_defaults() {
+        let s = RawConfig::parse(MIN, "t.toml").unwrap().validate(None).unwrap();
+        assert_eq!(s.listen.port(), 8545);
+        assert_eq!(s.routes[0].upstreams.len(), 2);
+        assert_eq!(s.routes[0].linger, Duration::from_millis(2000));
+        assert_eq!(s.max_frame_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn env_override_of_listen() {
+        let s = RawConfig::parse(MIN, "t.toml")
+            .unwrap()
+            .validate(Some("0.0.0.0:9000"))
+            .unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_line() {
+        let text = MIN.replace("dialect = \"ethereum\"", "dialect = \"ethereum\"\nupstream = []");
+        let err = RawConfig::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown field `upstream`"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key_and_hide_secrets() {
+        let text = MIN.replace("ws://127.0.0.1:8546", "http://secret-host/KEY123");
+        let err = RawConfig::parse(&text, "t.toml").unwrap().validate(None).unwrap_err().to_string();
+        assert!(err.contains("route[0]") && err.contains("not a ws://"), "{err}");
+        assert!(!err.contains("KEY123"), "{err}");
+        let text = MIN.replace("/eth", "/metrics");
+        assert!(RawConfig::parse(&text, "t").unwrap().validate(None).is_err());
+        let text = MIN.replace("ethereum", "bitcoin");
+        assert!(RawConfig::parse(&text, "t").is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! Protocol knowledge only: parsing and rendering of client and upstream frames.
+//!
+//! Nothing in this module tree awaits, spawns or touches a socket (enforced by
+//! `tests/invariants.rs`). Each dialect exposes the same items through the
+//! [`Dialect`] trait, so the session, hub and upstream actor are dialect-agnostic.
+
+pub mod ethereum;
+pub mod jsonrpc;
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Which protocol a route speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DialectKind {
+    Ethereum,
+    Solana,
+    Xrpl,
+    Lnbits,
+}
+
+impl DialectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialectKind::Ethereum => "ethereum",
+            DialectKind::Solana => "solana",
+            DialectKind::Xrpl => "xrpl",
+            DialectKind::Lnbits => "lnbits",
+        }
+    }
+
+    /// Whether this build implements the dialect.
+    pub fn implemented(self) -> bool {
+        matches!(self, DialectKind::Ethereum)
+    }
+
+    /// The dialect object for this kind, if implemented.
+    pub fn build(self) -> Option<Arc<dyn Dialect>> {
+        match self {
+            DialectKind::Ethereum => Some(Arc::new(ethereum::Ethereum::new())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DialectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a client frame came from: a WebSocket can hold subscriptions, HTTP cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Http,
+}
+
+/// A client's request id, kept as the raw JSON text it sent (`1`, `"a"`, `1.0`, `null`)
+/// so that it is echoed byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(pub Box<str>);
+
+impl RequestId {
+    pub fn null() -> Self {
+        RequestId("null".into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The subscription id a client sees, as the JSON text that goes into a frame
+/// (`"0x1f…"` with quotes for Ethereum, `17` for Solana).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientSubId(pub Arc<str>);
+
+impl ClientSubId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The subscription id an upstream gave a topic, as raw JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamSubId(pub Box<str>);
+
+/// The id submux puts on a request it sends upstream (always a JSON number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamReqId(pub u64);
+
+/// Extra behaviour a topic needs beyond plain fan-out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyFlags {
+    /// A client joining an existing topic first receives the topic's last notification
+    /// (geth `syncing`: a synced node tells every new subscriber `false` at once).
+    pub replay_last: bool,
+}
+
+/// The canonical identity of a topic: method plus canonical params. Two client
+/// subscriptions with equal keys share one upstream subscription.
+#[derive(Clone)]
+pub struct SubscriptionKey(Arc<KeyInner>);
+
+struct KeyInner {
+    method: Box<str>,
+    /// Canonical params as JSON text; also what is sent upstream.
+    params: Box<str>,
+    flags: KeyFlags,
+}
+
+impl SubscriptionKey {
+    pub fn new(method: impl Into<Box<str>>, params: impl Into<Box<str>>, flags: KeyFlags) -> Self {
+        SubscriptionKey(Arc::new(KeyInner {
+            method: method.into(),
+            params: params.into(),
+            flags,
+        }))
+    }
+    pub fn method(&self) -> &str {
+        &self.0.method
+    }
+    pub fn params(&self) -> &str {
+        &self.0.params
+    }
+    pub fn flags(&self) -> KeyFlags {
+        self.0.flags
+    }
+}
+
+impl PartialEq for SubscriptionKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.method == other.0.method && self.0.params == other.0.params
+    }
+}
+impl Eq for SubscriptionKey {}
+impl Hash for SubscriptionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.method.hash(state);
+        self.0.params.hash(state);
+    }
+}
+impl fmt::Debug for SubscriptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.0.method, self.0.params)
+    }
+}
+
+/// An ordinary call to forward upstream with a rewritten id.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Box<str>,
+    /// Raw params JSON, absent when the client sent none.
+    pub params: Option<Box<str>>,
+}
+
+/// An error in the dialect's own shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcError {
+    /// Code and message (and optional raw `data`).
+    Std {
+        code: i64,
+        message: String,
+        data: Option<String>,
+    },
+    /// An upstream's error object, passed through verbatim.
+    Raw(String),
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError::Std {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// One message from a client, after parsing.
+#[derive(Debug, Clone)]
+pub enum ClientMsg {
+    Subscribe {
+        id: RequestId,
+        key: SubscriptionKey,
+    },
+    Unsubscribe {
+        id: RequestId,
+        sub: ClientSubId,
+    },
+    /// Forward upstream; `id: None` is a notification (no reply expected).
+    Call {
+        id: Option<RequestId>,
+        call: Call,
+    },
+    /// Answer locally with this error.
+    Error {
+        id: RequestId,
+        error: RpcError,
+    },
+    /// Nothing to do and nothing to answer (e.g. a stray response).
+    Ignore,
+}
+
+/// One client frame: a single message, a batch, or a frame-level error.
+#[derive(Debug, Clone)]
+pub enum ClientFrame {
+    Single(ClientMsg),
+    Batch(Vec<ClientMsg>),
+    /// The whole frame is bad (invalid JSON, empty batch): answer with this, keep the socket.
+    Invalid(RpcError),
+}
+
+/// One parsed upstream frame. Ranges index into the text that was parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFrame {
+    /// An answer to a request submux sent; `id_range` is where its id sits, so the
+    /// session can splice in the client's own id and pass the rest through untouched.
+    Response {
+        id: UpstreamReqId,
+        id_range: Range<usize>,
+        /// `Ok(result range)` or `Err(error object text)`.
+        outcome: Result<Range<usize>, String>,
+    },
+    /// A push for a topic; `id_range` is where the subscription id sits.
+    Notification {
+        sub: UpstreamSubId,
+        id_range: Range<usize>,
+        /// The upstream ends the subscription with this notification (one-shots).
+        is_final: bool,
+    },
+    /// Valid JSON that submux has no use for (logged and counted).
+    Other,
+    /// Not parseable.
+    Malformed(String),
+}
+
+/// Protocol knowledge of one dialect. Implementations are pure: no I/O, no awaiting.
+pub trait Dialect: Send + Sync + 'static {
+    fn kind(&self) -> DialectKind;
+
+    /// Parse one client text frame.
+    fn parse_client(&self, text: &str, transport: Transport) -> ClientFrame;
+
+    /// A fresh client-facing subscription id in the dialect's native format.
+    fn mint_sub_id(&self) -> ClientSubId;
+
+    /// Canonical text of a client-supplied subscription id (for unsubscribe lookups).
+    fn render_subscribed(&self, id: &RequestId, sub: &ClientSubId) -> String;
+    fn render_unsubscribed(&self, id: &RequestId) -> String;
+    fn render_error(&self, id: &RequestId, error: &RpcError) -> String;
+    /// Join already rendered replies into one batch reply.
+    fn render_batch(&self, parts: &[String]) -> String;
+
+    /// Requests submux sends upstream.
+    fn render_upstream_subscribe(&self, key: &SubscriptionKey, req: UpstreamReqId) -> String;
+    fn render_upstream_unsubscribe(
+        &self,
+        key: &SubscriptionKey,
+        sub: &UpstreamSubId,
+        req: UpstreamReqId,
+    ) -> String;
+    fn render_upstream_call(&self, call: &Call, req: Option<UpstreamReqId>) -> String;
+
+    /// Parse one upstream text frame.
+    fn parse_upstream(&self, text: &str) -> UpstreamFrame;
+    /// The upstream subscription id inside a successful subscribe result.
+    fn parse_subscribe_result(&self, result: &str) -> Option<UpstreamSubId>;
+
+    /// Error shapes for conditions submux itself detects.
+    fn error_for(&self, cond: Condition) -> RpcError;
+}
+
+/// Conditions submux answers itself, rendered by each dialect in its own shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// No upstream connection could be had in time.
+    UpstreamUnavailable,
+    /// The upstream did not answer within the request timeout.
+    UpstreamTimeout,
+    /// The upstream connection dropped while the request was in flight.
+    UpstreamLost,
+    /// A configured limit was hit; the text names the limit.
+    LimitExceeded(String),
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Unknown client subscription id on unsubscribe.
+    SubscriptionNotFound,
+}
+
+/// Replace `range` of `text` with `with`: the one operation fan-out and id rewriting need.
+pub fn splice(text: &str, range: Range<usize>, with: &str) -> String {
+    let mut out = String::with_capacity(text.len() - range.len() + with.len());
+    out.push_str(&text[..range.start]);
+    out.push_str(with);
+    out.push_str(&text[range.end..]);
+    out
+}
+
+/// Byte range of `inner` inside `outer`; `inner` must be a sub-slice of `outer`
+/// (as `serde_json::value::RawValue` borrows are).
+pub(crate) fn subslice_range(outer: &str, inner: &str) -> Range<usize> {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    debug_assert!(start + inner.len() <= outer.len());
+    start..start + inner.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_exactly_the_range() {
+        assert_eq!(splice("ab\"x\"cd", 2..5, "\"yy\""), "ab\"yy\"cd");
+        assert_eq!(splice("xyz", 0..0, "a"), "axyz");
+    }
+
+    #[test]
+    fn keys_compare_by_method_and_params_only() {
+        let a = SubscriptionKey::new("eth_subscribe", "[\"newHeads\"]", KeyFlags::default());
+        let b = SubscriptionKey::new(
+            "eth_subscribe",
+            "[\"newHeads\"]",
+            KeyFlags { replay_last: true },
+        );
+        let c = SubscriptionKey::new("foo_subscribe", "[\"newHeads\"]", KeyFlags::default());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

@@ -1,0 +1,166 @@
+//! Dedup and refcount: the handle sessions use to reach a route's upstream actor.
+//!
+//! The hub is an immutable map built at start-up: route path → [`RouteHandle`]. Each route
+//! has exactly one actor that owns its [`table::TopicTable`], so every key has one home and
+//! dedup is exact without a global lock; a new subscribe can never race the last release
+//! because both are messages to the same owner.
+
+pub mod subscription;
+pub mod table;
+
+use crate::dialect::{Call, Condition, Dialect, RpcError, SubscriptionKey};
+use crate::telemetry::RouteMetrics;
+pub use subscription::{Joined, ReleaseGuard};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One notification as every session of a topic sends it: the frame carries the topic's
+/// public id at `id_range`, so a session with another id splices, everyone else shares.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub frame: Utf8Bytes,
+    pub id_range: Range<usize>,
+}
+
+/// An upstream answer to a forwarded call: the upstream's frame with our id at `id_range`;
+/// the session splices the client's own id there and passes everything else untouched.
+#[derive(Debug, Clone)]
+pub struct UpstreamReply {
+    pub text: Utf8Bytes,
+    pub id_range: Range<usize>,
+}
+
+/// Why a hub request failed; each maps to a dialect error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error("no upstream connection available")]
+    Unavailable,
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("upstream connection lost with the request in flight")]
+    Lost,
+    #[error("limit exceeded: {0}")]
+    Full(String),
+    /// The upstream's own error object, passed to the client verbatim.
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl HubError {
+    pub fn to_rpc(&self, dialect: &dyn Dialect) -> RpcError {
+        match self {
+            HubError::Unavailable => dialect.error_for(Condition::UpstreamUnavailable),
+            HubError::Timeout => dialect.error_for(Condition::UpstreamTimeout),
+            HubError::Lost => dialect.error_for(Condition::UpstreamLost),
+            HubError::Full(what) => dialect.error_for(Condition::LimitExceeded(what.clone())),
+            HubError::Upstream(raw) => RpcError::Raw(raw.clone()),
+            HubError::ShuttingDown => dialect.error_for(Condition::ShuttingDown),
+        }
+    }
+}
+
+/// Messages to a route actor.
+#[derive(Debug)]
+pub enum Command {
+    Subscribe {
+        key: SubscriptionKey,
+        reply: oneshot::Sender<Result<Joined, HubError>>,
+    },
+    /// `reply: None` forwards a JSON-RPC notification (no answer expected).
+    Call {
+        call: Call,
+        reply: Option<oneshot::Sender<Result<UpstreamReply, HubError>>>,
+    },
+}
+
+/// A cheap, cloneable handle to one route's actor.
+#[derive(Clone)]
+pub struct RouteHandle {
+    pub path: Arc<str>,
+    pub dialect: Arc<dyn Dialect>,
+    pub metrics: Arc<RouteMetrics>,
+    cmd: mpsc::Sender<Command>,
+    /// Upper bound on waiting for the actor's answer (the actor enforces its own timeouts;
+    /// this only guards against a wedged actor).
+    answer_timeout: Duration,
+}
+
+impl RouteHandle {
+    pub fn new(
+        path: Arc<str>,
+        dialect: Arc<dyn Dialect>,
+        metrics: Arc<RouteMetrics>,
+        cmd: mpsc::Sender<Command>,
+        answer_timeout: Duration,
+    ) -> Self {
+        RouteHandle {
+            path,
+            dialect,
+            metrics,
+            cmd,
+            answer_timeout,
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, HubError>>) -> Command,
+    ) -> Result<T, HubError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(make(tx))
+            .await
+            .map_err(|_| HubError::ShuttingDown)?;
+        match tokio::time::timeout(self.answer_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(HubError::ShuttingDown),
+            Err(_) => Err(HubError::Timeout),
+        }
+    }
+
+    pub async fn subscribe(&self, key: SubscriptionKey) -> Result<Joined, HubError> {
+        self.ask(|reply| Command::Subscribe { key, reply }).await
+    }
+
+    pub async fn call(&self, call: Call) -> Result<UpstreamReply, HubError> {
+        self.ask(|reply| Command::Call {
+            call,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// Forward a notification (fire and forget; dropped if the actor's queue is full).
+    pub fn notify(&self, call: Call) {
+        if self
+            .cmd
+            .try_send(Command::Call { call, reply: None })
+            .is_err()
+        {
+            tracing::debug!(route = %self.path, "dropped client notification: actor queue full");
+        }
+    }
+}
+
+/// The immutable routing map.
+#[derive(Clone, Default)]
+pub struct Hub {
+    routes: Vec<RouteHandle>,
+}
+
+impl Hub {
+    pub fn new(routes: Vec<RouteHandle>) -> Self {
+        Hub { routes }
+    }
+    pub fn routes(&self) -> &[RouteHandle] {
+        &self.routes
+    }
+    pub fn get(&self, path: &str) -> Option<&RouteHandle> {
+        self.routes.iter().find(|r| &*r.path == path)
+    }
+}

@@ -1,0 +1,651 @@
+//! The sans-IO topic table: dedup, refcounts, linger, resubscribe. Events in, actions out,
+//! time passed in as an argument. The upstream actor is its only owner.
+//!
+//! A topic is one deduplicated upstream subscription. Its lifecycle:
+//! created (waiters queued, subscribe sent when its slot is up) → confirmed (upstream id
+//! known, clients told) → [slot down: upstream id forgotten, resubscribed on slot up] →
+//! idle (refcount 0) → removed after the linger, with an upstream unsubscribe.
+
+use crate::dialect::{SubscriptionKey, UpstreamSubId};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Identity of one topic for its whole life (never reused, unlike keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub u64);
+
+/// Index of one upstream connection of a route's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotId(pub usize);
+
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// How long an unused topic stays subscribed upstream, for a quick re-join.
+    pub linger: Duration,
+    /// Upstream connections a route may open.
+    pub max_slots: usize,
+    /// Topics per upstream connection before another one is opened (0 = no cap).
+    pub topics_per_slot: usize,
+    /// How long a new topic may wait for its first confirmation.
+    pub subscribe_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Topic<W, T> {
+    pub key: SubscriptionKey,
+    pub slot: SlotId,
+    refs: usize,
+    confirmed: bool,
+    upstream: Option<UpstreamSubId>,
+    in_flight: bool,
+    idle_since: Option<Instant>,
+    created: Instant,
+    waiters: Vec<W>,
+    /// Owner-defined data (the actor keeps the fan-out sender and public id here).
+    pub data: T,
+}
+
+impl<W, T> Topic<W, T> {
+    pub fn refs(&self) -> usize {
+        self.refs
+    }
+    pub fn confirmed(&self) -> bool {
+        self.confirmed
+    }
+    pub fn upstream(&self) -> Option<&UpstreamSubId> {
+        self.upstream.as_ref()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a subscribe for this topic on its slot.
+    Subscribe { topic: TopicId, slot: SlotId },
+    /// Open this (new) upstream connection.
+    OpenSlot(SlotId),
+}
+
+/// Result of a join.
+#[derive(Debug)]
+pub enum Join<W> {
+    /// The topic is confirmed: answer the waiter now.
+    Ready(TopicId, W),
+    /// The waiter is queued until the topic is confirmed or fails.
+    Queued(TopicId, Option<Action>),
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("every upstream connection of this route holds its maximum of {0} topics")]
+    Full(usize),
+}
+
+/// Outcome of a subscribe confirmation.
+#[derive(Debug)]
+pub enum Confirmed<W> {
+    /// Tell these waiters (may be empty, e.g. after a resubscribe).
+    Waiters(Vec<W>),
+    /// The topic is gone or was not waiting: the upstream id must be unsubscribed.
+    Stale,
+}
+
+/// Outcome of a failed subscribe.
+#[derive(Debug)]
+pub enum Failed<W, T> {
+    /// A new topic failed: reject its waiters; the topic is removed.
+    Rejected(Vec<W>, T),
+    /// A confirmed topic failed to resubscribe: it ends for its clients.
+    Ended(T),
+    /// Unknown topic.
+    Unknown,
+}
+
+/// What a timer tick produced.
+#[derive(Debug)]
+pub struct Tick<W, T> {
+    /// Upstream subscriptions nobody needs any more.
+    pub unsubscribe: Vec<(SlotId, SubscriptionKey, UpstreamSubId)>,
+    /// Waiters of topics that never got confirmed in time.
+    pub expired: Vec<W>,
+    /// Data of removed topics (dropping it ends their fan-out).
+    pub removed: Vec<T>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SlotInfo {
+    up: bool,
+    topics: usize,
+}
+
+#[derive(Debug)]
+pub struct TopicTable<W, T> {
+    cfg: TableConfig,
+    next_id: u64,
+    topics: HashMap<TopicId, Topic<W, T>>,
+    by_key: HashMap<SubscriptionKey, TopicId>,
+    by_upstream: HashMap<(SlotId, UpstreamSubId), Vec<TopicId>>,
+    slots: Vec<SlotInfo>,
+}
+
+impl<W, T> TopicTable<W, T> {
+    pub fn new(cfg: TableConfig) -> Self {
+        TopicTable {
+            slots: vec![SlotInfo::default()],
+            cfg,
+            next_id: 1,
+            topics: HashMap::new(),
+            by_key: HashMap::new(),
+            by_upstream: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+    pub fn get(&self, id: TopicId) -> Option<&Topic<W, T>> {
+        self.topics.get(&id)
+    }
+    pub fn get_mut(&mut self, id: TopicId) -> Option<&mut Topic<W, T>> {
+        self.topics.get_mut(&id)
+    }
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+    pub fn slot_topics(&self, slot: SlotId) -> usize {
+        self.slots.get(slot.0).map_or(0, |s| s.topics)
+    }
+    /// Confirmed topics that currently have an upstream subscription.
+    pub fn active_upstream(&self) -> impl Iterator<Item = (SlotId, &SubscriptionKey, &UpstreamSubId)> {
+        self.topics
+            .values()
+            .filter_map(|t| t.upstream.as_ref().map(|u| (t.slot, &t.key, u)))
+    }
+
+    fn pick_slot(&mut self) -> Result<(SlotId, Option<Action>), TableError> {
+        let cap = self.cfg.topics_per_slot;
+        if cap == 0 {
+            return Ok((SlotId(0), None));
+        }
+        if let Some(i) = self.slots.iter().position(|s| s.topics < cap) {
+            return Ok((SlotId(i), None));
+        }
+        if self.slots.len() < self.cfg.max_slots.max(1) {
+            self.slots.push(SlotInfo::default());
+            let slot = SlotId(self.slots.len() - 1);
+            return Ok((slot, Some(Action::OpenSlot(slot))));
+        }
+        Err(TableError::Full(cap))
+    }
+
+    /// A client wants `key`. `make` builds the topic data for a new topic.
+    pub fn subscribe(
+        &mut self,
+        key: SubscriptionKey,
+        waiter: W,
+        now: Instant,
+        make: impl FnOnce() -> T,
+    ) -> Result<Join<W>, (TableError, W)> {
+        if let Some(&id) = self.by_key.get(&key) {
+            if let Some(t) = self.topics.get_mut(&id) {
+                t.refs += 1;
+                t.idle_since = None;
+                if t.confirmed {
+                    return Ok(Join::Ready(id, waiter));
+                }
+                t.waiters.push(waiter);
+                return Ok(Join::Queued(id, None));
+            }
+        }
+        let (slot, open) = match self.pick_slot() {
+            Ok(x) => x,
+            Err(e) => return Err((e, waiter)),
+        };
+        let id = TopicId(self.next_id);
+        self.next_id += 1;
+        let up = self.slots[slot.0].up;
+        self.slots[slot.0].topics += 1;
+        self.topics.insert(
+            id,
+            Topic {
+                key: key.clone(),
+                slot,
+                refs: 1,
+                confirmed: false,
+                upstream: None,
+                in_flight: up,
+                idle_since: None,
+                created: now,
+                waiters: vec![waiter],
+                data: make(),
+            },
+        );
+        self.by_key.insert(key, id);
+        let action = if up {
+            Some(Action::Subscribe { topic: id, slot })
+        } else {
+            open
+        };
+        Ok(Join::Queued(id, action))
+    }
+
+    /// A client subscription handle was dropped.
+    pub fn release(&mut self, id: TopicId, now: Instant) {
+        if let Some(t) = self.topics.get_mut(&id) {
+            t.refs = t.refs.saturating_sub(1);
+            if t.refs == 0 {
+                t.idle_since = Some(now);
+            }
+        }
+    }
+
+    /// The upstream confirmed a subscribe for `id` with `up`.
+    pub fn on_subscribed(&mut self, id: TopicId, up: UpstreamSubId) -> Confirmed<W> {
+        let Some(t) = self.topics.get_mut(&id) else {
+            return Confirmed::Stale;
+        };
+        if !t.in_flight {
+            return Confirmed::Stale;
+        }
+        t.in_flight = false;
+        t.confirmed = true;
+        t.upstream = Some(up.clone());
+        self.by_upstream.entry((t.slot, up)).or_default().push(id);
+        Confirmed::Waiters(std::mem::take(&mut t.waiters))
+    }
+
+    /// The upstream rejected (or timed out) a subscribe for `id`.
+    pub fn on_subscribe_failed(&mut self, id: TopicId) -> Failed<W, T> {
+        let Some(t) = self.topics.get(&id) else {
+            return Failed::Unknown;
+        };
+        let confirmed = t.confirmed;
+        let Some(mut t) = self.remove(id) else {
+            return Failed::Unknown;
+        };
+        if confirmed {
+            Failed::Ended(t.data)
+        } else {
+            Failed::Rejected(std::mem::take(&mut t.waiters), t.data)
+        }
+    }
+
+    /// Topics notified by upstream id `up` on `slot` (several when the node shares ids).
+    pub fn route(&self, slot: SlotId, up: &UpstreamSubId) -> &[TopicId] {
+        self.by_upstream
+            .get(&(slot, up.clone()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// A one-shot topic delivered its final notification: remove it without unsubscribing.
+    pub fn end(&mut self, id: TopicId) -> Option<T> {
+        self.remove(id).map(|t| t.data)
+    }
+
+    /// The connection of `slot` is gone: forget its upstream ids; idle topics go away.
+    pub fn on_slot_down(&mut self, slot: SlotId) -> Vec<T> {
+        if let Some(s) = self.slots.get_mut(slot.0) {
+            s.up = false;
+        }
+        self.by_upstream.retain(|(s, _), _| *s != slot);
+        let mut idle = Vec::new();
+        for (id, t) in self.topics.iter_mut() {
+            if t.slot == slot {
+                t.upstream = None;
+                t.in_flight = false;
+                if t.refs == 0 {
+                    idle.push(*id);
+                }
+            }
+        }
+        idle.into_iter()
+            .filter_map(|id| self.remove(id).map(|t| t.data))
+            .collect()
+    }
+
+    /// The connection of `slot` is up: (re)subscribe every topic on it.
+    pub fn on_slot_up(&mut self, slot: SlotId) -> Vec<TopicId> {
+        if let Some(s) = self.slots.get_mut(slot.0) {
+            s.up = true;
+        }
+        let mut ids: Vec<TopicId> = self
+            .topics
+            .iter_mut()
+            .filter(|(_, t)| t.slot == slot && !t.in_flight && t.upstream.is_none())
+            .map(|(id, t)| {
+                t.in_flight = true;
+                *id
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn slot_up(&self, slot: SlotId) -> bool {
+        self.slots.get(slot.0).is_some_and(|s| s.up)
+    }
+
+    /// Expire lingering topics and waiters that waited too long.
+    pub fn on_tick(&mut self, now: Instant) -> Tick<W, T> {
+        let mut out = Tick {
+            unsubscribe: Vec::new(),
+            expired: Vec::new(),
+            removed: Vec::new(),
+        };
+        let linger = self.cfg.linger;
+        let timeout = self.cfg.subscribe_timeout;
+        let mut gone = Vec::new();
+        let mut expired = Vec::new();
+        for (id, t) in &self.topics {
+            if t.in_flight {
+                continue;
+            }
+            if t.refs == 0 && t.idle_since.is_some_and(|s| now.duration_since(s) >= linger) {
+                gone.push(*id);
+            } else if !t.confirmed && now.duration_since(t.created) >= timeout {
+                expired.push(*id);
+            }
+        }
+        for id in gone {
+            let shared_up = self.topics.get(&id).and_then(|t| {
+                t.upstream
+                    .clone()
+                    .map(|u| (t.slot, t.key.clone(), u))
+            });
+            if let Some(t) = self.remove(id) {
+                out.removed.push(t.data);
+            }
+            if let Some((slot, key, up)) = shared_up {
+                if !self.by_upstream.contains_key(&(slot, up.clone())) {
+                    out.unsubscribe.push((slot, key, up));
+                }
+            }
+        }
+        for id in expired {
+            if let Some(mut t) = self.remove(id) {
+                out.expired.append(&mut t.waiters);
+                out.removed.push(t.data);
+            }
+        }
+        out
+    }
+
+    /// Remove everything (shutdown): upstream subscriptions to unsubscribe, and all data.
+    pub fn drain(&mut self) -> (Vec<(SlotId, SubscriptionKey, UpstreamSubId)>, Vec<T>) {
+        let mut unsub = Vec::new();
+        for ((slot, up), ids) in self.by_upstream.drain() {
+            if let Some(t) = ids.first().and_then(|id| self.topics.get(id)) {
+                unsub.push((slot, t.key.clone(), up));
+            }
+        }
+        self.by_key.clear();
+        for s in &mut self.slots {
+            s.topics = 0;
+        }
+        let data = self.topics.drain().map(|(_, t)| t.data).collect();
+        (unsub, data)
+    }
+
+    fn remove(&mut self, id: TopicId) -> Option<Topic<W, T>> {
+        let t = self.topics.remove(&id)?;
+        if self.by_key.get(&t.key) == Some(&id) {
+            self.by_key.remove(&t.key);
+        }
+        if let Some(up) = &t.upstream {
+            let k = (t.slot, up.clone());
+            if let Some(v) = self.by_upstream.get_mut(&k) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    self.by_upstream.remove(&k);
+                }
+            }
+        }
+        if let Some(s) = self.slots.get_mut(t.slot.0) {
+            s.topics = s.topics.saturating_sub(1);
+        }
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::KeyFlags;
+
+    fn cfg() -> TableConfig {
+        TableConfig {
+            linger: Duration::from_secs(2),
+            max_slots: 2,
+            topics_per_slot: 0,
+            subscribe_timeout: Duration::from_secs(10),
+        }
+    }
+    fn key(s: &str) -> SubscriptionKey {
+        SubscriptionKey::new("eth_subscribe", format!("[\"{s}\"]"), KeyFlags::default())
+    }
+    fn up(s: &str) -> UpstreamSubId {
+        UpstreamSubId(format!("\"{s}\"").into())
+    }
+    type Table = TopicTable<&'static str, u32>;
+
+    fn queued(j: Result<Join<&'static str>, (TableError, &'static str)>) -> (TopicId, Option<Action>) {
+        match j {
+            Ok(Join::Queued(id, a)) => (id, a),
+            other => panic!("expected queued, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dedup_join_while_pending_then_ready() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (id, a) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
+        assert_eq!(a, Some(Action::Subscribe { topic: id, slot: SlotId(0) }));
+        // join while pending: queued, no second upstream subscribe
+        let (id2, a2) = queued(t.subscribe(key("newHeads"), "b", t0, || 2));
+        assert_eq!((id2, a2), (id, None));
+        match t.on_subscribed(id, up("0x1")) {
+            Confirmed::Waiters(w) => assert_eq!(w, vec!["a", "b"]),
+            Confirmed::Stale => panic!(),
+        }
+        // join when confirmed: ready at once
+        assert!(matches!(t.subscribe(key("newHeads"), "c", t0, || 3), Ok(Join::Ready(x, "c")) if x == id));
+        assert_eq!(t.get(id).unwrap().refs(), 3);
+        assert_eq!(t.route(SlotId(0), &up("0x1")), &[id]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn refcount_linger_then_unsubscribe_and_rejoin_cancels_linger() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (id, _) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
+        t.on_subscribed(id, up("0x1"));
+        t.release(id, t0);
+        // within linger: nothing happens; a re-join cancels the linger
+        assert!(t.on_tick(t0 + Duration::from_secs(1)).unsubscribe.is_empty());
+        assert!(matches!(t.subscribe(key("newHeads"), "b", t0, || 2), Ok(Join::Ready(..))));
+        assert!(t.on_tick(t0 + Duration::from_secs(5)).unsubscribe.is_empty());
+        t.release(id, t0 + Duration::from_secs(5));
+        let tick = t.on_tick(t0 + Duration::from_secs(7));
+        assert_eq!(tick.unsubscribe, vec![(SlotId(0), key("newHeads"), up("0x1"))]);
+        assert_eq!(tick.removed, vec![1]);
+        assert!(t.is_empty());
+        assert!(t.route(SlotId(0), &up("0x1")).is_empty());
+    }
+
+    #[test]
+    fn error_on_subscribe_rejects_all_waiters() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (id, _) = queued(t.subscribe(key("logs"), "a", t0, || 1));
+        queued(t.subscribe(key("logs"), "b", t0, || 2));
+        match t.on_subscribe_failed(id) {
+            Failed::Rejected(w, d) => {
+                assert_eq!(w, vec!["a", "b"]);
+                assert_eq!(d, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.is_empty());
+        // a new subscribe afterwards makes a fresh topic with a new id
+        let (id2, a) = queued(t.subscribe(key("logs"), "c", t0, || 3));
+        assert_ne!(id2, id);
+        assert!(matches!(a, Some(Action::Subscribe { .. })));
+    }
+
+    #[test]
+    fn reconnect_resubscribes_live_topics_and_drops_idle_ones() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (a, _) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
+        let (b, _) = queued(t.subscribe(key("syncing"), "b", t0, || 2));
+        t.on_subscribed(a, up("0x1"));
+        t.on_subscribed(b, up("0x2"));
+        t.release(b, t0); // b is lingering
+        let dropped = t.on_slot_down(SlotId(0));
+        assert_eq!(dropped, vec![2]);
+        assert!(t.route(SlotId(0), &up("0x1")).is_empty(), "old ids are forgotten");
+        // joining a confirmed topic during the outage is immediate (client ids survive)
+        assert!(matches!(t.subscribe(key("newHeads"), "c", t0, || 9), Ok(Join::Ready(..))));
+        assert_eq!(t.on_slot_up(SlotId(0)), vec![a]);
+        // a second slot-up does not resend in-flight subscribes
+        assert!(t.on_slot_up(SlotId(0)).is_empty());
+        assert!(matches!(t.on_subscribed(a, up("0x9")), Confirmed::Waiters(w) if w.is_empty()));
+        assert_eq!(t.route(SlotId(0), &up("0x9")), &[a]);
+    }
+
+    #[test]
+    fn release_during_resubscribe_unsubscribes_after_confirmation() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (a, _) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
+        t.on_subscribed(a, up("0x1"));
+        t.on_slot_down(SlotId(0));
+        assert_eq!(t.on_slot_up(SlotId(0)), vec![a]);
+        t.release(a, t0); // last client leaves while the resubscribe is in flight
+        // the in-flight topic is not removed by the tick
+        assert!(t.on_tick(t0 + Duration::from_secs(60)).removed.is_empty());
+        assert!(matches!(t.on_subscribed(a, up("0x2")), Confirmed::Waiters(_)));
+        let tick = t.on_tick(t0 + Duration::from_secs(60));
+        assert_eq!(tick.unsubscribe, vec![(SlotId(0), key("newHeads"), up("0x2"))]);
+    }
+
+    #[test]
+    fn resubscribe_failure_ends_the_topic() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (a, _) = queued(t.subscribe(key("newHeads"), "a", t0, || 7));
+        t.on_subscribed(a, up("0x1"));
+        t.on_slot_down(SlotId(0));
+        t.on_slot_up(SlotId(0));
+        assert!(matches!(t.on_subscribe_failed(a), Failed::Ended(7)));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn notification_for_unknown_id_and_duplicate_response() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        assert!(t.route(SlotId(0), &up("0xdead")).is_empty());
+        let (a, _) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
+        assert!(matches!(t.on_subscribed(a, up("0x1")), Confirmed::Waiters(_)));
+        // a second confirmation for the same topic is stale: its id must be unsubscribed
+        assert!(matches!(t.on_subscribed(a, up("0x2")), Confirmed::Stale));
+        assert!(matches!(t.on_subscribed(TopicId(999), up("0x3")), Confirmed::Stale));
+        assert_eq!(t.route(SlotId(0), &up("0x1")), &[a]);
+    }
+
+    #[test]
+    fn one_shot_topic_ends_without_unsubscribe() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (a, _) = queued(t.subscribe(key("sig"), "a", t0, || 5));
+        t.on_subscribed(a, up("0x1"));
+        assert_eq!(t.end(a), Some(5));
+        t.release(a, t0); // late release of the ended topic is harmless
+        assert!(t.on_tick(t0 + Duration::from_secs(99)).unsubscribe.is_empty());
+        // the same key now makes a new topic
+        let (b, _) = queued(t.subscribe(key("sig"), "b", t0, || 6));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn shared_upstream_id_is_unsubscribed_only_when_last_topic_goes() {
+        // A node that collapses identical params hands two topics the same id.
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (a, _) = queued(t.subscribe(key("x"), "a", t0, || 1));
+        let (b, _) = queued(t.subscribe(key("y"), "b", t0, || 2));
+        t.on_subscribed(a, up("7"));
+        t.on_subscribed(b, up("7"));
+        assert_eq!(t.route(SlotId(0), &up("7")), &[a, b]);
+        t.release(a, t0);
+        let tick = t.on_tick(t0 + Duration::from_secs(3));
+        assert!(tick.unsubscribe.is_empty(), "b still uses upstream id 7");
+        assert_eq!(t.route(SlotId(0), &up("7")), &[b]);
+        t.release(b, t0);
+        let tick = t.on_tick(t0 + Duration::from_secs(6));
+        assert_eq!(tick.unsubscribe.len(), 1);
+    }
+
+    #[test]
+    fn waiting_for_a_connection_times_out() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        // slot 0 is down: nothing is sent
+        let (_, a) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
+        assert_eq!(a, None);
+        let tick = t.on_tick(t0 + Duration::from_secs(11));
+        assert_eq!(tick.expired, vec!["a"]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn per_slot_cap_opens_another_connection_then_refuses() {
+        let t0 = Instant::now();
+        let mut t = Table::new(TableConfig {
+            topics_per_slot: 1,
+            ..cfg()
+        });
+        t.on_slot_up(SlotId(0));
+        let (_, a) = queued(t.subscribe(key("a"), "a", t0, || 1));
+        assert_eq!(a.map(|_| ()), Some(()));
+        let (b, act) = queued(t.subscribe(key("b"), "b", t0, || 2));
+        assert_eq!(act, Some(Action::OpenSlot(SlotId(1))));
+        assert_eq!(t.get(b).unwrap().slot, SlotId(1));
+        assert_eq!(t.on_slot_up(SlotId(1)), vec![b]);
+        match t.subscribe(key("c"), "c", t0, || 3) {
+            Err((TableError::Full(1), "c")) => {}
+            other => panic!("{other:?}"),
+        }
+        // an existing key still joins at the cap
+        assert!(t.subscribe(key("a"), "d", t0, || 4).is_ok());
+    }
+
+    #[test]
+    fn drain_lists_every_upstream_subscription_once() {
+        let t0 = Instant::now();
+        let mut t = Table::new(cfg());
+        t.on_slot_up(SlotId(0));
+        let (a, _) = queued(t.subscribe(key("a"), "a", t0, || 1));
+        let (b, _) = queued(t.subscribe(key("b"), "b", t0, || 2));
+        t.on_subscribed(a, up("1"));
+        t.on_subscribed(b, up("2"));
+        let (unsub, data) = t.drain();
+        assert_eq!(unsub.len(), 2);
+        assert_eq!(data.len(), 2);
+        assert!(t.is_empty());
+    }
+}

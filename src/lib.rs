@@ -1,0 +1,137 @@
+//! submux: a WebSocket proxy and subscription multiplexer for blockchain nodes.
+//!
+//! See ARCHITECTURE.md for the codemap, glossary and invariants. Layers:
+//! [`dialect`] (pure protocol knowledge) → [`hub`] (dedup and refcount) →
+//! [`upstream`] (the route actor and its sockets) ← [`session`] (one client) ←
+//! [`server`] (HTTP front); [`sim`] holds the simulated upstream nodes.
+
+pub mod config;
+pub mod dialect;
+pub mod hub;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod sim;
+pub mod telemetry;
+pub mod upstream;
+
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::telemetry::RouteMetrics;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("dialect {0} is not implemented")]
+    Dialect(String),
+}
+
+/// A running submux instance.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    server: tokio::task::JoinHandle<()>,
+    grace: std::time::Duration,
+}
+
+impl Running {
+    /// `ws://ADDR{path}`
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+    /// `http://ADDR{path}`
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+    /// Stop accepting, close sessions with 1001, unsubscribe upstream; wait at most the
+    /// grace period. Returns whether everything finished in time.
+    pub async fn stop(self) -> bool {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(self.grace, self.server).await;
+        shutdown::drain(&self.tracker, self.grace).await
+    }
+    /// Wait until the shutdown token is cancelled elsewhere, then drain.
+    pub async fn wait(self) -> bool {
+        self.shutdown.cancelled().await;
+        self.stop().await
+    }
+}
+
+/// Bind, start every route's actor and the HTTP front.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    start_on(listener, settings).await
+}
+
+/// Start on an already bound listener (tests bind port 0).
+pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Running, StartError> {
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut routes = Vec::new();
+    for r in &settings.routes {
+        let dialect = r
+            .dialect
+            .build()
+            .ok_or_else(|| StartError::Dialect(r.dialect.to_string()))?;
+        routes.push(upstream::spawn_route(
+            r.clone(),
+            dialect,
+            Arc::new(RouteMetrics::default()),
+            shutdown.clone(),
+            &tracker,
+        ));
+    }
+    let hub = Hub::new(routes);
+    let grace = settings.shutdown_grace;
+    let state = server::AppState {
+        hub: hub.clone(),
+        settings: Arc::new(settings),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        connections: Arc::new(AtomicUsize::new(0)),
+    };
+    let app = server::router(state);
+    let token = shutdown.clone();
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server error");
+        }
+    });
+    Ok(Running {
+        addr,
+        hub,
+        shutdown,
+        tracker,
+        server,
+        grace,
+    })
+}

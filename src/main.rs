@@ -1,0 +1,149 @@
+//! The `submux` binary: run with a config, check a config, or run the offline demo.
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+use submux::config::{RawConfig, RouteConfig, ServerConfig};
+use submux::dialect::DialectKind;
+use submux::sim::ethereum::{EthSim, EthSimConfig};
+
+/// WebSocket proxy and subscription multiplexer for Ethereum, Solana, XRPL and LNbits.
+///
+/// Without --config, runs the built-in demo: simulated upstream nodes started in-process
+/// and one route per implemented dialect (works offline).
+#[derive(Parser, Debug)]
+#[command(name = "submux", version, about, long_about = None)]
+struct Cli {
+    /// Run with this TOML configuration (see deploy/submux.example.toml).
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    config: Option<PathBuf>,
+    /// Validate this TOML configuration and exit (non-zero with a message on error).
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.check_config {
+        let listen = std::env::var("SUBMUX_LISTEN").ok();
+        return match RawConfig::load(path).and_then(|c| c.validate(listen.as_deref())) {
+            Ok(s) => {
+                println!(
+                    "{}: ok ({} route{}, listen {})",
+                    path.display(),
+                    s.routes.len(),
+                    if s.routes.len() == 1 { "" } else { "s" },
+                    s.listen
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("submux: invalid configuration: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    submux::telemetry::init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("submux: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("submux: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = std::env::var("SUBMUX_LISTEN").ok();
+    let (raw, demo) = match &cli.config {
+        Some(path) => (RawConfig::load(path)?, None),
+        None => {
+            let (raw, sims) = demo_config().await?;
+            (raw, Some(sims))
+        }
+    };
+    let settings = raw
+        .validate(listen.as_deref())
+        .context("invalid configuration")?;
+    let routes: Vec<(String, DialectKind)> = settings
+        .routes
+        .iter()
+        .map(|r| (r.path.clone(), r.dialect))
+        .collect();
+    let running = submux::start(settings).await?;
+    // Machine-readable line for scripts and tests (stdout; logs go to stderr).
+    println!("submux listening on http://{}", running.addr);
+    if demo.is_some() {
+        print_banner(&running, &routes);
+    }
+    let _ = std::io::stdout().flush();
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        submux::shutdown::signal().await;
+        tracing::info!("shutdown requested: closing clients and unsubscribing upstream");
+        token.cancel();
+    });
+    let clean = running.wait().await;
+    drop(demo);
+    if !clean {
+        tracing::warn!("some tasks did not finish within the grace period");
+    }
+    Ok(())
+}
+
+/// The offline demo: two simulated Ethereum nodes (primary and failover) behind /eth.
+async fn demo_config() -> anyhow::Result<(RawConfig, Vec<EthSim>)> {
+    let cfg = EthSimConfig {
+        block_interval: Some(Duration::from_secs(2)),
+        ..EthSimConfig::default()
+    };
+    let primary = EthSim::start(cfg.clone()).await.context("starting simulator")?;
+    let backup = EthSim::start(cfg).await.context("starting simulator")?;
+    let route = RouteConfig::new(
+        "/eth",
+        DialectKind::Ethereum,
+        vec![primary.url(), backup.url()],
+    );
+    let raw = RawConfig {
+        server: ServerConfig::default(),
+        routes: vec![route],
+    };
+    Ok((raw, vec![primary, backup]))
+}
+
+fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
+    println!();
+    println!("submux demo: simulated upstreams, no network needed. Ctrl-C to stop.");
+    for (path, dialect) in routes {
+        println!(
+            "  {dialect:<9} {}  (HTTP POST JSON-RPC: {})",
+            running.ws_url(path),
+            running.http_url(path)
+        );
+    }
+    println!("  health    {}  {}  {}", running.http_url("/healthz"), running.http_url("/readyz"), running.http_url("/metrics"));
+    println!();
+    println!("Try it (a new block every 2 s):");
+    println!(
+        "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_subscribe\",\"params\":[\"newHeads\"]}}",
+        running.ws_url("/eth")
+    );
+    println!(
+        "  wscat -c {} -x '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_subscribe\",\"params\":[\"newHeads\"]}}' -w 10",
+        running.ws_url("/eth")
+    );
+    println!(
+        "  curl -s -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_blockNumber\"}}' {}",
+        running.http_url("/eth")
+    );
+    println!();
+}

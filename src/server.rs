@@ -1,0 +1,192 @@
+//! The HTTP front: each route path accepts a WebSocket upgrade (a client session) and
+//! HTTP POST JSON-RPC; plus `/healthz`, `/readyz` and `/metrics`.
+
+use crate::config::Settings;
+use crate::hub::{Hub, RouteHandle};
+use crate::session;
+use crate::telemetry::render_prometheus;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared state of the HTTP front.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub settings: Arc<Settings>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    /// Open client WebSockets across all routes.
+    pub connections: Arc<AtomicUsize>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    for route in state.hub.routes() {
+        let (st, rh) = (state.clone(), route.clone());
+        r = r.route(
+            &route.path,
+            any(move |req: Request| serve_route(st.clone(), rh.clone(), req)),
+        );
+    }
+    r.with_state(state)
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let waiting: Vec<&str> = state
+        .hub
+        .routes()
+        .iter()
+        .filter(|r| !r.metrics.ready())
+        .map(|r| &*r.path)
+        .collect();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no connected upstream for: {}\n", waiting.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let routes: Vec<(&str, &crate::telemetry::RouteMetrics)> = state
+        .hub
+        .routes()
+        .iter()
+        .map(|r| (&*r.path, &*r.metrics))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render_prometheus(&routes),
+    )
+        .into_response()
+}
+
+fn is_ws_upgrade(req: &Request) -> bool {
+    let has = |name: header::HeaderName, want: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
+        })
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+fn cors(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, authorization"),
+    );
+    resp
+}
+
+async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
+    match *req.method() {
+        Method::GET if is_ws_upgrade(&req) => upgrade(state, route, req),
+        Method::POST => cors(http_rpc(&state, &route, req).await),
+        Method::OPTIONS => cors(StatusCode::NO_CONTENT.into_response()),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, POST, OPTIONS")],
+            format!(
+                "submux route {} ({}): connect with a WebSocket or POST JSON-RPC\n",
+                route.path,
+                route.dialect.kind()
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    };
+    if !version_ok {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "unsupported WebSocket version\n",
+        )
+            .into_response();
+    }
+    let max = state.settings.max_connections;
+    if state.connections.fetch_add(1, Ordering::AcqRel) >= max {
+        state.connections.fetch_sub(1, Ordering::AcqRel);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("limit exceeded: max {max} connections\n"),
+        )
+            .into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let settings = state.settings.clone();
+    let shutdown = state.shutdown.clone();
+    let connections = state.connections.clone();
+    let cfg = crate::upstream::connect::ws_config(settings.max_frame_bytes);
+    state.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg))
+                        .await;
+                session::run(ws, route, settings, shutdown).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+        connections.fetch_sub(1, Ordering::AcqRel);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Response {
+    let limit = state.settings.max_frame_bytes;
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {limit} bytes\n"),
+            )
+                .into_response()
+        }
+    };
+    let text = String::from_utf8_lossy(&body);
+    match session::handle_http(route, &text).await {
+        Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
+        None => StatusCode::OK.into_response(),
+    }
+}

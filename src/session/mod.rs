@@ -1,0 +1,481 @@
+//! One client connection: a single `select!` loop over client frames, finished requests,
+//! subscription notifications, pings and shutdown. Only this task writes to its socket.
+//!
+//! Ordering: a subscription's receiver is polled only after its subscribe reply has been
+//! written (and after the whole batch reply for batches), so a client never sees a
+//! notification before the id that names it. Notifications that arrive meanwhile wait in
+//! the receiver's bounded queue.
+//!
+//! Overflow policy: each subscription's queue holds `client_queue_len` notifications (the
+//! topic's broadcast capacity). A client that falls further behind, or whose socket does
+//! not accept a write within `write_timeout`, is closed with code 1008 and a reason and
+//! counted in `submux_slow_client_closes_total`; other clients never wait for it.
+
+use crate::config::Settings;
+use crate::dialect::{
+    splice, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId, Transport,
+};
+use crate::hub::{HubError, Joined, Notice, ReleaseGuard, RouteHandle, UpstreamReply};
+use crate::telemetry::RouteMetrics;
+use futures_util::future::{join_all, BoxFuture};
+use futures_util::stream::{self, BoxStream, FuturesUnordered};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamMap;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Close code for a client that cannot keep up (RFC 6455 1008, policy violation).
+pub const CLOSE_SLOW: u16 = 1008;
+/// Close code on shutdown (RFC 6455 1001, going away).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for an oversized frame (RFC 6455 1009, message too big).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// At most this many ready notifications are written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// One finished piece of a request (a batch has several).
+enum Item {
+    Rendered(String),
+    Joined(RequestId, Result<Joined, HubError>),
+    Reply(RequestId, Result<UpstreamReply, HubError>),
+    Nothing,
+}
+
+struct Outcome {
+    items: Vec<Item>,
+    batch: bool,
+    subscribes: usize,
+}
+
+/// A subscription this client holds.
+struct Local {
+    client_id: ClientSubId,
+    /// The frame carries the topic's public id, not ours: splice on every notification.
+    splice: bool,
+    _guard: ReleaseGuard,
+}
+
+type SubStream = BoxStream<'static, Option<Result<Notice, BroadcastStreamRecvError>>>;
+
+enum Exit {
+    ClientClosed,
+    Close(u16, String),
+    Dropped(String),
+}
+
+/// Serve one upgraded WebSocket until it closes.
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    route: RouteHandle,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = route.metrics.clone();
+    RouteMetrics::add(&metrics.sessions, 1);
+    let mut s = Session {
+        dialect: route.dialect.clone(),
+        route,
+        settings,
+        ws,
+        subs: HashMap::new(),
+        by_client_id: HashMap::new(),
+        streams: StreamMap::new(),
+        next_local: 0,
+        inflight: FuturesUnordered::new(),
+        pending_subscribes: 0,
+    };
+    let exit = s.serve(shutdown).await;
+    match exit {
+        Exit::ClientClosed => {}
+        Exit::Close(code, reason) => {
+            debug!(code, %reason, "closing client");
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(
+                s.settings.write_timeout,
+                s.ws.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+        Exit::Dropped(reason) => debug!(%reason, "dropping client"),
+    }
+    let n = s.subs.len() as i64;
+    RouteMetrics::add(&metrics.client_subscriptions, -n);
+    RouteMetrics::add(&metrics.sessions, -1);
+}
+
+struct Session<S> {
+    route: RouteHandle,
+    dialect: Arc<dyn Dialect>,
+    settings: Arc<Settings>,
+    ws: WebSocketStream<S>,
+    subs: HashMap<u64, Local>,
+    by_client_id: HashMap<ClientSubId, u64>,
+    streams: StreamMap<u64, SubStream>,
+    next_local: u64,
+    inflight: FuturesUnordered<BoxFuture<'static, Outcome>>,
+    pending_subscribes: usize,
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn serve(&mut self, shutdown: CancellationToken) -> Exit {
+        let mut ping = tokio::time::interval(self.settings.client_ping_interval);
+        ping.reset();
+        let mut last_rx = Instant::now();
+        loop {
+            let step = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    return Exit::Close(CLOSE_GOING_AWAY, "server shutting down".into());
+                }
+                msg = self.ws.next() => {
+                    last_rx = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(t))) => self.on_text(&t).await,
+                        Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
+                            Ok(t) => self.on_text(t).await,
+                            Err(_) => self.on_text("\u{0}").await, // answered as a parse error
+                        },
+                        Some(Ok(Message::Close(_))) | None => return Exit::ClientClosed,
+                        Some(Ok(_)) => Ok(()), // ping (auto-answered) / pong
+                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
+                            return Exit::Close(CLOSE_TOO_BIG, format!("frame too large: {e}"));
+                        }
+                        Some(Err(e)) => return Exit::Dropped(format!("read error: {e}")),
+                    }
+                }
+                Some(outcome) = self.inflight.next() => self.on_outcome(outcome).await,
+                Some((local, item)) = self.streams.next() => self.on_notice(local, item).await,
+                _ = ping.tick() => {
+                    if last_rx.elapsed() >= self.settings.client_idle_timeout {
+                        return Exit::Close(CLOSE_GOING_AWAY, "client did not answer pings".into());
+                    }
+                    self.write(Message::Ping(Default::default())).await
+                }
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+        }
+    }
+
+    /// Feed and flush one frame within the write timeout.
+    async fn write(&mut self, msg: Message) -> Result<(), Exit> {
+        self.feed(msg).await?;
+        self.flush().await
+    }
+
+    async fn feed(&mut self, msg: Message) -> Result<(), Exit> {
+        let is_data = matches!(msg, Message::Text(_));
+        match tokio::time::timeout(self.settings.write_timeout, self.ws.feed(msg)).await {
+            Ok(Ok(())) => {
+                if is_data {
+                    RouteMetrics::inc(&self.route.metrics.frames_out);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Exit::Dropped(format!("write error: {e}"))),
+            Err(_) => Err(self.slow("socket not writable within the write timeout")),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Exit> {
+        match tokio::time::timeout(self.settings.write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Exit::Dropped(format!("write error: {e}"))),
+            Err(_) => Err(self.slow("socket not writable within the write timeout")),
+        }
+    }
+
+    fn slow(&self, why: &str) -> Exit {
+        RouteMetrics::inc(&self.route.metrics.slow_client_closes);
+        Exit::Close(CLOSE_SLOW, format!("slow client: {why}"))
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), Exit> {
+        match self.dialect.parse_client(text, Transport::WebSocket) {
+            ClientFrame::Invalid(e) => {
+                let reply = self.dialect.render_error(&RequestId::null(), &e);
+                self.write(Message::text(reply)).await
+            }
+            ClientFrame::Single(msg) => self.start(vec![msg], false).await,
+            ClientFrame::Batch(msgs) => self.start(msgs, true).await,
+        }
+    }
+
+    /// Answer what can be answered now; send the rest to the hub as one future.
+    async fn start(&mut self, msgs: Vec<ClientMsg>, batch: bool) -> Result<(), Exit> {
+        let mut futs: Vec<BoxFuture<'static, Item>> = Vec::with_capacity(msgs.len());
+        let mut subscribes = 0;
+        let mut any_async = false;
+        for msg in msgs {
+            let item: BoxFuture<'static, Item> = match msg {
+                ClientMsg::Error { id, error } => {
+                    let r = self.dialect.render_error(&id, &error);
+                    async move { Item::Rendered(r) }.boxed()
+                }
+                ClientMsg::Ignore => async { Item::Nothing }.boxed(),
+                ClientMsg::Unsubscribe { id, sub } => {
+                    let r = self.unsubscribe(&id, &sub);
+                    async move { Item::Rendered(r) }.boxed()
+                }
+                ClientMsg::Call { id: None, call } => {
+                    self.route.notify(call);
+                    async { Item::Nothing }.boxed()
+                }
+                ClientMsg::Call { id: Some(id), call } => {
+                    if let Some(r) = self.over_inflight(&id) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else {
+                        any_async = true;
+                        let route = self.route.clone();
+                        async move { Item::Reply(id, route.call(call).await) }.boxed()
+                    }
+                }
+                ClientMsg::Subscribe { id, key } => {
+                    let max = self.settings.max_subscriptions_per_connection;
+                    if self.subs.len() + self.pending_subscribes + subscribes >= max {
+                        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+                            "max {max} subscriptions per connection"
+                        )));
+                        let r = self.dialect.render_error(&id, &e);
+                        async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_inflight(&id) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else {
+                        subscribes += 1;
+                        any_async = true;
+                        let route = self.route.clone();
+                        async move { Item::Joined(id, route.subscribe(key).await) }.boxed()
+                    }
+                }
+            };
+            futs.push(item);
+        }
+        self.pending_subscribes += subscribes;
+        let fut = join_all(futs).map(move |items| Outcome {
+            items,
+            batch,
+            subscribes,
+        });
+        if any_async {
+            self.inflight.push(fut.boxed());
+            Ok(())
+        } else {
+            // Everything was answered locally: reply now, in order.
+            let outcome = fut.await;
+            self.on_outcome(outcome).await
+        }
+    }
+
+    fn over_inflight(&self, id: &RequestId) -> Option<String> {
+        let max = self.settings.max_inflight_per_connection;
+        (self.inflight.len() >= max).then(|| {
+            let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+                "max {max} requests in flight per connection"
+            )));
+            self.dialect.render_error(id, &e)
+        })
+    }
+
+    fn unsubscribe(&mut self, id: &RequestId, sub: &ClientSubId) -> String {
+        match self.by_client_id.remove(sub) {
+            Some(local) => {
+                self.streams.remove(&local);
+                self.subs.remove(&local); // drops the guard: releases the topic
+                RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                self.dialect.render_unsubscribed(id)
+            }
+            None => {
+                let e = self.dialect.error_for(Condition::SubscriptionNotFound);
+                self.dialect.render_error(id, &e)
+            }
+        }
+    }
+
+    async fn on_outcome(&mut self, outcome: Outcome) -> Result<(), Exit> {
+        self.pending_subscribes -= outcome.subscribes;
+        let mut parts = Vec::with_capacity(outcome.items.len());
+        let mut activate = Vec::new();
+        for item in outcome.items {
+            match item {
+                Item::Rendered(r) => parts.push(r),
+                Item::Nothing => {}
+                Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
+                Item::Joined(id, Err(e)) => {
+                    parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
+                }
+                Item::Joined(id, Ok(j)) => {
+                    let (local, client_id) = self.register(j.public_id.clone(), j.guard);
+                    parts.push(self.dialect.render_subscribed(&id, &client_id));
+                    activate.push((local, j.rx, j.replay));
+                }
+            }
+        }
+        if outcome.batch {
+            if !parts.is_empty() {
+                self.write(Message::text(self.dialect.render_batch(&parts)))
+                    .await?;
+            }
+        } else {
+            for p in parts {
+                self.feed(Message::text(p)).await?;
+            }
+            self.flush().await?;
+        }
+        // Only now may this request's subscriptions deliver.
+        for (local, rx, replay) in activate {
+            if let Some(n) = replay {
+                let frame = self.frame_for(local, &n);
+                self.write(Message::Text(frame)).await?;
+            }
+            let s: SubStream = BroadcastStream::new(rx)
+                .map(Some)
+                .chain(stream::once(async { None }))
+                .boxed();
+            self.streams.insert(local, s);
+        }
+        Ok(())
+    }
+
+    /// Record a new subscription; its client id is the topic's public id unless this
+    /// client already holds that topic (then a fresh id, spliced into every frame).
+    fn register(&mut self, public_id: ClientSubId, guard: ReleaseGuard) -> (u64, ClientSubId) {
+        let local = self.next_local;
+        self.next_local += 1;
+        let (client_id, splice) = if self.by_client_id.contains_key(&public_id) {
+            let mut id = self.dialect.mint_sub_id();
+            while self.by_client_id.contains_key(&id) {
+                id = self.dialect.mint_sub_id();
+            }
+            (id, true)
+        } else {
+            (public_id, false)
+        };
+        self.by_client_id.insert(client_id.clone(), local);
+        self.subs.insert(
+            local,
+            Local {
+                client_id: client_id.clone(),
+                splice,
+                _guard: guard,
+            },
+        );
+        RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
+        (local, client_id)
+    }
+
+    fn frame_for(&self, local: u64, n: &Notice) -> Utf8Bytes {
+        match self.subs.get(&local) {
+            Some(l) if l.splice => {
+                Utf8Bytes::from(splice(&n.frame, n.id_range.clone(), l.client_id.as_str()))
+            }
+            _ => n.frame.clone(),
+        }
+    }
+
+    async fn on_notice(
+        &mut self,
+        local: u64,
+        item: Option<Result<Notice, BroadcastStreamRecvError>>,
+    ) -> Result<(), Exit> {
+        let mut next = Some((local, item));
+        let mut written = 0;
+        while let Some((local, item)) = next.take() {
+            match item {
+                Some(Ok(n)) => {
+                    if self.subs.contains_key(&local) {
+                        let frame = self.frame_for(local, &n);
+                        self.feed(Message::Text(frame)).await?;
+                        written += 1;
+                    }
+                }
+                Some(Err(BroadcastStreamRecvError::Lagged(missed))) => {
+                    return Err(self.slow(&format!(
+                        "fell {missed} notifications behind (queue holds {})",
+                        self.settings.client_queue_len
+                    )));
+                }
+                None => {
+                    // The topic ended (one-shot finished or upstream refused to resubscribe).
+                    if let Some(l) = self.subs.remove(&local) {
+                        self.by_client_id.remove(&l.client_id);
+                        RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                    }
+                }
+            }
+            if written < WRITE_BATCH {
+                next = self.streams.next().now_or_never().flatten();
+            }
+        }
+        if written > 0 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Render a forwarded call's outcome with the client's own id.
+pub fn render_reply(
+    dialect: &dyn Dialect,
+    id: &RequestId,
+    res: Result<UpstreamReply, HubError>,
+) -> String {
+    match res {
+        Ok(r) => splice(&r.text, r.id_range, id.as_str()),
+        Err(e) => dialect.render_error(id, &e.to_rpc(dialect)),
+    }
+}
+
+/// Serve one HTTP POST body (single or batch); `None` when nothing is to be answered.
+pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
+    let dialect = route.dialect.clone();
+    let msgs = match dialect.parse_client(body, Transport::Http) {
+        ClientFrame::Invalid(e) => return Some(dialect.render_error(&RequestId::null(), &e)),
+        ClientFrame::Single(m) => (vec![m], false),
+        ClientFrame::Batch(ms) => (ms, true),
+    };
+    let (msgs, batch) = msgs;
+    let futs = msgs.into_iter().map(|m| {
+        let dialect = dialect.clone();
+        async move {
+            match m {
+                ClientMsg::Error { id, error } => Some(dialect.render_error(&id, &error)),
+                ClientMsg::Ignore => None,
+                ClientMsg::Unsubscribe { id, .. } | ClientMsg::Subscribe { id, .. } => {
+                    let e = dialect.error_for(Condition::SubscriptionNotFound);
+                    Some(dialect.render_error(&id, &e))
+                }
+                ClientMsg::Call { id: None, call } => {
+                    route.notify(call);
+                    None
+                }
+                ClientMsg::Call { id: Some(id), call } => {
+                    Some(render_reply(&*dialect, &id, route.call(call).await))
+                }
+            }
+        }
+    });
+    let parts: Vec<String> = join_all(futs).await.into_iter().flatten().collect();
+    if batch {
+        (!parts.is_empty()).then(|| dialect.render_batch(&parts))
+    } else {
+        parts.into_iter().next()
+    }
+}

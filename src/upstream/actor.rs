@@ -1,0 +1,784 @@
+//! The route actor: the only task that writes to a route's upstream sockets. It owns the
+//! [`TopicTable`], the pending-request map and the connection pool ("slots"), and runs one
+//! `select!` loop over commands, releases, upstream frames, connect results and a tick.
+
+use super::backoff::Backoff;
+use super::connect::{connect, UpstreamStream};
+use crate::config::RouteSettings;
+use crate::dialect::{
+    splice, Call, ClientSubId, Dialect, SubscriptionKey, UpstreamFrame, UpstreamReqId,
+    UpstreamSubId,
+};
+use crate::hub::table::{Action, Confirmed, Failed, Join, SlotId, TableConfig, TopicId, TopicTable};
+use crate::hub::{Command, HubError, Joined, Notice, ReleaseGuard, RouteHandle, UpstreamReply};
+use crate::telemetry::{redact_url, RouteMetrics};
+use futures_util::stream::{self, BoxStream, SplitSink};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::StreamMap;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+/// Commands queued per route before senders wait (backpressure on sessions).
+const COMMAND_QUEUE: usize = 4096;
+/// Calls held while no upstream is connected; beyond this they fail at once.
+const WAITING_CALLS: usize = 4096;
+/// Resolution of linger, timeouts and pings.
+const TICK: Duration = Duration::from_millis(100);
+
+type Waiter = oneshot::Sender<Result<Joined, HubError>>;
+type CallReply = oneshot::Sender<Result<UpstreamReply, HubError>>;
+type ReadItem = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
+
+/// Per-topic data kept in the table.
+struct TopicData {
+    tx: broadcast::Sender<Notice>,
+    public_id: ClientSubId,
+    /// Last notification, kept only for keys that replay it to late joiners.
+    last: Option<Notice>,
+    /// When a resubscribe was sent (for the resubscribe latency metric).
+    resubscribing_since: Option<Instant>,
+}
+
+enum Pending {
+    Call {
+        reply: CallReply,
+        slot: SlotId,
+        deadline: Instant,
+        sent: Instant,
+    },
+    Subscribe {
+        topic: TopicId,
+        key: SubscriptionKey,
+        slot: SlotId,
+        deadline: Instant,
+    },
+    Unsubscribe {
+        slot: SlotId,
+        deadline: Instant,
+    },
+}
+
+impl Pending {
+    fn slot(&self) -> SlotId {
+        match self {
+            Pending::Call { slot, .. }
+            | Pending::Subscribe { slot, .. }
+            | Pending::Unsubscribe { slot, .. } => *slot,
+        }
+    }
+    fn deadline(&self) -> Instant {
+        match self {
+            Pending::Call { deadline, .. }
+            | Pending::Subscribe { deadline, .. }
+            | Pending::Unsubscribe { deadline, .. } => *deadline,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Idle,
+    Connecting,
+    Connected,
+}
+
+struct Slot {
+    state: SlotState,
+    sink: Option<SplitSink<UpstreamStream, Message>>,
+    /// Index into the route's upstream list used by the current/next attempt.
+    upstream: usize,
+    backoff: Backoff,
+    /// Bumped per connection attempt: stale connect results and frames are ignored.
+    generation: u64,
+    last_rx: Instant,
+    last_ping: Instant,
+    /// Whether this slot has been connected before (a later connect is a reconnect).
+    was_connected: bool,
+}
+
+struct ConnectResult {
+    slot: SlotId,
+    generation: u64,
+    result: Result<UpstreamStream, String>,
+}
+
+/// Start the actor for one route; returns the handle sessions use.
+pub fn spawn_route(
+    settings: RouteSettings,
+    dialect: Arc<dyn Dialect>,
+    metrics: Arc<RouteMetrics>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> RouteHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (release_tx, release_rx) = mpsc::unbounded_channel();
+    let (connect_tx, connect_rx) = mpsc::channel(16);
+    let handle = RouteHandle::new(
+        settings.path.clone().into(),
+        dialect.clone(),
+        metrics.clone(),
+        cmd_tx,
+        settings.request_timeout.max(settings.subscribe_timeout) + Duration::from_secs(5),
+    );
+    let table = TopicTable::new(TableConfig {
+        linger: settings.linger,
+        max_slots: settings.max_upstream_connections,
+        topics_per_slot: settings.topics_per_upstream_connection,
+        subscribe_timeout: settings.subscribe_timeout,
+    });
+    let actor = Actor {
+        dialect,
+        metrics,
+        table,
+        slots: Vec::new(),
+        reads: StreamMap::new(),
+        pending: HashMap::new(),
+        waiting_calls: VecDeque::new(),
+        next_req: 1,
+        release_tx,
+        connect_tx,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        dead: Vec::new(),
+        settings,
+    };
+    let span = tracing::info_span!("route", path = %actor.settings.path);
+    tracker.spawn(actor.run(cmd_rx, release_rx, connect_rx).instrument(span));
+    handle
+}
+
+struct Actor {
+    settings: RouteSettings,
+    dialect: Arc<dyn Dialect>,
+    metrics: Arc<RouteMetrics>,
+    table: TopicTable<Waiter, TopicData>,
+    slots: Vec<Slot>,
+    reads: StreamMap<usize, BoxStream<'static, (u64, ReadItem)>>,
+    pending: HashMap<u64, Pending>,
+    waiting_calls: VecDeque<(Call, CallReply, Instant)>,
+    next_req: u64,
+    release_tx: mpsc::UnboundedSender<TopicId>,
+    connect_tx: mpsc::Sender<ConnectResult>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Slots found dead while handling an event; torn down after it.
+    dead: Vec<(SlotId, String)>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        mut release_rx: mpsc::UnboundedReceiver<TopicId>,
+        mut connect_rx: mpsc::Receiver<ConnectResult>,
+    ) {
+        self.ensure_slot(SlotId(0));
+        self.schedule_connect(SlotId(0), Duration::ZERO);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                Some((slot, (generation, item))) = self.reads.next() => {
+                    self.on_read(SlotId(slot), generation, item).await;
+                }
+                Some(topic) = release_rx.recv() => {
+                    self.table.release(topic, Instant::now());
+                }
+                Some(cmd) = cmd_rx.recv() => self.on_command(cmd).await,
+                Some(res) = connect_rx.recv() => self.on_connect_result(res).await,
+                _ = tick.tick() => self.on_tick().await,
+            }
+            self.reap_dead();
+        }
+        self.stop(&mut cmd_rx).await;
+    }
+
+    fn ensure_slot(&mut self, slot: SlotId) {
+        while self.slots.len() <= slot.0 {
+            let now = Instant::now();
+            self.slots.push(Slot {
+                state: SlotState::Idle,
+                sink: None,
+                upstream: 0,
+                backoff: Backoff::new(self.settings.backoff_initial, self.settings.backoff_max),
+                generation: 0,
+                last_rx: now,
+                last_ping: now,
+                was_connected: false,
+            });
+        }
+    }
+
+    fn schedule_connect(&mut self, slot: SlotId, delay: Duration) {
+        let s = &mut self.slots[slot.0];
+        s.generation += 1;
+        s.state = SlotState::Connecting;
+        let generation = s.generation;
+        let url = self.settings.upstreams[s.upstream].clone();
+        let timeout = self.settings.connect_timeout;
+        let max = self.settings.upstream_max_message_bytes;
+        let tx = self.connect_tx.clone();
+        let cancel = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let attempt = async {
+                tokio::time::sleep(delay).await;
+                connect(&url, timeout, max).await.map_err(|e| e.to_string())
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                result = attempt => {
+                    let _ = tx.send(ConnectResult { slot, generation, result }).await;
+                }
+            }
+        });
+    }
+
+    async fn on_connect_result(&mut self, res: ConnectResult) {
+        let Some(s) = self.slots.get_mut(res.slot.0) else {
+            return;
+        };
+        if s.generation != res.generation || s.state != SlotState::Connecting {
+            return;
+        }
+        let url = redact_url(&self.settings.upstreams[s.upstream]);
+        match res.result {
+            Ok(ws) => {
+                let (sink, read) = ws.split();
+                let generation = s.generation;
+                let reads = read
+                    .map(Some)
+                    .chain(stream::once(async { None }))
+                    .map(move |item| (generation, item))
+                    .boxed();
+                self.reads.insert(res.slot.0, reads);
+                let now = Instant::now();
+                s.sink = Some(sink);
+                s.state = SlotState::Connected;
+                s.backoff.reset();
+                s.last_rx = now;
+                s.last_ping = now;
+                if s.was_connected {
+                    RouteMetrics::inc(&self.metrics.upstream_reconnects);
+                }
+                s.was_connected = true;
+                if res.slot.0 == 0 {
+                    self.metrics.active_upstream.store(s.upstream, Relaxed);
+                }
+                RouteMetrics::add(&self.metrics.upstream_connections, 1);
+                info!(slot = res.slot.0, upstream = %url, "upstream connected");
+                let ids = self.table.on_slot_up(res.slot);
+                for id in ids {
+                    if let Some(t) = self.table.get_mut(id) {
+                        if t.confirmed() {
+                            t.data.resubscribing_since = Some(now);
+                        }
+                    }
+                    self.send_subscribe(id, res.slot).await;
+                }
+                self.flush_waiting_calls().await;
+            }
+            Err(reason) => {
+                RouteMetrics::inc(&self.metrics.upstream_connect_failures);
+                let n = self.settings.upstreams.len();
+                s.upstream = (s.upstream + 1) % n;
+                let delay = s.backoff.next_delay(fastrand::f64());
+                warn!(slot = res.slot.0, %reason, next_upstream = %redact_url(&self.settings.upstreams[s.upstream]), retry_in = ?delay, "upstream connect failed");
+                self.schedule_connect(res.slot, delay);
+            }
+        }
+    }
+
+    /// Tear down a slot's connection and schedule a reconnect (failing over to the next
+    /// upstream of the list). Clients keep their subscriptions; in-flight calls fail.
+    fn slot_lost(&mut self, slot: SlotId, reason: &str) {
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        if s.state != SlotState::Connected {
+            return;
+        }
+        warn!(slot = slot.0, upstream = %redact_url(&self.settings.upstreams[s.upstream]), %reason, "upstream connection lost");
+        s.sink = None;
+        s.state = SlotState::Idle;
+        self.reads.remove(&slot.0);
+        RouteMetrics::add(&self.metrics.upstream_connections, -1);
+        let lost: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.slot() == slot)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(Pending::Call { reply, .. }) = self.pending.remove(&id) {
+                RouteMetrics::inc(&self.metrics.request_errors);
+                let _ = reply.send(Err(HubError::Lost));
+            }
+        }
+        drop(self.table.on_slot_down(slot));
+        self.metrics.topics.store(self.table.len() as i64, Relaxed);
+        let n = self.settings.upstreams.len();
+        let s = &mut self.slots[slot.0];
+        s.upstream = (s.upstream + 1) % n;
+        let delay = s.backoff.next_delay(fastrand::f64());
+        self.schedule_connect(slot, delay);
+    }
+
+    fn reap_dead(&mut self) {
+        while let Some((slot, reason)) = self.dead.pop() {
+            self.slot_lost(slot, &reason);
+        }
+    }
+
+    /// Write one text frame to a slot; a failure marks the slot dead.
+    async fn send_text(&mut self, slot: SlotId, text: String) -> bool {
+        let timeout = self.settings.request_timeout;
+        let Some(sink) = self.slots.get_mut(slot.0).and_then(|s| s.sink.as_mut()) else {
+            return false;
+        };
+        match tokio::time::timeout(timeout, sink.send(Message::text(text))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.dead.push((slot, format!("write failed: {e}")));
+                false
+            }
+            Err(_) => {
+                self.dead.push((slot, "write timed out".into()));
+                false
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> UpstreamReqId {
+        let id = self.next_req;
+        self.next_req += 1;
+        UpstreamReqId(id)
+    }
+
+    async fn send_subscribe(&mut self, topic: TopicId, slot: SlotId) {
+        let Some(t) = self.table.get(topic) else {
+            return;
+        };
+        let key = t.key.clone();
+        let req = self.next_id();
+        let text = self.dialect.render_upstream_subscribe(&key, req);
+        self.pending.insert(
+            req.0,
+            Pending::Subscribe {
+                topic,
+                key,
+                slot,
+                deadline: Instant::now() + self.settings.subscribe_timeout,
+            },
+        );
+        RouteMetrics::inc(&self.metrics.upstream_subscribes);
+        self.send_text(slot, text).await;
+    }
+
+    async fn send_unsubscribe(&mut self, slot: SlotId, key: &SubscriptionKey, up: &UpstreamSubId) {
+        if !self.table.slot_up(slot) {
+            return; // the connection is gone, and with it the subscription
+        }
+        let req = self.next_id();
+        let text = self.dialect.render_upstream_unsubscribe(key, up, req);
+        self.pending.insert(
+            req.0,
+            Pending::Unsubscribe {
+                slot,
+                deadline: Instant::now() + self.settings.request_timeout,
+            },
+        );
+        RouteMetrics::inc(&self.metrics.upstream_unsubscribes);
+        self.send_text(slot, text).await;
+    }
+
+    fn joined(&self, topic: TopicId) -> Option<Joined> {
+        let t = self.table.get(topic)?;
+        Some(Joined {
+            topic,
+            public_id: t.data.public_id.clone(),
+            rx: t.data.tx.subscribe(),
+            replay: if t.key.flags().replay_last {
+                t.data.last.clone()
+            } else {
+                None
+            },
+            guard: ReleaseGuard::new(topic, self.release_tx.clone()),
+        })
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe { key, reply } => {
+                let cap = self.settings.client_queue_len;
+                let dialect = self.dialect.clone();
+                let joined = self.table.subscribe(key, reply, Instant::now(), || TopicData {
+                    tx: broadcast::channel(cap).0,
+                    public_id: dialect.mint_sub_id(),
+                    last: None,
+                    resubscribing_since: None,
+                });
+                self.metrics.topics.store(self.table.len() as i64, Relaxed);
+                match joined {
+                    Ok(Join::Ready(id, w)) => {
+                        let j = self.joined(id);
+                        // On failure the guard inside is dropped and releases the ref.
+                        let _ = w.send(j.ok_or(HubError::Unavailable));
+                    }
+                    Ok(Join::Queued(_, Some(Action::Subscribe { topic, slot }))) => {
+                        self.send_subscribe(topic, slot).await;
+                    }
+                    Ok(Join::Queued(_, Some(Action::OpenSlot(slot)))) => {
+                        self.ensure_slot(slot);
+                        if self.slots[slot.0].state == SlotState::Idle {
+                            self.schedule_connect(slot, Duration::ZERO);
+                        }
+                    }
+                    Ok(Join::Queued(_, None)) => {}
+                    Err((e, w)) => {
+                        let _ = w.send(Err(HubError::Full(e.to_string())));
+                    }
+                }
+            }
+            Command::Call { call, reply } => {
+                let Some(reply) = reply else {
+                    // A client notification: forwarded if connected, otherwise dropped.
+                    if let Some(slot) = self.call_slot() {
+                        let text = self.dialect.render_upstream_call(&call, None);
+                        self.send_text(slot, text).await;
+                    }
+                    return;
+                };
+                RouteMetrics::inc(&self.metrics.requests);
+                match self.call_slot() {
+                    Some(slot) => self.send_call(slot, call, reply).await,
+                    None if self.waiting_calls.len() < WAITING_CALLS => {
+                        let deadline = Instant::now() + self.settings.request_timeout;
+                        self.waiting_calls.push_back((call, reply, deadline));
+                    }
+                    None => {
+                        RouteMetrics::inc(&self.metrics.request_errors);
+                        let _ = reply.send(Err(HubError::Unavailable));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls go to the lowest connected slot (slot 0 unless it is down).
+    fn call_slot(&self) -> Option<SlotId> {
+        self.slots
+            .iter()
+            .position(|s| s.state == SlotState::Connected)
+            .map(SlotId)
+    }
+
+    async fn send_call(&mut self, slot: SlotId, call: Call, reply: CallReply) {
+        let req = self.next_id();
+        let text = self.dialect.render_upstream_call(&call, Some(req));
+        let now = Instant::now();
+        self.pending.insert(
+            req.0,
+            Pending::Call {
+                reply,
+                slot,
+                deadline: now + self.settings.request_timeout,
+                sent: now,
+            },
+        );
+        if !self.send_text(slot, text).await {
+            if let Some(Pending::Call { reply, .. }) = self.pending.remove(&req.0) {
+                RouteMetrics::inc(&self.metrics.request_errors);
+                let _ = reply.send(Err(HubError::Lost));
+            }
+        }
+    }
+
+    async fn flush_waiting_calls(&mut self) {
+        while let Some(slot) = self.call_slot() {
+            let Some((call, reply, _)) = self.waiting_calls.pop_front() else {
+                break;
+            };
+            self.send_call(slot, call, reply).await;
+        }
+    }
+
+    async fn on_read(&mut self, slot: SlotId, generation: u64, item: ReadItem) {
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        if s.generation != generation {
+            return;
+        }
+        s.last_rx = Instant::now();
+        match item {
+            Some(Ok(Message::Text(text))) => self.on_text(slot, text).await,
+            Some(Ok(Message::Close(frame))) => {
+                let why = frame.map_or_else(|| "closed".to_string(), |f| format!("closed: {} {}", f.code, f.reason));
+                self.dead.push((slot, why));
+            }
+            Some(Ok(_)) => {} // pings are answered by tungstenite; pongs just mark liveness
+            Some(Err(e)) => self.dead.push((slot, format!("read failed: {e}"))),
+            None => self.dead.push((slot, "connection closed by upstream".into())),
+        }
+    }
+
+    async fn on_text(&mut self, slot: SlotId, text: Utf8Bytes) {
+        match self.dialect.parse_upstream(&text) {
+            UpstreamFrame::Notification {
+                sub,
+                id_range,
+                is_final,
+            } => {
+                let topics = self.table.route(slot, &sub).to_vec();
+                if topics.is_empty() {
+                    RouteMetrics::inc(&self.metrics.unknown_notifications);
+                    debug!(sub = %sub.0, "notification for no known topic");
+                    return;
+                }
+                for id in topics {
+                    let Some(t) = self.table.get_mut(id) else {
+                        continue;
+                    };
+                    RouteMetrics::inc(&self.metrics.notifications_in);
+                    let public = t.data.public_id.as_str();
+                    let start = id_range.start;
+                    let notice = Notice {
+                        frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
+                        id_range: start..start + public.len(),
+                    };
+                    if let Some(since) = t.data.resubscribing_since.take() {
+                        let us = since.elapsed().as_micros() as u64;
+                        self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
+                        RouteMetrics::inc(&self.metrics.resubscribes);
+                    }
+                    if t.key.flags().replay_last {
+                        t.data.last = Some(notice.clone());
+                    }
+                    // No receivers is fine (all clients gone, topic lingering).
+                    let _ = t.data.tx.send(notice);
+                    if is_final {
+                        drop(self.table.end(id));
+                    }
+                }
+                if is_final {
+                    self.metrics.topics.store(self.table.len() as i64, Relaxed);
+                }
+            }
+            UpstreamFrame::Response {
+                id,
+                id_range,
+                outcome,
+            } => {
+                let Some(p) = self.pending.remove(&id.0) else {
+                    debug!(id = id.0, "response to no pending request (late or duplicate)");
+                    return;
+                };
+                match p {
+                    Pending::Call { reply, sent, .. } => {
+                        let us = sent.elapsed().as_micros() as u64;
+                        self.metrics.request_micros.fetch_add(us, Relaxed);
+                        let _ = reply.send(Ok(UpstreamReply {
+                            text: text.clone(),
+                            id_range,
+                        }));
+                    }
+                    Pending::Subscribe { topic, key, .. } => {
+                        let result = outcome.map(|r| self.dialect.parse_subscribe_result(&text[r]));
+                        self.on_subscribe_outcome(slot, topic, key, result).await;
+                    }
+                    Pending::Unsubscribe { .. } => {
+                        if let Err(e) = outcome {
+                            debug!(error = %e, "upstream unsubscribe failed");
+                        }
+                    }
+                }
+            }
+            UpstreamFrame::Other => {}
+            UpstreamFrame::Malformed(why) => {
+                RouteMetrics::inc(&self.metrics.malformed_upstream);
+                warn!(%why, "malformed upstream frame");
+            }
+        }
+    }
+
+    async fn on_subscribe_outcome(
+        &mut self,
+        slot: SlotId,
+        topic: TopicId,
+        key: SubscriptionKey,
+        result: Result<Option<UpstreamSubId>, String>,
+    ) {
+        match result {
+            Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
+                Confirmed::Waiters(waiters) => {
+                    for w in waiters {
+                        let _ = w.send(self.joined(topic).ok_or(HubError::Unavailable));
+                    }
+                }
+                Confirmed::Stale => self.send_unsubscribe(slot, &key, &up).await,
+            },
+            Ok(None) => {
+                self.fail_topic(
+                    topic,
+                    HubError::Upstream(
+                        r#"{"code":-32603,"message":"upstream returned an invalid subscription id"}"#
+                            .into(),
+                    ),
+                );
+            }
+            Err(raw) => self.fail_topic(topic, HubError::Upstream(raw)),
+        }
+    }
+
+    fn fail_topic(&mut self, topic: TopicId, err: HubError) {
+        match self.table.on_subscribe_failed(topic) {
+            Failed::Rejected(waiters, data) => {
+                drop(data);
+                for w in waiters {
+                    let _ = w.send(Err(err.clone()));
+                }
+            }
+            Failed::Ended(data) => {
+                warn!(topic = topic.0, error = %err, "resubscribe failed; subscription ended for its clients");
+                drop(data);
+            }
+            Failed::Unknown => {}
+        }
+        self.metrics.topics.store(self.table.len() as i64, Relaxed);
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        // Linger expiry and subscribe waits that never got a connection.
+        let tick = self.table.on_tick(now);
+        for w in tick.expired {
+            let _ = w.send(Err(HubError::Unavailable));
+        }
+        drop(tick.removed);
+        for (slot, key, up) in tick.unsubscribe {
+            self.send_unsubscribe(slot, &key, &up).await;
+        }
+        // Request timeouts. A subscribe that times out means a hung upstream: reconnect.
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline() <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            match self.pending.remove(&id) {
+                Some(Pending::Call { reply, .. }) => {
+                    RouteMetrics::inc(&self.metrics.request_errors);
+                    let _ = reply.send(Err(HubError::Timeout));
+                }
+                Some(Pending::Subscribe { slot, .. }) => {
+                    self.dead.push((slot, "subscribe not answered in time".into()));
+                }
+                Some(Pending::Unsubscribe { .. }) | None => {}
+            }
+        }
+        while self
+            .waiting_calls
+            .front()
+            .is_some_and(|(_, _, deadline)| *deadline <= now)
+        {
+            if let Some((_, reply, _)) = self.waiting_calls.pop_front() {
+                RouteMetrics::inc(&self.metrics.request_errors);
+                let _ = reply.send(Err(HubError::Unavailable));
+            }
+        }
+        // Liveness: ping quiet upstreams, drop silent ones; close extra idle slots.
+        for i in 0..self.slots.len() {
+            let slot = SlotId(i);
+            let s = &self.slots[i];
+            if s.state != SlotState::Connected {
+                continue;
+            }
+            if now.duration_since(s.last_rx) >= self.settings.upstream_idle_timeout {
+                let why = format!("silent for {:?}", now.duration_since(s.last_rx));
+                self.dead.push((slot, why));
+                continue;
+            }
+            if i > 0
+                && self.table.slot_topics(slot) == 0
+                && !self.pending.values().any(|p| p.slot() == slot)
+            {
+                self.close_slot(slot).await;
+                continue;
+            }
+            if now.duration_since(s.last_ping) >= self.settings.upstream_ping_interval
+                && now.duration_since(s.last_rx) >= self.settings.upstream_ping_interval
+            {
+                self.slots[i].last_ping = now;
+                if let Some(sink) = self.slots[i].sink.as_mut() {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        self.dead.push((slot, "ping failed".into()));
+                    }
+                }
+            }
+        }
+        self.metrics.topics.store(self.table.len() as i64, Relaxed);
+    }
+
+    async fn close_slot(&mut self, slot: SlotId) {
+        let s = &mut self.slots[slot.0];
+        if let Some(mut sink) = s.sink.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        }
+        s.state = SlotState::Idle;
+        s.generation += 1;
+        self.reads.remove(&slot.0);
+        drop(self.table.on_slot_down(slot));
+        RouteMetrics::add(&self.metrics.upstream_connections, -1);
+        debug!(slot = slot.0, "closed idle extra upstream connection");
+    }
+
+    /// Shutdown: answer everything waiting, unsubscribe upstream, close the sockets.
+    async fn stop(&mut self, cmd_rx: &mut mpsc::Receiver<Command>) {
+        cmd_rx.close();
+        while let Ok(cmd) = cmd_rx.try_recv() {
+            match cmd {
+                Command::Subscribe { reply, .. } => drop(reply.send(Err(HubError::ShuttingDown))),
+                Command::Call { reply, .. } => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(HubError::ShuttingDown));
+                    }
+                }
+            }
+        }
+        for (_, p) in self.pending.drain() {
+            if let Pending::Call { reply, .. } = p {
+                let _ = reply.send(Err(HubError::ShuttingDown));
+            }
+        }
+        for (_, reply, _) in self.waiting_calls.drain(..) {
+            let _ = reply.send(Err(HubError::ShuttingDown));
+        }
+        let (unsub, data) = self.table.drain();
+        drop(data);
+        let n = unsub.len();
+        for (slot, key, up) in unsub {
+            let req = self.next_id();
+            let text = self.dialect.render_upstream_unsubscribe(&key, &up, req);
+            if let Some(sink) = self.slots.get_mut(slot.0).and_then(|s| s.sink.as_mut()) {
+                let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(Message::text(text))).await;
+            }
+        }
+        for s in &mut self.slots {
+            if let Some(mut sink) = s.sink.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                RouteMetrics::add(&self.metrics.upstream_connections, -1);
+            }
+        }
+        self.metrics.topics.store(0, Relaxed);
+        info!(unsubscribed = n, "route stopped");
+    }
+}
