@@ -222,14 +222,24 @@ impl RawConfig {
         let listen_text = listen_override.unwrap_or(&s.listen);
         let listen: SocketAddr = match listen_text.parse() {
             Ok(a) => a,
-            Err(e) => return bad(format!("server.listen = {listen_text:?}: {e} (want HOST:PORT, e.g. 127.0.0.1:8545)")),
+            Err(e) => {
+                return bad(format!(
+                    "server.listen = {listen_text:?}: {e} (want HOST:PORT, e.g. 127.0.0.1:8545)"
+                ))
+            }
         };
         for (name, v) in [
             ("server.max_connections", s.max_connections),
             ("server.max_frame_bytes", s.max_frame_bytes),
             ("server.max_batch_len", s.max_batch_len),
-            ("server.max_subscriptions_per_connection", s.max_subscriptions_per_connection),
-            ("server.max_inflight_per_connection", s.max_inflight_per_connection),
+            (
+                "server.max_subscriptions_per_connection",
+                s.max_subscriptions_per_connection,
+            ),
+            (
+                "server.max_inflight_per_connection",
+                s.max_inflight_per_connection,
+            ),
             ("server.client_queue_len", s.client_queue_len),
         ] {
             if v == 0 {
@@ -246,28 +256,43 @@ impl RawConfig {
             }
         }
         if s.client_idle_timeout_ms <= s.client_ping_interval_ms {
-            return bad("server.client_idle_timeout_ms must be longer than server.client_ping_interval_ms".into());
+            return bad(
+                "server.client_idle_timeout_ms must be longer than server.client_ping_interval_ms"
+                    .into(),
+            );
         }
         if self.routes.is_empty() {
-            return bad("no [[route]] configured: add at least one route (see deploy/submux.example.toml)".into());
+            return bad(
+                "no [[route]] configured: add at least one route (see deploy/submux.example.toml)"
+                    .into(),
+            );
         }
         let mut routes = Vec::new();
         for (i, r) in self.routes.into_iter().enumerate() {
             let at = format!("route[{i}] (path {:?})", r.path);
             if !r.path.starts_with('/') || r.path.len() < 2 || r.path.ends_with('/') {
-                return bad(format!("{at}: path must start with '/', have a name and no trailing '/'"));
+                return bad(format!(
+                    "{at}: path must start with '/', have a name and no trailing '/'"
+                ));
             }
             if RESERVED.contains(&r.path.as_str()) {
-                return bad(format!("{at}: path is reserved for health, readiness and metrics"));
+                return bad(format!(
+                    "{at}: path is reserved for health, readiness and metrics"
+                ));
             }
             if routes.iter().any(|x: &RouteSettings| x.path == r.path) {
                 return bad(format!("{at}: duplicate path"));
             }
             if !r.dialect.implemented() {
-                return bad(format!("{at}: dialect \"{}\" is not implemented in this build (available: ethereum)", r.dialect));
+                return bad(format!(
+                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum)",
+                    r.dialect
+                ));
             }
             if r.upstreams.is_empty() {
-                return bad(format!("{at}: upstreams must list at least one ws:// or wss:// URL"));
+                return bad(format!(
+                    "{at}: upstreams must list at least one ws:// or wss:// URL"
+                ));
             }
             for u in &r.upstreams {
                 let ok = (u.starts_with("ws://") || u.starts_with("wss://"))
@@ -296,10 +321,14 @@ impl RawConfig {
                 return bad(format!("{at}: max_upstream_connections must be at least 1"));
             }
             if r.upstream_idle_timeout_ms <= r.upstream_ping_interval_ms {
-                return bad(format!("{at}: upstream_idle_timeout_ms must be longer than upstream_ping_interval_ms"));
+                return bad(format!(
+                    "{at}: upstream_idle_timeout_ms must be longer than upstream_ping_interval_ms"
+                ));
             }
             if r.backoff_max_ms < r.backoff_initial_ms {
-                return bad(format!("{at}: backoff_max_ms must be at least backoff_initial_ms"));
+                return bad(format!(
+                    "{at}: backoff_max_ms must be at least backoff_initial_ms"
+                ));
             }
             routes.push(RouteSettings {
                 path: r.path,
@@ -352,7 +381,10 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
 
     #[test]
     fn issue_example_parses_with_defaults() {
-        let s = RawConfig::parse(MIN, "t.toml").unwrap().validate(None).unwrap();
+        let s = RawConfig::parse(MIN, "t.toml")
+            .unwrap()
+            .validate(None)
+            .unwrap();
         assert_eq!(s.listen.port(), 8545);
         assert_eq!(s.routes[0].upstreams.len(), 2);
         assert_eq!(s.routes[0].linger, Duration::from_millis(2000));
@@ -370,7 +402,10 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
 
     #[test]
     fn unknown_keys_are_rejected_with_line() {
-        let text = MIN.replace("dialect = \"ethereum\"", "dialect = \"ethereum\"\nupstream = []");
+        let text = MIN.replace(
+            "dialect = \"ethereum\"",
+            "dialect = \"ethereum\"\nupstream = []",
+        );
         let err = RawConfig::parse(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("unknown field `upstream`"), "{err}");
         assert!(err.contains("line 8"), "{err}");
@@ -379,11 +414,21 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
     #[test]
     fn semantic_errors_name_the_key_and_hide_secrets() {
         let text = MIN.replace("ws://127.0.0.1:8546", "http://secret-host/KEY123");
-        let err = RawConfig::parse(&text, "t.toml").unwrap().validate(None).unwrap_err().to_string();
-        assert!(err.contains("route[0]") && err.contains("not a ws://"), "{err}");
+        let err = RawConfig::parse(&text, "t.toml")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("route[0]") && err.contains("not a ws://"),
+            "{err}"
+        );
         assert!(!err.contains("KEY123"), "{err}");
         let text = MIN.replace("/eth", "/metrics");
-        assert!(RawConfig::parse(&text, "t").unwrap().validate(None).is_err());
+        assert!(RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .is_err());
         let text = MIN.replace("ethereum", "bitcoin");
         assert!(RawConfig::parse(&text, "t").is_err());
     }

@@ -46,7 +46,10 @@ fn main() -> std::process::ExitCode {
         };
     }
     submux::telemetry::init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("submux: cannot start the runtime: {e}");
@@ -106,7 +109,9 @@ async fn demo_config() -> anyhow::Result<(RawConfig, Vec<EthSim>)> {
         block_interval: Some(Duration::from_secs(2)),
         ..EthSimConfig::default()
     };
-    let primary = EthSim::start(cfg.clone()).await.context("starting simulator")?;
+    let primary = EthSim::start(cfg.clone())
+        .await
+        .context("starting simulator")?;
     let backup = EthSim::start(cfg).await.context("starting simulator")?;
     let route = RouteConfig::new(
         "/eth",
@@ -130,7 +135,12 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
             running.http_url(path)
         );
     }
-    println!("  health    {}  {}  {}", running.http_url("/healthz"), running.http_url("/readyz"), running.http_url("/metrics"));
+    println!(
+        "  health    {}  {}  {}",
+        running.http_url("/healthz"),
+        running.http_url("/readyz"),
+        running.http_url("/metrics")
+    );
     println!();
     println!("Try it (a new block every 2 s):");
     println!(

@@ -62,17 +62,26 @@ impl RouteMetrics {
     }
 }
 
+/// One exported series: name, help text, how to read it from a route's metrics.
+type Series<T> = (&'static str, &'static str, fn(&RouteMetrics) -> T);
+
 /// Render all routes' metrics in the Prometheus text format.
 pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
     let mut out = String::new();
-    let gauges: [(&str, &str, fn(&RouteMetrics) -> i64); 4] = [
-        (SESSIONS, "Connected client sessions.", |m| m.sessions.load(Relaxed)),
-        (CLIENT_SUBSCRIPTIONS, "Subscriptions held by clients.", |m| {
-            m.client_subscriptions.load(Relaxed)
+    let gauges: [Series<i64>; 4] = [
+        (SESSIONS, "Connected client sessions.", |m| {
+            m.sessions.load(Relaxed)
         }),
-        (TOPICS, "Deduplicated upstream subscriptions (topics).", |m| {
-            m.topics.load(Relaxed)
-        }),
+        (
+            CLIENT_SUBSCRIPTIONS,
+            "Subscriptions held by clients.",
+            |m| m.client_subscriptions.load(Relaxed),
+        ),
+        (
+            TOPICS,
+            "Deduplicated upstream subscriptions (topics).",
+            |m| m.topics.load(Relaxed),
+        ),
         (UPSTREAM_CONNECTIONS, "Open upstream connections.", |m| {
             m.upstream_connections.load(Relaxed)
         }),
@@ -83,42 +92,68 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
             let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
         }
     }
-    let counters: [(&str, &str, fn(&RouteMetrics) -> f64); 13] = [
-        (NOTIFICATIONS_IN, "Notifications received from upstreams.", |m| {
-            m.notifications_in.load(Relaxed) as f64
+    let counters: [Series<f64>; 13] = [
+        (
+            NOTIFICATIONS_IN,
+            "Notifications received from upstreams.",
+            |m| m.notifications_in.load(Relaxed) as f64,
+        ),
+        (FRAMES_OUT, "Frames written to clients.", |m| {
+            m.frames_out.load(Relaxed) as f64
         }),
-        (FRAMES_OUT, "Frames written to clients.", |m| m.frames_out.load(Relaxed) as f64),
-        (SLOW_CLIENT_CLOSES, "Clients closed for not keeping up.", |m| {
-            m.slow_client_closes.load(Relaxed) as f64
+        (
+            SLOW_CLIENT_CLOSES,
+            "Clients closed for not keeping up.",
+            |m| m.slow_client_closes.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_RECONNECTS,
+            "Upstream connections lost and re-established.",
+            |m| m.upstream_reconnects.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_CONNECT_FAILURES,
+            "Failed upstream connection attempts.",
+            |m| m.upstream_connect_failures.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_SUBSCRIBES,
+            "Subscribe requests sent upstream.",
+            |m| m.upstream_subscribes.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_UNSUBSCRIBES,
+            "Unsubscribe requests sent upstream.",
+            |m| m.upstream_unsubscribes.load(Relaxed) as f64,
+        ),
+        (REQUESTS, "Client calls forwarded upstream.", |m| {
+            m.requests.load(Relaxed) as f64
         }),
-        (UPSTREAM_RECONNECTS, "Upstream connections lost and re-established.", |m| {
-            m.upstream_reconnects.load(Relaxed) as f64
-        }),
-        (UPSTREAM_CONNECT_FAILURES, "Failed upstream connection attempts.", |m| {
-            m.upstream_connect_failures.load(Relaxed) as f64
-        }),
-        (UPSTREAM_SUBSCRIBES, "Subscribe requests sent upstream.", |m| {
-            m.upstream_subscribes.load(Relaxed) as f64
-        }),
-        (UPSTREAM_UNSUBSCRIBES, "Unsubscribe requests sent upstream.", |m| {
-            m.upstream_unsubscribes.load(Relaxed) as f64
-        }),
-        (REQUESTS, "Client calls forwarded upstream.", |m| m.requests.load(Relaxed) as f64),
-        (REQUEST_ERRORS, "Forwarded calls answered with a submux error.", |m| {
-            m.request_errors.load(Relaxed) as f64
-        }),
-        (UNKNOWN_NOTIFICATIONS, "Upstream notifications for no known topic.", |m| {
-            m.unknown_notifications.load(Relaxed) as f64
-        }),
-        (MALFORMED_UPSTREAM, "Upstream frames that could not be parsed.", |m| {
-            m.malformed_upstream.load(Relaxed) as f64
-        }),
-        (RESUBSCRIBE_SECONDS, "Total seconds spent resubscribing topics after reconnects.", |m| {
-            m.resubscribe_micros.load(Relaxed) as f64 / 1e6
-        }),
-        (REQUEST_SECONDS, "Total seconds forwarded calls spent upstream.", |m| {
-            m.request_micros.load(Relaxed) as f64 / 1e6
-        }),
+        (
+            REQUEST_ERRORS,
+            "Forwarded calls answered with a submux error.",
+            |m| m.request_errors.load(Relaxed) as f64,
+        ),
+        (
+            UNKNOWN_NOTIFICATIONS,
+            "Upstream notifications for no known topic.",
+            |m| m.unknown_notifications.load(Relaxed) as f64,
+        ),
+        (
+            MALFORMED_UPSTREAM,
+            "Upstream frames that could not be parsed.",
+            |m| m.malformed_upstream.load(Relaxed) as f64,
+        ),
+        (
+            RESUBSCRIBE_SECONDS,
+            "Total seconds spent resubscribing topics after reconnects.",
+            |m| m.resubscribe_micros.load(Relaxed) as f64 / 1e6,
+        ),
+        (
+            REQUEST_SECONDS,
+            "Total seconds forwarded calls spent upstream.",
+            |m| m.request_micros.load(Relaxed) as f64 / 1e6,
+        ),
     ];
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -163,9 +198,15 @@ mod tests {
 
     #[test]
     fn redaction_hides_keys() {
-        assert_eq!(redact_url("wss://eth.example/v2/SECRET"), "wss://eth.example/…");
+        assert_eq!(
+            redact_url("wss://eth.example/v2/SECRET"),
+            "wss://eth.example/…"
+        );
         assert_eq!(redact_url("ws://127.0.0.1:8546"), "ws://127.0.0.1:8546");
-        assert_eq!(redact_url("wss://h.example/?api_key=S"), "wss://h.example/…");
+        assert_eq!(
+            redact_url("wss://h.example/?api_key=S"),
+            "wss://h.example/…"
+        );
         assert!(!redact_url("wss://user:pw@h.example/").contains("pw"));
     }
 

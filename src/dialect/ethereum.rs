@@ -72,7 +72,10 @@ impl Ethereum {
         };
         if method.ends_with("_subscribe") {
             if transport == Transport::Http {
-                return err(id, RpcError::new(METHOD_NOT_FOUND, "notifications not supported"));
+                return err(
+                    id,
+                    RpcError::new(METHOD_NOT_FOUND, "notifications not supported"),
+                );
             }
             let namespace = method.split('_').next().unwrap_or_default();
             return match parse_subscribe(namespace, params) {
@@ -131,7 +134,10 @@ fn go_type_name(v: &Value) -> &'static str {
     }
 }
 
-fn parse_subscribe(namespace: &str, params: Option<&RawValue>) -> Result<SubscriptionKey, RpcError> {
+fn parse_subscribe(
+    namespace: &str,
+    params: Option<&RawValue>,
+) -> Result<SubscriptionKey, RpcError> {
     let args = match params {
         Some(p) => serde_json::from_str::<Vec<&RawValue>>(p.get())
             .map_err(|_| invalid_params("non-array args"))?,
@@ -187,7 +193,10 @@ fn parse_subscribe(namespace: &str, params: Option<&RawValue>) -> Result<Subscri
                 })?,
             };
             if full {
-                key("[\"newPendingTransactions\",true]".into(), KeyFlags::default())
+                key(
+                    "[\"newPendingTransactions\",true]".into(),
+                    KeyFlags::default(),
+                )
             } else {
                 key("[\"newPendingTransactions\"]".into(), KeyFlags::default())
             }
@@ -351,8 +360,9 @@ pub fn canonical_logs_filter(text: &str) -> Result<String, RpcError> {
             for item in items {
                 let pos = match item {
                     Value::Null => None,
-                    Value::String(s) => Some(BTreeSet::from([decode_fixed(s, 32, "topic")
-                        .map_err(arg1_error)?])),
+                    Value::String(s) => Some(BTreeSet::from([
+                        decode_fixed(s, 32, "topic").map_err(arg1_error)?
+                    ])),
                     Value::Array(alts) => {
                         let mut set = BTreeSet::new();
                         let mut wildcard = false;
@@ -531,7 +541,9 @@ impl Dialect for Ethereum {
                 RpcError::new(LIMIT_EXCEEDED, format!("limit exceeded: {what}"))
             }
             Condition::ShuttingDown => RpcError::new(SERVER_ERROR, "server is shutting down"),
-            Condition::SubscriptionNotFound => RpcError::new(SERVER_ERROR, "subscription not found"),
+            Condition::SubscriptionNotFound => {
+                RpcError::new(SERVER_ERROR, "subscription not found")
+            }
         }
     }
 }
@@ -572,7 +584,10 @@ mod tests {
     /// normalisation); every success exchange parses into the right kind of message.
     #[test]
     fn fixture_exchanges() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/ethereum/exchanges.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/ethereum/exchanges.json"
+        );
         let Ok(text) = std::fs::read_to_string(path) else {
             // The shared folder sits beside the checkout in CI and in development.
             panic!("missing fixture file {path}");
@@ -660,7 +675,10 @@ mod tests {
         // address: case, order, duplicates, string vs one-element array
         assert_eq!(
             k(format!(r#"{{"address":["{a}","{b}"]}}"#)),
-            k(format!(r#"{{"address":["{b}","{}","{a}"]}}"#, a.to_lowercase()))
+            k(format!(
+                r#"{{"address":["{b}","{}","{a}"]}}"#,
+                a.to_lowercase()
+            ))
         );
         assert_eq!(
             k(format!(r#"{{"address":"{a}"}}"#)),
@@ -679,7 +697,10 @@ mod tests {
         // OR-sets are unordered; a one-element set equals the bare topic
         assert_eq!(
             k(format!(r#"{{"topics":[["{t}","{u}"]]}}"#)),
-            k(format!(r#"{{"topics":[["{u}","{}"]]}}"#, t.to_uppercase().replace("0X", "0x")))
+            k(format!(
+                r#"{{"topics":[["{u}","{}"]]}}"#,
+                t.to_uppercase().replace("0X", "0x")
+            ))
         );
         assert_eq!(
             k(format!(r#"{{"topics":[["{t}"]]}}"#)),
@@ -687,7 +708,10 @@ mod tests {
         );
         // block bounds are kept; latest is unbounded
         assert_ne!(k(r#"{"fromBlock":"0x10"}"#.into()), k("{}".into()));
-        assert_eq!(k(r#"{"fromBlock":"0x010"}"#.into()), k(r#"{"fromBlock":"0x10"}"#.into()));
+        assert_eq!(
+            k(r#"{"fromBlock":"0x010"}"#.into()),
+            k(r#"{"fromBlock":"0x10"}"#.into())
+        );
         assert_eq!(k(r#"{"toBlock":"latest"}"#.into()), k("{}".into()));
         // unknown members are ignored, as geth does
         assert_eq!(k(r#"{"foo":1}"#.into()), k("{}".into()));
@@ -727,8 +751,14 @@ mod tests {
     fn geth_error_texts() {
         let e = |p: &str| key_of(p).unwrap_err();
         assert_eq!(e(r#"{}"#), invalid_params("non-array args"));
-        assert_eq!(e("[]"), invalid_params("expected subscription name as first argument"));
-        assert_eq!(e("[1]"), invalid_params("expected subscription name as first argument"));
+        assert_eq!(
+            e("[]"),
+            invalid_params("expected subscription name as first argument")
+        );
+        assert_eq!(
+            e("[1]"),
+            invalid_params("expected subscription name as first argument")
+        );
         assert_eq!(
             e(r#"["logs",null]"#),
             invalid_params("missing value for required argument 1")
@@ -757,7 +787,8 @@ mod tests {
             e(r#"["logs",{"toBlock":"pending"}]"#),
             invalid_params("pending logs are not supported")
         );
-        let other_ns = single(r#"{"jsonrpc":"2.0","id":1,"method":"foo_subscribe","params":["newHeads"]}"#);
+        let other_ns =
+            single(r#"{"jsonrpc":"2.0","id":1,"method":"foo_subscribe","params":["newHeads"]}"#);
         assert_eq!(
             render(&other_ns).unwrap(),
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no \"newHeads\" subscription in foo namespace"}}"#
@@ -766,7 +797,8 @@ mod tests {
 
     #[test]
     fn unsubscribe_parsing() {
-        let m = single(r#"{"jsonrpc":"2.0","id":"u","method":"eth_unsubscribe","params":["0xab"]}"#);
+        let m =
+            single(r#"{"jsonrpc":"2.0","id":"u","method":"eth_unsubscribe","params":["0xab"]}"#);
         match m {
             ClientMsg::Unsubscribe { id, sub } => {
                 assert_eq!(id.as_str(), "\"u\"");
@@ -788,7 +820,9 @@ mod tests {
 
     #[test]
     fn calls_keep_raw_params_and_ids() {
-        let m = single(r#"{"jsonrpc":"2.0","id":"abc","method":"eth_getBalance","params":["0xAB", "latest"]}"#);
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":"abc","method":"eth_getBalance","params":["0xAB", "latest"]}"#,
+        );
         match m {
             ClientMsg::Call { id, call } => {
                 assert_eq!(id.unwrap().as_str(), "\"abc\"");
@@ -842,7 +876,9 @@ mod tests {
             let digits = &s[2..];
             assert!(digits.len() <= 32 && !digits.is_empty());
             assert!(digits == "0" || !digits.starts_with('0'));
-            assert!(digits.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(digits
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
     }
 }

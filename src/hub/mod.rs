@@ -10,10 +10,10 @@ pub mod table;
 
 use crate::dialect::{Call, Condition, Dialect, RpcError, SubscriptionKey};
 use crate::telemetry::RouteMetrics;
-pub use subscription::{Joined, ReleaseGuard};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
+pub use subscription::{Joined, ReleaseGuard};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 

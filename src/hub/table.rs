@@ -158,7 +158,9 @@ impl<W, T> TopicTable<W, T> {
         self.slots.get(slot.0).map_or(0, |s| s.topics)
     }
     /// Confirmed topics that currently have an upstream subscription.
-    pub fn active_upstream(&self) -> impl Iterator<Item = (SlotId, &SubscriptionKey, &UpstreamSubId)> {
+    pub fn active_upstream(
+        &self,
+    ) -> impl Iterator<Item = (SlotId, &SubscriptionKey, &UpstreamSubId)> {
         self.topics
             .values()
             .filter_map(|t| t.upstream.as_ref().map(|u| (t.slot, &t.key, u)))
@@ -342,18 +344,20 @@ impl<W, T> TopicTable<W, T> {
             if t.in_flight {
                 continue;
             }
-            if t.refs == 0 && t.idle_since.is_some_and(|s| now.duration_since(s) >= linger) {
+            if t.refs == 0
+                && t.idle_since
+                    .is_some_and(|s| now.duration_since(s) >= linger)
+            {
                 gone.push(*id);
             } else if !t.confirmed && now.duration_since(t.created) >= timeout {
                 expired.push(*id);
             }
         }
         for id in gone {
-            let shared_up = self.topics.get(&id).and_then(|t| {
-                t.upstream
-                    .clone()
-                    .map(|u| (t.slot, t.key.clone(), u))
-            });
+            let shared_up = self
+                .topics
+                .get(&id)
+                .and_then(|t| t.upstream.clone().map(|u| (t.slot, t.key.clone(), u)));
             if let Some(t) = self.remove(id) {
                 out.removed.push(t.data);
             }
@@ -430,7 +434,9 @@ mod tests {
     }
     type Table = TopicTable<&'static str, u32>;
 
-    fn queued(j: Result<Join<&'static str>, (TableError, &'static str)>) -> (TopicId, Option<Action>) {
+    fn queued(
+        j: Result<Join<&'static str>, (TableError, &'static str)>,
+    ) -> (TopicId, Option<Action>) {
         match j {
             Ok(Join::Queued(id, a)) => (id, a),
             other => panic!("expected queued, got {other:?}"),
@@ -443,7 +449,13 @@ mod tests {
         let mut t = Table::new(cfg());
         t.on_slot_up(SlotId(0));
         let (id, a) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
-        assert_eq!(a, Some(Action::Subscribe { topic: id, slot: SlotId(0) }));
+        assert_eq!(
+            a,
+            Some(Action::Subscribe {
+                topic: id,
+                slot: SlotId(0)
+            })
+        );
         // join while pending: queued, no second upstream subscribe
         let (id2, a2) = queued(t.subscribe(key("newHeads"), "b", t0, || 2));
         assert_eq!((id2, a2), (id, None));
@@ -452,7 +464,9 @@ mod tests {
             Confirmed::Stale => panic!(),
         }
         // join when confirmed: ready at once
-        assert!(matches!(t.subscribe(key("newHeads"), "c", t0, || 3), Ok(Join::Ready(x, "c")) if x == id));
+        assert!(
+            matches!(t.subscribe(key("newHeads"), "c", t0, || 3), Ok(Join::Ready(x, "c")) if x == id)
+        );
         assert_eq!(t.get(id).unwrap().refs(), 3);
         assert_eq!(t.route(SlotId(0), &up("0x1")), &[id]);
         assert_eq!(t.len(), 1);
@@ -467,12 +481,24 @@ mod tests {
         t.on_subscribed(id, up("0x1"));
         t.release(id, t0);
         // within linger: nothing happens; a re-join cancels the linger
-        assert!(t.on_tick(t0 + Duration::from_secs(1)).unsubscribe.is_empty());
-        assert!(matches!(t.subscribe(key("newHeads"), "b", t0, || 2), Ok(Join::Ready(..))));
-        assert!(t.on_tick(t0 + Duration::from_secs(5)).unsubscribe.is_empty());
+        assert!(t
+            .on_tick(t0 + Duration::from_secs(1))
+            .unsubscribe
+            .is_empty());
+        assert!(matches!(
+            t.subscribe(key("newHeads"), "b", t0, || 2),
+            Ok(Join::Ready(..))
+        ));
+        assert!(t
+            .on_tick(t0 + Duration::from_secs(5))
+            .unsubscribe
+            .is_empty());
         t.release(id, t0 + Duration::from_secs(5));
         let tick = t.on_tick(t0 + Duration::from_secs(7));
-        assert_eq!(tick.unsubscribe, vec![(SlotId(0), key("newHeads"), up("0x1"))]);
+        assert_eq!(
+            tick.unsubscribe,
+            vec![(SlotId(0), key("newHeads"), up("0x1"))]
+        );
         assert_eq!(tick.removed, vec![1]);
         assert!(t.is_empty());
         assert!(t.route(SlotId(0), &up("0x1")).is_empty());
@@ -511,9 +537,15 @@ mod tests {
         t.release(b, t0); // b is lingering
         let dropped = t.on_slot_down(SlotId(0));
         assert_eq!(dropped, vec![2]);
-        assert!(t.route(SlotId(0), &up("0x1")).is_empty(), "old ids are forgotten");
+        assert!(
+            t.route(SlotId(0), &up("0x1")).is_empty(),
+            "old ids are forgotten"
+        );
         // joining a confirmed topic during the outage is immediate (client ids survive)
-        assert!(matches!(t.subscribe(key("newHeads"), "c", t0, || 9), Ok(Join::Ready(..))));
+        assert!(matches!(
+            t.subscribe(key("newHeads"), "c", t0, || 9),
+            Ok(Join::Ready(..))
+        ));
         assert_eq!(t.on_slot_up(SlotId(0)), vec![a]);
         // a second slot-up does not resend in-flight subscribes
         assert!(t.on_slot_up(SlotId(0)).is_empty());
@@ -531,11 +563,17 @@ mod tests {
         t.on_slot_down(SlotId(0));
         assert_eq!(t.on_slot_up(SlotId(0)), vec![a]);
         t.release(a, t0); // last client leaves while the resubscribe is in flight
-        // the in-flight topic is not removed by the tick
+                          // the in-flight topic is not removed by the tick
         assert!(t.on_tick(t0 + Duration::from_secs(60)).removed.is_empty());
-        assert!(matches!(t.on_subscribed(a, up("0x2")), Confirmed::Waiters(_)));
+        assert!(matches!(
+            t.on_subscribed(a, up("0x2")),
+            Confirmed::Waiters(_)
+        ));
         let tick = t.on_tick(t0 + Duration::from_secs(60));
-        assert_eq!(tick.unsubscribe, vec![(SlotId(0), key("newHeads"), up("0x2"))]);
+        assert_eq!(
+            tick.unsubscribe,
+            vec![(SlotId(0), key("newHeads"), up("0x2"))]
+        );
     }
 
     #[test]
@@ -558,10 +596,16 @@ mod tests {
         t.on_slot_up(SlotId(0));
         assert!(t.route(SlotId(0), &up("0xdead")).is_empty());
         let (a, _) = queued(t.subscribe(key("newHeads"), "a", t0, || 1));
-        assert!(matches!(t.on_subscribed(a, up("0x1")), Confirmed::Waiters(_)));
+        assert!(matches!(
+            t.on_subscribed(a, up("0x1")),
+            Confirmed::Waiters(_)
+        ));
         // a second confirmation for the same topic is stale: its id must be unsubscribed
         assert!(matches!(t.on_subscribed(a, up("0x2")), Confirmed::Stale));
-        assert!(matches!(t.on_subscribed(TopicId(999), up("0x3")), Confirmed::Stale));
+        assert!(matches!(
+            t.on_subscribed(TopicId(999), up("0x3")),
+            Confirmed::Stale
+        ));
         assert_eq!(t.route(SlotId(0), &up("0x1")), &[a]);
     }
 
@@ -574,7 +618,10 @@ mod tests {
         t.on_subscribed(a, up("0x1"));
         assert_eq!(t.end(a), Some(5));
         t.release(a, t0); // late release of the ended topic is harmless
-        assert!(t.on_tick(t0 + Duration::from_secs(99)).unsubscribe.is_empty());
+        assert!(t
+            .on_tick(t0 + Duration::from_secs(99))
+            .unsubscribe
+            .is_empty());
         // the same key now makes a new topic
         let (b, _) = queued(t.subscribe(key("sig"), "b", t0, || 6));
         assert_ne!(a, b);

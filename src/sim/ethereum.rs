@@ -74,7 +74,8 @@ impl LogFilter {
             Some(Value::String(s)) => f.addresses.push(s.to_lowercase()),
             Some(Value::Array(a)) => {
                 for x in a {
-                    f.addresses.push(x.as_str().ok_or("invalid address")?.to_lowercase());
+                    f.addresses
+                        .push(x.as_str().ok_or("invalid address")?.to_lowercase());
                 }
             }
             Some(_) => return Err("invalid addresses in query".into()),
@@ -87,7 +88,9 @@ impl LogFilter {
                 f.topics.push(match t {
                     Value::Null => None,
                     Value::String(s) => Some(vec![s.to_lowercase()]),
-                    Value::Array(alts) if alts.is_empty() || alts.iter().any(Value::is_null) => None,
+                    Value::Array(alts) if alts.is_empty() || alts.iter().any(Value::is_null) => {
+                        None
+                    }
                     Value::Array(alts) => Some(
                         alts.iter()
                             .filter_map(|x| x.as_str().map(str::to_lowercase))
@@ -164,7 +167,9 @@ impl EthSim {
     }
 
     pub fn start_on(listener: TcpListener, cfg: EthSimConfig) -> EthSim {
-        let addr = listener.local_addr().unwrap_or_else(|_| ([127, 0, 0, 1], 0).into());
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into());
         let interval = cfg.block_interval;
         let inner = Arc::new(Inner {
             cfg,
@@ -418,13 +423,21 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
                 },
                 Some(other) => {
                     return (
-                        Some(error(&id, -32601, &format!("no {other:?} subscription in eth namespace"))),
+                        Some(error(
+                            &id,
+                            -32601,
+                            &format!("no {other:?} subscription in eth namespace"),
+                        )),
                         vec![],
                     )
                 }
                 None => {
                     return (
-                        Some(error(&id, -32602, "expected subscription name as first argument")),
+                        Some(error(
+                            &id,
+                            -32602,
+                            "expected subscription name as first argument",
+                        )),
                         vec![],
                     )
                 }
@@ -488,7 +501,10 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
                 }
                 "eth_sendRawTransaction" => {
                     let data = p(0).as_str().unwrap_or_default().len() as u128;
-                    reply(format!("\"0x{:064x}\"", data.wrapping_mul(0x9e3779b97f4a7c15)))
+                    reply(format!(
+                        "\"0x{:064x}\"",
+                        data.wrapping_mul(0x9e3779b97f4a7c15)
+                    ))
                 }
                 _ => (
                     Some(error(
@@ -583,7 +599,10 @@ fn emit_block(inner: &Inner) -> u64 {
     for (cid, c) in st.conns.iter() {
         for (sub, kind) in &c.subs {
             let mut push = |payload: &str| {
-                if c.tx.try_send(Message::text(notification(sub, payload))).is_err() {
+                if c.tx
+                    .try_send(Message::text(notification(sub, payload)))
+                    .is_err()
+                {
                     slow.push(*cid);
                 }
             };
@@ -622,8 +641,12 @@ mod tests {
         let t = |s: &str| s.to_string();
         let f = LogFilter::parse(&serde_json::json!({"topics": [TRANSFER_TOPIC]})).unwrap();
         assert!(f.matches("0x1", &[t(TRANSFER_TOPIC), t("0x2")]));
-        let f = LogFilter::parse(&serde_json::json!({"topics": [TRANSFER_TOPIC, null, null]})).unwrap();
-        assert!(!f.matches("0x1", &[t(TRANSFER_TOPIC), t("0x2")]), "position count matters");
+        let f =
+            LogFilter::parse(&serde_json::json!({"topics": [TRANSFER_TOPIC, null, null]})).unwrap();
+        assert!(
+            !f.matches("0x1", &[t(TRANSFER_TOPIC), t("0x2")]),
+            "position count matters"
+        );
         let f = LogFilter::parse(&serde_json::json!({"address": ["0xAA"]})).unwrap();
         assert!(f.matches("0xaa", &[]));
         assert!(!f.matches("0xbb", &[]));

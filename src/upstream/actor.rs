@@ -9,7 +9,9 @@ use crate::dialect::{
     splice, Call, ClientSubId, Dialect, SubscriptionKey, UpstreamFrame, UpstreamReqId,
     UpstreamSubId,
 };
-use crate::hub::table::{Action, Confirmed, Failed, Join, SlotId, TableConfig, TopicId, TopicTable};
+use crate::hub::table::{
+    Action, Confirmed, Failed, Join, SlotId, TableConfig, TopicId, TopicTable,
+};
 use crate::hub::{Command, HubError, Joined, Notice, ReleaseGuard, RouteHandle, UpstreamReply};
 use crate::telemetry::{redact_url, RouteMetrics};
 use futures_util::stream::{self, BoxStream, SplitSink};
@@ -419,12 +421,14 @@ impl Actor {
             Command::Subscribe { key, reply } => {
                 let cap = self.settings.client_queue_len;
                 let dialect = self.dialect.clone();
-                let joined = self.table.subscribe(key, reply, Instant::now(), || TopicData {
-                    tx: broadcast::channel(cap).0,
-                    public_id: dialect.mint_sub_id(),
-                    last: None,
-                    resubscribing_since: None,
-                });
+                let joined = self
+                    .table
+                    .subscribe(key, reply, Instant::now(), || TopicData {
+                        tx: broadcast::channel(cap).0,
+                        public_id: dialect.mint_sub_id(),
+                        last: None,
+                        resubscribing_since: None,
+                    });
                 self.metrics.topics.store(self.table.len() as i64, Relaxed);
                 match joined {
                     Ok(Join::Ready(id, w)) => {
@@ -521,12 +525,17 @@ impl Actor {
         match item {
             Some(Ok(Message::Text(text))) => self.on_text(slot, text).await,
             Some(Ok(Message::Close(frame))) => {
-                let why = frame.map_or_else(|| "closed".to_string(), |f| format!("closed: {} {}", f.code, f.reason));
+                let why = frame.map_or_else(
+                    || "closed".to_string(),
+                    |f| format!("closed: {} {}", f.code, f.reason),
+                );
                 self.dead.push((slot, why));
             }
             Some(Ok(_)) => {} // pings are answered by tungstenite; pongs just mark liveness
             Some(Err(e)) => self.dead.push((slot, format!("read failed: {e}"))),
-            None => self.dead.push((slot, "connection closed by upstream".into())),
+            None => self
+                .dead
+                .push((slot, "connection closed by upstream".into())),
         }
     }
 
@@ -578,7 +587,10 @@ impl Actor {
                 outcome,
             } => {
                 let Some(p) = self.pending.remove(&id.0) else {
-                    debug!(id = id.0, "response to no pending request (late or duplicate)");
+                    debug!(
+                        id = id.0,
+                        "response to no pending request (late or duplicate)"
+                    );
                     return;
                 };
                 match p {
@@ -680,7 +692,8 @@ impl Actor {
                     let _ = reply.send(Err(HubError::Timeout));
                 }
                 Some(Pending::Subscribe { slot, .. }) => {
-                    self.dead.push((slot, "subscribe not answered in time".into()));
+                    self.dead
+                        .push((slot, "subscribe not answered in time".into()));
                 }
                 Some(Pending::Unsubscribe { .. }) | None => {}
             }
@@ -769,7 +782,11 @@ impl Actor {
             let req = self.next_id();
             let text = self.dialect.render_upstream_unsubscribe(&key, &up, req);
             if let Some(sink) = self.slots.get_mut(slot.0).and_then(|s| s.sink.as_mut()) {
-                let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(Message::text(text))).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    sink.send(Message::text(text)),
+                )
+                .await;
             }
         }
         for s in &mut self.slots {

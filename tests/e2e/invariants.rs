@@ -1,0 +1,72 @@
+//! Architectural invariants enforced as tests (see ARCHITECTURE.md).
+
+use std::path::Path;
+
+fn sources(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(sources(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push((
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+/// Dialect modules are pure: no runtime, no web framework, no concurrent maps, no awaiting.
+#[test]
+fn dialects_do_no_io() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dialect");
+    for (path, text) in sources(&dir) {
+        for banned in [
+            "tokio", "axum", "hyper", "dashmap", ".await", "async fn", "std::net", "std::fs",
+        ] {
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .take_while(|l| !l.contains("#[cfg(test)]"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                !code.contains(banned),
+                "{path} uses {banned}: dialects must stay sans-IO"
+            );
+        }
+    }
+}
+
+/// The topic table is sans-IO too: events in, actions out, time as an argument.
+#[test]
+fn topic_table_is_sans_io() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hub/table.rs"))
+            .unwrap();
+    for banned in ["tokio", ".await", "Instant::now", "SystemTime"] {
+        assert!(!text.contains(banned), "hub/table.rs uses {banned}");
+    }
+}
+
+/// No unwrap() outside tests in the library (input from clients and upstreams must never panic).
+#[test]
+fn no_unwrap_in_library_code() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for (path, text) in sources(&dir) {
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            let l = line.trim_start();
+            if l.starts_with("//") {
+                continue;
+            }
+            assert!(
+                !l.contains(".unwrap()"),
+                "{path}:{}: unwrap() in library code",
+                i + 1
+            );
+        }
+    }
+}

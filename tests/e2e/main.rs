@@ -1,0 +1,10 @@
+//! Hermetic end-to-end tests: real submux on port 0 against in-process simulators.
+
+mod common;
+mod dedup;
+mod invariants;
+mod protocol;
+mod reconnect;
+mod refcount;
+mod shutdown;
+mod slow_client;
