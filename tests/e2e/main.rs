@@ -3,6 +3,7 @@
 mod common;
 mod dedup;
 mod invariants;
+mod limits;
 mod protocol;
 mod reconnect;
 mod refcount;
