@@ -438,18 +438,32 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
     fn example_config_documents_every_key() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/submux.example.toml");
         let text = std::fs::read_to_string(path).unwrap();
-        RawConfig::parse(&text, path).unwrap().validate(None).unwrap();
+        RawConfig::parse(&text, path)
+            .unwrap()
+            .validate(None)
+            .unwrap();
         let fields = |probe: &str| -> Vec<String> {
             let err = RawConfig::parse(probe, "probe").unwrap_err().to_string();
-            let list = err.split("expected one of").nth(1).unwrap_or_else(|| panic!("{err}"));
-            list.split('`').skip(1).step_by(2).map(str::to_string).collect()
+            let list = err
+                .split("expected one of")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{err}"));
+            list.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
         };
         let server = fields("[server]\nzz_unknown = 1\n");
         let route = fields("[[route]]\npath = \"/x\"\ndialect = \"ethereum\"\nzz_unknown = 1\n");
-        assert!(server.len() >= 10 && route.len() >= 10, "{server:?} {route:?}");
+        assert!(
+            server.len() >= 10 && route.len() >= 10,
+            "{server:?} {route:?}"
+        );
         for key in server.iter().chain(&route) {
             assert!(
-                text.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))),
+                text.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key} ="))),
                 "deploy/submux.example.toml does not document `{key}`"
             );
         }

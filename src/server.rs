@@ -153,7 +153,10 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
     let settings = state.settings.clone();
     let shutdown = state.shutdown.clone();
     let connections = state.connections.clone();
-    let cfg = crate::upstream::connect::ws_config(settings.max_frame_bytes);
+    let cfg = crate::upstream::connect::ws_config(
+        settings.max_frame_bytes,
+        crate::upstream::connect::CLIENT_READ_BUFFER,
+    );
     state.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

@@ -284,7 +284,7 @@ impl EthSim {
 }
 
 async fn serve_conn(inner: Arc<Inner>, tcp: TcpStream, cancel: CancellationToken) {
-    let cfg = crate::upstream::connect::ws_config(64 << 20);
+    let cfg = crate::upstream::connect::ws_config(64 << 20, 8 * 1024);
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else {
         return;
     };

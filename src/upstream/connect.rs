@@ -16,11 +16,18 @@ pub enum ConnectError {
     Failed { url: String, reason: String },
 }
 
+/// Read buffer of an upstream connection (few sockets, busy).
+pub const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
+/// Read buffer of a client session: allocated eagerly per client, so it is what an idle
+/// client costs; client frames are small requests.
+pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
 /// Small buffers: tungstenite zero-fills its read buffer before every read, so the
-/// default 128 KiB costs throughput with small frames (see DESIGN.md).
-pub fn ws_config(max_message: usize) -> WebSocketConfig {
+/// default 128 KiB costs throughput with small frames (see DESIGN.md), and it is
+/// allocated up front for every connection.
+pub fn ws_config(max_message: usize, read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(0)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
@@ -34,7 +41,7 @@ pub async fn connect(
 ) -> Result<UpstreamStream, ConnectError> {
     let fut = tokio_tungstenite::connect_async_tls_with_config(
         url,
-        Some(ws_config(max_message)),
+        Some(ws_config(max_message, UPSTREAM_READ_BUFFER)),
         true,
         None,
     );
