@@ -6,6 +6,7 @@
 
 pub mod ethereum;
 pub mod jsonrpc;
+pub mod solana;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -34,13 +35,14 @@ impl DialectKind {
 
     /// Whether this build implements the dialect.
     pub fn implemented(self) -> bool {
-        matches!(self, DialectKind::Ethereum)
+        matches!(self, DialectKind::Ethereum | DialectKind::Solana)
     }
 
     /// The dialect object for this kind, if implemented.
     pub fn build(self) -> Option<Arc<dyn Dialect>> {
         match self {
             DialectKind::Ethereum => Some(Arc::new(ethereum::Ethereum::new())),
+            DialectKind::Solana => Some(Arc::new(solana::Solana::new())),
             _ => None,
         }
     }
