@@ -285,7 +285,7 @@ impl RawConfig {
             }
             if !r.dialect.implemented() {
                 return bad(format!(
-                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum)",
+                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana)",
                     r.dialect
                 ));
             }
