@@ -71,6 +71,9 @@ pub struct RouteConfig {
     pub dialect: DialectKind,
     #[serde(default)]
     pub upstreams: Vec<String>,
+    /// HTTP JSON-RPC endpoint for POSTs on this route (forwarded verbatim).
+    #[serde(default)]
+    pub http_upstream: Option<String>,
     #[serde(default = "d::request_timeout_ms")]
     pub request_timeout_ms: u64,
     #[serde(default = "d::subscribe_timeout_ms")]
@@ -139,6 +142,7 @@ impl RouteConfig {
             path: path.into(),
             dialect,
             upstreams,
+            http_upstream: None,
             request_timeout_ms: d::request_timeout_ms(),
             subscribe_timeout_ms: d::subscribe_timeout_ms(),
             linger_ms: d::linger_ms(),
@@ -177,6 +181,7 @@ pub struct RouteSettings {
     pub path: String,
     pub dialect: DialectKind,
     pub upstreams: Vec<String>,
+    pub http_upstream: Option<String>,
     pub request_timeout: Duration,
     pub subscribe_timeout: Duration,
     pub linger: Duration,
@@ -304,6 +309,16 @@ impl RawConfig {
                     ));
                 }
             }
+            if let Some(h) = &r.http_upstream {
+                let ok = (h.starts_with("http://") || h.starts_with("https://"))
+                    && h.parse::<http::Uri>().is_ok_and(|x| x.host().is_some());
+                if !ok {
+                    return bad(format!(
+                        "{at}: http_upstream {} is not an http:// or https:// URL",
+                        redact_url(h)
+                    ));
+                }
+            }
             for (name, v) in [
                 ("request_timeout_ms", r.request_timeout_ms),
                 ("subscribe_timeout_ms", r.subscribe_timeout_ms),
@@ -334,6 +349,7 @@ impl RawConfig {
                 path: r.path,
                 dialect: r.dialect,
                 upstreams: r.upstreams,
+                http_upstream: r.http_upstream,
                 request_timeout: ms(r.request_timeout_ms),
                 subscribe_timeout: ms(r.subscribe_timeout_ms),
                 linger: ms(r.linger_ms),
@@ -462,8 +478,10 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
         );
         for key in server.iter().chain(&route) {
             assert!(
-                text.lines()
-                    .any(|l| l.trim_start().starts_with(&format!("{key} ="))),
+                text.lines().any(|l| l
+                    .trim_start()
+                    .trim_start_matches("# ")
+                    .starts_with(&format!("{key} ="))),
                 "deploy/submux.example.toml does not document `{key}`"
             );
         }

@@ -196,6 +196,17 @@ async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Respon
                 .into_response()
         }
     };
+    if let Some(http) = &route.http {
+        return match http.forward(body).await {
+            Ok((status, answer)) => {
+                (status, [(header::CONTENT_TYPE, "application/json")], answer).into_response()
+            }
+            Err(e) => {
+                tracing::warn!(route = %route.path, error = %e, "http upstream failed");
+                (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response()
+            }
+        };
+    }
     let text = String::from_utf8_lossy(&body);
     match session::handle_http(route, &text).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),

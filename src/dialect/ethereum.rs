@@ -544,6 +544,10 @@ impl Dialect for Ethereum {
             Condition::SubscriptionNotFound => {
                 RpcError::new(SERVER_ERROR, "subscription not found")
             }
+            Condition::NoHttpUpstream => RpcError::new(
+                super::jsonrpc::METHOD_NOT_FOUND,
+                "HTTP JSON-RPC is not configured on this route: set http_upstream",
+            ),
         }
     }
 }

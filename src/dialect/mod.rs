@@ -272,6 +272,13 @@ pub trait Dialect: Send + Sync + 'static {
     /// The upstream subscription id inside a successful subscribe result.
     fn parse_subscribe_result(&self, result: &str) -> Option<UpstreamSubId>;
 
+    /// Whether ordinary calls can be answered over the WebSocket upstream (geth serves
+    /// every method on its WebSocket; Agave's pubsub port serves subscriptions only, so a
+    /// Solana route needs `http_upstream` for HTTP POSTs).
+    fn calls_over_websocket(&self) -> bool {
+        true
+    }
+
     /// Error shapes for conditions submux itself detects.
     fn error_for(&self, cond: Condition) -> RpcError;
 }
@@ -291,6 +298,8 @@ pub enum Condition {
     ShuttingDown,
     /// Unknown client subscription id on unsubscribe.
     SubscriptionNotFound,
+    /// An HTTP POST on a route that has no way to answer it (no `http_upstream`).
+    NoHttpUpstream,
 }
 
 /// Replace `range` of `text` with `with`: the one operation fan-out and id rewriting need.

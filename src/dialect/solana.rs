@@ -524,6 +524,10 @@ impl Dialect for Solana {
         jsonrpc::render_request(&call.method, call.params.as_deref(), req)
     }
 
+    fn calls_over_websocket(&self) -> bool {
+        false
+    }
+
     fn parse_upstream(&self, text: &str) -> UpstreamFrame {
         jsonrpc::parse_upstream(
             text,
@@ -555,6 +559,10 @@ impl Dialect for Solana {
             Condition::SubscriptionNotFound => {
                 RpcError::new(INVALID_PARAMS, "Invalid subscription id.")
             }
+            Condition::NoHttpUpstream => RpcError::new(
+                METHOD_NOT_FOUND,
+                "HTTP JSON-RPC is not configured on this route: set http_upstream to the node's RPC URL",
+            ),
         }
     }
 }

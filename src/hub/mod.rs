@@ -84,6 +84,8 @@ pub struct RouteHandle {
     pub path: Arc<str>,
     pub dialect: Arc<dyn Dialect>,
     pub metrics: Arc<RouteMetrics>,
+    /// Forwarder for HTTP POSTs when the route has `http_upstream`.
+    pub http: Option<Arc<crate::upstream::http::HttpForwarder>>,
     cmd: mpsc::Sender<Command>,
     /// Upper bound on waiting for the actor's answer (the actor enforces its own timeouts;
     /// this only guards against a wedged actor).
@@ -102,9 +104,16 @@ impl RouteHandle {
             path,
             dialect,
             metrics,
+            http: None,
             cmd,
             answer_timeout,
         }
+    }
+
+    /// Attach an HTTP forwarder (routes with `http_upstream`).
+    pub fn with_http(mut self, http: crate::upstream::http::HttpForwarder) -> Self {
+        self.http = Some(Arc::new(http));
+        self
     }
 
     async fn ask<T>(

@@ -446,6 +446,7 @@ pub fn render_reply(
 /// Serve one HTTP POST body (single or batch); `None` when nothing is to be answered.
 pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
     let dialect = route.dialect.clone();
+    let over_ws = dialect.calls_over_websocket();
     let msgs = match dialect.parse_client(body, Transport::Http) {
         ClientFrame::Invalid(e) => return Some(dialect.render_error(&RequestId::null(), &e)),
         ClientFrame::Single(m) => (vec![m], false),
@@ -465,6 +466,10 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
                 ClientMsg::Call { id: None, call } => {
                     route.notify(call);
                     None
+                }
+                ClientMsg::Call { id: Some(id), .. } if !over_ws => {
+                    let e = dialect.error_for(Condition::NoHttpUpstream);
+                    Some(dialect.render_error(&id, &e))
                 }
                 ClientMsg::Call { id: Some(id), call } => {
                     Some(render_reply(&*dialect, &id, route.call(call).await))

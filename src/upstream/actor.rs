@@ -33,6 +33,9 @@ const COMMAND_QUEUE: usize = 4096;
 const WAITING_CALLS: usize = 4096;
 /// Resolution of linger, timeouts and pings.
 const TICK: Duration = Duration::from_millis(100);
+/// How long the final notification of a one-shot topic (a Solana signature) is kept for
+/// late joiners: the node never notifies a signature processed before the subscription.
+const ENDED_TTL: Duration = Duration::from_secs(60);
 
 type Waiter = oneshot::Sender<Result<Joined, HubError>>;
 type CallReply = oneshot::Sender<Result<UpstreamReply, HubError>>;
@@ -122,13 +125,23 @@ pub fn spawn_route(
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (release_tx, release_rx) = mpsc::unbounded_channel();
     let (connect_tx, connect_rx) = mpsc::channel(16);
-    let handle = RouteHandle::new(
+    let mut handle = RouteHandle::new(
         settings.path.clone().into(),
         dialect.clone(),
         metrics.clone(),
         cmd_tx,
         settings.request_timeout.max(settings.subscribe_timeout) + Duration::from_secs(5),
     );
+    if let Some(url) = &settings.http_upstream {
+        match super::http::HttpForwarder::new(
+            url,
+            settings.request_timeout,
+            settings.upstream_max_message_bytes,
+        ) {
+            Ok(f) => handle = handle.with_http(f),
+            Err(e) => warn!(error = %e, "http_upstream unusable; HTTP POSTs will be refused"),
+        }
+    }
     let table = TopicTable::new(TableConfig {
         linger: settings.linger,
         max_slots: settings.max_upstream_connections,
@@ -149,6 +162,7 @@ pub fn spawn_route(
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         dead: Vec::new(),
+        ended: HashMap::new(),
         settings,
     };
     let span = tracing::info_span!("route", path = %actor.settings.path);
@@ -172,6 +186,8 @@ struct Actor {
     tracker: TaskTracker,
     /// Slots found dead while handling an event; torn down after it.
     dead: Vec<(SlotId, String)>,
+    /// Final notifications of ended one-shot topics, for late joiners (bounded by TTL).
+    ended: HashMap<SubscriptionKey, (Notice, Instant)>,
 }
 
 impl Actor {
@@ -419,6 +435,10 @@ impl Actor {
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Subscribe { key, reply } => {
+                if let Some(j) = self.join_ended(&key) {
+                    let _ = reply.send(Ok(j));
+                    return;
+                }
                 let cap = self.settings.client_queue_len;
                 let dialect = self.dialect.clone();
                 let joined = self
@@ -568,12 +588,17 @@ impl Actor {
                         self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
                         RouteMetrics::inc(&self.metrics.resubscribes);
                     }
-                    if t.key.flags().replay_last {
+                    if t.key.flags().replay_last || is_final {
                         t.data.last = Some(notice.clone());
                     }
                     // No receivers is fine (all clients gone, topic lingering).
                     let _ = t.data.tx.send(notice);
                     if is_final {
+                        let notice = t.data.last.clone().unwrap_or_else(|| Notice {
+                            frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
+                            id_range: start..start + public.len(),
+                        });
+                        self.ended.insert(t.key.clone(), (notice, Instant::now()));
                         drop(self.table.end(id));
                     }
                 }
@@ -667,8 +692,35 @@ impl Actor {
         self.metrics.topics.store(self.table.len() as i64, Relaxed);
     }
 
+    /// A subscribe for a one-shot key that just ended: confirm it and deliver the final
+    /// notification (under a fresh id) at once; the subscription then ends.
+    fn join_ended(&mut self, key: &SubscriptionKey) -> Option<Joined> {
+        let (notice, at) = self.ended.get(key)?;
+        if at.elapsed() >= ENDED_TTL {
+            self.ended.remove(key);
+            return None;
+        }
+        let public_id = self.dialect.mint_sub_id();
+        let start = notice.id_range.start;
+        let frame = splice(&notice.frame, notice.id_range.clone(), public_id.as_str());
+        let (tx, rx) = broadcast::channel(1);
+        drop(tx); // the stream ends right after the replay
+        Some(Joined {
+            topic: TopicId(0),
+            replay: Some(Notice {
+                frame: Utf8Bytes::from(frame),
+                id_range: start..start + public_id.as_str().len(),
+            }),
+            public_id,
+            rx,
+            guard: ReleaseGuard::new(TopicId(0), self.release_tx.clone()),
+        })
+    }
+
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.ended
+            .retain(|_, (_, at)| now.duration_since(*at) < ENDED_TTL);
         // Linger expiry and subscribe waits that never got a connection.
         let tick = self.table.on_tick(now);
         for w in tick.expired {

@@ -4,5 +4,6 @@
 pub mod actor;
 pub mod backoff;
 pub mod connect;
+pub mod http;
 
 pub use actor::spawn_route;
