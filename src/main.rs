@@ -8,6 +8,7 @@ use std::time::Duration;
 use submux::config::{RawConfig, RouteConfig, ServerConfig};
 use submux::dialect::DialectKind;
 use submux::sim::ethereum::{EthSim, EthSimConfig};
+use submux::sim::solana::{SolSim, SolSimConfig};
 
 /// WebSocket proxy and subscription multiplexer for Ethereum, Solana, XRPL and LNbits.
 ///
@@ -22,6 +23,10 @@ struct Cli {
     /// Validate this TOML configuration and exit (non-zero with a message on error).
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Run only a simulated upstream node of this dialect (ethereum or solana) on loopback
+    /// ports, print its URLs, and wait for Ctrl-C. For tests and experiments.
+    #[arg(long, value_name = "DIALECT", conflicts_with_all = ["config", "check_config"])]
+    sim: Option<DialectKind>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,7 +70,36 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
+    let _keep: Box<dyn std::any::Any> = match kind {
+        DialectKind::Ethereum => {
+            let sim = EthSim::start(EthSimConfig {
+                block_interval: Some(Duration::from_secs(2)),
+                ..EthSimConfig::default()
+            })
+            .await?;
+            println!("sim ethereum {}", sim.url());
+            Box::new(sim)
+        }
+        DialectKind::Solana => {
+            let sim = SolSim::start(SolSimConfig {
+                slot_interval: Some(Duration::from_millis(400)),
+            })
+            .await?;
+            println!("sim solana {} {}", sim.ws_url(), sim.http_url());
+            Box::new(sim)
+        }
+        other => anyhow::bail!("no simulator for {other} yet"),
+    };
+    let _ = std::io::stdout().flush();
+    submux::shutdown::signal().await;
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(kind) = cli.sim {
+        return run_sim(kind).await;
+    }
     let listen = std::env::var("SUBMUX_LISTEN").ok();
     let (raw, demo) = match &cli.config {
         Some(path) => (RawConfig::load(path)?, None),
@@ -103,8 +137,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The offline demo: two simulated Ethereum nodes (primary and failover) behind /eth.
-async fn demo_config() -> anyhow::Result<(RawConfig, Vec<EthSim>)> {
+/// Simulators kept alive for the demo's lifetime.
+struct DemoSims {
+    _eth: Vec<EthSim>,
+    _sol: SolSim,
+}
+
+/// The offline demo: two simulated Ethereum nodes (primary and failover) behind /eth, a
+/// simulated Solana validator behind /sol.
+async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     let cfg = EthSimConfig {
         block_interval: Some(Duration::from_secs(2)),
         ..EthSimConfig::default()
@@ -118,11 +159,24 @@ async fn demo_config() -> anyhow::Result<(RawConfig, Vec<EthSim>)> {
         DialectKind::Ethereum,
         vec![primary.url(), backup.url()],
     );
+    let sol = SolSim::start(SolSimConfig {
+        slot_interval: Some(Duration::from_millis(400)),
+    })
+    .await
+    .context("starting simulator")?;
+    let mut sol_route = RouteConfig::new("/sol", DialectKind::Solana, vec![sol.ws_url()]);
+    sol_route.http_upstream = Some(sol.http_url());
     let raw = RawConfig {
         server: ServerConfig::default(),
-        routes: vec![route],
+        routes: vec![route, sol_route],
     };
-    Ok((raw, vec![primary, backup]))
+    Ok((
+        raw,
+        DemoSims {
+            _eth: vec![primary, backup],
+            _sol: sol,
+        },
+    ))
 }
 
 fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
@@ -155,5 +209,11 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
         "  curl -s -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_blockNumber\"}}' {}",
         running.http_url("/eth")
     );
+    if routes.iter().any(|(_, d)| *d == DialectKind::Solana) {
+        println!(
+            "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"slotSubscribe\"}}",
+            running.ws_url("/sol")
+        );
+    }
     println!();
 }

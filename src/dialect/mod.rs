@@ -48,6 +48,21 @@ impl DialectKind {
     }
 }
 
+impl std::str::FromStr for DialectKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ethereum" => Ok(DialectKind::Ethereum),
+            "solana" => Ok(DialectKind::Solana),
+            "xrpl" => Ok(DialectKind::Xrpl),
+            "lnbits" => Ok(DialectKind::Lnbits),
+            other => Err(format!(
+                "unknown dialect {other:?} (ethereum, solana, xrpl, lnbits)"
+            )),
+        }
+    }
+}
+
 impl fmt::Display for DialectKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

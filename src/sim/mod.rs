@@ -3,3 +3,4 @@
 //! benchmark.
 
 pub mod ethereum;
+pub mod solana;
