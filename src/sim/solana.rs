@@ -22,18 +22,10 @@ const CONN_QUEUE: usize = 65_536;
 /// The system program: owner of plain accounts.
 pub const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SolSimConfig {
     /// Advance one slot on this interval (None: only on demand).
     pub slot_interval: Option<Duration>,
-}
-
-impl Default for SolSimConfig {
-    fn default() -> Self {
-        SolSimConfig {
-            slot_interval: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
