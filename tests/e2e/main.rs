@@ -9,3 +9,4 @@ mod reconnect;
 mod refcount;
 mod shutdown;
 mod slow_client;
+mod solana;

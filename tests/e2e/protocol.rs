@@ -200,7 +200,7 @@ async fn http_post_json_rpc() {
 }
 
 /// Minimal HTTP/1.1 POST over a raw TCP stream (no client crate needed).
-async fn http_post(url: &str, body: &str) -> Value {
+pub async fn http_post(url: &str, body: &str) -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
