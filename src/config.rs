@@ -55,7 +55,7 @@ impl Default for ServerConfig {
             max_batch_len: 1000,
             max_subscriptions_per_connection: 1000,
             max_inflight_per_connection: 256,
-            client_queue_len: 1024,
+            client_queue_len: 256,
             client_ping_interval_ms: 20_000,
             client_idle_timeout_ms: 70_000,
             write_timeout_ms: 10_000,
