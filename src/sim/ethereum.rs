@@ -6,7 +6,6 @@
 //! benchmark client can measure end-to-end latency from the payload alone.
 
 use crate::dialect::ethereum::geth_id;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +21,6 @@ use tokio_util::sync::CancellationToken;
 /// keccak256("Transfer(address,address,uint256)"), the topic every simulated log carries.
 pub const TRANSFER_TOPIC: &str =
     "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
-/// Frames queued per simulated connection before the node drops it as too slow.
-const CONN_QUEUE: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct EthSimConfig {
@@ -146,6 +143,39 @@ impl Inner {
     }
 }
 
+impl super::Node for Inner {
+    fn open(&self, tx: mpsc::Sender<Message>, cancel: CancellationToken) -> u64 {
+        self.accepted.fetch_add(1, Relaxed);
+        let id = self.next_conn.fetch_add(1, Relaxed);
+        self.lock().conns.insert(
+            id,
+            Conn {
+                tx,
+                subs: HashMap::new(),
+                cancel,
+            },
+        );
+        id
+    }
+    fn frame(&self, conn: u64, text: &str) -> Vec<String> {
+        handle_frame(self, conn, text)
+    }
+    fn close(&self, conn: u64) {
+        self.lock().conns.remove(&conn);
+    }
+    fn close_all(&self) {
+        for (_, c) in self.lock().conns.drain() {
+            c.cancel.cancel();
+        }
+    }
+    fn refusing(&self) -> bool {
+        self.refuse.load(Relaxed)
+    }
+    fn hanging(&self) -> bool {
+        self.hang.load(Relaxed)
+    }
+}
+
 /// A running simulated node. Dropping it stops it.
 pub struct EthSim {
     inner: Arc<Inner>,
@@ -191,29 +221,7 @@ impl EthSim {
             addr,
             cancel: cancel.clone(),
         };
-        let acc_inner = inner.clone();
-        let acc_cancel = cancel.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = tokio::select! {
-                    _ = acc_cancel.cancelled() => break,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(_) => continue,
-                    },
-                };
-                if acc_inner.refuse.load(Relaxed) {
-                    drop(tcp);
-                    continue;
-                }
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_conn(acc_inner.clone(), tcp, acc_cancel.child_token()));
-            }
-            // Stopping the node closes every connection.
-            for (_, c) in acc_inner.lock().conns.drain() {
-                c.cancel.cancel();
-            }
-        });
+        super::spawn_ws_server(listener, inner.clone(), cancel.clone());
         if let Some(every) = interval {
             let inner = inner.clone();
             let cancel = cancel.clone();
@@ -247,9 +255,7 @@ impl EthSim {
     }
     /// Close every open connection abruptly (as a crash would).
     pub fn drop_connections(&self) {
-        for (_, c) in self.inner.lock().conns.drain() {
-            c.cancel.cancel();
-        }
+        super::Node::close_all(&*self.inner);
     }
     /// Refuse (accept and immediately close) new connections.
     pub fn set_refuse(&self, refuse: bool) {
@@ -281,68 +287,6 @@ impl EthSim {
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Relaxed)
     }
-}
-
-async fn serve_conn(inner: Arc<Inner>, tcp: TcpStream, cancel: CancellationToken) {
-    let cfg = crate::upstream::connect::ws_config(64 << 20, 8 * 1024);
-    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else {
-        return;
-    };
-    inner.accepted.fetch_add(1, Relaxed);
-    let id = inner.next_conn.fetch_add(1, Relaxed);
-    let (tx, mut rx) = mpsc::channel::<Message>(CONN_QUEUE);
-    inner.lock().conns.insert(
-        id,
-        Conn {
-            tx: tx.clone(),
-            subs: HashMap::new(),
-            cancel: cancel.clone(),
-        },
-    );
-    let (mut sink, mut stream) = ws.split();
-    let writer_cancel = cancel.clone();
-    let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = writer_cancel.cancelled() => break,
-                m = rx.recv() => match m {
-                    Some(m) => {
-                        if sink.feed(m).await.is_err() { break; }
-                        while let Ok(m) = rx.try_recv() {
-                            if sink.feed(m).await.is_err() { return; }
-                        }
-                        if sink.flush().await.is_err() { break; }
-                    }
-                    None => break,
-                }
-            }
-        }
-    });
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => break,
-            m = stream.next() => m,
-        };
-        if inner.hang.load(Relaxed) {
-            // A hung node: holds the socket, reads nothing more, answers nothing.
-            cancel.cancelled().await;
-            break;
-        }
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        };
-        let replies = handle_frame(&inner, id, &text);
-        for r in replies {
-            if tx.send(Message::text(r)).await.is_err() {
-                break;
-            }
-        }
-    }
-    cancel.cancel();
-    let _ = writer.await;
-    inner.lock().conns.remove(&id);
 }
 
 /// Answer one frame; returns the frames to send (reply first, then e.g. a syncing push).

@@ -1,6 +1,113 @@
 //! Simulated upstream nodes, one per dialect, speaking the real wire protocol over real
 //! WebSockets on loopback. Used by the no-config demo, the integration tests and the
-//! benchmark.
+//! benchmark. The WebSocket plumbing is shared here; each node supplies its protocol.
 
 pub mod ethereum;
 pub mod solana;
+
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// Frames queued per simulated connection before the node drops it as too slow.
+pub(crate) const CONN_QUEUE: usize = 65_536;
+
+/// The protocol side of a simulated node.
+pub(crate) trait Node: Send + Sync + 'static {
+    /// A connection opened: keep `tx` to push frames; returns the connection id.
+    fn open(&self, tx: mpsc::Sender<Message>, cancel: CancellationToken) -> u64;
+    /// Answer one text frame (replies first, then any pushes it causes).
+    fn frame(&self, conn: u64, text: &str) -> Vec<String>;
+    /// The connection closed.
+    fn close(&self, conn: u64);
+    /// Close every connection (node stopping or told to drop them).
+    fn close_all(&self);
+    /// Refuse new connections (accept and drop).
+    fn refusing(&self) -> bool {
+        false
+    }
+    /// Hold sockets but read and answer nothing (not even pings).
+    fn hanging(&self) -> bool {
+        false
+    }
+}
+
+/// Accept WebSocket connections on `listener` for `node` until `cancel`.
+pub(crate) fn spawn_ws_server<N: Node>(
+    listener: TcpListener,
+    node: Arc<N>,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                },
+            };
+            if node.refusing() {
+                drop(tcp);
+                continue;
+            }
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(serve(node.clone(), tcp, cancel.child_token()));
+        }
+        node.close_all();
+    });
+}
+
+async fn serve<N: Node>(node: Arc<N>, tcp: TcpStream, cancel: CancellationToken) {
+    let cfg = crate::upstream::connect::ws_config(64 << 20, 8 * 1024);
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel::<Message>(CONN_QUEUE);
+    let id = node.open(tx.clone(), cancel.clone());
+    let (mut sink, mut stream) = ws.split();
+    let writer_cancel = cancel.clone();
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = writer_cancel.cancelled() => break,
+                m = rx.recv() => match m {
+                    Some(m) => {
+                        if sink.feed(m).await.is_err() { break; }
+                        while let Ok(m) = rx.try_recv() {
+                            if sink.feed(m).await.is_err() { return; }
+                        }
+                        if sink.flush().await.is_err() { break; }
+                    }
+                    None => break,
+                }
+            }
+        }
+    });
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => break,
+            m = stream.next() => m,
+        };
+        if node.hanging() {
+            cancel.cancelled().await;
+            break;
+        }
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        for r in node.frame(id, &text) {
+            if tx.send(Message::text(r)).await.is_err() {
+                break;
+            }
+        }
+    }
+    cancel.cancel();
+    let _ = writer.await;
+    node.close(id);
+}

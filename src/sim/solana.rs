@@ -6,19 +6,17 @@
 //! Rust API or through HTTP control methods (`sim_setAccount`, `sim_emitLogs`,
 //! `sim_processSignature`, `sim_advanceSlot`) so that tests in any language can drive it.
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-const CONN_QUEUE: usize = 65_536;
 /// The system program: owner of plain accounts.
 pub const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
 
@@ -69,6 +67,31 @@ impl Inner {
     }
 }
 
+impl super::Node for Inner {
+    fn open(&self, tx: mpsc::Sender<Message>, cancel: CancellationToken) -> u64 {
+        self.accepted.fetch_add(1, Relaxed);
+        let id = self.next_conn.fetch_add(1, Relaxed);
+        self.lock().conns.insert(id, Conn { tx, cancel });
+        id
+    }
+    fn frame(&self, conn: u64, text: &str) -> Vec<String> {
+        handle_ws(self, conn, text)
+    }
+    fn close(&self, conn: u64) {
+        let mut st = self.lock();
+        st.conns.remove(&conn);
+        drop_conn_subs(&mut st, conn);
+    }
+    fn close_all(&self) {
+        for (_, c) in self.lock().conns.drain() {
+            c.cancel.cancel();
+        }
+    }
+    fn refusing(&self) -> bool {
+        self.refuse.load(Relaxed)
+    }
+}
+
 /// A running simulated validator. Dropping it stops it.
 pub struct SolSim {
     inner: Arc<Inner>,
@@ -105,23 +128,7 @@ impl SolSim {
             subscribe_requests: AtomicU64::new(0),
         });
         let cancel = CancellationToken::new();
-        let (i, c) = (inner.clone(), cancel.clone());
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = tokio::select! {
-                    _ = c.cancelled() => break,
-                    r = ws.accept() => match r { Ok(x) => x, Err(_) => continue },
-                };
-                if i.refuse.load(Relaxed) {
-                    continue;
-                }
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_ws(i.clone(), tcp, c.child_token()));
-            }
-            for (_, conn) in i.lock().conns.drain() {
-                conn.cancel.cancel();
-            }
-        });
+        super::spawn_ws_server(ws, inner.clone(), cancel.clone());
         let app = {
             let i = inner.clone();
             axum::Router::new().route(
@@ -189,9 +196,7 @@ impl SolSim {
         process_signature(&self.inner, signature, Value::Null);
     }
     pub fn drop_connections(&self) {
-        for (_, c) in self.inner.lock().conns.drain() {
-            c.cancel.cancel();
-        }
+        super::Node::close_all(&*self.inner);
     }
     pub fn set_refuse(&self, refuse: bool) {
         self.inner.refuse.store(refuse, Relaxed);
@@ -209,63 +214,6 @@ impl SolSim {
     pub fn subscribe_requests(&self) -> u64 {
         self.inner.subscribe_requests.load(Relaxed)
     }
-}
-
-async fn serve_ws(inner: Arc<Inner>, tcp: TcpStream, cancel: CancellationToken) {
-    let cfg = crate::upstream::connect::ws_config(1 << 20, 8 * 1024);
-    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else {
-        return;
-    };
-    inner.accepted.fetch_add(1, Relaxed);
-    let id = inner.next_conn.fetch_add(1, Relaxed);
-    let (tx, mut rx) = mpsc::channel::<Message>(CONN_QUEUE);
-    inner.lock().conns.insert(
-        id,
-        Conn {
-            tx: tx.clone(),
-            cancel: cancel.clone(),
-        },
-    );
-    let (mut sink, mut stream) = ws.split();
-    let wc = cancel.clone();
-    let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = wc.cancelled() => break,
-                m = rx.recv() => match m {
-                    Some(m) => {
-                        if sink.feed(m).await.is_err() { break; }
-                        while let Ok(m) = rx.try_recv() {
-                            if sink.feed(m).await.is_err() { return; }
-                        }
-                        if sink.flush().await.is_err() { break; }
-                    }
-                    None => break,
-                }
-            }
-        }
-    });
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => break,
-            m = stream.next() => m,
-        };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        };
-        for r in handle_ws(&inner, id, &text) {
-            if tx.send(Message::text(r)).await.is_err() {
-                break;
-            }
-        }
-    }
-    cancel.cancel();
-    let _ = writer.await;
-    let mut st = inner.lock();
-    st.conns.remove(&id);
-    drop_conn_subs(&mut st, id);
 }
 
 fn drop_conn_subs(st: &mut State, conn: u64) {
