@@ -527,28 +527,10 @@ impl Dialect for Ethereum {
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {
-        use super::jsonrpc::{LIMIT_EXCEEDED, SERVER_ERROR};
-        match cond {
-            Condition::UpstreamUnavailable => {
-                RpcError::new(SERVER_ERROR, "upstream unavailable: no connected upstream")
-            }
-            Condition::UpstreamTimeout => RpcError::new(SERVER_ERROR, "upstream request timed out"),
-            Condition::UpstreamLost => RpcError::new(
-                SERVER_ERROR,
-                "upstream connection lost before the request was answered",
-            ),
-            Condition::LimitExceeded(what) => {
-                RpcError::new(LIMIT_EXCEEDED, format!("limit exceeded: {what}"))
-            }
-            Condition::ShuttingDown => RpcError::new(SERVER_ERROR, "server is shutting down"),
-            Condition::SubscriptionNotFound => {
-                RpcError::new(SERVER_ERROR, "subscription not found")
-            }
-            Condition::NoHttpUpstream => RpcError::new(
-                super::jsonrpc::METHOD_NOT_FOUND,
-                "HTTP JSON-RPC is not configured on this route: set http_upstream",
-            ),
-        }
+        jsonrpc::condition_error(
+            cond,
+            RpcError::new(jsonrpc::SERVER_ERROR, "subscription not found"),
+        )
     }
 }
 

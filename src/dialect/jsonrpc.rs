@@ -2,8 +2,8 @@
 //! (borrowed) values so ids and payloads are never re-encoded, and rendering of replies.
 
 use super::{
-    subslice_range, ClientFrame, ClientMsg, RequestId, RpcError, UpstreamFrame, UpstreamReqId,
-    UpstreamSubId,
+    subslice_range, ClientFrame, ClientMsg, Condition, RequestId, RpcError, UpstreamFrame,
+    UpstreamReqId, UpstreamSubId,
 };
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -18,6 +18,30 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const SERVER_ERROR: i64 = -32000;
 /// The de-facto code providers use for rate and size limits.
 pub const LIMIT_EXCEEDED: i64 = -32005;
+
+/// Errors for conditions submux detects, shared by the JSON-RPC dialects; only the
+/// unknown-subscription error differs between nodes, so the caller supplies it.
+pub fn condition_error(cond: Condition, subscription_not_found: RpcError) -> RpcError {
+    match cond {
+        Condition::UpstreamUnavailable => {
+            RpcError::new(SERVER_ERROR, "upstream unavailable: no connected upstream")
+        }
+        Condition::UpstreamTimeout => RpcError::new(SERVER_ERROR, "upstream request timed out"),
+        Condition::UpstreamLost => RpcError::new(
+            SERVER_ERROR,
+            "upstream connection lost before the request was answered",
+        ),
+        Condition::LimitExceeded(what) => {
+            RpcError::new(LIMIT_EXCEEDED, format!("limit exceeded: {what}"))
+        }
+        Condition::ShuttingDown => RpcError::new(SERVER_ERROR, "server is shutting down"),
+        Condition::SubscriptionNotFound => subscription_not_found,
+        Condition::NoHttpUpstream => RpcError::new(
+            METHOD_NOT_FOUND,
+            "HTTP JSON-RPC is not configured on this route: set http_upstream to the node's RPC URL",
+        ),
+    }
+}
 
 /// Deserialize a field as raw JSON, keeping `null` as `Some("null")` (serde's `Option`
 /// would turn `null` into `None`, but JSON-RPC distinguishes an absent id from a null one).

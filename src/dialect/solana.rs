@@ -234,6 +234,27 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
+/// Writes `[pubkey,{"commitment":…,"encoding":…[,"dataSlice":…]` (object left open) for
+/// account and program subscriptions; returns their config for the caller's extras.
+fn account_prefix(out: &mut String, args: &[Value]) -> Result<Map<String, Value>, RpcError> {
+    let pk = string_arg(args, "pubkey")?;
+    if !is_pubkey(pk) {
+        return Err(invalid_request("Invalid pubkey provided"));
+    }
+    let cfg = config_object(args.get(1))?;
+    let _ = write!(
+        out,
+        "[{},{{\"commitment\":\"{}\",\"encoding\":{}",
+        quoted(pk),
+        commitment(&cfg)?,
+        quoted(&encoding(&cfg, "binary")?)
+    );
+    if let Some(ds) = data_slice(&cfg)? {
+        let _ = write!(out, ",\"dataSlice\":{ds}");
+    }
+    Ok(cfg)
+}
+
 /// Canonical params (JSON array text) for a `<kind>Subscribe`.
 fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> {
     let args = positional(params)?;
@@ -260,40 +281,12 @@ fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> 
         }
         "account" => {
             none_allowed(2)?;
-            let pk = string_arg(&args, "pubkey")?;
-            if !is_pubkey(pk) {
-                return Err(invalid_request("Invalid pubkey provided"));
-            }
-            let cfg = config_object(args.get(1))?;
-            let _ = write!(
-                out,
-                "[{},{{\"commitment\":\"{}\",\"encoding\":{}",
-                quoted(pk),
-                commitment(&cfg)?,
-                quoted(&encoding(&cfg, "binary")?)
-            );
-            if let Some(ds) = data_slice(&cfg)? {
-                let _ = write!(out, ",\"dataSlice\":{ds}");
-            }
+            account_prefix(&mut out, &args)?;
             out.push_str("}]");
         }
         "program" => {
             none_allowed(2)?;
-            let pk = string_arg(&args, "pubkey")?;
-            if !is_pubkey(pk) {
-                return Err(invalid_request("Invalid pubkey provided"));
-            }
-            let cfg = config_object(args.get(1))?;
-            let _ = write!(
-                out,
-                "[{},{{\"commitment\":\"{}\",\"encoding\":{}",
-                quoted(pk),
-                commitment(&cfg)?,
-                quoted(&encoding(&cfg, "binary")?)
-            );
-            if let Some(ds) = data_slice(&cfg)? {
-                let _ = write!(out, ",\"dataSlice\":{ds}");
-            }
+            let cfg = account_prefix(&mut out, &args)?;
             match cfg.get("filters") {
                 None | Some(Value::Null) => {}
                 Some(Value::Array(f)) if f.is_empty() => {}
@@ -542,28 +535,10 @@ impl Dialect for Solana {
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {
-        use super::jsonrpc::{INTERNAL_ERROR, LIMIT_EXCEEDED, SERVER_ERROR};
-        match cond {
-            Condition::UpstreamUnavailable => {
-                RpcError::new(SERVER_ERROR, "upstream unavailable: no connected upstream")
-            }
-            Condition::UpstreamTimeout => RpcError::new(SERVER_ERROR, "upstream request timed out"),
-            Condition::UpstreamLost => RpcError::new(
-                SERVER_ERROR,
-                "upstream connection lost before the request was answered",
-            ),
-            Condition::LimitExceeded(what) => {
-                RpcError::new(LIMIT_EXCEEDED, format!("limit exceeded: {what}"))
-            }
-            Condition::ShuttingDown => RpcError::new(INTERNAL_ERROR, "server is shutting down"),
-            Condition::SubscriptionNotFound => {
-                RpcError::new(INVALID_PARAMS, "Invalid subscription id.")
-            }
-            Condition::NoHttpUpstream => RpcError::new(
-                METHOD_NOT_FOUND,
-                "HTTP JSON-RPC is not configured on this route: set http_upstream to the node's RPC URL",
-            ),
-        }
+        jsonrpc::condition_error(
+            cond,
+            RpcError::new(INVALID_PARAMS, "Invalid subscription id."),
+        )
     }
 }
 
