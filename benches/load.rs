@@ -1,0 +1,510 @@
+//! End-to-end load benchmark: `cargo bench --bench load [-- --quick]`.
+//!
+//! Runs the simulated Ethereum node and the WebSocket clients in this process and submux as
+//! a child process (the release binary built by cargo for this bench), then the same
+//! workloads with the clients connected straight to the simulator, so ratios come from one
+//! run. submux's CPU time and resident memory are read from /proc/<pid> of the child, so
+//! they are submux's own, not the clients' or the simulator's.
+//!
+//! Workloads: fan-out throughput (paced by the slowest client), latency at a moderate
+//! rate, request round trips, and resident memory per idle subscribed client.
+
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use submux::sim::ethereum::{contract_address, EthSim, EthSimConfig};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Opts {
+    quick: bool,
+    fanout_clients: usize,
+    topics: usize,
+    secs: f64,
+    latency_clients: usize,
+    latency_rate: u64,
+    rtt_clients: usize,
+    idle_clients: usize,
+}
+
+impl Opts {
+    fn parse() -> Opts {
+        let quick = std::env::args().any(|a| a == "--quick");
+        Opts {
+            quick,
+            fanout_clients: if quick { 20 } else { 100 },
+            topics: 10,
+            secs: if quick { 2.0 } else { 5.0 },
+            latency_clients: if quick { 20 } else { 100 },
+            latency_rate: 200,
+            rtt_clients: if quick { 10 } else { 50 },
+            idle_clients: if quick { 1_000 } else { 10_000 },
+        }
+    }
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn proc_field(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Submux {
+    child: Child,
+    addr: String,
+    _dir: std::path::PathBuf,
+}
+
+impl Submux {
+    fn start(upstream: &str) -> Submux {
+        let dir = std::env::temp_dir().join(format!("submux-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cfg = dir.join("bench.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{upstream}\"]\n"
+            ),
+        )
+        .expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_submux"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn submux");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("submux listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Submux {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn url(&self) -> String {
+        format!("ws://{}/eth", self.addr)
+    }
+}
+
+impl Drop for Submux {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(url: &str) -> Ws {
+    let cfg = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    for attempt in 0..50 {
+        match tokio_tungstenite::connect_async_with_config(url, Some(cfg), true).await {
+            Ok((ws, _)) => return ws,
+            Err(e) if attempt < 49 => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+/// Send a request and wait for its reply (notifications before it are skipped).
+async fn request(ws: &mut Ws, id: u64, method: &str, params: &str) -> String {
+    let req = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+    ws.send(Message::text(req)).await.expect("send");
+    let want = format!("\"id\":{id},");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains(&want) => return t.to_string(),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// Subscribe a client to the `logs` of `topics` contracts.
+async fn subscribe_logs(ws: &mut Ws, topics: usize) {
+    for i in 0..topics {
+        let params = format!(
+            r#"["logs",{{"address":"{}"}}]"#,
+            contract_address(i as u64 + 1)
+        );
+        let r = request(ws, i as u64 + 1, "eth_subscribe", &params).await;
+        assert!(r.contains("\"result\":\"0x"), "subscribe failed: {r}");
+    }
+}
+
+/// The emission stamp the simulator puts in each log's `data` (ns since the epoch).
+fn stamp(frame: &str) -> Option<u128> {
+    let i = frame.find("\"data\":\"0x")? + 10;
+    u128::from_str_radix(frame.get(i..i + 64)?, 16).ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct FanOut {
+    per_sec: f64,
+    cpu_us_per_notification: Option<f64>,
+}
+
+/// C clients × T topics; the producer emits block k only once every client has every
+/// notification of block k−W, so the figure is delivery speed, not socket queueing.
+async fn fanout(sim: &EthSim, url: &str, o: &Opts, submux_pid: Option<u32>) -> FanOut {
+    const WINDOW: u64 = 8;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let notify = Arc::new(Notify::new());
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let mut tasks = Vec::new();
+    for _ in 0..o.fanout_clients {
+        let mut ws = connect(url).await;
+        subscribe_logs(&mut ws, o.topics).await;
+        let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(_) = m {
+                    let now = d.fetch_add(1, Relaxed) + 1;
+                    if now >= t.load(Relaxed) {
+                        n.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+    let per_block = (o.fanout_clients * o.topics) as u64;
+    let wait_for = |need: u64| {
+        let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
+        async move {
+            while d.load(Relaxed) < need {
+                t.store(need, Relaxed);
+                let notified = n.notified();
+                if d.load(Relaxed) >= need {
+                    break;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), notified)
+                    .await
+                    .is_err()
+                {
+                    panic!("fan-out stalled at {} of {need}", d.load(Relaxed));
+                }
+            }
+        }
+    };
+    // Warm up, then measure.
+    for _ in 0..WINDOW {
+        sim.emit_block();
+    }
+    wait_for(WINDOW * per_block).await;
+    let start_count = delivered.load(Relaxed);
+    let cpu0 = submux_pid.map(cpu_secs);
+    let t0 = Instant::now();
+    let mut emitted = WINDOW;
+    while t0.elapsed().as_secs_f64() < o.secs {
+        wait_for((emitted + 1 - WINDOW) * per_block).await;
+        sim.emit_block();
+        emitted += 1;
+    }
+    wait_for(emitted * per_block).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let count = delivered.load(Relaxed) - start_count;
+    let cpu = submux_pid.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0));
+    for t in tasks {
+        t.abort();
+    }
+    FanOut {
+        per_sec: count as f64 / elapsed,
+        cpu_us_per_notification: cpu.map(|c| c * 1e6 / count as f64),
+    }
+}
+
+struct Latency {
+    p50: u64,
+    p99: u64,
+    max: u64,
+    samples: usize,
+}
+
+/// `latency_rate` blocks/s, each with one log per topic, for `secs`; latency = receive
+/// time − the simulator's emission stamp, in µs.
+async fn latency(sim: &EthSim, url: &str, o: &Opts) -> Latency {
+    let mut tasks = Vec::new();
+    let stop = Arc::new(Notify::new());
+    for _ in 0..o.latency_clients {
+        let mut ws = connect(url).await;
+        subscribe_logs(&mut ws, o.topics).await;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples: Vec<u64> = Vec::with_capacity(4096);
+            loop {
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Some(s) = stamp(&t) {
+                                samples.push(((now_nanos().saturating_sub(s)) / 1000) as u64);
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            samples
+        }));
+    }
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / o.latency_rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let t0 = Instant::now();
+    // Skip the first half second (connection warm-up), measure the rest.
+    let warm = Duration::from_millis(500);
+    while t0.elapsed().as_secs_f64() < o.secs + warm.as_secs_f64() {
+        tick.tick().await;
+        sim.emit_block();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.notify_waiters();
+    let mut all = Vec::new();
+    for t in tasks {
+        let mut s = t.await.unwrap_or_default();
+        let skip = s.len() / ((o.secs / warm.as_secs_f64()) as usize + 1);
+        all.extend(s.drain(skip..));
+    }
+    all.sort_unstable();
+    Latency {
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        max: all.last().copied().unwrap_or(0),
+        samples: all.len(),
+    }
+}
+
+struct Rtt {
+    per_sec: f64,
+    p50: u64,
+    p99: u64,
+}
+
+/// K clients each doing sequential `eth_blockNumber` calls for `secs`.
+async fn rtt(url: &str, o: &Opts) -> Rtt {
+    let secs = o.secs;
+    let mut tasks = Vec::new();
+    for _ in 0..o.rtt_clients {
+        let mut ws = connect(url).await;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let t0 = Instant::now();
+            let mut id = 1;
+            while t0.elapsed().as_secs_f64() < secs {
+                let s = Instant::now();
+                request(&mut ws, id, "eth_blockNumber", "[]").await;
+                lat.push(s.elapsed().as_micros() as u64);
+                id += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort_unstable();
+    Rtt {
+        per_sec: all.len() as f64 / secs,
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+/// Resident memory of the submux process per idle client holding one `newHeads`
+/// subscription (KiB), measured from the child's VmRSS.
+async fn memory(url: &str, pid: u32, n: usize) -> (f64, u64, u64) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = proc_field(pid, "VmRSS:");
+    let sem = Arc::new(Semaphore::new(128));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let url = url.to_string();
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.expect("semaphore");
+            let mut ws = connect(&url).await;
+            let r = request(&mut ws, 1, "eth_subscribe", r#"["newHeads"]"#).await;
+            assert!(r.contains("\"result\""), "{r}");
+            drop(permit);
+            ws
+        }));
+    }
+    let mut held = Vec::with_capacity(n);
+    for t in tasks {
+        held.push(t.await.expect("client"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = proc_field(pid, "VmRSS:");
+    let per = (after.saturating_sub(before)) as f64 / n as f64;
+    drop(held);
+    (per, before, after)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo test --benches` runs this binary without `--bench`: stay out of test runs.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load benchmark: run with `cargo bench --bench load` (add `-- --quick` for a short run)");
+        return;
+    }
+    let o = Opts::parse();
+    let sim = EthSim::start(EthSimConfig {
+        contracts: (1..=o.topics as u64).map(contract_address).collect(),
+        pending_per_block: 0,
+        ..EthSimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let mux = Submux::start(&sim.url());
+    // Wait until submux has its upstream connection.
+    let mut probe = connect(&mux.url()).await;
+    request(&mut probe, 1, "eth_chainId", "[]").await;
+    drop(probe);
+    let direct = sim.url();
+    let pid = mux.pid();
+    eprintln!("submux pid {pid} at {}; simulator at {direct}", mux.url());
+
+    eprintln!(
+        "fan-out: {} clients × {} topics …",
+        o.fanout_clients, o.topics
+    );
+    let f_mux = fanout(&sim, &mux.url(), &o, Some(pid)).await;
+    let f_dir = fanout(&sim, &direct, &o, None).await;
+    eprintln!(
+        "latency: {} clients × {} topics × {}/s …",
+        o.latency_clients, o.topics, o.latency_rate
+    );
+    let l_mux = latency(&sim, &mux.url(), &o).await;
+    let l_dir = latency(&sim, &direct, &o).await;
+    eprintln!("round trips: {} clients …", o.rtt_clients);
+    let r_mux = rtt(&mux.url(), &o).await;
+    let r_dir = rtt(&direct, &o).await;
+    eprintln!("memory: {} idle subscribed clients …", o.idle_clients);
+    let (kib, before, after) = memory(&mux.url(), pid, o.idle_clients).await;
+
+    let added_p99 = l_mux.p99 as i64 - l_dir.p99 as i64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# submux load benchmark ({})\n\n`cargo bench --bench load{}` on {} cores; simulator and clients in the bench process, submux in a child process (its CPU and RSS are its own).\n",
+        if o.quick { "quick" } else { "full" },
+        if o.quick { " -- --quick" } else { "" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(
+        out,
+        "| workload | through submux | direct to node | ratio | target |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| fan-out, {} clients × {} topics, paced by the slowest client | {:.0} notifications/s | {:.0} notifications/s | {:.2}× | ≥ direct: {} |",
+        o.fanout_clients,
+        o.topics,
+        f_mux.per_sec,
+        f_dir.per_sec,
+        f_mux.per_sec / f_dir.per_sec,
+        verdict(f_mux.per_sec >= f_dir.per_sec)
+    );
+    let _ = writeln!(
+        out,
+        "| submux CPU per delivered notification | {:.2} µs | — | | |",
+        f_mux.cpu_us_per_notification.unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        out,
+        "| latency, {} clients × {} topics × {}/s: p50 / p99 / max | {} / {} / {} µs | {} / {} / {} µs | added p99 {} µs | added p99 < 1000 µs: {} |",
+        o.latency_clients, o.topics, o.latency_rate,
+        l_mux.p50, l_mux.p99, l_mux.max, l_dir.p50, l_dir.p99, l_dir.max,
+        added_p99,
+        verdict(added_p99 < 1000)
+    );
+    let _ = writeln!(
+        out,
+        "| (latency samples) | {} | {} | | |",
+        l_mux.samples, l_dir.samples
+    );
+    let _ = writeln!(
+        out,
+        "| request round trips, {} clients sequential `eth_blockNumber` | {:.0}/s, p50 {} µs, p99 {} µs | {:.0}/s, p50 {} µs, p99 {} µs | {:.2}× | |",
+        o.rtt_clients, r_mux.per_sec, r_mux.p50, r_mux.p99, r_dir.per_sec, r_dir.p50, r_dir.p99,
+        r_mux.per_sec / r_dir.per_sec
+    );
+    let _ = writeln!(
+        out,
+        "| submux resident memory per idle subscribed client, {} clients | {:.1} KiB (RSS {} → {} KiB) | — | | < 16 KiB{}: {} |",
+        o.idle_clients,
+        kib,
+        before,
+        after,
+        if o.idle_clients == 10_000 { "" } else { " (target stated at 10,000)" },
+        verdict(kib < 16.0)
+    );
+    let _ = writeln!(
+        out,
+        "\nDirect fan-out means the node renders and writes one frame per subscriber (as geth does); through submux the node sends one frame per topic and submux fans it out, splicing nothing when ids coincide. Machines here are shared and noisy (±15%): compare ratios within one run."
+    );
+    print!("{out}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    let _ = std::fs::create_dir_all(&dir);
+    let name = if o.quick { "quick.md" } else { "latest.md" };
+    if let Err(e) = std::fs::write(dir.join(name), &out) {
+        eprintln!("could not write bench-results/{name}: {e}");
+    }
+}
+
+use std::fmt::Write as _;
