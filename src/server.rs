@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Shared state of the HTTP front.
 #[derive(Clone)]
@@ -149,6 +150,12 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
         )
             .into_response();
     }
+    static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let span = tracing::info_span!(
+        "session",
+        id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        route = %route.path
+    );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let settings = state.settings.clone();
     let shutdown = state.shutdown.clone();
@@ -157,21 +164,24 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
         settings.max_frame_bytes,
         crate::upstream::connect::CLIENT_READ_BUFFER,
     );
-    state.tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(cfg),
-                )
-                .await;
-                session::run(ws, route, settings, shutdown).await;
+    state.tracker.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(cfg),
+                    )
+                    .await;
+                    session::run(ws, route, settings, shutdown).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            connections.fetch_sub(1, Ordering::AcqRel);
         }
-        connections.fetch_sub(1, Ordering::AcqRel);
-    });
+        .instrument(span),
+    );
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
