@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use submux::sim::ethereum::{contract_address, EthSim, EthSimConfig};
+use submux::sim::solana::{SolSim, SolSimConfig, SYSTEM_PROGRAM};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -82,14 +83,14 @@ struct Submux {
 }
 
 impl Submux {
-    fn start(upstream: &str) -> Submux {
+    fn start(eth: &str, sol_ws: &str) -> Submux {
         let dir = std::env::temp_dir().join(format!("submux-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let cfg = dir.join("bench.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{upstream}\"]\n"
+                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n"
             ),
         )
         .expect("config");
@@ -121,6 +122,9 @@ impl Submux {
     fn url(&self) -> String {
         format!("ws://{}/eth", self.addr)
     }
+    fn sol_url(&self) -> String {
+        format!("ws://{}/sol", self.addr)
+    }
 }
 
 impl Drop for Submux {
@@ -149,10 +153,13 @@ async fn connect(url: &str) -> Ws {
 async fn request(ws: &mut Ws, id: u64, method: &str, params: &str) -> String {
     let req = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
     ws.send(Message::text(req)).await.expect("send");
-    let want = format!("\"id\":{id},");
+    // geth puts the id before the result, jsonrpc-core (Solana) after it.
+    let (mid, end) = (format!("\"id\":{id},"), format!("\"id\":{id}}}"));
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains(&want) => return t.to_string(),
+            Some(Ok(Message::Text(t))) if t.contains(&mid) || t.ends_with(&end) => {
+                return t.to_string()
+            }
             Some(Ok(_)) => continue,
             other => panic!("connection ended: {other:?}"),
         }
@@ -189,17 +196,102 @@ struct FanOut {
     cpu_us_per_notification: Option<f64>,
 }
 
-/// C clients × T topics; the producer emits block k only once every client has every
-/// notification of block k−W, so the figure is delivery speed, not socket queueing.
-async fn fanout(sim: &EthSim, url: &str, o: &Opts, submux_pid: Option<u32>) -> FanOut {
+/// What each client subscribes to and what one producer round emits.
+enum Plan<'a> {
+    /// Every client on the `logs` of `topics` contracts; a round is one block.
+    EthLogs(&'a EthSim, usize),
+    /// Every client on `slotSubscribe`; a round is one slot.
+    SolSlots(&'a SolSim),
+    /// Client i on accounts (i·per + j) mod `distinct`; a round changes every account.
+    SolAccounts(&'a SolSim, usize, usize),
+}
+
+fn sol_account(i: usize) -> String {
+    let mut bytes = [7u8; 32];
+    bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    base58(&bytes)
+}
+
+fn base58(bytes: &[u8]) -> String {
+    const A: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut digits: Vec<u8> = Vec::new();
+    for &b in bytes {
+        let mut carry = b as u32;
+        for d in digits.iter_mut() {
+            carry += (*d as u32) << 8;
+            *d = (carry % 58) as u8;
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push((carry % 58) as u8);
+            carry /= 58;
+        }
+    }
+    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
+    let mut s = "1".repeat(zeros);
+    s.extend(digits.iter().rev().map(|&d| A[d as usize] as char));
+    s
+}
+
+impl Plan<'_> {
+    async fn subscribe(&self, ws: &mut Ws, client: usize) {
+        match self {
+            Plan::EthLogs(_, topics) => subscribe_logs(ws, *topics).await,
+            Plan::SolSlots(_) => {
+                let r = request(ws, 1, "slotSubscribe", "[]").await;
+                assert!(r.contains("\"result\":"), "{r}");
+            }
+            Plan::SolAccounts(_, per, distinct) => {
+                for j in 0..*per {
+                    let pk = sol_account((client * per + j) % distinct);
+                    let params = format!(r#"["{pk}",{{"encoding":"base64"}}]"#);
+                    let r = request(ws, j as u64 + 1, "accountSubscribe", &params).await;
+                    assert!(r.contains("\"result\":"), "{r}");
+                }
+            }
+        }
+    }
+    fn per_client(&self) -> u64 {
+        match self {
+            Plan::EthLogs(_, topics) => *topics as u64,
+            Plan::SolSlots(_) => 1,
+            Plan::SolAccounts(_, per, _) => *per as u64,
+        }
+    }
+    fn emit(&self, round: u64) {
+        match self {
+            Plan::EthLogs(sim, _) => {
+                sim.emit_block();
+            }
+            Plan::SolSlots(sim) => {
+                sim.advance_slot();
+            }
+            Plan::SolAccounts(sim, _, distinct) => {
+                for i in 0..*distinct {
+                    sim.set_account(&sol_account(i), round, SYSTEM_PROGRAM, &[1, 2, 3, 4]);
+                }
+            }
+        }
+    }
+}
+
+/// C clients on a plan; the producer emits round k only once every client has every
+/// notification of round k−W, so the figure is delivery speed, not socket queueing.
+async fn fanout(
+    plan: &Plan<'_>,
+    url: &str,
+    clients: usize,
+    secs: f64,
+    submux_pid: Option<u32>,
+) -> FanOut {
     const WINDOW: u64 = 8;
     let delivered = Arc::new(AtomicU64::new(0));
     let notify = Arc::new(Notify::new());
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let mut tasks = Vec::new();
-    for _ in 0..o.fanout_clients {
+    for c in 0..clients {
         let mut ws = connect(url).await;
-        subscribe_logs(&mut ws, o.topics).await;
+        plan.subscribe(&mut ws, c).await;
         let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(m)) = ws.next().await {
@@ -212,7 +304,7 @@ async fn fanout(sim: &EthSim, url: &str, o: &Opts, submux_pid: Option<u32>) -> F
             }
         }));
     }
-    let per_block = (o.fanout_clients * o.topics) as u64;
+    let per_block = clients as u64 * plan.per_client();
     let wait_for = |need: u64| {
         let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
         async move {
@@ -232,17 +324,17 @@ async fn fanout(sim: &EthSim, url: &str, o: &Opts, submux_pid: Option<u32>) -> F
         }
     };
     // Warm up, then measure.
-    for _ in 0..WINDOW {
-        sim.emit_block();
+    for k in 0..WINDOW {
+        plan.emit(k);
     }
     wait_for(WINDOW * per_block).await;
     let start_count = delivered.load(Relaxed);
     let cpu0 = submux_pid.map(cpu_secs);
     let t0 = Instant::now();
     let mut emitted = WINDOW;
-    while t0.elapsed().as_secs_f64() < o.secs {
+    while t0.elapsed().as_secs_f64() < secs {
         wait_for((emitted + 1 - WINDOW) * per_block).await;
-        sim.emit_block();
+        plan.emit(emitted);
         emitted += 1;
     }
     wait_for(emitted * per_block).await;
@@ -409,7 +501,8 @@ async fn main() {
     })
     .await
     .expect("sim");
-    let mux = Submux::start(&sim.url());
+    let sol = SolSim::start(SolSimConfig::default()).await.expect("sim");
+    let mux = Submux::start(&sim.url(), &sol.ws_url());
     // Wait until submux has its upstream connection.
     let mut probe = connect(&mux.url()).await;
     request(&mut probe, 1, "eth_chainId", "[]").await;
@@ -422,8 +515,22 @@ async fn main() {
         "fan-out: {} clients × {} topics …",
         o.fanout_clients, o.topics
     );
-    let f_mux = fanout(&sim, &mux.url(), &o, Some(pid)).await;
-    let f_dir = fanout(&sim, &direct, &o, None).await;
+    let eth_plan = Plan::EthLogs(&sim, o.topics);
+    let f_mux = fanout(&eth_plan, &mux.url(), o.fanout_clients, o.secs, Some(pid)).await;
+    let f_dir = fanout(&eth_plan, &direct, o.fanout_clients, o.secs, None).await;
+    let sol_clients = o.fanout_clients * 5;
+    eprintln!("solana: {sol_clients} clients on slotSubscribe …");
+    let slots = Plan::SolSlots(&sol);
+    let s_mux = fanout(&slots, &mux.sol_url(), sol_clients, o.secs, Some(pid)).await;
+    let s_dir = fanout(&slots, &sol.ws_url(), sol_clients, o.secs, None).await;
+    let (per, distinct) = (10, o.fanout_clients * 2);
+    eprintln!(
+        "solana: {} clients × {per} accounts over {distinct} distinct keys …",
+        o.fanout_clients
+    );
+    let accts = Plan::SolAccounts(&sol, per, distinct);
+    let a_mux = fanout(&accts, &mux.sol_url(), o.fanout_clients, o.secs, Some(pid)).await;
+    let a_dir = fanout(&accts, &sol.ws_url(), o.fanout_clients, o.secs, None).await;
     eprintln!(
         "latency: {} clients × {} topics × {}/s …",
         o.latency_clients, o.topics, o.latency_rate
@@ -464,6 +571,23 @@ async fn main() {
         out,
         "| submux CPU per delivered notification | {:.2} µs | — | | |",
         f_mux.cpu_us_per_notification.unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        out,
+        "| Solana fan-out, {sol_clients} clients on `slotSubscribe` | {:.0} notifications/s ({:.2} µs CPU each) | {:.0} notifications/s | {:.2}× | |",
+        s_mux.per_sec,
+        s_mux.cpu_us_per_notification.unwrap_or(0.0),
+        s_dir.per_sec,
+        s_mux.per_sec / s_dir.per_sec
+    );
+    let _ = writeln!(
+        out,
+        "| Solana fan-out, {} clients × {per} `accountSubscribe` over {distinct} distinct keys | {:.0} notifications/s ({:.2} µs CPU each) | {:.0} notifications/s | {:.2}× | |",
+        o.fanout_clients,
+        a_mux.per_sec,
+        a_mux.cpu_us_per_notification.unwrap_or(0.0),
+        a_dir.per_sec,
+        a_mux.per_sec / a_dir.per_sec
     );
     let _ = writeln!(
         out,
