@@ -8,6 +8,9 @@ pub mod ethereum;
 pub mod jsonrpc;
 pub mod solana;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
