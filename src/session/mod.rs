@@ -11,6 +11,8 @@
 //! not accept a write within `write_timeout`, is closed with code 1008 and a reason and
 //! counted in `submux_slow_client_closes_total`; other clients never wait for it.
 
+pub mod limits;
+
 use crate::config::Settings;
 use crate::dialect::{
     splice, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId, Transport,
@@ -95,7 +97,15 @@ pub async fn run<S>(
         next_local: 0,
         inflight: FuturesUnordered::new(),
         pending_subscribes: 0,
+        bucket: None,
     };
+    if s.settings.max_requests_per_second > 0 {
+        s.bucket = Some(limits::TokenBucket::new(
+            s.settings.max_requests_per_second,
+            s.settings.request_burst,
+            Instant::now(),
+        ));
+    }
     let exit = s.serve(shutdown).await;
     match exit {
         Exit::ClientClosed => {}
@@ -129,6 +139,8 @@ struct Session<S> {
     next_local: u64,
     inflight: FuturesUnordered<BoxFuture<'static, Outcome>>,
     pending_subscribes: usize,
+    /// Request rate limit (None when unlimited).
+    bucket: Option<limits::TokenBucket>,
 }
 
 impl<S> Session<S>
@@ -224,7 +236,9 @@ where
         let mut futs: Vec<BoxFuture<'static, Item>> = Vec::with_capacity(msgs.len());
         let mut subscribes = 0;
         let mut any_async = false;
+        let now = Instant::now();
         for msg in msgs {
+            let msg = self.rate_limit(msg, now);
             let item: BoxFuture<'static, Item> = match msg {
                 ClientMsg::Error { id, error } => {
                     let r = self.dialect.render_error(&id, &error);
@@ -281,6 +295,34 @@ where
             // Everything was answered locally: reply now, in order.
             let outcome = fut.await;
             self.on_outcome(outcome).await
+        }
+    }
+
+    /// Over the request rate, a request becomes its limit error (id-less ones are dropped,
+    /// as they cannot be answered).
+    fn rate_limit(&mut self, msg: ClientMsg, now: Instant) -> ClientMsg {
+        let Some(bucket) = self.bucket.as_mut() else {
+            return msg;
+        };
+        let id = match &msg {
+            ClientMsg::Subscribe { id, .. }
+            | ClientMsg::Unsubscribe { id, .. }
+            | ClientMsg::Call { id: Some(id), .. } => Some(id.clone()),
+            ClientMsg::Call { id: None, .. } => None,
+            ClientMsg::Error { .. } | ClientMsg::Ignore => return msg,
+        };
+        if bucket.try_take(now) {
+            return msg;
+        }
+        match id {
+            Some(id) => ClientMsg::Error {
+                id,
+                error: self.dialect.error_for(Condition::LimitExceeded(format!(
+                    "max {} requests per second per connection",
+                    self.settings.max_requests_per_second
+                ))),
+            },
+            None => ClientMsg::Ignore,
         }
     }
 

@@ -117,3 +117,36 @@ async fn upstream_rejected_subscribe_passes_the_error_and_cleans_up() {
     a.subscribe(json!(["newHeads"])).await;
     assert!(b.call("eth_chainId", json!([])).await["result"].is_string());
 }
+
+#[tokio::test]
+async fn request_rate_limit_answers_32005_and_keeps_the_socket() {
+    let sim = sim().await;
+    let mut server = server_cfg();
+    server.max_requests_per_second = 5;
+    server.request_burst = 5;
+    let mux = submux_with(server, vec![fast_route(vec![sim.url()])]).await;
+    let mut c = Client::connect(&mux.ws_url("/eth")).await;
+    // One batch of 8: the bucket holds 5.
+    let batch: Vec<serde_json::Value> = (0..8)
+        .map(|i| json!({"jsonrpc":"2.0","id":i,"method":"eth_chainId"}))
+        .collect();
+    c.send(json!(batch)).await;
+    let v = c.recv().await;
+    let replies = v.as_array().expect("batch reply");
+    let ok = replies.iter().filter(|r| r.get("result").is_some()).count();
+    let limited: Vec<_> = replies
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .collect();
+    assert_eq!((ok, limited.len()), (5, 3), "{v}");
+    assert_eq!(
+        limited[0]["error"],
+        json!({"code":-32005,"message":"limit exceeded: max 5 requests per second per connection"})
+    );
+    // Tokens come back at the configured rate; the socket was never closed.
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert_eq!(
+        c.call("eth_chainId", json!([])).await["result"],
+        json!("0x539")
+    );
+}
