@@ -90,7 +90,7 @@ impl Submux {
         std::fs::write(
             &cfg,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n"
+                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n"
             ),
         )
         .expect("config");
@@ -429,7 +429,8 @@ async fn rtt(url: &str, o: &Opts) -> Rtt {
             let mut id = 1;
             while t0.elapsed().as_secs_f64() < secs {
                 let s = Instant::now();
-                request(&mut ws, id, "eth_blockNumber", "[]").await;
+                let r = request(&mut ws, id, "eth_blockNumber", "[]").await;
+                assert!(r.contains("\"result\""), "round trip failed: {r}");
                 lat.push(s.elapsed().as_micros() as u64);
                 id += 1;
             }
