@@ -204,7 +204,14 @@ pub struct RouteSettings {
     pub client_queue_len: usize,
 }
 
-const RESERVED: [&str; 4] = ["/", "/healthz", "/readyz", "/metrics"];
+const RESERVED: [&str; 6] = [
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/status",
+    "/status.json",
+];
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -289,7 +296,7 @@ impl RawConfig {
             }
             if RESERVED.contains(&r.path.as_str()) {
                 return bad(format!(
-                    "{at}: path is reserved for health, readiness and metrics"
+                    "{at}: path is reserved for health, readiness, metrics and status"
                 ));
             }
             if routes.iter().any(|x: &RouteSettings| x.path == r.path) {

@@ -12,6 +12,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod sim;
+pub mod status;
 pub mod telemetry;
 pub mod upstream;
 
@@ -113,6 +114,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         connections: Arc::new(AtomicUsize::new(0)),
+        started: std::time::Instant::now(),
     };
     let app = server::router(state);
     let token = shutdown.clone();

@@ -30,13 +30,17 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Open client WebSockets across all routes.
     pub connections: Arc<AtomicUsize>,
+    pub started: std::time::Instant,
 }
 
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/", get(status_page))
+        .route("/status", get(status_page))
+        .route("/status.json", get(status_json));
     for route in state.hub.routes() {
         let (st, rh) = (state.clone(), route.clone());
         r = r.route(
@@ -63,6 +67,32 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
             format!("no connected upstream for: {}\n", waiting.join(", ")),
         )
             .into_response()
+    }
+}
+
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::status::PAGE,
+    )
+        .into_response()
+}
+
+async fn status_json(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let snap = crate::status::snapshot(&state.hub, state.started);
+    match serde_json::to_string(&snap) {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

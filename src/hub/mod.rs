@@ -84,6 +84,8 @@ pub struct RouteHandle {
     pub path: Arc<str>,
     pub dialect: Arc<dyn Dialect>,
     pub metrics: Arc<RouteMetrics>,
+    /// The route's upstream URLs, redacted, in failover order (for status views).
+    pub upstreams: Arc<[String]>,
     /// Forwarder for HTTP POSTs when the route has `http_upstream`.
     pub http: Option<Arc<crate::upstream::http::HttpForwarder>>,
     cmd: mpsc::Sender<Command>,
@@ -104,10 +106,17 @@ impl RouteHandle {
             path,
             dialect,
             metrics,
+            upstreams: Arc::from(Vec::new()),
             http: None,
             cmd,
             answer_timeout,
         }
+    }
+
+    /// Record the (redacted) upstream URLs for status views.
+    pub fn with_upstreams(mut self, upstreams: Vec<String>) -> Self {
+        self.upstreams = upstreams.into();
+        self
     }
 
     /// Attach an HTTP forwarder (routes with `http_upstream`).

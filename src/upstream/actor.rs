@@ -132,6 +132,7 @@ pub fn spawn_route(
         cmd_tx,
         settings.request_timeout.max(settings.subscribe_timeout) + Duration::from_secs(5),
     );
+    handle = handle.with_upstreams(settings.upstreams.iter().map(|u| redact_url(u)).collect());
     if let Some(url) = &settings.http_upstream {
         match super::http::HttpForwarder::new(
             url,

@@ -10,3 +10,4 @@ mod refcount;
 mod shutdown;
 mod slow_client;
 mod solana;
+mod status;

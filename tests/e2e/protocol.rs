@@ -199,6 +199,23 @@ async fn http_post_json_rpc() {
     assert_eq!(post("{oops").await["error"]["code"], json!(-32700));
 }
 
+/// Minimal HTTP/1.1 GET: (status line, body).
+pub async fn http_get(url: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
 /// Minimal HTTP/1.1 POST over a raw TCP stream (no client crate needed).
 pub async fn http_post(url: &str, body: &str) -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
