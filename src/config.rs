@@ -35,6 +35,8 @@ pub struct RawConfig {
 pub struct ServerConfig {
     pub listen: String,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub trusted_proxies: Vec<String>,
     pub max_frame_bytes: usize,
     pub max_batch_len: usize,
     pub max_subscriptions_per_connection: usize,
@@ -53,6 +55,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8545".into(),
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            trusted_proxies: Vec::new(),
             max_frame_bytes: 1 << 20,
             max_batch_len: 1000,
             max_subscriptions_per_connection: 1000,
@@ -167,6 +171,9 @@ impl RouteConfig {
 pub struct Settings {
     pub listen: SocketAddr,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Peers whose `X-Forwarded-For` is believed (e.g. the local nginx).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub max_frame_bytes: usize,
     pub max_batch_len: usize,
     pub max_subscriptions_per_connection: usize,
@@ -280,6 +287,20 @@ impl RawConfig {
                     .into(),
             );
         }
+        let mut trusted_proxies = Vec::new();
+        for p in &s.trusted_proxies {
+            match p.parse::<std::net::IpAddr>() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => {
+                    return bad(format!(
+                        "server.trusted_proxies: {p:?} is not an IP address"
+                    ))
+                }
+            }
+        }
+        if s.max_connections_per_ip == 0 {
+            return bad("server.max_connections_per_ip must be greater than 0".into());
+        }
         if self.routes.is_empty() {
             return bad(
                 "no [[route]] configured: add at least one route (see deploy/submux.example.toml)"
@@ -381,6 +402,8 @@ impl RawConfig {
         Ok(Settings {
             listen,
             max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            trusted_proxies,
             max_frame_bytes: s.max_frame_bytes,
             max_batch_len: s.max_batch_len,
             max_subscriptions_per_connection: s.max_subscriptions_per_connection,

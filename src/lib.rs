@@ -114,6 +114,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         connections: Arc::new(AtomicUsize::new(0)),
+        per_ip: Arc::default(),
         started: std::time::Instant::now(),
     };
     let app = server::router(state);
@@ -123,6 +124,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
         let _ = tcp.set_nodelay(true);
     });
     let server = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "server error");

@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -30,7 +32,40 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Open client WebSockets across all routes.
     pub connections: Arc<AtomicUsize>,
+    /// Open client WebSockets per client IP (touched on connect and disconnect only).
+    pub per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     pub started: std::time::Instant,
+}
+
+/// Holds one per-IP connection slot; releases it when the session ends.
+struct IpSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy — the rightmost
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    xff.into_iter()
+        .flat_map(|h| h.rsplit(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -171,6 +206,33 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
         )
             .into_response();
     }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = client_ip(peer, xff, &state.settings.trusted_proxies);
+    let per_ip_max = state.settings.max_connections_per_ip;
+    let ip_slot = {
+        let mut m = state.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= per_ip_max {
+            drop(m);
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("limit exceeded: max {per_ip_max} connections per IP\n"),
+            )
+                .into_response();
+        }
+        *n += 1;
+        IpSlot {
+            map: state.per_ip.clone(),
+            ip,
+        }
+    };
     let max = state.settings.max_connections;
     if state.connections.fetch_add(1, Ordering::AcqRel) >= max {
         state.connections.fetch_sub(1, Ordering::AcqRel);
@@ -209,6 +271,7 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
             connections.fetch_sub(1, Ordering::AcqRel);
+            drop(ip_slot);
         }
         .instrument(span),
     );
@@ -251,5 +314,42 @@ async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Respon
     match session::handle_http(route, &text).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
         None => StatusCode::OK.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let nginx = ip("10.0.0.2");
+        let trusted = [nginx];
+        // An untrusted peer cannot claim another address.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted),
+            ip("203.0.113.9")
+        );
+        // Through nginx: the rightmost entry nginx appended is the client.
+        assert_eq!(client_ip(nginx, Some("1.2.3.4"), &trusted), ip("1.2.3.4"));
+        // A client-supplied prefix is ignored: nginx appends the real peer last.
+        assert_eq!(
+            client_ip(nginx, Some("6.6.6.6, 1.2.3.4"), &trusted),
+            ip("1.2.3.4")
+        );
+        // Chained trusted proxies are skipped.
+        let trusted = [nginx, ip("10.0.0.3")];
+        assert_eq!(
+            client_ip(nginx, Some("1.2.3.4, 10.0.0.3"), &trusted),
+            ip("1.2.3.4")
+        );
+        // No usable header: the peer itself.
+        assert_eq!(client_ip(nginx, Some("garbage"), &trusted), nginx);
+        assert_eq!(client_ip(nginx, None, &trusted), nginx);
     }
 }

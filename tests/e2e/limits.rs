@@ -150,3 +150,46 @@ async fn request_rate_limit_answers_32005_and_keeps_the_socket() {
         json!("0x539")
     );
 }
+
+async fn ws_with_xff(url: &str, xff: Option<&str>) -> Result<(), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    if let Some(x) = xff {
+        req.headers_mut()
+            .insert("x-forwarded-for", x.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => {
+            // Keep the connection open for the rest of the test.
+            std::mem::forget(ws);
+            Ok(())
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn per_ip_connection_limit_trusts_forwarded_for_only_from_proxies() {
+    let sim = sim().await;
+    let mut server = server_cfg();
+    server.max_connections_per_ip = 2;
+    let mux = submux_with(server, vec![fast_route(vec![sim.url()])]).await;
+    let url = mux.ws_url("/eth");
+    assert_eq!(ws_with_xff(&url, None).await, Ok(()));
+    // A spoofed header from an untrusted peer changes nothing.
+    assert_eq!(ws_with_xff(&url, Some("1.1.1.1")).await, Ok(()));
+    assert_eq!(ws_with_xff(&url, Some("2.2.2.2")).await, Err(429));
+
+    // Behind a trusted proxy (loopback here), each forwarded client has its own budget.
+    let mut server = server_cfg();
+    server.max_connections_per_ip = 2;
+    server.trusted_proxies = vec!["127.0.0.1".into()];
+    let mux = submux_with(server, vec![fast_route(vec![sim.url()])]).await;
+    let url = mux.ws_url("/eth");
+    for _ in 0..2 {
+        assert_eq!(ws_with_xff(&url, Some("1.1.1.1")).await, Ok(()));
+        assert_eq!(ws_with_xff(&url, Some("2.2.2.2")).await, Ok(()));
+    }
+    assert_eq!(ws_with_xff(&url, Some("1.1.1.1")).await, Err(429));
+}
