@@ -3,7 +3,7 @@
 
 use crate::dialect::DialectKind;
 use crate::telemetry::redact_url;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -21,16 +21,19 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// The TOML text this came from, for line numbers in errors.
+    #[serde(skip)]
+    pub source: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -72,7 +75,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub path: String,
@@ -80,7 +83,7 @@ pub struct RouteConfig {
     #[serde(default)]
     pub upstreams: Vec<String>,
     /// HTTP JSON-RPC endpoint for POSTs on this route (forwarded verbatim).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_upstream: Option<String>,
     #[serde(default = "d::request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -226,10 +229,42 @@ fn ms(v: u64) -> Duration {
 
 impl RawConfig {
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut c: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: e.to_string(),
-        })
+        })?;
+        c.source = Some(text.to_string());
+        Ok(c)
+    }
+
+    /// "line N" of the first line assigning `key` inside the `nth` table headed `header`
+    /// (the header's own line when `key` is empty); `None` when unknown.
+    fn line(src: Option<&str>, header: &str, nth: usize, key: &str) -> Option<usize> {
+        let src = src?;
+        let mut seen = 0;
+        let mut inside = false;
+        for (i, l) in src.lines().enumerate() {
+            let t = l.trim();
+            if t.starts_with('[') {
+                if inside {
+                    return None;
+                }
+                if t == header {
+                    if seen == nth {
+                        inside = true;
+                        if key.is_empty() {
+                            return Some(i + 1);
+                        }
+                    }
+                    seen += 1;
+                }
+                continue;
+            }
+            if inside && t.split('=').next().is_some_and(|k| k.trim() == key) {
+                return Some(i + 1);
+            }
+        }
+        None
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -241,17 +276,40 @@ impl RawConfig {
         Self::parse(&text, &p)
     }
 
+    /// The effective configuration as TOML: every default filled in, `listen_override`
+    /// applied, and upstream URLs redacted (they may carry API keys).
+    pub fn effective_toml(&self, listen_override: Option<&str>) -> Result<String, ConfigError> {
+        let mut c = self.clone();
+        if let Some(l) = listen_override {
+            c.server.listen = l.to_string();
+        }
+        for r in &mut c.routes {
+            r.upstreams = r.upstreams.iter().map(|u| redact_url(u)).collect();
+            r.http_upstream = r.http_upstream.as_deref().map(redact_url);
+        }
+        toml::to_string(&c).map_err(|e| ConfigError::Invalid(format!("cannot print: {e}")))
+    }
+
     /// Validate into typed settings. `listen_override` is `SUBMUX_LISTEN`.
     pub fn validate(self, listen_override: Option<&str>) -> Result<Settings, ConfigError> {
+        let source = self.source.clone();
+        let line = |header: &str, nth: usize, key: &str| {
+            RawConfig::line(source.as_deref(), header, nth, key)
+        };
         let s = self.server;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let listen_text = listen_override.unwrap_or(&s.listen);
         let listen: SocketAddr = match listen_text.parse() {
             Ok(a) => a,
             Err(e) => {
+                let origin = match (listen_override, line("[server]", 0, "listen")) {
+                    (Some(_), _) => " (from SUBMUX_LISTEN)".to_string(),
+                    (None, Some(n)) => format!(" (line {n})"),
+                    (None, None) => String::new(),
+                };
                 return bad(format!(
-                    "server.listen = {listen_text:?}: {e} (want HOST:PORT, e.g. 127.0.0.1:8545)"
-                ))
+                    "server.listen = {listen_text:?}{origin}: {e} (want HOST:PORT, e.g. 127.0.0.1:8545)"
+                ));
             }
         };
         for (name, v) in [
@@ -309,7 +367,10 @@ impl RawConfig {
         }
         let mut routes = Vec::new();
         for (i, r) in self.routes.into_iter().enumerate() {
-            let at = format!("route[{i}] (path {:?})", r.path);
+            let at = match line("[[route]]", i, "") {
+                Some(n) => format!("route[{i}] (path {:?}, line {n})", r.path),
+                None => format!("route[{i}] (path {:?})", r.path),
+            };
             if !r.path.starts_with('/') || r.path.len() < 2 || r.path.ends_with('/') {
                 return bad(format!(
                     "{at}: path must start with '/', have a name and no trailing '/'"
@@ -444,6 +505,40 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
         assert_eq!(s.routes[0].upstreams.len(), 2);
         assert_eq!(s.routes[0].linger, Duration::from_millis(2000));
         assert_eq!(s.max_frame_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn printed_config_is_complete_redacted_and_reloadable() {
+        let raw = RawConfig::parse(MIN, "t.toml").unwrap();
+        let text = raw.effective_toml(Some("0.0.0.0:9")).unwrap();
+        assert!(!text.contains("KEY"), "{text}");
+        assert!(
+            text.contains("linger_ms = 2000"),
+            "defaults are printed: {text}"
+        );
+        assert!(text.contains("listen = \"0.0.0.0:9\""));
+        let again = RawConfig::parse(&text, "printed").unwrap();
+        assert_eq!(again.routes[0].upstreams[1], "wss://backup.example/…");
+    }
+
+    #[test]
+    fn semantic_errors_point_to_the_line() {
+        let text = format!("{MIN}\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"ws://x:1\"]\n");
+        let err = RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("route[1]") && err.contains("line 10") && err.contains("duplicate"),
+            "{err}"
+        );
+        let err = RawConfig::parse(&MIN.replace("127.0.0.1:8545", "nope"), "t")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(line 3)"), "{err}");
     }
 
     #[test]

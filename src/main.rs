@@ -23,6 +23,10 @@ struct Cli {
     /// Validate this TOML configuration and exit (non-zero with a message on error).
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Print the effective configuration (defaults filled in, SUBMUX_LISTEN applied,
+    /// upstream URLs redacted) of --config FILE, or of the demo without it, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Run only a simulated upstream node of this dialect (ethereum or solana) on loopback
     /// ports, print its URLs, and wait for Ctrl-C. For tests and experiments.
     #[arg(long, value_name = "DIALECT", conflicts_with_all = ["config", "check_config"])]
@@ -108,6 +112,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (raw, Some(sims))
         }
     };
+    if cli.print_config {
+        print!("{}", raw.effective_toml(listen.as_deref())?);
+        return Ok(());
+    }
     let settings = raw
         .validate(listen.as_deref())
         .context("invalid configuration")?;
@@ -169,6 +177,7 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     let raw = RawConfig {
         server: ServerConfig::default(),
         routes: vec![route, sol_route],
+        source: None,
     };
     Ok((
         raw,

@@ -39,7 +39,11 @@ pub fn server_cfg() -> ServerConfig {
 }
 
 pub async fn submux_with(server: ServerConfig, routes: Vec<RouteConfig>) -> Running {
-    let raw = RawConfig { server, routes };
+    let raw = RawConfig {
+        server,
+        routes,
+        source: None,
+    };
     let settings = raw.validate(None).expect("valid test config");
     let running = submux::start(settings).await.expect("start");
     wait_ready(&running).await;
