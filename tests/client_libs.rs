@@ -1,6 +1,7 @@
-//! Real client libraries (ethers v6 and viem) against a real Ethereum node (ganache),
-//! directly and through submux: `node --test tests/clients/` with `SUBMUX_BIN` set to
-//! this crate's binary. See tests/clients/eth.test.mjs.
+//! Real client libraries, directly and through submux: ethers v6 and viem against a real
+//! Ethereum node (ganache; tests/clients/eth.test.mjs), @solana/web3.js v1 and @solana/kit
+//! against the simulated Solana validator (tests/clients/solana.test.mjs). Runs
+//! `node --test tests/clients/` with `SUBMUX_BIN` set to this crate's binary.
 //!
 //! Needs Node.js >= 20 and the npm packages of tests/clients (installed by `scripts/test`,
 //! or `npm ci --prefix tests/clients`). Missing packages fail the test; they never skip it.
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 #[test]
-fn ethers_and_viem_see_the_same_chain_through_submux_as_directly() {
+fn client_libraries_see_the_same_through_submux_as_directly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let clients = root.join("tests").join("clients");
     assert!(
