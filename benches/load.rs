@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use submux::sim::ethereum::{contract_address, EthSim, EthSimConfig};
-use submux::sim::solana::{SolSim, SolSimConfig, SYSTEM_PROGRAM};
+use submux::sim::solana::{base58_encode, SolSim, SolSimConfig, SYSTEM_PROGRAM};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -209,28 +209,7 @@ enum Plan<'a> {
 fn sol_account(i: usize) -> String {
     let mut bytes = [7u8; 32];
     bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    base58(&bytes)
-}
-
-fn base58(bytes: &[u8]) -> String {
-    const A: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut digits: Vec<u8> = Vec::new();
-    for &b in bytes {
-        let mut carry = b as u32;
-        for d in digits.iter_mut() {
-            carry += (*d as u32) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-    let mut s = "1".repeat(zeros);
-    s.extend(digits.iter().rev().map(|&d| A[d as usize] as char));
-    s
+    base58_encode(&bytes)
 }
 
 impl Plan<'_> {

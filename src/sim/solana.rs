@@ -374,7 +374,8 @@ fn advance_slot(inner: &Inner) -> u64 {
     slot
 }
 
-fn base58_encode(bytes: &[u8]) -> String {
+/// Base58 (Bitcoin alphabet), as Solana writes keys and signatures.
+pub fn base58_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
     let mut digits: Vec<u8> = Vec::new();
     for &b in bytes {
