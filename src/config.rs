@@ -50,6 +50,7 @@ pub struct ServerConfig {
     pub client_ping_interval_ms: u64,
     pub client_idle_timeout_ms: u64,
     pub write_timeout_ms: u64,
+    pub shutdown_delay_ms: u64,
     pub shutdown_grace_ms: u64,
 }
 
@@ -70,6 +71,7 @@ impl Default for ServerConfig {
             client_ping_interval_ms: 20_000,
             client_idle_timeout_ms: 70_000,
             write_timeout_ms: 10_000,
+            shutdown_delay_ms: 0,
             shutdown_grace_ms: 5_000,
         }
     }
@@ -188,6 +190,8 @@ pub struct Settings {
     pub client_ping_interval: Duration,
     pub client_idle_timeout: Duration,
     pub write_timeout: Duration,
+    /// Time between SIGTERM (readiness goes 503) and closing clients.
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub routes: Vec<RouteSettings>,
 }
@@ -475,6 +479,7 @@ impl RawConfig {
             client_ping_interval: ms(s.client_ping_interval_ms),
             client_idle_timeout: ms(s.client_idle_timeout_ms),
             write_timeout: ms(s.write_timeout_ms),
+            shutdown_delay: ms(s.shutdown_delay_ms),
             shutdown_grace: ms(s.shutdown_grace_ms),
             routes,
         })

@@ -45,6 +45,8 @@ pub struct Running {
     tracker: TaskTracker,
     server: tokio::task::JoinHandle<()>,
     grace: std::time::Duration,
+    delay: std::time::Duration,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Running {
@@ -66,6 +68,17 @@ impl Running {
         let _ = tokio::time::timeout(self.grace, self.server).await;
         shutdown::drain(&self.tracker, self.grace).await
     }
+    /// Graceful stop for orchestrators: report not-ready on `/readyz`, keep serving for
+    /// `shutdown_delay_ms` (so load balancers stop sending new clients), then [`stop`].
+    ///
+    /// [`stop`]: Running::stop
+    pub async fn drain_and_stop(self) -> bool {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(self.delay).await;
+        self.stop().await
+    }
+
     /// Wait until the shutdown token is cancelled elsewhere, then drain.
     pub async fn wait(self) -> bool {
         self.shutdown.cancelled().await;
@@ -108,6 +121,8 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
     }
     let hub = Hub::new(routes);
     let grace = settings.shutdown_grace;
+    let delay = settings.shutdown_delay;
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = server::AppState {
         hub: hub.clone(),
         settings: Arc::new(settings),
@@ -115,6 +130,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
         tracker: tracker.clone(),
         connections: Arc::new(AtomicUsize::new(0)),
         per_ip: Arc::default(),
+        draining: draining.clone(),
         started: std::time::Instant::now(),
     };
     let app = server::router(state);
@@ -137,5 +153,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
         tracker,
         server,
         grace,
+        delay,
+        draining,
     })
 }

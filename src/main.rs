@@ -131,13 +131,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         print_banner(&running, &routes);
     }
     let _ = std::io::stdout().flush();
-    let token = running.shutdown_token();
-    tokio::spawn(async move {
-        submux::shutdown::signal().await;
-        tracing::info!("shutdown requested: closing clients and unsubscribing upstream");
-        token.cancel();
-    });
-    let clean = running.wait().await;
+    submux::shutdown::signal().await;
+    tracing::info!(
+        "shutdown requested: not ready any more; closing clients and unsubscribing upstream"
+    );
+    let clean = running.drain_and_stop().await;
     drop(demo);
     if !clean {
         tracing::warn!("some tasks did not finish within the grace period");

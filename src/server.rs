@@ -35,6 +35,8 @@ pub struct AppState {
     /// Open client WebSockets per client IP (touched on connect and disconnect only).
     pub per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     pub started: std::time::Instant,
+    /// Set when shutdown was requested: `/readyz` answers 503 while still serving.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Holds one per-IP connection slot; releases it when the session ends.
@@ -87,6 +89,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) || state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
     let waiting: Vec<&str> = state
         .hub
         .routes()

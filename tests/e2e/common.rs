@@ -159,3 +159,12 @@ impl Client {
         v
     }
 }
+
+/// `ws://HOST/eth` for any `http://HOST/...` URL of the same server.
+pub fn ws_url_of(http_url: &str) -> String {
+    let host = http_url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default();
+    format!("ws://{host}/eth")
+}
