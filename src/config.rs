@@ -227,6 +227,26 @@ const RESERVED: [&str; 6] = [
     "/status.json",
 ];
 
+/// Expand `${NAME}` from the environment (so API keys can stay out of config files).
+/// Returns the name of the first variable that is not set.
+pub fn expand_env(s: &str, get: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        out.push_str(&get(name).ok_or_else(|| name.to_string())?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
@@ -394,6 +414,27 @@ impl RawConfig {
                     r.dialect
                 ));
             }
+            let env = |n: &str| std::env::var(n).ok();
+            let mut expanded = Vec::with_capacity(r.upstreams.len());
+            for u in &r.upstreams {
+                match expand_env(u, env) {
+                    Ok(x) => expanded.push(x),
+                    Err(name) => return bad(format!(
+                        "{at}: upstream {} uses ${{{name}}}, which is not set in the environment",
+                        redact_url(u)
+                    )),
+                }
+            }
+            let mut r = r;
+            r.upstreams = expanded;
+            if let Some(h) = &r.http_upstream {
+                match expand_env(h, env) {
+                    Ok(x) => r.http_upstream = Some(x),
+                    Err(name) => return bad(format!(
+                        "{at}: http_upstream uses ${{{name}}}, which is not set in the environment"
+                    )),
+                }
+            }
             if r.upstreams.is_empty() {
                 return bad(format!(
                     "{at}: upstreams must list at least one ws:// or wss:// URL"
@@ -544,6 +585,30 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("(line 3)"), "{err}");
+    }
+
+    #[test]
+    fn env_references_expand_or_fail_clearly() {
+        let get = |n: &str| (n == "KEY").then(|| "s3cr3t".to_string());
+        assert_eq!(
+            expand_env("wss://x/v2/${KEY}", get).unwrap(),
+            "wss://x/v2/s3cr3t"
+        );
+        assert_eq!(expand_env("ws://a:1", get).unwrap(), "ws://a:1");
+        assert_eq!(expand_env("wss://x/${NOPE}", get).unwrap_err(), "NOPE");
+        let text = MIN.replace(
+            "wss://backup.example/KEY",
+            "wss://backup.example/${SUBMUX_TEST_UNSET_VAR}",
+        );
+        let err = RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SUBMUX_TEST_UNSET_VAR") && err.contains("not set"),
+            "{err}"
+        );
     }
 
     #[test]
