@@ -178,7 +178,7 @@ pub struct Settings {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     /// Peers whose `X-Forwarded-For` is believed (e.g. the local nginx).
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<IpNet>,
     pub max_frame_bytes: usize,
     pub max_batch_len: usize,
     pub max_subscriptions_per_connection: usize,
@@ -226,6 +226,51 @@ const RESERVED: [&str; 6] = [
     "/status",
     "/status.json",
 ];
+
+/// An IP address or CIDR range (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let (a, b, bits) = match (self.addr, ip) {
+            (V4(a), V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+            (V6(a), V6(b)) => (u128::from(a), u128::from(b), 128),
+            (V6(a), V4(b)) => match a.to_ipv4_mapped() {
+                Some(a) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+                None => return false,
+            },
+            (V4(a), V6(b)) => match b.to_ipv4_mapped() {
+                Some(b) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+                None => return false,
+            },
+        };
+        let prefix = u32::from(self.prefix.min(bits));
+        let shift = u32::from(bits) - prefix;
+        prefix == 0 || (a >> shift) == (b >> shift)
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| ())?)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| ())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(());
+        }
+        Ok(IpNet { addr, prefix })
+    }
+}
 
 /// Expand `${NAME}` from the environment (so API keys can stay out of config files).
 /// Returns the name of the first variable that is not set.
@@ -371,11 +416,11 @@ impl RawConfig {
         }
         let mut trusted_proxies = Vec::new();
         for p in &s.trusted_proxies {
-            match p.parse::<std::net::IpAddr>() {
-                Ok(ip) => trusted_proxies.push(ip),
+            match p.parse::<IpNet>() {
+                Ok(net) => trusted_proxies.push(net),
                 Err(_) => {
                     return bad(format!(
-                        "server.trusted_proxies: {p:?} is not an IP address"
+                        "server.trusted_proxies: {p:?} is not an IP address or CIDR range (e.g. \"10.0.0.0/8\")"
                     ))
                 }
             }
@@ -419,10 +464,12 @@ impl RawConfig {
             for u in &r.upstreams {
                 match expand_env(u, env) {
                     Ok(x) => expanded.push(x),
-                    Err(name) => return bad(format!(
+                    Err(name) => {
+                        return bad(format!(
                         "{at}: upstream {} uses ${{{name}}}, which is not set in the environment",
                         redact_url(u)
-                    )),
+                    ))
+                    }
                 }
             }
             let mut r = r;
@@ -430,9 +477,11 @@ impl RawConfig {
             if let Some(h) = &r.http_upstream {
                 match expand_env(h, env) {
                     Ok(x) => r.http_upstream = Some(x),
-                    Err(name) => return bad(format!(
+                    Err(name) => {
+                        return bad(format!(
                         "{at}: http_upstream uses ${{{name}}}, which is not set in the environment"
-                    )),
+                    ))
+                    }
                 }
             }
             if r.upstreams.is_empty() {
@@ -609,6 +658,29 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
             err.contains("SUBMUX_TEST_UNSET_VAR") && err.contains("not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cidr_ranges() {
+        let n: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(n.contains("10.200.1.2".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            n.contains("::ffff:10.1.1.1".parse().unwrap()),
+            "v4-mapped peers"
+        );
+        let one: IpNet = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: IpNet = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("nope".parse::<IpNet>().is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The HTTP front: each route path accepts a WebSocket upgrade (a client session) and
 //! HTTP POST JSON-RPC; plus `/healthz`, `/readyz` and `/metrics`.
 
-use crate::config::Settings;
+use crate::config::{IpNet, Settings};
 use crate::hub::{Hub, RouteHandle};
 use crate::session;
 use crate::telemetry::render_prometheus;
@@ -59,14 +59,15 @@ impl Drop for IpSlot {
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the rightmost
 /// `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(*ip));
+    if !is_trusted(&peer) {
         return peer;
     }
     xff.into_iter()
         .flat_map(|h| h.rsplit(','))
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .find(|ip| !trusted.contains(ip))
+        .find(|ip| !is_trusted(ip))
         .unwrap_or(peer)
 }
 
@@ -325,7 +326,12 @@ async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Respon
 #[cfg(test)]
 mod tests {
     use super::client_ip;
+    use crate::config::IpNet;
     use std::net::IpAddr;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -334,7 +340,7 @@ mod tests {
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let nginx = ip("10.0.0.2");
-        let trusted = [nginx];
+        let trusted = [net("10.0.0.2")];
         // An untrusted peer cannot claim another address.
         assert_eq!(
             client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted),
@@ -348,7 +354,7 @@ mod tests {
             ip("1.2.3.4")
         );
         // Chained trusted proxies are skipped.
-        let trusted = [nginx, ip("10.0.0.3")];
+        let trusted = [net("10.0.0.0/24")];
         assert_eq!(
             client_ip(nginx, Some("1.2.3.4, 10.0.0.3"), &trusted),
             ip("1.2.3.4")
