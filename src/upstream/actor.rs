@@ -31,6 +31,9 @@ use tracing::{debug, info, warn, Instrument};
 const COMMAND_QUEUE: usize = 4096;
 /// Calls held while no upstream is connected; beyond this they fail at once.
 const WAITING_CALLS: usize = 4096;
+/// A write the upstream socket does not accept within this long marks the connection dead:
+/// the actor writes inline, so a jammed socket must not stall the route for longer.
+const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Resolution of linger, timeouts and pings.
 const TICK: Duration = Duration::from_millis(100);
 /// How long the final notification of a one-shot topic (a Solana signature) is kept for
@@ -358,7 +361,7 @@ impl Actor {
 
     /// Write one text frame to a slot; a failure marks the slot dead.
     async fn send_text(&mut self, slot: SlotId, text: String) -> bool {
-        let timeout = self.settings.request_timeout;
+        let timeout = self.settings.request_timeout.min(UPSTREAM_WRITE_TIMEOUT);
         let Some(sink) = self.slots.get_mut(slot.0).and_then(|s| s.sink.as_mut()) else {
             return false;
         };
