@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub server: ServerConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Redis pub/sub shared by several instances (LNbits hub-mode routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backplane: Option<BackplaneConfig>,
     /// The TOML text this came from, for line numbers in errors.
     #[serde(skip)]
     pub source: Option<String>,
@@ -109,6 +112,104 @@ pub struct RouteConfig {
     pub backoff_max_ms: u64,
     #[serde(default = "d::upstream_max_message_bytes")]
     pub upstream_max_message_bytes: usize,
+    // Keys of `dialect = "lnbits"` routes only (an error elsewhere); absent ones take the
+    // defaults of [`LnbitsSettings::default`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_push_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_buffer_len: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_max_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_channels: Option<usize>,
+}
+
+impl RouteConfig {
+    /// The LNbits-only keys that are set (for "applies only to lnbits" errors).
+    fn lnbits_keys_set(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut note = |set: bool, k| {
+            if set {
+                v.push(k)
+            }
+        };
+        note(self.push_token.is_some(), "push_token");
+        note(self.max_push_bytes.is_some(), "max_push_bytes");
+        note(self.replay_buffer_len.is_some(), "replay_buffer_len");
+        note(self.replay_ttl_ms.is_some(), "replay_ttl_ms");
+        note(self.replay_max_bytes.is_some(), "replay_max_bytes");
+        note(self.max_channels.is_some(), "max_channels");
+        v
+    }
+
+    /// Fill every LNbits default in (for `--print-config`) and hide the token.
+    fn fill_lnbits_defaults(&mut self) {
+        let d = LnbitsSettings::default();
+        self.push_token = self.push_token.as_ref().map(|_| "…".into());
+        self.max_push_bytes.get_or_insert(d.max_push_bytes);
+        self.replay_buffer_len.get_or_insert(d.replay_buffer_len);
+        self.replay_ttl_ms
+            .get_or_insert(d.replay_ttl.as_millis() as u64);
+        self.replay_max_bytes.get_or_insert(d.replay_max_bytes);
+        self.max_channels.get_or_insert(d.max_channels);
+    }
+}
+
+/// Validated settings of an LNbits channel route.
+#[derive(Debug, Clone)]
+pub struct LnbitsSettings {
+    /// Required as `Authorization: Bearer …` on pushes when set.
+    pub push_token: Option<String>,
+    pub max_push_bytes: usize,
+    pub replay_buffer_len: usize,
+    /// A channel without clients and without messages for this long is forgotten.
+    pub replay_ttl: Duration,
+    /// All replay buffers of the route together hold at most this many bytes.
+    pub replay_max_bytes: usize,
+    pub max_channels: usize,
+}
+
+impl Default for LnbitsSettings {
+    fn default() -> Self {
+        LnbitsSettings {
+            push_token: None,
+            max_push_bytes: 64 * 1024,
+            replay_buffer_len: 16,
+            replay_ttl: Duration::from_secs(600),
+            replay_max_bytes: 32 << 20,
+            max_channels: 100_000,
+        }
+    }
+}
+
+/// `[backplane]`: Redis shared by every instance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackplaneConfig {
+    pub redis: String,
+    #[serde(default = "d::channel_prefix")]
+    pub channel_prefix: String,
+    #[serde(default = "d::backplane_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "d::backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "d::backplane_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+/// Validated `[backplane]`.
+#[derive(Debug, Clone)]
+pub struct BackplaneSettings {
+    /// `redis://[user:password@]host[:port][/db]` (may hold a password: log it redacted).
+    pub redis: String,
+    pub channel_prefix: String,
+    pub connect_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
 }
 
 /// Route defaults (serde needs functions).
@@ -146,6 +247,15 @@ mod d {
     pub fn upstream_max_message_bytes() -> usize {
         64 << 20
     }
+    pub fn channel_prefix() -> String {
+        "submux".into()
+    }
+    pub fn backplane_connect_timeout_ms() -> u64 {
+        3_000
+    }
+    pub fn backplane_backoff_max_ms() -> u64 {
+        5_000
+    }
 }
 
 impl RouteConfig {
@@ -167,6 +277,12 @@ impl RouteConfig {
             backoff_initial_ms: d::backoff_initial_ms(),
             backoff_max_ms: d::backoff_max_ms(),
             upstream_max_message_bytes: d::upstream_max_message_bytes(),
+            push_token: None,
+            max_push_bytes: None,
+            replay_buffer_len: None,
+            replay_ttl_ms: None,
+            replay_max_bytes: None,
+            max_channels: None,
         }
     }
 }
@@ -194,6 +310,7 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub routes: Vec<RouteSettings>,
+    pub backplane: Option<BackplaneSettings>,
 }
 
 /// Validated settings of one route.
@@ -216,6 +333,8 @@ pub struct RouteSettings {
     pub upstream_max_message_bytes: usize,
     /// Broadcast capacity per topic = the per-client notification queue bound.
     pub client_queue_len: usize,
+    /// Channel settings (LNbits routes; defaults elsewhere).
+    pub lnbits: LnbitsSettings,
 }
 
 const RESERVED: [&str; 6] = [
@@ -355,6 +474,12 @@ impl RawConfig {
         for r in &mut c.routes {
             r.upstreams = r.upstreams.iter().map(|u| redact_url(u)).collect();
             r.http_upstream = r.http_upstream.as_deref().map(redact_url);
+            if r.dialect == DialectKind::Lnbits {
+                r.fill_lnbits_defaults();
+            }
+        }
+        if let Some(b) = &mut c.backplane {
+            b.redis = redact_url(&b.redis);
         }
         toml::to_string(&c).map_err(|e| ConfigError::Invalid(format!("cannot print: {e}")))
     }
@@ -455,7 +580,7 @@ impl RawConfig {
             }
             if !r.dialect.implemented() {
                 return bad(format!(
-                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana)",
+                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana, lnbits)",
                     r.dialect
                 ));
             }
@@ -484,7 +609,18 @@ impl RawConfig {
                     }
                 }
             }
-            if r.upstreams.is_empty() {
+            let lnbits = if r.dialect == DialectKind::Lnbits {
+                lnbits_settings(&r, &at)?
+            } else {
+                if let Some(k) = r.lnbits_keys_set().first() {
+                    return bad(format!(
+                        "{at}: {k} applies only to routes with dialect = \"lnbits\""
+                    ));
+                }
+                LnbitsSettings::default()
+            };
+            // An LNbits route without upstreams is a channel hub of its own.
+            if r.upstreams.is_empty() && r.dialect != DialectKind::Lnbits {
                 return bad(format!(
                     "{at}: upstreams must list at least one ws:// or wss:// URL"
                 ));
@@ -552,8 +688,13 @@ impl RawConfig {
                 backoff_max: ms(r.backoff_max_ms),
                 upstream_max_message_bytes: r.upstream_max_message_bytes.max(s.max_frame_bytes),
                 client_queue_len: s.client_queue_len,
+                lnbits,
             });
         }
+        let backplane = match self.backplane {
+            Some(b) => Some(backplane_settings(b)?),
+            None => None,
+        };
         Ok(Settings {
             listen,
             max_connections: s.max_connections,
@@ -572,8 +713,100 @@ impl RawConfig {
             shutdown_delay: ms(s.shutdown_delay_ms),
             shutdown_grace: ms(s.shutdown_grace_ms),
             routes,
+            backplane,
         })
     }
+}
+
+fn lnbits_settings(r: &RouteConfig, at: &str) -> Result<LnbitsSettings, ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(format!("{at}: {m}")));
+    let d = LnbitsSettings::default();
+    let push_token = match &r.push_token {
+        None => None,
+        Some(t) => match expand_env(t, |n| std::env::var(n).ok()) {
+            Ok(t) if t.trim().is_empty() => {
+                return bad("push_token is empty (leave it out to allow pushes without a token)".into())
+            }
+            Ok(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return bad("push_token must not contain spaces or control characters".into())
+            }
+            Ok(t) => Some(t),
+            Err(name) => {
+                return bad(format!(
+                    "push_token uses ${{{name}}}, which is not set in the environment"
+                ))
+            }
+        },
+    };
+    let s = LnbitsSettings {
+        push_token,
+        max_push_bytes: r.max_push_bytes.unwrap_or(d.max_push_bytes),
+        replay_buffer_len: r.replay_buffer_len.unwrap_or(d.replay_buffer_len),
+        replay_ttl: r.replay_ttl_ms.map_or(d.replay_ttl, ms),
+        replay_max_bytes: r.replay_max_bytes.unwrap_or(d.replay_max_bytes),
+        max_channels: r.max_channels.unwrap_or(d.max_channels),
+    };
+    for (name, v) in [
+        ("max_push_bytes", s.max_push_bytes),
+        ("max_channels", s.max_channels),
+        ("replay_ttl_ms", s.replay_ttl.as_millis() as usize),
+    ] {
+        if v == 0 {
+            return bad(format!("{name} must be greater than 0"));
+        }
+    }
+    if s.replay_buffer_len > 10_000 {
+        return bad("replay_buffer_len must be at most 10000".into());
+    }
+    if r.http_upstream.is_some() && r.upstreams.is_empty() {
+        return bad("http_upstream needs upstreams (it is where pushes go in proxy mode)".into());
+    }
+    Ok(s)
+}
+
+fn backplane_settings(b: BackplaneConfig) -> Result<BackplaneSettings, ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    let redis = match expand_env(&b.redis, |n| std::env::var(n).ok()) {
+        Ok(u) => u,
+        Err(name) => {
+            return bad(format!(
+                "backplane.redis uses ${{{name}}}, which is not set in the environment"
+            ))
+        }
+    };
+    if redis.starts_with("rediss://") {
+        return bad("backplane.redis: rediss:// (TLS) is not supported by this build; reach Redis over a private network or a TLS tunnel".into());
+    }
+    let ok = redis.starts_with("redis://")
+        && redis.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !ok {
+        return bad(format!(
+            "backplane.redis = {} is not a redis://HOST[:PORT][/DB] URL",
+            redact_url(&redis)
+        ));
+    }
+    if b.channel_prefix.is_empty() || b.channel_prefix.chars().any(char::is_whitespace) {
+        return bad("backplane.channel_prefix must be a non-empty word".into());
+    }
+    for (name, v) in [
+        ("backplane.connect_timeout_ms", b.connect_timeout_ms),
+        ("backplane.backoff_initial_ms", b.backoff_initial_ms),
+        ("backplane.backoff_max_ms", b.backoff_max_ms),
+    ] {
+        if v == 0 {
+            return bad(format!("{name} must be greater than 0"));
+        }
+    }
+    if b.backoff_max_ms < b.backoff_initial_ms {
+        return bad("backplane.backoff_max_ms must be at least backplane.backoff_initial_ms".into());
+    }
+    Ok(BackplaneSettings {
+        redis,
+        channel_prefix: b.channel_prefix,
+        connect_timeout: ms(b.connect_timeout_ms),
+        backoff_initial: ms(b.backoff_initial_ms),
+        backoff_max: ms(b.backoff_max_ms),
+    })
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! See ARCHITECTURE.md for the codemap, glossary and invariants. Layers:
 //! [`dialect`] (pure protocol knowledge) → [`hub`] (dedup and refcount) →
 //! [`upstream`] (the route actor and its sockets) ← [`session`] (one client) ←
-//! [`server`] (HTTP front); [`sim`] holds the simulated upstream nodes.
+//! [`server`] (HTTP front); [`sim`] holds the simulated upstream nodes. Channel routes
+//! (LNbits) live in [`channel`], beside the JSON-RPC layers.
 
+pub mod channel;
 pub mod config;
 pub mod dialect;
 pub mod hub;
@@ -41,6 +43,8 @@ pub enum StartError {
 pub struct Running {
     pub addr: SocketAddr,
     pub hub: Hub,
+    /// Channel routes (LNbits), in configuration order.
+    pub channels: Vec<channel::ChannelRoute>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     server: tokio::task::JoinHandle<()>,
@@ -106,7 +110,21 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut routes = Vec::new();
+    let mut channels = Vec::new();
+    let mut backplane = settings
+        .backplane
+        .clone()
+        .map(channel::backplane::Backplane::new);
     for r in &settings.routes {
+        if r.dialect == dialect::DialectKind::Lnbits {
+            channels.push(channel::spawn_route(
+                r.clone(),
+                backplane.as_mut(),
+                shutdown.clone(),
+                &tracker,
+            ));
+            continue;
+        }
         let dialect = r
             .dialect
             .build()
@@ -119,12 +137,16 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
             &tracker,
         ));
     }
+    if let Some(b) = backplane {
+        b.start(shutdown.clone(), &tracker);
+    }
     let hub = Hub::new(routes);
     let grace = settings.shutdown_grace;
     let delay = settings.shutdown_delay;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = server::AppState {
         hub: hub.clone(),
+        channels: channels.clone().into(),
         settings: Arc::new(settings),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
@@ -149,6 +171,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
     Ok(Running {
         addr,
         hub,
+        channels,
         shutdown,
         tracker,
         server,

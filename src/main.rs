@@ -175,6 +175,7 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     let raw = RawConfig {
         server: ServerConfig::default(),
         routes: vec![route, sol_route],
+        backplane: None,
         source: None,
     };
     Ok((

@@ -1,6 +1,8 @@
 //! The HTTP front: each route path accepts a WebSocket upgrade (a client session) and
-//! HTTP POST JSON-RPC; plus `/healthz`, `/readyz` and `/metrics`.
+//! HTTP POST JSON-RPC; plus `/healthz`, `/readyz` and `/metrics`. Channel routes (LNbits)
+//! serve `{path}/{item_id}…` through [`crate::channel::http`].
 
+use crate::channel::ChannelRoute;
 use crate::config::{IpNet, Settings};
 use crate::hub::{Hub, RouteHandle};
 use crate::session;
@@ -27,6 +29,8 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Hub,
+    /// Channel routes (LNbits), beside the hub's JSON-RPC routes.
+    pub channels: Arc<[ChannelRoute]>,
     pub settings: Arc<Settings>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -86,6 +90,13 @@ pub fn router(state: AppState) -> Router {
             any(move |req: Request| serve_route(st.clone(), rh.clone(), req)),
         );
     }
+    for route in state.channels.iter() {
+        let (st, ch) = (state.clone(), route.clone());
+        let serve = any(move |req: Request| crate::channel::http::serve(st.clone(), ch.clone(), req));
+        r = r
+            .route(&route.path, serve.clone())
+            .route(&format!("{}/{{*item}}", route.path), serve);
+    }
     r.with_state(state)
 }
 
@@ -123,7 +134,7 @@ async fn status_page() -> Response {
 }
 
 async fn status_json(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let snap = crate::status::snapshot(&state.hub, state.started);
+    let snap = crate::status::snapshot(&state.hub, &state.channels, state.started);
     match serde_json::to_string(&snap) {
         Ok(body) => (
             [
@@ -143,6 +154,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         .routes()
         .iter()
         .map(|r| (&*r.path, &*r.metrics))
+        .chain(state.channels.iter().map(|c| (&*c.path, &*c.metrics)))
         .collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -151,7 +163,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         .into_response()
 }
 
-fn is_ws_upgrade(req: &Request) -> bool {
+pub(crate) fn is_ws_upgrade(req: &Request) -> bool {
     let has = |name: header::HeaderName, want: &str| {
         req.headers().get_all(name).iter().any(|v| {
             v.to_str()
@@ -161,7 +173,7 @@ fn is_ws_upgrade(req: &Request) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-fn cors(mut resp: Response) -> Response {
+pub(crate) fn cors(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -180,7 +192,13 @@ fn cors(mut resp: Response) -> Response {
 
 async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
     match *req.method() {
-        Method::GET if is_ws_upgrade(&req) => upgrade(state, route, req),
+        Method::GET if is_ws_upgrade(&req) => {
+            let (settings, shutdown) = (state.settings.clone(), state.shutdown.clone());
+            let path = route.path.clone();
+            upgrade(&state, &path, req, move |ws| {
+                session::run(ws, route, settings, shutdown)
+            })
+        }
         Method::POST => cors(http_rpc(&state, &route, req).await),
         Method::OPTIONS => cors(StatusCode::NO_CONTENT.into_response()),
         _ => (
@@ -196,7 +214,16 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
     }
 }
 
-fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
+/// A client WebSocket after the handshake.
+pub(crate) type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Check the handshake and the connection limits, answer 101 and run `serve` on the socket
+/// (tracked, counted, in a span named after `route_path`).
+pub(crate) fn upgrade<F, Fut>(state: &AppState, route_path: &str, mut req: Request, serve: F) -> Response
+where
+    F: FnOnce(ClientWs) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let version_ok = req
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -252,14 +279,12 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
     let span = tracing::info_span!(
         "session",
         id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
-        route = %route.path
+        route = %route_path
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let settings = state.settings.clone();
-    let shutdown = state.shutdown.clone();
     let connections = state.connections.clone();
     let cfg = crate::upstream::connect::ws_config(
-        settings.max_frame_bytes,
+        state.settings.max_frame_bytes,
         crate::upstream::connect::CLIENT_READ_BUFFER,
     );
     state.tracker.spawn(
@@ -272,7 +297,7 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
                         Some(cfg),
                     )
                     .await;
-                    session::run(ws, route, settings, shutdown).await;
+                    serve(ws).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }

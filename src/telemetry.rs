@@ -21,6 +21,11 @@ pub const UNKNOWN_NOTIFICATIONS: &str = "submux_unknown_notifications_total";
 pub const MALFORMED_UPSTREAM: &str = "submux_malformed_upstream_frames_total";
 pub const RESUBSCRIBE_SECONDS: &str = "submux_resubscribe_seconds_total";
 pub const REQUEST_SECONDS: &str = "submux_request_seconds_total";
+pub const CHANNELS: &str = "submux_channels";
+pub const PUSHES: &str = "submux_pushes_total";
+pub const REPLAYED_FRAMES: &str = "submux_replayed_frames_total";
+pub const BACKPLANE_CONNECTED: &str = "submux_backplane_connected";
+pub const BACKPLANE_RECONNECTS: &str = "submux_backplane_reconnects_total";
 
 /// Counters and gauges of one route. Shared by its actor and sessions; updates are relaxed
 /// atomic adds (no lock on the hot path).
@@ -48,6 +53,15 @@ pub struct RouteMetrics {
     pub resubscribes: AtomicU64,
     /// Sum of forwarded request latencies (µs); the count is `requests`.
     pub request_micros: AtomicU64,
+    /// Channel routes: channels held (with clients or buffered messages).
+    pub channels: AtomicI64,
+    /// Channel routes: pushes accepted (delivered, or forwarded to LNbits).
+    pub pushes: AtomicU64,
+    /// Channel routes: messages replayed to clients reconnecting with `?since=`.
+    pub replayed_frames: AtomicU64,
+    /// Channel routes: 1 while the Redis backplane subscription is up.
+    pub backplane_connected: AtomicI64,
+    pub backplane_reconnects: AtomicU64,
 }
 
 impl RouteMetrics {
@@ -68,7 +82,7 @@ type Series<T> = (&'static str, &'static str, fn(&RouteMetrics) -> T);
 /// Render all routes' metrics in the Prometheus text format.
 pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
     let mut out = String::new();
-    let gauges: [Series<i64>; 4] = [
+    let gauges: [Series<i64>; 6] = [
         (SESSIONS, "Connected client sessions.", |m| {
             m.sessions.load(Relaxed)
         }),
@@ -85,6 +99,16 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
         (UPSTREAM_CONNECTIONS, "Open upstream connections.", |m| {
             m.upstream_connections.load(Relaxed)
         }),
+        (
+            CHANNELS,
+            "Channels held by a channel route (LNbits), with clients or buffered messages.",
+            |m| m.channels.load(Relaxed),
+        ),
+        (
+            BACKPLANE_CONNECTED,
+            "1 while the Redis backplane subscription of a channel route is up.",
+            |m| m.backplane_connected.load(Relaxed),
+        ),
     ];
     for (name, help, get) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -92,7 +116,7 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
             let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
         }
     }
-    let counters: [Series<f64>; 13] = [
+    let counters: [Series<f64>; 16] = [
         (
             NOTIFICATIONS_IN,
             "Notifications received from upstreams.",
@@ -153,6 +177,19 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
             REQUEST_SECONDS,
             "Total seconds forwarded calls spent upstream.",
             |m| m.request_micros.load(Relaxed) as f64 / 1e6,
+        ),
+        (PUSHES, "Pushes accepted by a channel route.", |m| {
+            m.pushes.load(Relaxed) as f64
+        }),
+        (
+            REPLAYED_FRAMES,
+            "Messages replayed to channel clients reconnecting with ?since=.",
+            |m| m.replayed_frames.load(Relaxed) as f64,
+        ),
+        (
+            BACKPLANE_RECONNECTS,
+            "Redis backplane subscriptions lost and re-established.",
+            |m| m.backplane_reconnects.load(Relaxed) as f64,
         ),
     ];
     for (name, help, get) in counters {

@@ -6,6 +6,7 @@
 
 pub mod ethereum;
 pub mod jsonrpc;
+pub mod lnbits;
 pub mod solana;
 
 #[cfg(test)]
@@ -36,9 +37,13 @@ impl DialectKind {
         }
     }
 
-    /// Whether this build implements the dialect.
+    /// Whether this build implements the dialect. LNbits routes are channel routes
+    /// (`crate::channel`), not [`Dialect`]s: [`build`](Self::build) has none for them.
     pub fn implemented(self) -> bool {
-        matches!(self, DialectKind::Ethereum | DialectKind::Solana)
+        matches!(
+            self,
+            DialectKind::Ethereum | DialectKind::Solana | DialectKind::Lnbits
+        )
     }
 
     /// The dialect object for this kind, if implemented.

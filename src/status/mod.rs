@@ -2,6 +2,7 @@
 //! in the binary (no CDN); it polls `GET /status.json` every second and computes rates from
 //! the counters' deltas.
 
+use crate::channel::ChannelRoute;
 use crate::hub::Hub;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,11 +33,26 @@ pub struct RouteStatus {
     pub frames_out: u64,
     pub slow_client_closes: u64,
     pub upstream_reconnects: u64,
+    /// Channel routes (LNbits) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<ChannelStatus>,
+}
+
+#[derive(Serialize)]
+pub struct ChannelStatus {
+    /// "proxy" (to LNbits) or "hub" (submux is the channel server).
+    pub mode: &'static str,
+    /// Channels held (with clients or buffered messages).
+    pub channels: i64,
+    pub pushes: u64,
+    pub replayed_frames: u64,
+    /// `None` without a backplane.
+    pub backplane_connected: Option<bool>,
 }
 
 /// A snapshot of every route's counters.
-pub fn snapshot(hub: &Hub, started: Instant) -> Status {
-    let routes = hub
+pub fn snapshot(hub: &Hub, channels: &[ChannelRoute], started: Instant) -> Status {
+    let mut routes: Vec<RouteStatus> = hub
         .routes()
         .iter()
         .map(|r| {
@@ -54,9 +70,36 @@ pub fn snapshot(hub: &Hub, started: Instant) -> Status {
                 frames_out: m.frames_out.load(Relaxed),
                 slow_client_closes: m.slow_client_closes.load(Relaxed),
                 upstream_reconnects: m.upstream_reconnects.load(Relaxed),
+                channels: None,
             }
         })
         .collect();
+    routes.extend(channels.iter().map(|c| {
+        let m = &c.metrics;
+        RouteStatus {
+            path: c.path.to_string(),
+            dialect: crate::dialect::DialectKind::Lnbits.to_string(),
+            upstreams: c.upstreams.to_vec(),
+            active_upstream: m.active_upstream.load(Relaxed),
+            upstream_connections: m.upstream_connections.load(Relaxed),
+            sessions: m.sessions.load(Relaxed),
+            client_subscriptions: m.client_subscriptions.load(Relaxed),
+            topics: m.topics.load(Relaxed),
+            notifications_in: m.notifications_in.load(Relaxed),
+            frames_out: m.frames_out.load(Relaxed),
+            slow_client_closes: m.slow_client_closes.load(Relaxed),
+            upstream_reconnects: m.upstream_reconnects.load(Relaxed),
+            channels: Some(ChannelStatus {
+                mode: if c.is_proxy() { "proxy" } else { "hub" },
+                channels: m.channels.load(Relaxed),
+                pushes: m.pushes.load(Relaxed),
+                replayed_frames: m.replayed_frames.load(Relaxed),
+                backplane_connected: c
+                    .has_backplane()
+                    .then(|| m.backplane_connected.load(Relaxed) > 0),
+            }),
+        }
+    }));
     Status {
         version: env!("CARGO_PKG_VERSION"),
         time_ms: SystemTime::now()

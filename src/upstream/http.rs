@@ -51,12 +51,25 @@ impl HttpForwarder {
         &self,
         body: Bytes,
     ) -> Result<(http::StatusCode, Bytes), HttpForwardError> {
+        self.post_to(self.url.clone(), &self.shown, "application/json", body)
+            .await
+    }
+
+    /// POST `body` to another URL with this forwarder's client, timeout and size limit
+    /// (`shown` is the URL as errors may show it: redacted).
+    pub async fn post_to(
+        &self,
+        url: http::Uri,
+        shown: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(http::StatusCode, Bytes), HttpForwardError> {
         let fail = |reason: String| HttpForwardError::Failed {
-            url: self.shown.clone(),
+            url: shown.to_string(),
             reason,
         };
-        let req = http::Request::post(self.url.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
+        let req = http::Request::post(url)
+            .header(http::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|e| fail(e.to_string()))?;
         let work = async {
@@ -76,7 +89,7 @@ impl HttpForwarder {
         tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| HttpForwardError::Timeout {
-                url: self.shown.clone(),
+                url: shown.to_string(),
                 after: self.timeout,
             })?
     }

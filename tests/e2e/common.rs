@@ -42,6 +42,7 @@ pub async fn submux_with(server: ServerConfig, routes: Vec<RouteConfig>) -> Runn
     let raw = RawConfig {
         server,
         routes,
+        backplane: None,
         source: None,
     };
     let settings = raw.validate(None).expect("valid test config");
