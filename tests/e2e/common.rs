@@ -77,6 +77,10 @@ pub struct Client {
 }
 
 impl Client {
+    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client { ws, next_id: 1 }
+    }
+
     pub async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await

@@ -4,6 +4,8 @@ mod common;
 mod dedup;
 mod invariants;
 mod limits;
+mod lnbits;
+mod lnbits_util;
 mod protocol;
 mod reconnect;
 mod refcount;
