@@ -291,60 +291,84 @@ async fn publisher(
                 Err(_) => break,
             }
         }
-        if conn.is_none() && Instant::now() >= retry_at {
-            match client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
-                Ok(c) => {
-                    backoff.reset();
-                    conn = Some(c);
-                }
-                Err(e) => {
-                    debug!(error = %e, "backplane connect failed");
-                    retry_at = Instant::now() + backoff.next_delay(fastrand::f64());
-                }
-            }
-        }
-        let Some(c) = conn.clone() else {
-            for r in batch {
-                local(&links, r).await;
-            }
-            continue;
-        };
-        let results = futures_util::future::join_all(batch.iter().map(|r| {
-            let mut c = c.clone();
-            let link = &links[r.route];
-            let key = format!("{}{}", link.seq_prefix, r.req.item);
-            let script = &script;
-            async move {
-                script
-                    .key(key)
-                    .arg(r.req.floor)
-                    .arg(SEQ_TTL_SECS)
-                    .arg(&link.channel)
-                    .arg(r.req.item.as_str())
-                    .arg(r.req.text.as_str())
-                    .invoke_async::<u64>(&mut c)
+        // A connection that failed may just be stale (Redis restarted while no push came
+        // by): reconnect at once and retry those pushes once before delivering locally.
+        let mut pending = batch;
+        for attempt in 0..2 {
+            if conn.is_none() && (attempt == 1 || Instant::now() >= retry_at) {
+                match client
+                    .get_multiplexed_async_connection_with_config(&config)
                     .await
-            }
-        }))
-        .await;
-        for (r, res) in batch.into_iter().zip(results) {
-            match res {
-                Ok(seq) => {
-                    let _ = r.req.reply.send(Ok(seq));
-                }
-                Err(e) => {
-                    if conn.take().is_some() {
-                        warn!(error = %e, "backplane publish failed: delivering locally");
-                        retry_at = Instant::now() + backoff.next_delay(fastrand::f64());
+                {
+                    Ok(c) => {
+                        backoff.reset();
+                        conn = Some(c);
                     }
-                    local(&links, r).await;
+                    Err(e) => {
+                        debug!(error = %e, "backplane connect failed");
+                        retry_at = Instant::now() + backoff.next_delay(fastrand::f64());
+                        break;
+                    }
                 }
+            }
+            let Some(c) = conn.clone() else {
+                break;
+            };
+            let results = send(&script, &c, &links, &pending).await;
+            let mut failed = Vec::new();
+            for (r, res) in pending.into_iter().zip(results) {
+                match res {
+                    Ok(seq) => {
+                        let _ = r.req.reply.send(Ok(seq));
+                    }
+                    Err(e) => {
+                        debug!(error = %e, attempt, "backplane publish failed");
+                        failed.push(r);
+                    }
+                }
+            }
+            pending = failed;
+            if pending.is_empty() {
+                break;
+            }
+            conn = None;
+        }
+        if !pending.is_empty() {
+            warn!(
+                count = pending.len(),
+                "backplane cannot publish: delivering on this instance only"
+            );
+            for r in pending {
+                local(&links, r).await;
             }
         }
     }
+}
+
+/// Run the script for every push of a batch, pipelined on one connection.
+async fn send(
+    script: &redis::Script,
+    conn: &redis::aio::MultiplexedConnection,
+    links: &[RouteLink],
+    batch: &[Routed],
+) -> Vec<redis::RedisResult<u64>> {
+    futures_util::future::join_all(batch.iter().map(|r| {
+        let mut c = conn.clone();
+        let link = &links[r.route];
+        let key = format!("{}{}", link.seq_prefix, r.req.item);
+        async move {
+            script
+                .key(key)
+                .arg(r.req.floor)
+                .arg(SEQ_TTL_SECS)
+                .arg(&link.channel)
+                .arg(r.req.item.as_str())
+                .arg(r.req.text.as_str())
+                .invoke_async::<u64>(&mut c)
+                .await
+        }
+    }))
+    .await
 }
 
 async fn local(links: &[RouteLink], r: Routed) {
