@@ -8,6 +8,7 @@ use std::time::Duration;
 use submux::config::{RawConfig, RouteConfig, ServerConfig};
 use submux::dialect::DialectKind;
 use submux::sim::ethereum::{EthSim, EthSimConfig};
+use submux::sim::lnbits::{LnbitsSim, DEMO_INKEY, DEMO_PAYMENT_HASH};
 use submux::sim::solana::{SolSim, SolSimConfig};
 
 /// WebSocket proxy and subscription multiplexer for Ethereum, Solana, XRPL and LNbits.
@@ -27,8 +28,9 @@ struct Cli {
     /// upstream URLs redacted) of --config FILE, or of the demo without it, and exit.
     #[arg(long)]
     print_config: bool,
-    /// Run only a simulated upstream node of this dialect (ethereum or solana) on loopback
-    /// ports, print its URLs, and wait for Ctrl-C. For tests and experiments.
+    /// Run only a simulated upstream node of this dialect (ethereum, solana, or lnbits: an
+    /// LNbits-like channel server with a payment stream) on loopback ports, print its URLs,
+    /// and wait for Ctrl-C. For tests and experiments.
     #[arg(long, value_name = "DIALECT", conflicts_with_all = ["config", "check_config"])]
     sim: Option<DialectKind>,
 }
@@ -93,6 +95,27 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
             println!("sim solana {} {}", sim.ws_url(), sim.http_url());
             Box::new(sim)
         }
+        DialectKind::Lnbits => {
+            let mut route = RouteConfig::new(LNBITS_PATH, DialectKind::Lnbits, vec![]);
+            route.linger_ms = 0;
+            let raw = RawConfig {
+                server: ServerConfig {
+                    listen: "127.0.0.1:0".into(),
+                    ..ServerConfig::default()
+                },
+                routes: vec![route],
+                backplane: None,
+                source: None,
+            };
+            let running = submux::start(raw.validate(None)?).await?;
+            let sim = lnbits_sim(&running);
+            println!(
+                "sim lnbits {} {}",
+                running.ws_url(LNBITS_PATH),
+                running.http_url(LNBITS_PATH)
+            );
+            Box::new((running, sim))
+        }
         other => anyhow::bail!("no simulator for {other} yet"),
     };
     let _ = std::io::stdout().flush();
@@ -125,6 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|r| (r.path.clone(), r.dialect))
         .collect();
     let running = submux::start(settings).await?;
+    // The demo's LNbits route gets a simulated payment stream.
+    let _payments = demo.is_some().then(|| lnbits_sim(&running));
     // Machine-readable line for scripts and tests (stdout; logs go to stderr).
     println!("submux listening on http://{}", running.addr);
     if demo.is_some() {
@@ -143,6 +168,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo's LNbits route (LNbits' own websocket path).
+const LNBITS_PATH: &str = "/api/v1/ws";
+
+/// A payment every 3 s on the LNbits route of `running`, if it has one.
+fn lnbits_sim(running: &submux::Running) -> Option<LnbitsSim> {
+    running
+        .channels
+        .iter()
+        .find(|c| &*c.path == LNBITS_PATH)
+        .map(|c| LnbitsSim::start(c.clone(), Duration::from_secs(3)))
+}
+
 /// Simulators kept alive for the demo's lifetime.
 struct DemoSims {
     _eth: Vec<EthSim>,
@@ -150,7 +187,8 @@ struct DemoSims {
 }
 
 /// The offline demo: two simulated Ethereum nodes (primary and failover) behind /eth, a
-/// simulated Solana validator behind /sol.
+/// simulated Solana validator behind /sol, an LNbits channel hub at /api/v1/ws (its
+/// payment stream starts with the server).
 async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     let cfg = EthSimConfig {
         block_interval: Some(Duration::from_secs(2)),
@@ -174,7 +212,11 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     sol_route.http_upstream = Some(sol.http_url());
     let raw = RawConfig {
         server: ServerConfig::default(),
-        routes: vec![route, sol_route],
+        routes: vec![
+            route,
+            sol_route,
+            RouteConfig::new(LNBITS_PATH, DialectKind::Lnbits, vec![]),
+        ],
         backplane: None,
         source: None,
     };
@@ -191,6 +233,14 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
     println!();
     println!("submux demo: simulated upstreams, no network needed. Ctrl-C to stop.");
     for (path, dialect) in routes {
+        if *dialect == DialectKind::Lnbits {
+            println!(
+                "  {dialect:<9} {}/{{item_id}}  (channel hub; push: GET {1}/{{item_id}}/{{data}}, POST {1}/{{item_id}}?data=…)",
+                running.ws_url(path),
+                running.http_url(path)
+            );
+            continue;
+        }
         println!(
             "  {dialect:<9} {}  (HTTP POST JSON-RPC: {})",
             running.ws_url(path),
@@ -222,6 +272,16 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
             "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"slotSubscribe\"}}",
             running.ws_url("/sol")
         );
+    }
+    if routes.iter().any(|(p, _)| p == LNBITS_PATH) {
+        let (ws, http) = (running.ws_url(LNBITS_PATH), running.http_url(LNBITS_PATH));
+        println!();
+        println!("LNbits (a simulated wallet is paid every 3 s):");
+        println!("  websocat {ws}/{DEMO_INKEY}   # the wallet's payments, as LNbits sends them");
+        println!(
+            "  websocat '{ws}/{DEMO_PAYMENT_HASH}?since=0&seq=1'   # the invoice's status, replayed and numbered"
+        );
+        println!("  curl -s {http}/{DEMO_INKEY}/hello   # push to everyone on that key");
     }
     println!();
 }

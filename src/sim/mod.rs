@@ -3,6 +3,7 @@
 //! benchmark. The WebSocket plumbing is shared here; each node supplies its protocol.
 
 pub mod ethereum;
+pub mod lnbits;
 pub mod solana;
 
 use futures_util::{SinkExt, StreamExt};
