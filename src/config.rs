@@ -958,6 +958,50 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
         assert!(RawConfig::parse(&text, "t").is_err());
     }
 
+    #[test]
+    fn lnbits_routes_and_backplane() {
+        let text = r#"
+[[route]]
+path = "/api/v1/ws"
+dialect = "lnbits"
+replay_buffer_len = 4
+
+[backplane]
+redis = "redis://127.0.0.1:6379/0"
+"#;
+        let s = RawConfig::parse(text, "t").unwrap().validate(None).unwrap();
+        let r = &s.routes[0];
+        assert!(r.upstreams.is_empty(), "hub mode needs no upstreams");
+        assert_eq!(r.lnbits.replay_buffer_len, 4);
+        assert_eq!(r.lnbits.max_push_bytes, 64 * 1024);
+        assert_eq!(s.backplane.as_ref().unwrap().channel_prefix, "submux");
+        let printed = RawConfig::parse(text, "t")
+            .unwrap()
+            .effective_toml(None)
+            .unwrap();
+        assert!(printed.contains("replay_ttl_ms = 600000"), "{printed}");
+        let err = |t: &str| {
+            RawConfig::parse(t, "t")
+                .unwrap()
+                .validate(None)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&MIN.replace("upstreams = [", "replay_buffer_len = 3\nupstreams = ["));
+        assert!(
+            e.contains("replay_buffer_len applies only to routes with dialect = \"lnbits\""),
+            "{e}"
+        );
+        let e = err(&text.replace("replay_buffer_len = 4", "max_push_bytes = 0"));
+        assert!(e.contains("max_push_bytes must be greater than 0") && e.contains("line 2"), "{e}");
+        let e = err(&text.replace("redis://127.0.0.1:6379/0", "http://x"));
+        assert!(e.contains("backplane.redis"), "{e}");
+        let e = err(&text.replace("replay_buffer_len = 4", "push_token = \"${SUBMUX_TEST_UNSET_TOKEN}\""));
+        assert!(e.contains("push_token uses ${SUBMUX_TEST_UNSET_TOKEN}"), "{e}");
+        let e = err(&text.replace("replay_buffer_len = 4", "push_token = \"\""));
+        assert!(e.contains("push_token is empty"), "{e}");
+    }
+
     /// deploy/submux.example.toml parses, validates, and mentions every key serde knows.
     #[test]
     fn example_config_documents_every_key() {
@@ -981,11 +1025,12 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
         };
         let server = fields("[server]\nzz_unknown = 1\n");
         let route = fields("[[route]]\npath = \"/x\"\ndialect = \"ethereum\"\nzz_unknown = 1\n");
+        let backplane = fields("[backplane]\nredis = \"redis://x\"\nzz_unknown = 1\n");
         assert!(
-            server.len() >= 10 && route.len() >= 10,
-            "{server:?} {route:?}"
+            server.len() >= 10 && route.len() >= 10 && backplane.len() >= 5,
+            "{server:?} {route:?} {backplane:?}"
         );
-        for key in server.iter().chain(&route) {
+        for key in server.iter().chain(&route).chain(&backplane) {
             assert!(
                 text.lines().any(|l| l
                     .trim_start()

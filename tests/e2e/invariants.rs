@@ -40,15 +40,17 @@ fn dialects_do_no_io() {
     }
 }
 
-/// The topic table is sans-IO too: events in, actions out, time as an argument.
+/// The topic table and the channel replay buffer are sans-IO too: events in, actions out,
+/// time as an argument.
 #[test]
 fn topic_table_is_sans_io() {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hub/table.rs"))
+    for file in ["src/hub/table.rs", "src/channel/replay.rs"] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
             .unwrap();
-    let text = text.split("#[cfg(test)]").next().unwrap();
-    for banned in ["tokio", ".await", "Instant::now", "SystemTime"] {
-        assert!(!text.contains(banned), "hub/table.rs uses {banned}");
+        let text = text.split("#[cfg(test)]").next().unwrap();
+        for banned in ["tokio", ".await", "Instant::now", "SystemTime"] {
+            assert!(!text.contains(banned), "{file} uses {banned}");
+        }
     }
 }
 
