@@ -725,7 +725,9 @@ fn lnbits_settings(r: &RouteConfig, at: &str) -> Result<LnbitsSettings, ConfigEr
         None => None,
         Some(t) => match expand_env(t, |n| std::env::var(n).ok()) {
             Ok(t) if t.trim().is_empty() => {
-                return bad("push_token is empty (leave it out to allow pushes without a token)".into())
+                return bad(
+                    "push_token is empty (leave it out to allow pushes without a token)".into(),
+                )
             }
             Ok(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
                 return bad("push_token must not contain spaces or control characters".into())
@@ -798,7 +800,9 @@ fn backplane_settings(b: BackplaneConfig) -> Result<BackplaneSettings, ConfigErr
         }
     }
     if b.backoff_max_ms < b.backoff_initial_ms {
-        return bad("backplane.backoff_max_ms must be at least backplane.backoff_initial_ms".into());
+        return bad(
+            "backplane.backoff_max_ms must be at least backplane.backoff_initial_ms".into(),
+        );
     }
     Ok(BackplaneSettings {
         redis,
@@ -993,11 +997,20 @@ redis = "redis://127.0.0.1:6379/0"
             "{e}"
         );
         let e = err(&text.replace("replay_buffer_len = 4", "max_push_bytes = 0"));
-        assert!(e.contains("max_push_bytes must be greater than 0") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("max_push_bytes must be greater than 0") && e.contains("line 2"),
+            "{e}"
+        );
         let e = err(&text.replace("redis://127.0.0.1:6379/0", "http://x"));
         assert!(e.contains("backplane.redis"), "{e}");
-        let e = err(&text.replace("replay_buffer_len = 4", "push_token = \"${SUBMUX_TEST_UNSET_TOKEN}\""));
-        assert!(e.contains("push_token uses ${SUBMUX_TEST_UNSET_TOKEN}"), "{e}");
+        let e = err(&text.replace(
+            "replay_buffer_len = 4",
+            "push_token = \"${SUBMUX_TEST_UNSET_TOKEN}\"",
+        ));
+        assert!(
+            e.contains("push_token uses ${SUBMUX_TEST_UNSET_TOKEN}"),
+            "{e}"
+        );
         let e = err(&text.replace("replay_buffer_len = 4", "push_token = \"\""));
         assert!(e.contains("push_token is empty"), "{e}");
     }

@@ -92,7 +92,8 @@ pub fn router(state: AppState) -> Router {
     }
     for route in state.channels.iter() {
         let (st, ch) = (state.clone(), route.clone());
-        let serve = any(move |req: Request| crate::channel::http::serve(st.clone(), ch.clone(), req));
+        let serve =
+            any(move |req: Request| crate::channel::http::serve(st.clone(), ch.clone(), req));
         r = r
             .route(&route.path, serve.clone())
             .route(&format!("{}/{{*item}}", route.path), serve);
@@ -219,7 +220,12 @@ pub(crate) type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Check the handshake and the connection limits, answer 101 and run `serve` on the socket
 /// (tracked, counted, in a span named after `route_path`).
-pub(crate) fn upgrade<F, Fut>(state: &AppState, route_path: &str, mut req: Request, serve: F) -> Response
+pub(crate) fn upgrade<F, Fut>(
+    state: &AppState,
+    route_path: &str,
+    mut req: Request,
+    serve: F,
+) -> Response
 where
     F: FnOnce(ClientWs) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -53,7 +53,10 @@ impl Lnbits {
         );
         // LNbits serves its static files from ./lnbits/static: run it from site-packages.
         let out = Command::new(&python)
-            .args(["-c", "import lnbits, os; print(os.path.dirname(os.path.dirname(lnbits.__file__)))"])
+            .args([
+                "-c",
+                "import lnbits, os; print(os.path.dirname(os.path.dirname(lnbits.__file__)))",
+            ])
             .output()
             .expect("run the venv's python");
         let site = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -145,7 +148,13 @@ impl Lnbits {
         if !auth.0.is_empty() {
             headers.push(auth);
         }
-        let a = http(method, &format!("{}{path}", self.base), &headers, body.as_bytes()).await;
+        let a = http(
+            method,
+            &format!("{}{path}", self.base),
+            &headers,
+            body.as_bytes(),
+        )
+        .await;
         assert!(
             a.status == 200 || a.status == 201,
             "{method} {path}: {} {}\n{}",
@@ -178,8 +187,12 @@ async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() 
         )
         .await;
     let token = format!("Bearer {}", admin["access_token"].as_str().unwrap());
-    let shop = ln.call("POST", "/api/v1/account", none, json!({"name": "shop"})).await;
-    let payer = ln.call("POST", "/api/v1/account", none, json!({"name": "payer"})).await;
+    let shop = ln
+        .call("POST", "/api/v1/account", none, json!({"name": "shop"}))
+        .await;
+    let payer = ln
+        .call("POST", "/api/v1/account", none, json!({"name": "payer"}))
+        .await;
     let s = |w: &Value, k: &str| w[k].as_str().unwrap().to_string();
     let (inkey, adminkey) = (s(&shop, "inkey"), s(&shop, "adminkey"));
     ln.call(
@@ -254,7 +267,10 @@ async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() 
     assert_eq!(v["wallet_balance"], 21, "{notification}");
     assert_eq!(v["payment"]["amount"], 21000);
     assert_eq!(v["payment"]["payment_hash"].as_str(), Some(hash.as_str()));
-    assert!(notification.contains("\"memo\": \"1 cup coffee \\u2615\""), "Python's json.dumps: {notification}");
+    assert!(
+        notification.contains("\"memo\": \"1 cup coffee \\u2615\""),
+        "Python's json.dumps: {notification}"
+    );
     all_get(&mut through_inkey, &notification).await;
     all_get(&mut through_admin, &notification).await;
     let status = direct_hash[0].recv_text().await;
@@ -273,13 +289,22 @@ async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() 
         };
         assert_eq!(a.status, 200, "{via}: {}", a.body);
         let ours = push_query(&http_base(&hub), "x", data).await;
-        assert_eq!(ours.body, a.body, "submux's hub answers byte for byte as LNbits ({via})");
+        assert_eq!(
+            ours.body, a.body,
+            "submux's hub answers byte for byte as LNbits ({via})"
+        );
         assert_eq!(ours.headers["content-type"], a.headers["content-type"]);
         all_get(&mut direct_inkey, data).await;
         all_get(&mut through_inkey, data).await;
     }
     // A POST without data is refused by submux before LNbits (which answers 400 too).
-    let a = http("POST", &format!("{}/{inkey}?other=1", http_base(&mux)), &[], b"").await;
+    let a = http(
+        "POST",
+        &format!("{}/{inkey}?other=1", http_base(&mux)),
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(a.status, 400, "submux checks first: {}", a.body);
     drop(ln);
 }

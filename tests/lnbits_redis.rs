@@ -27,16 +27,20 @@ struct Redis {
 
 impl Redis {
     fn binary() -> Option<String> {
-        ["redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-            .into_iter()
-            .find(|b| {
-                Command::new(b)
-                    .arg("--version")
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
-            .map(str::to_string)
+        [
+            "redis-server",
+            "/usr/bin/redis-server",
+            "/usr/local/bin/redis-server",
+        ]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(str::to_string)
     }
 
     async fn start(bin: &str, port: u16, dir: &std::path::Path) -> Redis {
@@ -125,12 +129,21 @@ async fn two_instances_share_channels_through_redis_and_survive_its_restart() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut redis = Redis::start(&bin, port, &dir).await;
 
-    let a = start(server_cfg(), vec![lnbits_route(vec![])], Some(backplane(redis.url()))).await;
-    let b = start(server_cfg(), vec![lnbits_route(vec![])], Some(backplane(redis.url()))).await;
+    let a = start(
+        server_cfg(),
+        vec![lnbits_route(vec![])],
+        Some(backplane(redis.url())),
+    )
+    .await;
+    let b = start(
+        server_cfg(),
+        vec![lnbits_route(vec![])],
+        Some(backplane(redis.url())),
+    )
+    .await;
     let (ma, mb) = (a.channels[0].metrics.clone(), b.channels[0].metrics.clone());
-    let both_up = || {
-        ma.backplane_connected.load(Relaxed) == 1 && mb.backplane_connected.load(Relaxed) == 1
-    };
+    let both_up =
+        || ma.backplane_connected.load(Relaxed) == 1 && mb.backplane_connected.load(Relaxed) == 1;
     wait_for("both instances subscribed", both_up).await;
 
     let (mut on_a, _) = connect(&format!("{}/inkey", ws_base(&a))).await;
@@ -141,8 +154,15 @@ async fn two_instances_share_channels_through_redis_and_survive_its_restart() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.headers["x-submux-seq"], "1", "numbered in Redis");
     assert_eq!(on_a.recv_text().await, "one");
-    assert_eq!(on_b.recv_text().await, "one", "crossed to the other instance");
-    assert_eq!(frame(&mut seq_b).await, serde_json::json!({"seq": 1, "data": "one"}));
+    assert_eq!(
+        on_b.recv_text().await,
+        "one",
+        "crossed to the other instance"
+    );
+    assert_eq!(
+        frame(&mut seq_b).await,
+        serde_json::json!({"seq": 1, "data": "one"})
+    );
     let r = push_query(&http_base(&b), "inkey", "two").await;
     assert_eq!(r.headers["x-submux-seq"], "2");
     assert_eq!(on_a.recv_text().await, "two");
@@ -160,7 +180,11 @@ async fn two_instances_share_channels_through_redis_and_survive_its_restart() {
     .await;
     let r = push_get(&http_base(&a), "inkey", "while-down").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(on_a.recv_text().await, "while-down", "local delivery meanwhile");
+    assert_eq!(
+        on_a.recv_text().await,
+        "while-down",
+        "local delivery meanwhile"
+    );
 
     // Redis comes back (empty: no persistence): both reconnect by themselves.
     let _redis = Redis::start(&bin, port, &dir).await;
@@ -173,11 +197,18 @@ async fn two_instances_share_channels_through_redis_and_survive_its_restart() {
         r.headers["x-submux-seq"], "3",
         "the counter restarts above B's own last number"
     );
-    assert_eq!(on_a.recv_text().await, "three", "crosses again after the restart");
+    assert_eq!(
+        on_a.recv_text().await,
+        "three",
+        "crosses again after the restart"
+    );
     assert_eq!(on_b.recv_text().await, "three");
     assert_eq!(frame(&mut seq_b).await["seq"], 3);
     let r = push_get(&http_base(&a), "inkey", "four").await;
-    assert_eq!(r.headers["x-submux-seq"], "5", "never below A's own last number (4)");
+    assert_eq!(
+        r.headers["x-submux-seq"], "5",
+        "never below A's own last number (4)"
+    );
     assert_eq!(on_b.recv_text().await, "four");
     assert_eq!(frame(&mut seq_b).await["seq"], 5);
     assert!(a.stop().await && b.stop().await);

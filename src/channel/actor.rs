@@ -155,7 +155,9 @@ impl Actor {
             );
             RouteMetrics::add(&self.route.metrics.channels, 1);
         }
-        self.channels.get_mut(item).ok_or(ChannelError::ShuttingDown)
+        self.channels
+            .get_mut(item)
+            .ok_or(ChannelError::ShuttingDown)
     }
 
     fn join(
@@ -241,10 +243,7 @@ impl Actor {
     ) {
         if self.backplane_up {
             if let Some(p) = &self.publisher {
-                let floor = self
-                    .channels
-                    .get(&item)
-                    .map_or(0, |c| c.replay.last_seq());
+                let floor = self.channels.get(&item).map_or(0, |c| c.replay.last_seq());
                 match p.try_publish(PubReq {
                     item,
                     text,

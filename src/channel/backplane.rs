@@ -81,9 +81,7 @@ impl Publisher {
                 req,
             })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
-                    r.req
-                }
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r.req,
             })
     }
 }

@@ -154,7 +154,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-async fn push(route: &ChannelRoute, headers: &HeaderMap, item: ItemId, via: PushVia<'_>) -> Response {
+async fn push(
+    route: &ChannelRoute,
+    headers: &HeaderMap,
+    item: ItemId,
+    via: PushVia<'_>,
+) -> Response {
     if !authorized(route, headers) {
         return refuse(&PushError::Unauthorized);
     }
@@ -183,8 +188,14 @@ async fn push(route: &ChannelRoute, headers: &HeaderMap, item: ItemId, via: Push
             RouteMetrics::inc(&route.metrics.pushes);
             (
                 [
-                    (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-                    (header::HeaderName::from_static(SEQ_HEADER), HeaderValue::from(seq)),
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    (
+                        header::HeaderName::from_static(SEQ_HEADER),
+                        HeaderValue::from(seq),
+                    ),
                 ],
                 render_sent(&text, true),
             )

@@ -116,7 +116,7 @@ pub fn parse_target(rest: &str) -> Result<Target, PushError> {
 
 /// Percent-decode (and, in query strings, `+` as space) into UTF-8 text.
 pub fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, PushError> {
-    if !s.contains('%') && !(plus_is_space && s.contains('+')) {
+    if !(s.contains('%') || plus_is_space && s.contains('+')) {
         return Ok(s.to_string());
     }
     let b = s.as_bytes();
@@ -177,11 +177,7 @@ impl SocketOptions {
     pub fn parse(query: Option<&str>) -> Result<SocketOptions, PushError> {
         let since = match query_param(query, "since") {
             None => None,
-            Some(v) => Some(
-                v?.trim()
-                    .parse::<u64>()
-                    .map_err(|_| PushError::BadSince)?,
-            ),
+            Some(v) => Some(v?.trim().parse::<u64>().map_err(|_| PushError::BadSince)?),
         };
         let wrap = match query_param(query, "seq") {
             None => false,
@@ -197,7 +193,10 @@ pub enum PushVia<'a> {
     /// `GET {path}/{item_id}/{data}` (already decoded).
     Path(&'a str),
     /// `POST {path}/{item_id}[?data=…]` with this body.
-    Post { query: Option<&'a str>, body: &'a [u8] },
+    Post {
+        query: Option<&'a str>,
+        body: &'a [u8],
+    },
 }
 
 /// The pushed text: checked for presence, emptiness and size (`max_bytes`).
@@ -297,7 +296,10 @@ mod tests {
         let max = 16;
         assert_eq!(push_text(PushVia::Path("hi"), max).unwrap(), "hi");
         let post = |query, body: &'static [u8]| push_text(PushVia::Post { query, body }, max);
-        assert_eq!(post(Some("data=%7B%22a%22%3A+1%7D"), b"").unwrap(), "{\"a\": 1}");
+        assert_eq!(
+            post(Some("data=%7B%22a%22%3A+1%7D"), b"").unwrap(),
+            "{\"a\": 1}"
+        );
         assert_eq!(
             post(Some("x=1&data=q"), b"body").unwrap(),
             "q",
@@ -318,7 +320,10 @@ mod tests {
 
     #[test]
     fn socket_options() {
-        assert_eq!(SocketOptions::parse(None).unwrap(), SocketOptions::default());
+        assert_eq!(
+            SocketOptions::parse(None).unwrap(),
+            SocketOptions::default()
+        );
         let o = SocketOptions::parse(Some("since=41&seq=1")).unwrap();
         assert_eq!((o.since, o.wrap), (Some(41), true));
         assert!(SocketOptions::parse(Some("seq")).unwrap().wrap);

@@ -45,8 +45,8 @@ fn dialects_do_no_io() {
 #[test]
 fn topic_table_is_sans_io() {
     for file in ["src/hub/table.rs", "src/channel/replay.rs"] {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
         let text = text.split("#[cfg(test)]").next().unwrap();
         for banned in ["tokio", ".await", "Instant::now", "SystemTime"] {
             assert!(!text.contains(banned), "{file} uses {banned}");

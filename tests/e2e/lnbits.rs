@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const PAYMENT: &str = r#"{"wallet_balance": 21, "payment": {"memo": "1 cup \"coffee\" é", "amount": 21000}}"#;
+const PAYMENT: &str =
+    r#"{"wallet_balance": 21, "payment": {"memo": "1 cup \"coffee\" é", "amount": 21000}}"#;
 const PAID: &str = r#"{"pending": false, "status": "success"}"#;
 
 fn lnbits_reply(data: &str) -> String {
@@ -63,7 +64,10 @@ async fn hub_fans_pushes_out_verbatim_and_answers_like_lnbits() {
     let status = http("GET", &mux.http_url("/status.json"), &[], b"").await;
     let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
     let r = &v["routes"][0];
-    assert_eq!((r["path"].as_str(), r["dialect"].as_str()), (Some(PATH), Some("lnbits")));
+    assert_eq!(
+        (r["path"].as_str(), r["dialect"].as_str()),
+        (Some(PATH), Some("lnbits"))
+    );
     assert_eq!(r["channels"]["mode"], "hub");
     assert_eq!(r["channels"]["pushes"], 4);
     assert_eq!(r["sessions"], 4);
@@ -93,9 +97,18 @@ async fn bad_requests_get_clear_http_errors() {
     assert!(a.body.contains("longer than 128"), "{}", a.body);
     let a = http("POST", &format!("{base}/item"), &[], b"").await;
     assert_eq!(a.status, 400);
-    assert!(a.body.starts_with("{\"detail\":\"missing data"), "{}", a.body);
+    assert!(
+        a.body.starts_with("{\"detail\":\"missing data"),
+        "{}",
+        a.body
+    );
     let a = http("POST", &format!("{base}/item?data="), &[], b"").await;
-    assert_eq!((a.status, a.body.contains("empty")), (400, true), "{}", a.body);
+    assert_eq!(
+        (a.status, a.body.contains("empty")),
+        (400, true),
+        "{}",
+        a.body
+    );
     let big = "y".repeat(33);
     let a = push_query(&base, "item", &big).await;
     assert_eq!(a.status, 413, "{}", a.body);
@@ -135,7 +148,13 @@ async fn push_token_is_required_when_configured() {
     let url = format!("{base}/inkey?data=y");
     let a = http("POST", &url, &[("Authorization", "Bearer wrong")], b"").await;
     assert_eq!(a.status, 401);
-    let a = http("POST", &url, &[("Authorization", "Bearer s3cret-token")], b"").await;
+    let a = http(
+        "POST",
+        &url,
+        &[("Authorization", "Bearer s3cret-token")],
+        b"",
+    )
+    .await;
     assert_eq!((a.status, a.body), (200, lnbits_reply("y")));
     assert_eq!(c.recv_text().await, "y", "only the authorised push arrived");
 }
@@ -164,7 +183,10 @@ async fn since_replays_what_a_monitor_missed() {
     let (mut f, h) = connect(&format!("{ws}/mon?since=99")).await;
     assert_eq!(h["x-submux-replay-gap"], "true");
     assert_eq!(f.recv_text().await, "m1");
-    assert_eq!(mux.channels[0].metrics.replayed_frames.load(Relaxed), 3 + 1 + 6);
+    assert_eq!(
+        mux.channels[0].metrics.replayed_frames.load(Relaxed),
+        3 + 1 + 6
+    );
 
     // A small buffer loses the oldest and says so.
     let mut route = lnbits_route(vec![]);
@@ -258,8 +280,15 @@ async fn proxy_shares_one_upstream_socket_per_channel_and_forwards_pushes() {
 
     let a = push_get(&http_base(&proxy), "inkey", PAYMENT).await;
     assert_eq!((a.status, &a.body), (200, &lnbits_reply(PAYMENT)));
-    assert!(!a.headers.contains_key("x-submux-seq"), "the upstream's answer, verbatim");
-    assert_eq!(direct.recv_text().await, PAYMENT, "LNbits' own clients see it");
+    assert!(
+        !a.headers.contains_key("x-submux-seq"),
+        "the upstream's answer, verbatim"
+    );
+    assert_eq!(
+        direct.recv_text().await,
+        PAYMENT,
+        "LNbits' own clients see it"
+    );
     for c in &mut through {
         assert_eq!(c.recv_text().await, PAYMENT);
     }
@@ -269,7 +298,11 @@ async fn proxy_shares_one_upstream_socket_per_channel_and_forwards_pushes() {
     assert_eq!(a.status, 200);
     for c in &mut through {
         assert_eq!(c.recv_text().await, "body text");
-        assert_eq!(c.recv_text().await, PAID, "pushes made at LNbits arrive too");
+        assert_eq!(
+            c.recv_text().await,
+            PAID,
+            "pushes made at LNbits arrive too"
+        );
     }
     assert_eq!(up.pushes.load(Relaxed), 3);
     assert_eq!(pm.pushes.load(Relaxed), 2);
@@ -324,7 +357,10 @@ async fn proxy_reconnects_when_lnbits_restarts() {
     .await;
     assert!(pm.upstream_connect_failures.load(Relaxed) >= 1);
     assert!(lnbits.stop().await);
-    wait_for("upstream lost", || pm.upstream_connections.load(Relaxed) == 0).await;
+    wait_for("upstream lost", || {
+        pm.upstream_connections.load(Relaxed) == 0
+    })
+    .await;
 
     let mut relisten = None;
     for _ in 0..100 {
