@@ -130,18 +130,16 @@ fn iso8601(unix: u64) -> String {
 mod tests {
     use super::*;
 
+    fn fixture(name: &str) -> serde_json::Value {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/lnbits/");
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}{name}")).unwrap()).unwrap()
+    }
+
     #[test]
     fn messages_have_lnbits_shape() {
         let text = payment_notification(251_337, 250_000_000, 1, 1_496_314_658);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let fixture: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/fixtures/lnbits/payment_notification.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+        let fixture = fixture("payment_notification.json");
         let keys = |v: &serde_json::Value| -> Vec<String> {
             v["payment"].as_object().unwrap().keys().cloned().collect()
         };
@@ -151,15 +149,7 @@ mod tests {
         assert_eq!(v["payment"]["time"], "2017-06-01T10:57:38+00:00");
         assert!(text.contains("\"wallet_balance\": 251337, \"payment\": {"));
         let status: serde_json::Value = serde_json::from_str(payment_status()).unwrap();
-        let want: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/fixtures/lnbits/payment_hash_status.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(status, want);
+        assert_eq!(status, fixture("payment_hash_status.json"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::channel::ChannelRoute;
 use crate::hub::Hub;
+use crate::telemetry::RouteMetrics;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -50,36 +51,12 @@ pub struct ChannelStatus {
     pub backplane_connected: Option<bool>,
 }
 
-/// A snapshot of every route's counters.
-pub fn snapshot(hub: &Hub, channels: &[ChannelRoute], started: Instant) -> Status {
-    let mut routes: Vec<RouteStatus> = hub
-        .routes()
-        .iter()
-        .map(|r| {
-            let m = &r.metrics;
-            RouteStatus {
-                path: r.path.to_string(),
-                dialect: r.dialect.kind().to_string(),
-                upstreams: r.upstreams.to_vec(),
-                active_upstream: m.active_upstream.load(Relaxed),
-                upstream_connections: m.upstream_connections.load(Relaxed),
-                sessions: m.sessions.load(Relaxed),
-                client_subscriptions: m.client_subscriptions.load(Relaxed),
-                topics: m.topics.load(Relaxed),
-                notifications_in: m.notifications_in.load(Relaxed),
-                frames_out: m.frames_out.load(Relaxed),
-                slow_client_closes: m.slow_client_closes.load(Relaxed),
-                upstream_reconnects: m.upstream_reconnects.load(Relaxed),
-                channels: None,
-            }
-        })
-        .collect();
-    routes.extend(channels.iter().map(|c| {
-        let m = &c.metrics;
+impl RouteStatus {
+    fn new(path: &str, dialect: String, upstreams: &[String], m: &RouteMetrics) -> Self {
         RouteStatus {
-            path: c.path.to_string(),
-            dialect: crate::dialect::DialectKind::Lnbits.to_string(),
-            upstreams: c.upstreams.to_vec(),
+            path: path.to_string(),
+            dialect,
+            upstreams: upstreams.to_vec(),
             active_upstream: m.active_upstream.load(Relaxed),
             upstream_connections: m.upstream_connections.load(Relaxed),
             sessions: m.sessions.load(Relaxed),
@@ -89,6 +66,29 @@ pub fn snapshot(hub: &Hub, channels: &[ChannelRoute], started: Instant) -> Statu
             frames_out: m.frames_out.load(Relaxed),
             slow_client_closes: m.slow_client_closes.load(Relaxed),
             upstream_reconnects: m.upstream_reconnects.load(Relaxed),
+            channels: None,
+        }
+    }
+}
+
+/// A snapshot of every route's counters.
+pub fn snapshot(hub: &Hub, channels: &[ChannelRoute], started: Instant) -> Status {
+    let mut routes: Vec<RouteStatus> = hub
+        .routes()
+        .iter()
+        .map(|r| {
+            RouteStatus::new(
+                &r.path,
+                r.dialect.kind().to_string(),
+                &r.upstreams,
+                &r.metrics,
+            )
+        })
+        .collect();
+    routes.extend(channels.iter().map(|c| {
+        let m = &c.metrics;
+        let dialect = crate::dialect::DialectKind::Lnbits.to_string();
+        RouteStatus {
             channels: Some(ChannelStatus {
                 mode: if c.is_proxy() { "proxy" } else { "hub" },
                 channels: m.channels.load(Relaxed),
@@ -98,6 +98,7 @@ pub fn snapshot(hub: &Hub, channels: &[ChannelRoute], started: Instant) -> Statu
                     .has_backplane()
                     .then(|| m.backplane_connected.load(Relaxed) > 0),
             }),
+            ..RouteStatus::new(&c.path, dialect, &c.upstreams, m)
         }
     }));
     Status {
