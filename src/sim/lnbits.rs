@@ -139,11 +139,11 @@ mod tests {
     fn messages_have_lnbits_shape() {
         let text = payment_notification(251_337, 250_000_000, 1, 1_496_314_658);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let fixture = fixture("payment_notification.json");
+        let want = fixture("payment_notification.json");
         let keys = |v: &serde_json::Value| -> Vec<String> {
             v["payment"].as_object().unwrap().keys().cloned().collect()
         };
-        assert_eq!(keys(&v), keys(&fixture), "same fields as LNbits");
+        assert_eq!(keys(&v), keys(&want), "same fields as LNbits");
         assert_eq!(v["wallet_balance"], 251_337);
         assert_eq!(v["payment"]["amount"], 250_000_000);
         assert_eq!(v["payment"]["time"], "2017-06-01T10:57:38+00:00");
