@@ -7,7 +7,9 @@
 //! they are submux's own, not the clients' or the simulator's.
 //!
 //! Workloads: fan-out throughput (paced by the slowest client), latency at a moderate
-//! rate, request round trips, and resident memory per idle subscribed client.
+//! rate, request round trips, resident memory per idle subscribed client, and LNbits
+//! channels (many channels with several clients each, pushes over HTTP; submux is the
+//! channel server there, so there is no direct run to compare with).
 
 use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, BufReader};
@@ -34,6 +36,9 @@ struct Opts {
     latency_rate: u64,
     rtt_clients: usize,
     idle_clients: usize,
+    channels: usize,
+    clients_per_channel: usize,
+    push_rate: u64,
 }
 
 impl Opts {
@@ -48,6 +53,9 @@ impl Opts {
             latency_rate: 200,
             rtt_clients: if quick { 10 } else { 50 },
             idle_clients: if quick { 1_000 } else { 10_000 },
+            channels: if quick { 100 } else { 500 },
+            clients_per_channel: 5,
+            push_rate: 1_000,
         }
     }
 }
@@ -90,7 +98,7 @@ impl Submux {
         std::fs::write(
             &cfg,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n"
+                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n\n[[route]]\npath = \"/api/v1/ws\"\ndialect = \"lnbits\"\n"
             ),
         )
         .expect("config");
@@ -124,6 +132,9 @@ impl Submux {
     }
     fn sol_url(&self) -> String {
         format!("ws://{}/sol", self.addr)
+    }
+    fn channel_url(&self, item: &str) -> String {
+        format!("ws://{}/api/v1/ws/{item}", self.addr)
     }
 }
 
@@ -458,6 +469,188 @@ async fn memory(url: &str, pid: u32, n: usize) -> (f64, u64, u64) {
     (per, before, after)
 }
 
+/// A keep-alive HTTP/1.1 connection that pushes to LNbits channels with GET.
+struct Pusher {
+    r: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Pusher {
+    async fn connect(addr: &str) -> Pusher {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let _ = tcp.set_nodelay(true);
+        let (r, w) = tcp.into_split();
+        Pusher {
+            r: tokio::io::BufReader::new(r),
+            w,
+        }
+    }
+
+    /// `GET /api/v1/ws/{item}/{data}`; `data` must be URL-safe.
+    async fn push(&mut self, item: &str, data: &str) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET /api/v1/ws/{item}/{data} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.w.write_all(req.as_bytes()).await.expect("push");
+        let mut len = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.expect("answer");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            assert!(
+                !l.starts_with("HTTP/1.1 ") || l.starts_with("HTTP/1.1 200"),
+                "{l}"
+            );
+        }
+        let mut body = vec![0; len];
+        self.r.read_exact(&mut body).await.expect("body");
+    }
+}
+
+struct Channels {
+    per_sec: f64,
+    cpu_us: f64,
+    p50: u64,
+    p99: u64,
+    samples: usize,
+}
+
+/// `channels` channels with `per` clients each. Throughput: rounds of one push per channel
+/// over 4 keep-alive connections, a round only when every client has every message of the
+/// round 4 before (paced, as the fan-out). Latency: `rate` pushes/s spread over the
+/// channels, each carrying its send time.
+async fn channel_workload(mux: &Submux, o: &Opts) -> Channels {
+    const WINDOW: u64 = 4;
+    const PUSHERS: usize = 4;
+    let items: Vec<String> = (0..o.channels).map(|i| format!("bench{i:05}")).collect();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let notify = Arc::new(Notify::new());
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let lat: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for item in &items {
+        for _ in 0..o.clients_per_channel {
+            let mut ws = connect(&mux.channel_url(item)).await;
+            let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
+            let (lat, measuring) = (lat.clone(), measuring.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t_) = m {
+                        if measuring.load(Relaxed) {
+                            if let Some(sent) =
+                                t_.strip_prefix("t").and_then(|v| v.parse::<u128>().ok())
+                            {
+                                mine.push((now_nanos().saturating_sub(sent) / 1000) as u64);
+                            }
+                        }
+                        let now = d.fetch_add(1, Relaxed) + 1;
+                        if now >= t.load(Relaxed) {
+                            n.notify_one();
+                        }
+                    }
+                    if mine.len() >= 64 || (!mine.is_empty() && !measuring.load(Relaxed)) {
+                        if let Ok(mut l) = lat.lock() {
+                            l.append(&mut mine);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    let mut pushers = Vec::new();
+    for _ in 0..PUSHERS {
+        pushers.push(Pusher::connect(&mux.addr).await);
+    }
+    let per_round = (o.channels * o.clients_per_channel) as u64;
+    let wait_for = |need: u64| {
+        let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
+        async move {
+            while d.load(Relaxed) < need {
+                t.store(need, Relaxed);
+                let notified = n.notified();
+                if d.load(Relaxed) >= need {
+                    break;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), notified)
+                    .await
+                    .is_err()
+                {
+                    panic!("channel fan-out stalled at {} of {need}", d.load(Relaxed));
+                }
+            }
+        }
+    };
+    // One round: every channel gets one push, the pushers working in parallel.
+    async fn round(pushers: &mut [Pusher], items: &[String], data: &str) {
+        let chunk = items.len().div_ceil(pushers.len());
+        let work = pushers
+            .iter_mut()
+            .zip(items.chunks(chunk))
+            .map(|(p, its)| async move {
+                for it in its {
+                    p.push(it, data).await;
+                }
+            });
+        futures_util::future::join_all(work).await;
+    }
+    for _ in 0..WINDOW {
+        round(&mut pushers, &items, "warmup").await;
+    }
+    wait_for(WINDOW * per_round).await;
+    let base = delivered.load(Relaxed);
+    let cpu0 = cpu_secs(mux.pid());
+    let t0 = Instant::now();
+    let mut rounds = 0;
+    while t0.elapsed().as_secs_f64() < o.secs {
+        if rounds >= WINDOW {
+            wait_for(base + (rounds + 1 - WINDOW) * per_round).await;
+        }
+        round(&mut pushers, &items, "paid").await;
+        rounds += 1;
+    }
+    wait_for(base + rounds * per_round).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let count = delivered.load(Relaxed) - base;
+    let cpu = cpu_secs(mux.pid()) - cpu0;
+
+    // Latency at a moderate rate: one pusher, `rate` pushes/s, channels in turn.
+    measuring.store(true, Relaxed);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / o.push_rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let t1 = Instant::now();
+    let mut i = 0;
+    while t1.elapsed().as_secs_f64() < o.secs {
+        tick.tick().await;
+        let data = format!("t{}", now_nanos());
+        pushers[0].push(&items[i % items.len()], &data).await;
+        i += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    measuring.store(false, Relaxed);
+    round(&mut pushers, &items, "flush").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for t in tasks {
+        t.abort();
+    }
+    let mut all = lat.lock().map(|l| l.clone()).unwrap_or_default();
+    all.sort_unstable();
+    Channels {
+        per_sec: count as f64 / elapsed,
+        cpu_us: cpu * 1e6 / count as f64,
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        samples: all.len(),
+    }
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
@@ -520,6 +713,11 @@ async fn main() {
     eprintln!("round trips: {} clients …", o.rtt_clients);
     let r_mux = rtt(&mux.url(), &o).await;
     let r_dir = rtt(&direct, &o).await;
+    eprintln!(
+        "lnbits channels: {} channels × {} clients …",
+        o.channels, o.clients_per_channel
+    );
+    let ch = channel_workload(&mux, &o).await;
     eprintln!("memory: {} idle subscribed clients …", o.idle_clients);
     let (kib, before, after) = memory(&mux.url(), pid, o.idle_clients).await;
 
@@ -597,6 +795,20 @@ async fn main() {
         after,
         if o.idle_clients == 10_000 { "" } else { " (target stated at 10,000)" },
         verdict(kib < 16.0)
+    );
+    let _ = writeln!(
+        out,
+        "| LNbits channels, {} channels × {} clients, pushes over HTTP (GET), paced | {:.0} messages/s delivered ({:.0} pushes/s, {:.2} µs submux CPU per delivered message) | — (submux is the server) | | |",
+        o.channels,
+        o.clients_per_channel,
+        ch.per_sec,
+        ch.per_sec / o.clients_per_channel as f64,
+        ch.cpu_us
+    );
+    let _ = writeln!(
+        out,
+        "| LNbits channel latency, {} pushes/s over {} channels × {} clients: p50 / p99 (push sent → frame received, {} samples) | {} / {} µs | — | | |",
+        o.push_rate, o.channels, o.clients_per_channel, ch.samples, ch.p50, ch.p99
     );
     let _ = writeln!(
         out,
