@@ -126,6 +126,9 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, PushError>
         match b[i] {
             b'%' => {
                 let hex = b.get(i + 1..i + 3).ok_or(PushError::BadEncoding)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(PushError::BadEncoding);
+                }
                 let hex = std::str::from_utf8(hex).map_err(|_| PushError::BadEncoding)?;
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| PushError::BadEncoding)?);
                 i += 3;
@@ -363,6 +366,30 @@ mod tests {
             r#"{"detail":"x \"y\""}"#,
             "FastAPI's error shape"
         );
+    }
+
+    /// Random paths and queries never panic the parsers.
+    #[test]
+    fn parsers_survive_random_input() {
+        let alphabet: Vec<char> = "ab0Z_-.%+/=&?#é☕ \u{0}2Ff".chars().collect();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let n = rng.usize(0..24);
+            let s: String = (0..n)
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let _ = parse_target(&s);
+            let _ = SocketOptions::parse(Some(&s));
+            let _ = push_text(
+                PushVia::Post {
+                    query: Some(&s),
+                    body: s.as_bytes(),
+                },
+                8,
+            );
+            let _ = percent_decode(&s, true);
+        }
+        assert_eq!(percent_decode("%+1", false), Err(PushError::BadEncoding));
     }
 
     #[test]
