@@ -125,24 +125,7 @@ fn invalid_request(what: &str) -> RpcError {
 
 /// Decode base58 (Bitcoin alphabet); `None` on a bad character.
 pub fn base58_decode(s: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut bytes: Vec<u8> = Vec::with_capacity(s.len());
-    for c in s.bytes() {
-        let mut carry = ALPHABET.iter().position(|&a| a == c)? as u32;
-        for b in bytes.iter_mut().rev() {
-            carry += (*b as u32) * 58;
-            *b = (carry & 0xff) as u8;
-            carry >>= 8;
-        }
-        while carry > 0 {
-            bytes.insert(0, (carry & 0xff) as u8);
-            carry >>= 8;
-        }
-    }
-    let zeros = s.bytes().take_while(|&c| c == b'1').count();
-    let mut out = vec![0u8; zeros];
-    out.extend(bytes.into_iter().skip_while(|&b| b == 0));
-    Some(out)
+    super::base58::decode(s, super::base58::BITCOIN)
 }
 
 fn decoded_len(s: &str) -> Option<usize> {

@@ -376,24 +376,7 @@ fn advance_slot(inner: &Inner) -> u64 {
 
 /// Base58 (Bitcoin alphabet), as Solana writes keys and signatures.
 pub fn base58_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut digits: Vec<u8> = Vec::new();
-    for &b in bytes {
-        let mut carry = b as u32;
-        for d in digits.iter_mut() {
-            carry += (*d as u32) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-    let mut s = "1".repeat(zeros);
-    s.extend(digits.iter().rev().map(|&d| ALPHABET[d as usize] as char));
-    s
+    crate::dialect::base58::encode(bytes, crate::dialect::base58::BITCOIN)
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
