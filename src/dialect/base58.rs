@@ -85,12 +85,21 @@ mod tests {
 
     #[test]
     fn round_trips_and_leading_zeros() {
-        for bytes in [vec![], vec![0], vec![0, 0, 1], vec![255; 32], (0..40).collect()] {
+        for bytes in [
+            vec![],
+            vec![0],
+            vec![0, 0, 1],
+            vec![255; 32],
+            (0..40).collect(),
+        ] {
             for a in [BITCOIN, RIPPLE] {
                 assert_eq!(decode(&encode(&bytes, a), a).unwrap(), bytes);
             }
         }
-        assert_eq!(encode(&[0; 32], BITCOIN), "11111111111111111111111111111111");
+        assert_eq!(
+            encode(&[0; 32], BITCOIN),
+            "11111111111111111111111111111111"
+        );
     }
 
     #[test]
@@ -99,7 +108,10 @@ mod tests {
         let payload = check_decode("rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh", RIPPLE).unwrap();
         assert_eq!(payload.len(), 21);
         assert_eq!(payload[0], 0);
-        assert_eq!(check_encode(&payload, RIPPLE), "rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh");
+        assert_eq!(
+            check_encode(&payload, RIPPLE),
+            "rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh"
+        );
         // One changed character breaks the checksum.
         assert!(check_decode("rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTj", RIPPLE).is_none());
         // The account "zero" (rrrrrrrrrrrrrrrrrrrrrhoLvTp) is valid.

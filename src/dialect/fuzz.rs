@@ -118,9 +118,12 @@ fn check_upstream(d: &dyn Dialect, text: &str) {
         } => {
             assert!(text.is_char_boundary(id_range.start) && text.is_char_boundary(id_range.end));
             if let Ok(r) = outcome {
-                let _ = d.parse_subscribe_result(&text[r]);
+                let key = super::SubscriptionKey::new("m", "[]", Default::default());
+                let _ = d.parse_subscribe_result(&key, &text[r]);
             }
+            let _ = d.splice_id(text, id_range, &super::RequestId("\"x\"".into()));
         }
+        UpstreamFrame::Routed { .. } => {}
         UpstreamFrame::Other | UpstreamFrame::Malformed(_) => {}
     }
 }

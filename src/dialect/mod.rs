@@ -119,6 +119,9 @@ pub struct KeyFlags {
     /// A client joining an existing topic first receives the topic's last notification
     /// (geth `syncing`: a synced node tells every new subscriber `false` at once).
     pub replay_last: bool,
+    /// Subscribe this key in an upstream request of its own, never batched with others
+    /// (XRPL `peer_status`: an admin-only stream whose refusal must not sink the rest).
+    pub solo: bool,
 }
 
 /// The canonical identity of a topic: method plus canonical params. Two client
@@ -127,6 +130,9 @@ pub struct KeyFlags {
 pub struct SubscriptionKey(Arc<KeyInner>);
 
 struct KeyInner {
+    /// Upstream connection class: 0 = any connection; otherwise the key needs a connection
+    /// of its own class (XRPL: the API version, which shapes every stream message).
+    class: u8,
     method: Box<str>,
     /// Canonical params as JSON text; also what is sent upstream.
     params: Box<str>,
@@ -136,10 +142,28 @@ struct KeyInner {
 impl SubscriptionKey {
     pub fn new(method: impl Into<Box<str>>, params: impl Into<Box<str>>, flags: KeyFlags) -> Self {
         SubscriptionKey(Arc::new(KeyInner {
+            class: 0,
             method: method.into(),
             params: params.into(),
             flags,
         }))
+    }
+    /// The same key in upstream connection class `class`.
+    pub fn in_class(
+        class: u8,
+        method: impl Into<Box<str>>,
+        params: impl Into<Box<str>>,
+        flags: KeyFlags,
+    ) -> Self {
+        SubscriptionKey(Arc::new(KeyInner {
+            class,
+            method: method.into(),
+            params: params.into(),
+            flags,
+        }))
+    }
+    pub fn class(&self) -> u8 {
+        self.0.class
     }
     pub fn method(&self) -> &str {
         &self.0.method
@@ -154,18 +178,24 @@ impl SubscriptionKey {
 
 impl PartialEq for SubscriptionKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.method == other.0.method && self.0.params == other.0.params
+        self.0.class == other.0.class
+            && self.0.method == other.0.method
+            && self.0.params == other.0.params
     }
 }
 impl Eq for SubscriptionKey {}
 impl Hash for SubscriptionKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.class.hash(state);
         self.0.method.hash(state);
         self.0.params.hash(state);
     }
 }
 impl fmt::Debug for SubscriptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.class != 0 {
+            write!(f, "v{}:", self.0.class)?;
+        }
         write!(f, "{}{}", self.0.method, self.0.params)
     }
 }
@@ -174,8 +204,11 @@ impl fmt::Debug for SubscriptionKey {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub method: Box<str>,
-    /// Raw params JSON, absent when the client sent none.
+    /// Raw params JSON, absent when the client sent none. (XRPL: the whole request object
+    /// without its `id`.)
     pub params: Option<Box<str>>,
+    /// Upstream connection class the call must go to (0 = any).
+    pub class: u8,
 }
 
 /// An error in the dialect's own shape.
@@ -224,6 +257,30 @@ pub enum ClientMsg {
     },
     /// Nothing to do and nothing to answer (e.g. a stray response).
     Ignore,
+    /// Content-routed dialects (XRPL): add these keys to the client's subscription set
+    /// (keys it already holds are no-ops), then answer with `then`. A key that fails
+    /// upstream turns the answer into that error; the others stay subscribed, as on
+    /// rippled, where a subscribe failing part-way keeps its earlier parts.
+    Join {
+        id: RequestId,
+        keys: Vec<SubscriptionKey>,
+        then: Answer,
+    },
+    /// Content-routed dialects: drop these keys from the client's set, then answer.
+    Leave {
+        keys: Vec<SubscriptionKey>,
+        reply: String,
+    },
+}
+
+/// How a set change is answered once its keys are joined.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// This reply, rendered by the dialect already (success or a validation error).
+    Rendered(String),
+    /// The upstream's answer to this call (XRPL: `ledger`/`server` streams and book
+    /// snapshots answer with fresh data, so the subscribe itself is re-sent upstream).
+    Call(Call),
 }
 
 /// One client frame: a single message, a batch, or a frame-level error.
@@ -255,9 +312,21 @@ pub enum UpstreamFrame {
     },
     /// Valid JSON that submux has no use for (logged and counted).
     Other,
+    /// A content-routed push (XRPL): delivered verbatim to every client holding one of
+    /// the keys whose route ids are listed, once per client per [`Group`].
+    Routed {
+        targets: Vec<(UpstreamSubId, Group)>,
+    },
     /// Not parseable.
     Malformed(String),
 }
+
+/// Delivery group of a content-routed push: a client matching several targets of one
+/// group gets the frame once; each matched group delivers its own copy (rippled sends a
+/// validated transaction separately to `transactions`, `transactions_proposed`, the
+/// account set and the book set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Group(pub u8);
 
 /// Protocol knowledge of one dialect. Implementations are pure: no I/O, no awaiting.
 pub trait Dialect: Send + Sync + 'static {
@@ -276,20 +345,37 @@ pub trait Dialect: Send + Sync + 'static {
     /// Join already rendered replies into one batch reply.
     fn render_batch(&self, parts: &[String]) -> String;
 
-    /// Requests submux sends upstream.
-    fn render_upstream_subscribe(&self, key: &SubscriptionKey, req: UpstreamReqId) -> String;
+    /// Requests submux sends upstream. `keys` has at most [`subscribe_batch_max`] keys,
+    /// all of one connection class.
+    ///
+    /// [`subscribe_batch_max`]: Dialect::subscribe_batch_max
+    fn render_upstream_subscribe(&self, keys: &[&SubscriptionKey], req: UpstreamReqId) -> String;
+    /// `None` when the protocol has no way to unsubscribe these (XRPL `book_changes`).
     fn render_upstream_unsubscribe(
         &self,
-        key: &SubscriptionKey,
-        sub: &UpstreamSubId,
+        items: &[(&SubscriptionKey, &UpstreamSubId)],
         req: UpstreamReqId,
-    ) -> String;
+    ) -> Option<String>;
     fn render_upstream_call(&self, call: &Call, req: Option<UpstreamReqId>) -> String;
+    /// How many keys one upstream subscribe request may carry.
+    fn subscribe_batch_max(&self) -> usize {
+        1
+    }
 
     /// Parse one upstream text frame.
     fn parse_upstream(&self, text: &str) -> UpstreamFrame;
-    /// The upstream subscription id inside a successful subscribe result.
-    fn parse_subscribe_result(&self, result: &str) -> Option<UpstreamSubId>;
+    /// The upstream subscription id of `key` from a successful subscribe result (content-
+    /// routed dialects derive it from the key: it is what [`UpstreamFrame::Routed`] names).
+    fn parse_subscribe_result(&self, key: &SubscriptionKey, result: &str) -> Option<UpstreamSubId>;
+    /// Put the client's id where the upstream's sits (`id_range`) in an upstream answer.
+    fn splice_id(&self, text: &str, id_range: Range<usize>, id: &RequestId) -> String {
+        splice(text, id_range, id.as_str())
+    }
+    /// Turn a rendered reply into its HTTP POST shape (XRPL's JSON-RPC differs from its
+    /// WebSocket envelope); identity for JSON-RPC dialects.
+    fn http_reply(&self, reply: String) -> String {
+        reply
+    }
 
     /// Whether ordinary calls can be answered over the WebSocket upstream (geth serves
     /// every method on its WebSocket; Agave's pubsub port serves subscriptions only, so a
@@ -354,7 +440,10 @@ mod tests {
         let b = SubscriptionKey::new(
             "eth_subscribe",
             "[\"newHeads\"]",
-            KeyFlags { replay_last: true },
+            KeyFlags {
+                replay_last: true,
+                ..KeyFlags::default()
+            },
         );
         let c = SubscriptionKey::new("foo_subscribe", "[\"newHeads\"]", KeyFlags::default());
         assert_eq!(a, b);

@@ -97,6 +97,7 @@ impl Solana {
             call: Call {
                 method: method.into(),
                 params: env.params.map(|p| p.get().into()),
+                class: 0,
             },
         }
     }
@@ -482,18 +483,20 @@ impl Dialect for Solana {
         jsonrpc::render_batch(parts)
     }
 
-    fn render_upstream_subscribe(&self, key: &SubscriptionKey, req: UpstreamReqId) -> String {
+    fn render_upstream_subscribe(&self, keys: &[&SubscriptionKey], req: UpstreamReqId) -> String {
+        let key = keys[0];
         jsonrpc::render_request(key.method(), Some(key.params()), Some(req))
     }
 
     fn render_upstream_unsubscribe(
         &self,
-        key: &SubscriptionKey,
-        sub: &UpstreamSubId,
+        items: &[(&SubscriptionKey, &UpstreamSubId)],
         req: UpstreamReqId,
-    ) -> String {
+    ) -> Option<String> {
+        let (key, sub) = items[0];
         let method = key.method().replace("Subscribe", "Unsubscribe");
-        jsonrpc::render_request(&method, Some(&format!("[{}]", sub.0)), Some(req))
+        let params = format!("[{}]", sub.0);
+        Some(jsonrpc::render_request(&method, Some(&params), Some(req)))
     }
 
     fn render_upstream_call(&self, call: &Call, req: Option<UpstreamReqId>) -> String {
@@ -512,7 +515,11 @@ impl Dialect for Solana {
         )
     }
 
-    fn parse_subscribe_result(&self, result: &str) -> Option<UpstreamSubId> {
+    fn parse_subscribe_result(
+        &self,
+        _key: &SubscriptionKey,
+        result: &str,
+    ) -> Option<UpstreamSubId> {
         let r = result.trim();
         (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())).then(|| UpstreamSubId(r.into()))
     }
@@ -599,6 +606,9 @@ mod tests {
                 }
                 ClientMsg::Unsubscribe { .. } => assert!(note.contains("unsubscribe"), "{note}"),
                 ClientMsg::Call { .. } => panic!("{note}: parsed as a call"),
+                ClientMsg::Join { .. } | ClientMsg::Leave { .. } => {
+                    panic!("{note}: parsed as a set change")
+                }
             }
         }
     }
@@ -776,8 +786,9 @@ mod tests {
     fn upstream_unsubscribe_uses_the_matching_method() {
         let k = key("accountSubscribe", &format!(r#"["{PK}"]"#)).unwrap();
         assert_eq!(
-            sol().render_upstream_unsubscribe(&k, &UpstreamSubId("5".into()), UpstreamReqId(9)),
-            r#"{"jsonrpc":"2.0","id":9,"method":"accountUnsubscribe","params":[5]}"#
+            sol()
+                .render_upstream_unsubscribe(&[(&k, &UpstreamSubId("5".into()))], UpstreamReqId(9)),
+            Some(r#"{"jsonrpc":"2.0","id":9,"method":"accountUnsubscribe","params":[5]}"#.into())
         );
     }
 

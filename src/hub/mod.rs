@@ -13,7 +13,7 @@ use crate::telemetry::RouteMetrics;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
-pub use subscription::{Joined, ReleaseGuard};
+pub use subscription::{Joined, Mailbox, MailboxRx, Release, ReleaseGuard, SetJoined};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -70,6 +70,12 @@ pub enum Command {
     Subscribe {
         key: SubscriptionKey,
         reply: oneshot::Sender<Result<Joined, HubError>>,
+    },
+    /// Join a set of content-routed keys for one session's mailbox (XRPL).
+    Join {
+        keys: Vec<SubscriptionKey>,
+        mailbox: Mailbox,
+        reply: oneshot::Sender<Result<SetJoined, HubError>>,
     },
     /// `reply: None` forwards a JSON-RPC notification (no answer expected).
     Call {
@@ -143,6 +149,20 @@ impl RouteHandle {
 
     pub async fn subscribe(&self, key: SubscriptionKey) -> Result<Joined, HubError> {
         self.ask(|reply| Command::Subscribe { key, reply }).await
+    }
+
+    /// Join content-routed keys; pushes for them go to `mailbox`.
+    pub async fn join(
+        &self,
+        keys: Vec<SubscriptionKey>,
+        mailbox: Mailbox,
+    ) -> Result<SetJoined, HubError> {
+        self.ask(|reply| Command::Join {
+            keys,
+            mailbox,
+            reply,
+        })
+        .await
     }
 
     pub async fn call(&self, call: Call) -> Result<UpstreamReply, HubError> {

@@ -10,14 +10,21 @@
 //! topic's broadcast capacity). A client that falls further behind, or whose socket does
 //! not accept a write within `write_timeout`, is closed with code 1008 and a reason and
 //! counted in `submux_slow_client_closes_total`; other clients never wait for it.
+//!
+//! Content-routed dialects (XRPL) hold a *set* of keys instead of subscription ids, and
+//! receive pushes through one ordered mailbox (see [`Mailbox`]) whose overflow closes the
+//! client the same way. As on rippled, a push may precede the subscribe reply.
 
 pub mod limits;
 
 use crate::config::Settings;
 use crate::dialect::{
-    splice, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId, Transport,
+    splice, Answer, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId,
+    SubscriptionKey, Transport,
 };
-use crate::hub::{HubError, Joined, Notice, ReleaseGuard, RouteHandle, UpstreamReply};
+use crate::hub::{
+    HubError, Joined, Mailbox, MailboxRx, Notice, ReleaseGuard, RouteHandle, UpstreamReply,
+};
 use crate::telemetry::RouteMetrics;
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{self, BoxStream, FuturesUnordered};
@@ -50,6 +57,8 @@ enum Item {
     Rendered(String),
     Joined(RequestId, Result<Joined, HubError>),
     Reply(RequestId, Result<UpstreamReply, HubError>),
+    /// A set join finished: keep these keys, then answer with the inner item.
+    Held(Vec<(SubscriptionKey, ReleaseGuard)>, Box<Item>),
     Nothing,
 }
 
@@ -98,6 +107,9 @@ pub async fn run<S>(
         inflight: FuturesUnordered::new(),
         pending_subscribes: 0,
         bucket: None,
+        held: HashMap::new(),
+        mailbox: None,
+        mailbox_rx: None,
     };
     if s.settings.max_requests_per_second > 0 {
         s.bucket = Some(limits::TokenBucket::new(
@@ -123,7 +135,7 @@ pub async fn run<S>(
         }
         Exit::Dropped(reason) => debug!(%reason, "dropping client"),
     }
-    let n = s.subs.len() as i64;
+    let n = (s.subs.len() + s.held.len()) as i64;
     RouteMetrics::add(&metrics.client_subscriptions, -n);
     RouteMetrics::add(&metrics.sessions, -1);
 }
@@ -141,6 +153,19 @@ struct Session<S> {
     pending_subscribes: usize,
     /// Request rate limit (None when unlimited).
     bucket: Option<limits::TokenBucket>,
+    /// Content-routed keys this client holds (XRPL subscription sets).
+    held: HashMap<SubscriptionKey, ReleaseGuard>,
+    /// Where the route delivers this client's content-routed pushes (made on first join).
+    mailbox: Option<Mailbox>,
+    mailbox_rx: Option<MailboxRx>,
+}
+
+/// The next content-routed push, or never when the session has no mailbox.
+async fn next_push(rx: &mut Option<MailboxRx>) -> Option<Utf8Bytes> {
+    match rx {
+        Some(r) => r.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<S> Session<S>
@@ -174,6 +199,7 @@ where
                 }
                 Some(outcome) = self.inflight.next() => self.on_outcome(outcome).await,
                 Some((local, item)) = self.streams.next() => self.on_notice(local, item).await,
+                Some(frame) = next_push(&mut self.mailbox_rx) => self.on_push(frame).await,
                 _ = ping.tick() => {
                     if last_rx.elapsed() >= self.settings.client_idle_timeout {
                         return Exit::Close(CLOSE_GOING_AWAY, "client did not answer pings".into());
@@ -262,6 +288,40 @@ where
                         async move { Item::Reply(id, route.call(call).await) }.boxed()
                     }
                 }
+                ClientMsg::Leave { keys, reply } => {
+                    for k in &keys {
+                        if self.held.remove(k).is_some() {
+                            RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                        }
+                    }
+                    async move { Item::Rendered(reply) }.boxed()
+                }
+                ClientMsg::Join { id, keys, then } => {
+                    let mut new: Vec<SubscriptionKey> = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        if !self.held.contains_key(&k) && !new.contains(&k) {
+                            new.push(k);
+                        }
+                    }
+                    let max = self.settings.max_subscriptions_per_connection;
+                    if self.subs.len() + self.held.len() + self.pending_subscribes + new.len() > max
+                    {
+                        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+                            "max {max} subscriptions per connection"
+                        )));
+                        let r = self.dialect.render_error(&id, &e);
+                        async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_inflight(&id) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else {
+                        any_async = true;
+                        let n = new.len();
+                        subscribes += n;
+                        let mailbox = self.mailbox();
+                        let route = self.route.clone();
+                        async move { join_set(route, mailbox, id, new, then).await }.boxed()
+                    }
+                }
                 ClientMsg::Subscribe { id, key } => {
                     let max = self.settings.max_subscriptions_per_connection;
                     if self.subs.len() + self.pending_subscribes + subscribes >= max {
@@ -308,7 +368,8 @@ where
             ClientMsg::Subscribe { id, .. }
             | ClientMsg::Unsubscribe { id, .. }
             | ClientMsg::Call { id: Some(id), .. } => Some(id.clone()),
-            ClientMsg::Call { id: None, .. } => None,
+            ClientMsg::Join { id, .. } => Some(id.clone()),
+            ClientMsg::Call { id: None, .. } | ClientMsg::Leave { .. } => None,
             ClientMsg::Error { .. } | ClientMsg::Ignore => return msg,
         };
         if bucket.try_take(now) {
@@ -351,12 +412,58 @@ where
         }
     }
 
+    /// This session's mailbox for content-routed pushes, made on first use.
+    fn mailbox(&mut self) -> Mailbox {
+        if let Some(m) = &self.mailbox {
+            return m.clone();
+        }
+        let (tx, rx) = Mailbox::channel(self.settings.client_queue_len);
+        self.mailbox = Some(tx.clone());
+        self.mailbox_rx = Some(rx);
+        tx
+    }
+
+    /// Write content-routed pushes: this one and whatever else is queued (up to a batch).
+    async fn on_push(&mut self, frame: Utf8Bytes) -> Result<(), Exit> {
+        let mut next = Some(frame);
+        let mut written = 0;
+        while let Some(frame) = next.take() {
+            if self.mailbox_rx.as_ref().is_some_and(MailboxRx::lagged) {
+                return Err(self.slow(&format!(
+                    "fell behind: more than {} pushes queued",
+                    self.settings.client_queue_len
+                )));
+            }
+            self.feed(Message::Text(frame)).await?;
+            written += 1;
+            if written < WRITE_BATCH {
+                next = self.mailbox_rx.as_mut().and_then(|r| r.rx.try_recv().ok());
+            }
+        }
+        self.flush().await
+    }
+
     async fn on_outcome(&mut self, outcome: Outcome) -> Result<(), Exit> {
         self.pending_subscribes -= outcome.subscribes;
         let mut parts = Vec::with_capacity(outcome.items.len());
         let mut activate = Vec::new();
+        let mut items: Vec<Item> = Vec::with_capacity(outcome.items.len());
         for item in outcome.items {
             match item {
+                Item::Held(guards, inner) => {
+                    for (k, g) in guards {
+                        if self.held.insert(k, g).is_none() {
+                            RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
+                        }
+                    }
+                    items.push(*inner);
+                }
+                other => items.push(other),
+            }
+        }
+        for item in items {
+            match item {
+                Item::Held(..) => {}
                 Item::Rendered(r) => parts.push(r),
                 Item::Nothing => {}
                 Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
@@ -480,7 +587,7 @@ pub fn render_reply(
     res: Result<UpstreamReply, HubError>,
 ) -> String {
     match res {
-        Ok(r) => splice(&r.text, r.id_range, id.as_str()),
+        Ok(r) => dialect.splice_id(&r.text, r.id_range, id),
         Err(e) => dialect.render_error(id, &e.to_rpc(dialect)),
     }
 }
@@ -501,7 +608,10 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
             match m {
                 ClientMsg::Error { id, error } => Some(dialect.render_error(&id, &error)),
                 ClientMsg::Ignore => None,
-                ClientMsg::Unsubscribe { id, .. } | ClientMsg::Subscribe { id, .. } => {
+                ClientMsg::Leave { reply, .. } => Some(reply),
+                ClientMsg::Unsubscribe { id, .. }
+                | ClientMsg::Subscribe { id, .. }
+                | ClientMsg::Join { id, .. } => {
                     let e = dialect.error_for(Condition::SubscriptionNotFound);
                     Some(dialect.render_error(&id, &e))
                 }
@@ -523,6 +633,34 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
     if batch {
         (!parts.is_empty()).then(|| dialect.render_batch(&parts))
     } else {
-        parts.into_iter().next()
+        parts.into_iter().next().map(|p| dialect.http_reply(p))
     }
+}
+
+/// Join a set of content-routed keys, then produce the answer: the first join error, or
+/// the dialect's rendered reply, or the upstream's answer to the follow-up call.
+async fn join_set(
+    route: RouteHandle,
+    mailbox: Mailbox,
+    id: RequestId,
+    keys: Vec<SubscriptionKey>,
+    then: Answer,
+) -> Item {
+    let (guards, error) = if keys.is_empty() {
+        (Vec::new(), None)
+    } else {
+        match route.join(keys, mailbox).await {
+            Ok(j) => (j.guards, j.error),
+            Err(e) => (Vec::new(), Some(e)),
+        }
+    };
+    let answer = match (error, then) {
+        (Some(e), _) => Item::Reply(id, Err(e)),
+        (None, Answer::Rendered(r)) => Item::Rendered(r),
+        (None, Answer::Call(call)) => {
+            let res = route.call(call).await;
+            Item::Reply(id, res)
+        }
+    };
+    Item::Held(guards, Box::new(answer))
 }

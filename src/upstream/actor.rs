@@ -6,13 +6,16 @@ use super::backoff::Backoff;
 use super::connect::{connect, UpstreamStream};
 use crate::config::RouteSettings;
 use crate::dialect::{
-    splice, Call, ClientSubId, Dialect, SubscriptionKey, UpstreamFrame, UpstreamReqId,
+    splice, Call, ClientSubId, Dialect, Group, SubscriptionKey, UpstreamFrame, UpstreamReqId,
     UpstreamSubId,
 };
 use crate::hub::table::{
     Action, Confirmed, Failed, Join, SlotId, TableConfig, TopicId, TopicTable,
 };
-use crate::hub::{Command, HubError, Joined, Notice, ReleaseGuard, RouteHandle, UpstreamReply};
+use crate::hub::{
+    Command, HubError, Joined, Mailbox, Notice, Release, ReleaseGuard, RouteHandle, SetJoined,
+    UpstreamReply,
+};
 use crate::telemetry::{redact_url, RouteMetrics};
 use futures_util::stream::{self, BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -40,7 +43,21 @@ const TICK: Duration = Duration::from_millis(100);
 /// late joiners: the node never notifies a signature processed before the subscription.
 const ENDED_TTL: Duration = Duration::from_secs(60);
 
-type Waiter = oneshot::Sender<Result<Joined, HubError>>;
+/// Who waits for a topic's confirmation.
+enum Waiter {
+    /// One client subscription (id-routed dialects).
+    One(oneshot::Sender<Result<Joined, HubError>>),
+    /// A key of a set join (content-routed dialects), by set id.
+    Set(u64),
+}
+
+/// A set join waiting for some of its keys to be confirmed.
+struct SetJoin {
+    remaining: usize,
+    guards: Vec<(SubscriptionKey, ReleaseGuard)>,
+    error: Option<HubError>,
+    reply: oneshot::Sender<Result<SetJoined, HubError>>,
+}
 type CallReply = oneshot::Sender<Result<UpstreamReply, HubError>>;
 type ReadItem = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
 
@@ -52,6 +69,8 @@ struct TopicData {
     last: Option<Notice>,
     /// When a resubscribe was sent (for the resubscribe latency metric).
     resubscribing_since: Option<Instant>,
+    /// Content-routed topics: the mailboxes of the sessions holding it, by mailbox id.
+    subscribers: HashMap<u64, Mailbox>,
 }
 
 enum Pending {
@@ -61,9 +80,9 @@ enum Pending {
         deadline: Instant,
         sent: Instant,
     },
+    /// One upstream subscribe for these topics (several for batching dialects).
     Subscribe {
-        topic: TopicId,
-        key: SubscriptionKey,
+        topics: Vec<(TopicId, SubscriptionKey)>,
         slot: SlotId,
         deadline: Instant,
     },
@@ -167,6 +186,9 @@ pub fn spawn_route(
         tracker: tracker.clone(),
         dead: Vec::new(),
         ended: HashMap::new(),
+        set_joins: HashMap::new(),
+        next_set: 1,
+        scratch: HashMap::new(),
         settings,
     };
     let span = tracing::info_span!("route", path = %actor.settings.path);
@@ -181,10 +203,15 @@ struct Actor {
     table: TopicTable<Waiter, TopicData>,
     slots: Vec<Slot>,
     reads: StreamMap<usize, BoxStream<'static, (u64, ReadItem)>>,
+    /// Set joins waiting for confirmations, by set id.
+    set_joins: HashMap<u64, SetJoin>,
+    next_set: u64,
+    /// Reused per content-routed push: mailbox id → (a topic it holds, groups matched).
+    scratch: HashMap<u64, (TopicId, u8)>,
     pending: HashMap<u64, Pending>,
     waiting_calls: VecDeque<(Call, CallReply, Instant)>,
     next_req: u64,
-    release_tx: mpsc::UnboundedSender<TopicId>,
+    release_tx: mpsc::UnboundedSender<Release>,
     connect_tx: mpsc::Sender<ConnectResult>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -198,7 +225,7 @@ impl Actor {
     async fn run(
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
-        mut release_rx: mpsc::UnboundedReceiver<TopicId>,
+        mut release_rx: mpsc::UnboundedReceiver<Release>,
         mut connect_rx: mpsc::Receiver<ConnectResult>,
     ) {
         self.ensure_slot(SlotId(0));
@@ -211,7 +238,10 @@ impl Actor {
                 Some((slot, (generation, item))) = self.reads.next() => {
                     self.on_read(SlotId(slot), generation, item).await;
                 }
-                Some(topic) = release_rx.recv() => {
+                Some((topic, session)) = release_rx.recv() => {
+                    if let (Some(mailbox), Some(t)) = (session, self.table.get_mut(topic)) {
+                        t.data.subscribers.remove(&mailbox);
+                    }
                     self.table.release(topic, Instant::now());
                 }
                 Some(cmd) = cmd_rx.recv() => self.on_command(cmd).await,
@@ -297,14 +327,14 @@ impl Actor {
                 RouteMetrics::add(&self.metrics.upstream_connections, 1);
                 info!(slot = res.slot.0, upstream = %url, "upstream connected");
                 let ids = self.table.on_slot_up(res.slot);
-                for id in ids {
+                for &id in &ids {
                     if let Some(t) = self.table.get_mut(id) {
                         if t.confirmed() {
                             t.data.resubscribing_since = Some(now);
                         }
                     }
-                    self.send_subscribe(id, res.slot).await;
                 }
+                self.send_subscribes(ids, res.slot).await;
                 self.flush_waiting_calls().await;
             }
             Err(reason) => {
@@ -384,18 +414,38 @@ impl Actor {
         UpstreamReqId(id)
     }
 
-    async fn send_subscribe(&mut self, topic: TopicId, slot: SlotId) {
-        let Some(t) = self.table.get(topic) else {
-            return;
-        };
-        let key = t.key.clone();
+    /// Subscribe `topics` on `slot`: one request each, or batches of up to the dialect's
+    /// maximum (keys flagged `solo` always alone).
+    async fn send_subscribes(&mut self, topics: Vec<TopicId>, slot: SlotId) {
+        let max = self.dialect.subscribe_batch_max().max(1);
+        let mut batch: Vec<(TopicId, SubscriptionKey)> = Vec::new();
+        for id in topics {
+            let Some(t) = self.table.get(id) else {
+                continue;
+            };
+            let item = (id, t.key.clone());
+            if item.1.flags().solo {
+                self.send_subscribe(vec![item], slot).await;
+                continue;
+            }
+            batch.push(item);
+            if batch.len() == max {
+                self.send_subscribe(std::mem::take(&mut batch), slot).await;
+            }
+        }
+        if !batch.is_empty() {
+            self.send_subscribe(batch, slot).await;
+        }
+    }
+
+    async fn send_subscribe(&mut self, topics: Vec<(TopicId, SubscriptionKey)>, slot: SlotId) {
         let req = self.next_id();
-        let text = self.dialect.render_upstream_subscribe(&key, req);
+        let keys: Vec<&SubscriptionKey> = topics.iter().map(|(_, k)| k).collect();
+        let text = self.dialect.render_upstream_subscribe(&keys, req);
         self.pending.insert(
             req.0,
             Pending::Subscribe {
-                topic,
-                key,
+                topics,
                 slot,
                 deadline: Instant::now() + self.settings.subscribe_timeout,
             },
@@ -404,21 +454,44 @@ impl Actor {
         self.send_text(slot, text).await;
     }
 
-    async fn send_unsubscribe(&mut self, slot: SlotId, key: &SubscriptionKey, up: &UpstreamSubId) {
-        if !self.table.slot_up(slot) {
-            return; // the connection is gone, and with it the subscription
+    /// Unsubscribe upstream ids nobody needs any more, batched per slot where the dialect
+    /// allows it.
+    async fn send_unsubscribes(
+        &mut self,
+        mut items: Vec<(SlotId, SubscriptionKey, UpstreamSubId)>,
+    ) {
+        items.sort_by_key(|(slot, _, _)| *slot);
+        let max = self.dialect.subscribe_batch_max().max(1);
+        let mut start = 0;
+        while start < items.len() {
+            let slot = items[start].0;
+            let mut end = start + 1;
+            while end < items.len() && items[end].0 == slot && end - start < max {
+                end += 1;
+            }
+            if self.table.slot_up(slot) {
+                let req = self.next_id();
+                let refs: Vec<(&SubscriptionKey, &UpstreamSubId)> =
+                    items[start..end].iter().map(|(_, k, u)| (k, u)).collect();
+                if let Some(text) = self.dialect.render_upstream_unsubscribe(&refs, req) {
+                    self.pending.insert(
+                        req.0,
+                        Pending::Unsubscribe {
+                            slot,
+                            deadline: Instant::now() + self.settings.request_timeout,
+                        },
+                    );
+                    RouteMetrics::inc(&self.metrics.upstream_unsubscribes);
+                    self.send_text(slot, text).await;
+                }
+            } // else the connection is gone, and with it the subscriptions
+            start = end;
         }
-        let req = self.next_id();
-        let text = self.dialect.render_upstream_unsubscribe(key, up, req);
-        self.pending.insert(
-            req.0,
-            Pending::Unsubscribe {
-                slot,
-                deadline: Instant::now() + self.settings.request_timeout,
-            },
-        );
-        RouteMetrics::inc(&self.metrics.upstream_unsubscribes);
-        self.send_text(slot, text).await;
+    }
+
+    async fn send_unsubscribe(&mut self, slot: SlotId, key: &SubscriptionKey, up: &UpstreamSubId) {
+        self.send_unsubscribes(vec![(slot, key.clone(), up.clone())])
+            .await;
     }
 
     fn joined(&self, topic: TopicId) -> Option<Joined> {
@@ -436,56 +509,175 @@ impl Actor {
         })
     }
 
+    fn new_topic_data(&self) -> TopicData {
+        TopicData {
+            // Content-routed topics deliver through mailboxes; their ring stays unused.
+            tx: broadcast::channel(if self.dialect.subscribe_batch_max() > 1 {
+                1
+            } else {
+                self.settings.client_queue_len
+            })
+            .0,
+            public_id: self.dialect.mint_sub_id(),
+            last: None,
+            resubscribing_since: None,
+            subscribers: HashMap::new(),
+        }
+    }
+
+    /// Make sure a queued topic's connection is being established.
+    fn ensure_connecting(&mut self, slot: SlotId) {
+        self.ensure_slot(slot);
+        if self.slots[slot.0].state == SlotState::Idle {
+            self.schedule_connect(slot, Duration::ZERO);
+        }
+    }
+
+    /// A waiter's topic was confirmed (`Ok`) or failed.
+    fn resolve(&mut self, waiter: Waiter, topic: TopicId, outcome: Result<(), HubError>) {
+        match waiter {
+            Waiter::One(tx) => {
+                let _ =
+                    tx.send(outcome.and_then(|()| self.joined(topic).ok_or(HubError::Unavailable)));
+            }
+            Waiter::Set(set) => {
+                let Some(j) = self.set_joins.get_mut(&set) else {
+                    return;
+                };
+                j.remaining = j.remaining.saturating_sub(1);
+                if let Err(e) = outcome {
+                    j.error.get_or_insert(e);
+                }
+                if j.remaining == 0 {
+                    self.finish_set(set);
+                }
+            }
+        }
+    }
+
+    /// Answer a set join: guards of keys whose topic failed are dropped (they release
+    /// nothing: the topic is gone), so the client never believes it holds them.
+    fn finish_set(&mut self, set: u64) {
+        let Some(j) = self.set_joins.remove(&set) else {
+            return;
+        };
+        let guards = j
+            .guards
+            .into_iter()
+            .filter(|(_, g)| self.table.get(g.topic()).is_some())
+            .collect();
+        let _ = j.reply.send(Ok(SetJoined {
+            guards,
+            error: j.error,
+        }));
+    }
+
+    async fn on_join(
+        &mut self,
+        keys: Vec<SubscriptionKey>,
+        mailbox: Mailbox,
+        reply: oneshot::Sender<Result<SetJoined, HubError>>,
+    ) {
+        let set = self.next_set;
+        self.next_set += 1;
+        let mut join = SetJoin {
+            remaining: 0,
+            guards: Vec::with_capacity(keys.len()),
+            error: None,
+            reply,
+        };
+        let mut to_send: HashMap<SlotId, Vec<TopicId>> = HashMap::new();
+        for key in keys {
+            let data = self.new_topic_data();
+            let joined =
+                self.table
+                    .subscribe(key.clone(), Waiter::Set(set), Instant::now(), || data);
+            let topic = match joined {
+                Ok(Join::Ready(id, _)) => id,
+                Ok(Join::Queued(id, action)) => {
+                    join.remaining += 1;
+                    match action {
+                        Some(Action::Subscribe { topic, slot }) => {
+                            to_send.entry(slot).or_default().push(topic);
+                        }
+                        Some(Action::OpenSlot(slot)) => self.ensure_connecting(slot),
+                        None => {
+                            if let Some(slot) = self.table.get(id).map(|t| t.slot) {
+                                self.ensure_connecting(slot);
+                            }
+                        }
+                    }
+                    id
+                }
+                Err((e, _)) => {
+                    join.error.get_or_insert(HubError::Full(e.to_string()));
+                    continue;
+                }
+            };
+            if let Some(t) = self.table.get_mut(topic) {
+                t.data.subscribers.insert(mailbox.id(), mailbox.clone());
+            }
+            let guard = ReleaseGuard::for_session(topic, mailbox.id(), self.release_tx.clone());
+            join.guards.push((key, guard));
+        }
+        self.metrics.topics.store(self.table.len() as i64, Relaxed);
+        self.set_joins.insert(set, join);
+        for (slot, topics) in to_send {
+            self.send_subscribes(topics, slot).await;
+        }
+        if self.set_joins.get(&set).is_some_and(|j| j.remaining == 0) {
+            self.finish_set(set);
+        }
+    }
+
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
+            Command::Join {
+                keys,
+                mailbox,
+                reply,
+            } => self.on_join(keys, mailbox, reply).await,
             Command::Subscribe { key, reply } => {
                 if let Some(j) = self.join_ended(&key) {
                     let _ = reply.send(Ok(j));
                     return;
                 }
-                let cap = self.settings.client_queue_len;
-                let dialect = self.dialect.clone();
+                let data = self.new_topic_data();
                 let joined = self
                     .table
-                    .subscribe(key, reply, Instant::now(), || TopicData {
-                        tx: broadcast::channel(cap).0,
-                        public_id: dialect.mint_sub_id(),
-                        last: None,
-                        resubscribing_since: None,
-                    });
+                    .subscribe(key, Waiter::One(reply), Instant::now(), || data);
                 self.metrics.topics.store(self.table.len() as i64, Relaxed);
                 match joined {
-                    Ok(Join::Ready(id, w)) => {
-                        let j = self.joined(id);
-                        // On failure the guard inside is dropped and releases the ref.
-                        let _ = w.send(j.ok_or(HubError::Unavailable));
-                    }
+                    Ok(Join::Ready(id, w)) => self.resolve(w, id, Ok(())),
                     Ok(Join::Queued(_, Some(Action::Subscribe { topic, slot }))) => {
-                        self.send_subscribe(topic, slot).await;
+                        self.send_subscribes(vec![topic], slot).await;
                     }
                     Ok(Join::Queued(_, Some(Action::OpenSlot(slot)))) => {
-                        self.ensure_slot(slot);
-                        if self.slots[slot.0].state == SlotState::Idle {
-                            self.schedule_connect(slot, Duration::ZERO);
+                        self.ensure_connecting(slot);
+                    }
+                    Ok(Join::Queued(id, None)) => {
+                        if let Some(slot) = self.table.get(id).map(|t| t.slot) {
+                            self.ensure_connecting(slot);
                         }
                     }
-                    Ok(Join::Queued(_, None)) => {}
                     Err((e, w)) => {
-                        let _ = w.send(Err(HubError::Full(e.to_string())));
+                        if let Waiter::One(w) = w {
+                            let _ = w.send(Err(HubError::Full(e.to_string())));
+                        }
                     }
                 }
             }
             Command::Call { call, reply } => {
                 let Some(reply) = reply else {
                     // A client notification: forwarded if connected, otherwise dropped.
-                    if let Some(slot) = self.call_slot() {
+                    if let Some(slot) = self.call_slot(call.class) {
                         let text = self.dialect.render_upstream_call(&call, None);
                         self.send_text(slot, text).await;
                     }
                     return;
                 };
                 RouteMetrics::inc(&self.metrics.requests);
-                match self.call_slot() {
+                match self.call_slot(call.class) {
                     Some(slot) => self.send_call(slot, call, reply).await,
                     None if self.waiting_calls.len() < WAITING_CALLS => {
                         let deadline = Instant::now() + self.settings.request_timeout;
@@ -500,11 +692,16 @@ impl Actor {
         }
     }
 
-    /// Calls go to the lowest connected slot (slot 0 unless it is down).
-    fn call_slot(&self) -> Option<SlotId> {
+    /// Calls go to the lowest connected slot (slot 0 unless it is down); a call of a
+    /// connection class only to a connected slot of that class.
+    fn call_slot(&self, class: u8) -> Option<SlotId> {
         self.slots
             .iter()
-            .position(|s| s.state == SlotState::Connected)
+            .enumerate()
+            .position(|(i, s)| {
+                s.state == SlotState::Connected
+                    && (class == 0 || self.table.slot_class(SlotId(i)) == Some(class))
+            })
             .map(SlotId)
     }
 
@@ -529,13 +726,17 @@ impl Actor {
         }
     }
 
+    /// Send the calls that waited for a connection, in order; a call whose class has no
+    /// connected slot yet keeps waiting.
     async fn flush_waiting_calls(&mut self) {
-        while let Some(slot) = self.call_slot() {
-            let Some((call, reply, _)) = self.waiting_calls.pop_front() else {
-                break;
-            };
-            self.send_call(slot, call, reply).await;
+        let mut still = VecDeque::new();
+        while let Some((call, reply, deadline)) = self.waiting_calls.pop_front() {
+            match self.call_slot(call.class) {
+                Some(slot) => self.send_call(slot, call, reply).await,
+                None => still.push_back((call, reply, deadline)),
+            }
         }
+        self.waiting_calls = still;
     }
 
     async fn on_read(&mut self, slot: SlotId, generation: u64, item: ReadItem) {
@@ -631,9 +832,13 @@ impl Actor {
                             id_range,
                         }));
                     }
-                    Pending::Subscribe { topic, key, .. } => {
-                        let result = outcome.map(|r| self.dialect.parse_subscribe_result(&text[r]));
-                        self.on_subscribe_outcome(slot, topic, key, result).await;
+                    Pending::Subscribe { topics, .. } => {
+                        for (topic, key) in topics {
+                            let result = outcome
+                                .clone()
+                                .map(|r| self.dialect.parse_subscribe_result(&key, &text[r]));
+                            self.on_subscribe_outcome(slot, topic, key, result).await;
+                        }
                     }
                     Pending::Unsubscribe { .. } => {
                         if let Err(e) = outcome {
@@ -642,6 +847,7 @@ impl Actor {
                     }
                 }
             }
+            UpstreamFrame::Routed { targets } => self.deliver_routed(slot, text, &targets),
             UpstreamFrame::Other => {}
             UpstreamFrame::Malformed(why) => {
                 RouteMetrics::inc(&self.metrics.malformed_upstream);
@@ -661,7 +867,7 @@ impl Actor {
             Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
                 Confirmed::Waiters(waiters) => {
                     for w in waiters {
-                        let _ = w.send(self.joined(topic).ok_or(HubError::Unavailable));
+                        self.resolve(w, topic, Ok(()));
                     }
                 }
                 Confirmed::Stale => self.send_unsubscribe(slot, &key, &up).await,
@@ -679,12 +885,58 @@ impl Actor {
         }
     }
 
+    /// A content-routed push: every session holding a matching key gets the frame once
+    /// per matched group, in arrival order (one mailbox per session keeps it ordered).
+    fn deliver_routed(
+        &mut self,
+        slot: SlotId,
+        text: Utf8Bytes,
+        targets: &[(UpstreamSubId, Group)],
+    ) {
+        RouteMetrics::inc(&self.metrics.notifications_in);
+        if let [(up, _)] = targets {
+            // One target: each holder once, no bookkeeping.
+            for &id in self.table.route(slot, up) {
+                if let Some(t) = self.table.get(id) {
+                    for mb in t.data.subscribers.values() {
+                        mb.deliver(text.clone());
+                    }
+                }
+            }
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for (up, group) in targets {
+            let bit = 1u8 << (group.0 & 7);
+            for &id in self.table.route(slot, up) {
+                if let Some(t) = self.table.get(id) {
+                    for &mb in t.data.subscribers.keys() {
+                        scratch.entry(mb).or_insert((id, 0)).1 |= bit;
+                    }
+                }
+            }
+        }
+        for (mb, (topic, groups)) in scratch.drain() {
+            let Some(mailbox) = self
+                .table
+                .get(topic)
+                .and_then(|t| t.data.subscribers.get(&mb))
+            else {
+                continue;
+            };
+            for _ in 0..groups.count_ones() {
+                mailbox.deliver(text.clone());
+            }
+        }
+        self.scratch = scratch;
+    }
+
     fn fail_topic(&mut self, topic: TopicId, err: HubError) {
         match self.table.on_subscribe_failed(topic) {
             Failed::Rejected(waiters, data) => {
                 drop(data);
                 for w in waiters {
-                    let _ = w.send(Err(err.clone()));
+                    self.resolve(w, topic, Err(err.clone()));
                 }
             }
             Failed::Ended(data) => {
@@ -728,12 +980,10 @@ impl Actor {
         // Linger expiry and subscribe waits that never got a connection.
         let tick = self.table.on_tick(now);
         for w in tick.expired {
-            let _ = w.send(Err(HubError::Unavailable));
+            self.resolve(w, TopicId(0), Err(HubError::Unavailable));
         }
         drop(tick.removed);
-        for (slot, key, up) in tick.unsubscribe {
-            self.send_unsubscribe(slot, &key, &up).await;
-        }
+        self.send_unsubscribes(tick.unsubscribe).await;
         // Request timeouts. A subscribe that times out means a hung upstream: reconnect.
         let expired: Vec<u64> = self
             .pending
@@ -816,6 +1066,7 @@ impl Actor {
         while let Ok(cmd) = cmd_rx.try_recv() {
             match cmd {
                 Command::Subscribe { reply, .. } => drop(reply.send(Err(HubError::ShuttingDown))),
+                Command::Join { reply, .. } => drop(reply.send(Err(HubError::ShuttingDown))),
                 Command::Call { reply, .. } => {
                     if let Some(r) = reply {
                         let _ = r.send(Err(HubError::ShuttingDown));
@@ -836,7 +1087,12 @@ impl Actor {
         let n = unsub.len();
         for (slot, key, up) in unsub {
             let req = self.next_id();
-            let text = self.dialect.render_upstream_unsubscribe(&key, &up, req);
+            let Some(text) = self
+                .dialect
+                .render_upstream_unsubscribe(&[(&key, &up)], req)
+            else {
+                continue;
+            };
             if let Some(sink) = self.slots.get_mut(slot.0).and_then(|s| s.sink.as_mut()) {
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
