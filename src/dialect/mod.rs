@@ -8,6 +8,7 @@ pub mod base58;
 pub mod ethereum;
 pub mod jsonrpc;
 pub mod solana;
+pub mod xrpl;
 
 #[cfg(test)]
 mod fuzz;
@@ -39,7 +40,10 @@ impl DialectKind {
 
     /// Whether this build implements the dialect.
     pub fn implemented(self) -> bool {
-        matches!(self, DialectKind::Ethereum | DialectKind::Solana)
+        matches!(
+            self,
+            DialectKind::Ethereum | DialectKind::Solana | DialectKind::Xrpl
+        )
     }
 
     /// The dialect object for this kind, if implemented.
@@ -47,6 +51,7 @@ impl DialectKind {
         match self {
             DialectKind::Ethereum => Some(Arc::new(ethereum::Ethereum::new())),
             DialectKind::Solana => Some(Arc::new(solana::Solana::new())),
+            DialectKind::Xrpl => Some(Arc::new(xrpl::Xrpl::new())),
             _ => None,
         }
     }
@@ -257,6 +262,9 @@ pub enum ClientMsg {
     },
     /// Nothing to do and nothing to answer (e.g. a stray response).
     Ignore,
+    /// Answer with this text, rendered by the dialect already (XRPL errors echo the
+    /// whole request, so they are rendered where the request is parsed).
+    Reply(String),
     /// Content-routed dialects (XRPL): add these keys to the client's subscription set
     /// (keys it already holds are no-ops), then answer with `then`. A key that fails
     /// upstream turns the answer into that error; the others stay subscribed, as on

@@ -606,7 +606,7 @@ mod tests {
                 }
                 ClientMsg::Unsubscribe { .. } => assert!(note.contains("unsubscribe"), "{note}"),
                 ClientMsg::Call { .. } => panic!("{note}: parsed as a call"),
-                ClientMsg::Join { .. } | ClientMsg::Leave { .. } => {
+                ClientMsg::Join { .. } | ClientMsg::Leave { .. } | ClientMsg::Reply(_) => {
                     panic!("{note}: parsed as a set change")
                 }
             }

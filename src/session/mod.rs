@@ -271,6 +271,7 @@ where
                     async move { Item::Rendered(r) }.boxed()
                 }
                 ClientMsg::Ignore => async { Item::Nothing }.boxed(),
+                ClientMsg::Reply(r) => async move { Item::Rendered(r) }.boxed(),
                 ClientMsg::Unsubscribe { id, sub } => {
                     let r = self.unsubscribe(&id, &sub);
                     async move { Item::Rendered(r) }.boxed()
@@ -370,7 +371,7 @@ where
             | ClientMsg::Call { id: Some(id), .. } => Some(id.clone()),
             ClientMsg::Join { id, .. } => Some(id.clone()),
             ClientMsg::Call { id: None, .. } | ClientMsg::Leave { .. } => None,
-            ClientMsg::Error { .. } | ClientMsg::Ignore => return msg,
+            ClientMsg::Error { .. } | ClientMsg::Ignore | ClientMsg::Reply(_) => return msg,
         };
         if bucket.try_take(now) {
             return msg;
@@ -608,7 +609,7 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
             match m {
                 ClientMsg::Error { id, error } => Some(dialect.render_error(&id, &error)),
                 ClientMsg::Ignore => None,
-                ClientMsg::Leave { reply, .. } => Some(reply),
+                ClientMsg::Leave { reply, .. } | ClientMsg::Reply(reply) => Some(reply),
                 ClientMsg::Unsubscribe { id, .. }
                 | ClientMsg::Subscribe { id, .. }
                 | ClientMsg::Join { id, .. } => {
