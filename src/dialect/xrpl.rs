@@ -779,20 +779,23 @@ fn account_target(method: &str, account: &str) -> UpstreamSubId {
     UpstreamSubId(format!("{method}:\"{account}\"").into())
 }
 
+/// The entries of `meta.AffectedNodes` as (`CreatedNode`|`ModifiedNode`|`DeletedNode`, body).
+fn affected_nodes(meta: &Value) -> impl Iterator<Item = (&str, &Value)> {
+    meta.get("AffectedNodes")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|n| n.as_object()?.iter().next())
+        .map(|(k, v)| (k.as_str(), v))
+}
+
 /// Accounts a validated transaction affects (rippled TxMeta::getAffectedAccounts): from
 /// each AffectedNodes entry's NewFields (created) or FinalFields (modified, deleted),
 /// every account field, the issuers of LowLimit/HighLimit/TakerPays/TakerGets and the
 /// issuer inside MPTokenIssuanceID. PreviousFields and the transaction are not used.
 pub fn affected_accounts(meta: &Value) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let nodes = meta
-        .get("AffectedNodes")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    for node in nodes {
-        let Some((kind, inner)) = node.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
+    for (kind, inner) in affected_nodes(meta) {
         let fields = if kind == "CreatedNode" {
             inner.get("NewFields")
         } else {
@@ -862,18 +865,11 @@ pub fn mentioned_accounts(tx: &Value) -> BTreeSet<String> {
 /// `{taker_pays: <TakerGets issue>, taker_gets: <TakerPays issue>}`.
 pub fn touched_books(meta: &Value) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let nodes = meta
-        .get("AffectedNodes")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    for node in nodes {
-        let Some((kind, inner)) = node.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
+    for (kind, inner) in affected_nodes(meta) {
         if inner.get("LedgerEntryType").and_then(Value::as_str) != Some("Offer") {
             continue;
         }
-        let fields = match kind.as_str() {
+        let fields = match kind {
             "ModifiedNode" => inner.get("PreviousFields"),
             "CreatedNode" => inner.get("NewFields"),
             "DeletedNode" => inner.get("FinalFields"),
