@@ -324,6 +324,10 @@ pub enum UpstreamFrame {
     /// the keys whose route ids are listed, once per client per [`Group`].
     Routed {
         targets: Vec<(UpstreamSubId, Group)>,
+        /// The message's identity: the node itself sends one copy per group a connection
+        /// matches, so repeats of the same identity on a connection are dropped (submux
+        /// re-creates the copies each client is owed).
+        identity: Option<Box<str>>,
     },
     /// Not parseable.
     Malformed(String),

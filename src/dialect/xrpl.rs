@@ -254,7 +254,7 @@ fn render_object(members: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
@@ -285,7 +285,7 @@ fn request_error(req: &BTreeMap<String, &RawValue>, e: ErrorInfo) -> String {
     request_error_text(req, e.0, e.1, e.2)
 }
 
-fn request_error_text(
+pub(crate) fn request_error_text(
     req: &BTreeMap<String, &RawValue>,
     token: &str,
     code: i64,
@@ -302,7 +302,7 @@ fn request_error_text(
 }
 
 /// A success response with `result` for a parsed request.
-fn request_success(req: &BTreeMap<String, &RawValue>, result: &str) -> String {
+pub(crate) fn request_success(req: &BTreeMap<String, &RawValue>, result: &str) -> String {
     let mut m = echoed(req);
     m.insert("result".into(), result.into());
     m.insert("status".into(), "\"success\"".into());
@@ -930,6 +930,23 @@ pub fn transaction_targets(msg: &Value) -> Vec<(UpstreamSubId, Group)> {
     out
 }
 
+/// What makes one transaction message: hash, validated or not, and its ledger (a
+/// re-proposal in a later open ledger is a new message).
+pub fn transaction_identity(msg: &Value) -> String {
+    let hash = msg
+        .get("hash")
+        .or_else(|| msg.get("transaction").and_then(|t| t.get("hash")))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ledger = msg
+        .get("ledger_index")
+        .or_else(|| msg.get("ledger_current_index"))
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let validated = msg.get("validated").and_then(Value::as_bool) == Some(true);
+    format!("{hash}/{validated}/{ledger}")
+}
+
 fn range_in(text: &str, inner: &RawValue) -> Range<usize> {
     super::subslice_range(text, inner.get())
 }
@@ -1056,6 +1073,7 @@ impl Dialect for Xrpl {
                 outcome,
             };
         }
+        let mut identity = None;
         let targets = match kind.as_deref() {
             Some("ledgerClosed") => vec![stream_target("ledger")],
             Some("validationReceived") => vec![stream_target("validations")],
@@ -1065,12 +1083,15 @@ impl Dialect for Xrpl {
             Some("consensusPhase") => vec![stream_target("consensus")],
             Some("peerStatusChange") => vec![stream_target("peer_status")],
             Some("transaction") => match serde_json::from_str::<Value>(text) {
-                Ok(v) => transaction_targets(&v),
+                Ok(v) => {
+                    identity = Some(transaction_identity(&v).into());
+                    transaction_targets(&v)
+                }
                 Err(e) => return UpstreamFrame::Malformed(e.to_string()),
             },
             _ => return UpstreamFrame::Other,
         };
-        UpstreamFrame::Routed { targets }
+        UpstreamFrame::Routed { targets, identity }
     }
 
     fn parse_subscribe_result(
@@ -1501,7 +1522,7 @@ mod tests {
 
     fn routed(v: &Value) -> Vec<(String, u8)> {
         let text = serde_json::to_string(v).unwrap();
-        let UpstreamFrame::Routed { targets } = Xrpl.parse_upstream(&text) else {
+        let UpstreamFrame::Routed { targets, .. } = Xrpl.parse_upstream(&text) else {
             panic!("not routed: {text}")
         };
         targets

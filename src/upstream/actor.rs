@@ -128,6 +128,34 @@ struct Slot {
     last_ping: Instant,
     /// Whether this slot has been connected before (a later connect is a reconnect).
     was_connected: bool,
+    /// Identities of recent content-routed messages on this connection.
+    recent: Recent,
+}
+
+/// A bounded set of recently seen message identities (oldest evicted first).
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<Box<str>>,
+    set: std::collections::HashSet<Box<str>>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 1024;
+
+    /// Record `id`; `false` if it was already there.
+    fn insert(&mut self, id: Box<str>) -> bool {
+        if self.set.contains(&id) {
+            return false;
+        }
+        if self.order.len() == Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(id.clone());
+        self.set.insert(id);
+        true
+    }
 }
 
 struct ConnectResult {
@@ -265,6 +293,7 @@ impl Actor {
                 last_rx: now,
                 last_ping: now,
                 was_connected: false,
+                recent: Recent::default(),
             });
         }
     }
@@ -321,6 +350,7 @@ impl Actor {
                     RouteMetrics::inc(&self.metrics.upstream_reconnects);
                 }
                 s.was_connected = true;
+                s.recent = Recent::default();
                 if res.slot.0 == 0 {
                     self.metrics.active_upstream.store(s.upstream, Relaxed);
                 }
@@ -847,7 +877,17 @@ impl Actor {
                     }
                 }
             }
-            UpstreamFrame::Routed { targets } => self.deliver_routed(slot, text, &targets),
+            UpstreamFrame::Routed { targets, identity } => {
+                let repeat = identity.is_some_and(|id| {
+                    self.slots
+                        .get_mut(slot.0)
+                        .is_some_and(|s| !s.recent.insert(id))
+                });
+                if repeat {
+                    return; // the node's own per-group copy: clients get theirs from us
+                }
+                self.deliver_routed(slot, text, &targets)
+            }
             UpstreamFrame::Other => {}
             UpstreamFrame::Malformed(why) => {
                 RouteMetrics::inc(&self.metrics.malformed_upstream);

@@ -11,3 +11,4 @@ mod shutdown;
 mod slow_client;
 mod solana;
 mod status;
+mod xrpl;
