@@ -9,6 +9,7 @@ use submux::config::{RawConfig, RouteConfig, ServerConfig};
 use submux::dialect::DialectKind;
 use submux::sim::ethereum::{EthSim, EthSimConfig};
 use submux::sim::solana::{SolSim, SolSimConfig};
+use submux::sim::xrpl::{XrplSim, XrplSimConfig};
 
 /// WebSocket proxy and subscription multiplexer for Ethereum, Solana, XRPL and LNbits.
 ///
@@ -27,7 +28,7 @@ struct Cli {
     /// upstream URLs redacted) of --config FILE, or of the demo without it, and exit.
     #[arg(long)]
     print_config: bool,
-    /// Run only a simulated upstream node of this dialect (ethereum or solana) on loopback
+    /// Run only a simulated upstream node of this dialect (ethereum, solana or xrpl) on loopback
     /// ports, print its URLs, and wait for Ctrl-C. For tests and experiments.
     #[arg(long, value_name = "DIALECT", conflicts_with_all = ["config", "check_config"])]
     sim: Option<DialectKind>,
@@ -93,6 +94,15 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
             println!("sim solana {} {}", sim.ws_url(), sim.http_url());
             Box::new(sim)
         }
+        DialectKind::Xrpl => {
+            let sim = XrplSim::start(XrplSimConfig {
+                ledger_interval: Some(Duration::from_secs(1)),
+                ..XrplSimConfig::default()
+            })
+            .await?;
+            println!("sim xrpl {} {}", sim.ws_url(), sim.http_url());
+            Box::new(sim)
+        }
         other => anyhow::bail!("no simulator for {other} yet"),
     };
     let _ = std::io::stdout().flush();
@@ -147,10 +157,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 struct DemoSims {
     _eth: Vec<EthSim>,
     _sol: SolSim,
+    _xrpl: XrplSim,
 }
 
 /// The offline demo: two simulated Ethereum nodes (primary and failover) behind /eth, a
-/// simulated Solana validator behind /sol.
+/// simulated Solana validator behind /sol, a simulated rippled behind /xrpl (a ledger every
+/// 3 s, a payment every second).
 async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     let cfg = EthSimConfig {
         block_interval: Some(Duration::from_secs(2)),
@@ -172,9 +184,17 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     .context("starting simulator")?;
     let mut sol_route = RouteConfig::new("/sol", DialectKind::Solana, vec![sol.ws_url()]);
     sol_route.http_upstream = Some(sol.http_url());
+    let xrpl = XrplSim::start(XrplSimConfig {
+        ledger_interval: Some(Duration::from_secs(3)),
+        payment_interval: Some(Duration::from_secs(1)),
+        ..XrplSimConfig::default()
+    })
+    .await
+    .context("starting simulator")?;
+    let xrpl_route = RouteConfig::new("/xrpl", DialectKind::Xrpl, vec![xrpl.ws_url()]);
     let raw = RawConfig {
         server: ServerConfig::default(),
-        routes: vec![route, sol_route],
+        routes: vec![route, sol_route, xrpl_route],
         source: None,
     };
     Ok((
@@ -182,6 +202,7 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
         DemoSims {
             _eth: vec![primary, backup],
             _sol: sol,
+            _xrpl: xrpl,
         },
     ))
 }
@@ -220,6 +241,12 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
         println!(
             "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"slotSubscribe\"}}",
             running.ws_url("/sol")
+        );
+    }
+    if routes.iter().any(|(_, d)| *d == DialectKind::Xrpl) {
+        println!(
+            "  websocat {}   # then paste: {{\"id\":1,\"command\":\"subscribe\",\"streams\":[\"ledger\",\"transactions\"],\"api_version\":2}}",
+            running.ws_url("/xrpl")
         );
     }
     println!();

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -38,6 +38,8 @@ pub struct XrplSimConfig {
     pub ledger_interval: Option<Duration>,
     /// Genesis accounts to create (0 means 8).
     pub accounts: usize,
+    /// Submit a payment between genesis accounts on this interval (demo traffic).
+    pub payment_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +231,18 @@ impl XrplSim {
             let i = inner.clone();
             super::spawn_every(every, cancel.clone(), move || {
                 close_ledger(&i);
+            });
+        }
+        if let Some(every) = cfg.payment_interval {
+            let i = inner.clone();
+            let n = AtomicU64::new(0);
+            super::spawn_every(every, cancel.clone(), move || {
+                let k = n.fetch_add(1, Relaxed) as usize;
+                let accounts: Vec<String> = i.lock().accounts.keys().cloned().collect();
+                let m = accounts.len().max(1);
+                if let (Some(from), Some(to)) = (accounts.get(k % m), accounts.get((k + 1) % m)) {
+                    pay(&i, from, to, 1_000_000 + (k as u64 % 7) * 250_000);
+                }
             });
         }
         Ok(XrplSim {
