@@ -17,6 +17,7 @@
 
 pub mod limits;
 
+use crate::auth::ApiKey;
 use crate::config::Settings;
 use crate::dialect::{
     splice, Answer, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId,
@@ -57,8 +58,9 @@ enum Item {
     Rendered(String),
     Joined(RequestId, Result<Joined, HubError>),
     Reply(RequestId, Result<UpstreamReply, HubError>),
-    /// A set join finished: keep these keys, then answer with the inner item.
-    Held(Vec<(SubscriptionKey, ReleaseGuard)>, Box<Item>),
+    /// A set join finished: keep these keys (of so many reserved), then answer with the
+    /// inner item.
+    Held(Vec<(SubscriptionKey, ReleaseGuard)>, usize, Box<Item>),
     Nothing,
 }
 
@@ -90,6 +92,7 @@ pub async fn run<S>(
     route: RouteHandle,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
+    key: Option<Arc<ApiKey>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -110,6 +113,7 @@ pub async fn run<S>(
         held: HashMap::new(),
         mailbox: None,
         mailbox_rx: None,
+        key,
     };
     if s.settings.max_requests_per_second > 0 {
         s.bucket = Some(limits::TokenBucket::new(
@@ -136,7 +140,7 @@ pub async fn run<S>(
         Exit::Dropped(reason) => debug!(%reason, "dropping client"),
     }
     let n = (s.subs.len() + s.held.len()) as i64;
-    RouteMetrics::add(&metrics.client_subscriptions, -n);
+    s.sub_count(-n);
     RouteMetrics::add(&metrics.sessions, -1);
 }
 
@@ -158,6 +162,8 @@ struct Session<S> {
     /// Where the route delivers this client's content-routed pushes (made on first join).
     mailbox: Option<Mailbox>,
     mailbox_rx: Option<MailboxRx>,
+    /// The API key this client presented (per-key subscription cap).
+    key: Option<Arc<ApiKey>>,
 }
 
 /// The next content-routed push, or never when the session has no mailbox.
@@ -292,7 +298,7 @@ where
                 ClientMsg::Leave { keys, reply } => {
                     for k in &keys {
                         if self.held.remove(k).is_some() {
-                            RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                            self.sub_count(-1);
                         }
                     }
                     async move { Item::Rendered(reply) }.boxed()
@@ -314,6 +320,8 @@ where
                         async move { Item::Rendered(r) }.boxed()
                     } else if let Some(r) = self.over_inflight(&id) {
                         async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_key(&id, new.len()) {
+                        async move { Item::Rendered(r) }.boxed()
                     } else {
                         any_async = true;
                         let n = new.len();
@@ -332,6 +340,8 @@ where
                         let r = self.dialect.render_error(&id, &e);
                         async move { Item::Rendered(r) }.boxed()
                     } else if let Some(r) = self.over_inflight(&id) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_key(&id, 1) {
                         async move { Item::Rendered(r) }.boxed()
                     } else {
                         subscribes += 1;
@@ -398,12 +408,45 @@ where
         })
     }
 
+    /// Reserve `n` subscriptions against the client's API key; the error reply if over.
+    fn over_key(&self, id: &RequestId, n: usize) -> Option<String> {
+        let key = self.key.as_ref()?;
+        if n == 0 || key.take_subscriptions(n) {
+            return None;
+        }
+        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+            "max {} subscriptions for API key {}",
+            key.max_subscriptions, key.name
+        )));
+        Some(self.dialect.render_error(id, &e))
+    }
+
+    /// Subscriptions held changed by `delta`: the route gauge, and the API key's count
+    /// (increments were reserved by [`over_key`] already).
+    ///
+    /// [`over_key`]: Session::over_key
+    fn sub_count(&self, delta: i64) {
+        RouteMetrics::add(&self.route.metrics.client_subscriptions, delta);
+        if delta < 0 {
+            if let Some(k) = &self.key {
+                k.release_subscriptions(delta.unsigned_abs() as usize);
+            }
+        }
+    }
+
+    /// Give back reservations that did not become subscriptions.
+    fn unreserve(&self, n: usize) {
+        if let (Some(k), true) = (&self.key, n > 0) {
+            k.release_subscriptions(n);
+        }
+    }
+
     fn unsubscribe(&mut self, id: &RequestId, sub: &ClientSubId) -> String {
         match self.by_client_id.remove(sub) {
             Some(local) => {
                 self.streams.remove(&local);
                 self.subs.remove(&local); // drops the guard: releases the topic
-                RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                self.sub_count(-1);
                 self.dialect.render_unsubscribed(id)
             }
             None => {
@@ -451,12 +494,15 @@ where
         let mut items: Vec<Item> = Vec::with_capacity(outcome.items.len());
         for item in outcome.items {
             match item {
-                Item::Held(guards, inner) => {
+                Item::Held(guards, reserved, inner) => {
+                    let mut added = 0;
                     for (k, g) in guards {
                         if self.held.insert(k, g).is_none() {
-                            RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
+                            added += 1;
                         }
                     }
+                    self.sub_count(added as i64);
+                    self.unreserve(reserved.saturating_sub(added));
                     items.push(*inner);
                 }
                 other => items.push(other),
@@ -469,6 +515,7 @@ where
                 Item::Nothing => {}
                 Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
                 Item::Joined(id, Err(e)) => {
+                    self.unreserve(1);
                     parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
                 }
                 Item::Joined(id, Ok(j)) => {
@@ -527,7 +574,7 @@ where
                 _guard: guard,
             },
         );
-        RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
+        self.sub_count(1);
         (local, client_id)
     }
 
@@ -566,7 +613,7 @@ where
                     // The topic ended (one-shot finished or upstream refused to resubscribe).
                     if let Some(l) = self.subs.remove(&local) {
                         self.by_client_id.remove(&l.client_id);
-                        RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                        self.sub_count(-1);
                     }
                 }
             }
@@ -647,6 +694,7 @@ async fn join_set(
     keys: Vec<SubscriptionKey>,
     then: Answer,
 ) -> Item {
+    let reserved = keys.len();
     let (guards, error) = if keys.is_empty() {
         (Vec::new(), None)
     } else {
@@ -663,5 +711,5 @@ async fn join_set(
             Item::Reply(id, res)
         }
     };
-    Item::Held(guards, Box::new(answer))
+    Item::Held(guards, reserved, Box::new(answer))
 }
