@@ -197,7 +197,7 @@ fn resolve_key(
     state: &AppState,
     route: &RouteHandle,
     req: &Request,
-) -> Result<Option<Arc<ApiKey>>, Response> {
+) -> Result<Option<Arc<ApiKey>>, crate::auth::AuthError> {
     let path_rest = req
         .uri()
         .path()
@@ -208,14 +208,7 @@ fn resolve_key(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let presented = crate::auth::presented(path_rest, authorization, req.uri().query());
-    state.settings.auth.check(presented).map_err(|e| {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            format!("{e}\n"),
-        )
-            .into_response()
-    })
+    state.settings.auth.check(presented)
 }
 
 async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
@@ -238,7 +231,14 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
     let key = if needs_key {
         match resolve_key(&state, &route, &req) {
             Ok(k) => k,
-            Err(resp) => return resp,
+            Err(e) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    format!("{e}\n"),
+                )
+                    .into_response()
+            }
         }
     } else {
         None
