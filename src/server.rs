@@ -349,6 +349,7 @@ fn upgrade(
         client = %ip,
         key = api_key.as_ref().map_or("-", |k| k.name.as_str()),
     );
+    let options = session::ClientOptions::from_query(req.uri().query());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let settings = state.settings.clone();
     let shutdown = state.shutdown.clone();
@@ -367,7 +368,7 @@ fn upgrade(
                         Some(cfg),
                     )
                     .await;
-                    session::run(ws, route, settings, shutdown, api_key).await;
+                    session::run(ws, route, settings, shutdown, api_key, options).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }

@@ -11,6 +11,9 @@ pub const UPSTREAM_CONNECTIONS: &str = "submux_upstream_connections";
 pub const NOTIFICATIONS_IN: &str = "submux_notifications_in_total";
 pub const FRAMES_OUT: &str = "submux_frames_out_total";
 pub const SLOW_CLIENT_CLOSES: &str = "submux_slow_client_closes_total";
+pub const COALESCED: &str = "submux_coalesced_total";
+pub const UPSTREAM_FAILBACKS: &str = "submux_upstream_failbacks_total";
+pub const UPSTREAM_STALLS: &str = "submux_upstream_stalls_total";
 pub const UPSTREAM_RECONNECTS: &str = "submux_upstream_reconnects_total";
 pub const UPSTREAM_CONNECT_FAILURES: &str = "submux_upstream_connect_failures_total";
 pub const UPSTREAM_SUBSCRIBES: &str = "submux_upstream_subscribes_total";
@@ -36,6 +39,12 @@ pub struct RouteMetrics {
     pub frames_out: AtomicU64,
     pub slow_client_closes: AtomicU64,
     pub upstream_reconnects: AtomicU64,
+    /// Times a lagging client that opted in skipped to the latest notification.
+    pub coalesced: AtomicU64,
+    /// Moves back to the primary upstream after running on a backup.
+    pub upstream_failbacks: AtomicU64,
+    /// Connections replaced because a steady stream went silent.
+    pub upstream_stalls: AtomicU64,
     pub upstream_connect_failures: AtomicU64,
     pub upstream_subscribes: AtomicU64,
     pub upstream_unsubscribes: AtomicU64,
@@ -92,7 +101,22 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
             let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
         }
     }
-    let counters: [Series<f64>; 13] = [
+    let counters: [Series<f64>; 16] = [
+        (
+            COALESCED,
+            "Times a lagging client that opted in (?coalesce=1) skipped to the latest.",
+            |m| m.coalesced.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_FAILBACKS,
+            "Moves back to the primary upstream after running on a backup.",
+            |m| m.upstream_failbacks.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_STALLS,
+            "Upstream connections replaced because a steady stream went silent.",
+            |m| m.upstream_stalls.load(Relaxed) as f64,
+        ),
         (
             NOTIFICATIONS_IN,
             "Notifications received from upstreams.",

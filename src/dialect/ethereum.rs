@@ -180,7 +180,13 @@ fn parse_subscribe(
     let method = "eth_subscribe";
     let key = |params: String, flags| Ok(SubscriptionKey::new(method, params, flags));
     match name.as_str() {
-        "newHeads" => key("[\"newHeads\"]".into(), KeyFlags::default()),
+        "newHeads" => key(
+            "[\"newHeads\"]".into(),
+            KeyFlags {
+                steady: true,
+                ..KeyFlags::default()
+            },
+        ),
         "syncing" => key(
             "[\"syncing\"]".into(),
             KeyFlags {

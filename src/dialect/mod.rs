@@ -127,6 +127,9 @@ pub struct KeyFlags {
     /// Subscribe this key in an upstream request of its own, never batched with others
     /// (XRPL `peer_status`: an admin-only stream whose refusal must not sink the rest).
     pub solo: bool,
+    /// A steady stream (new heads, slots, ledgers): a long silence means a stalled
+    /// upstream, and a client that opts in may get only the latest when it falls behind.
+    pub steady: bool,
 }
 
 /// The canonical identity of a topic: method plus canonical params. Two client

@@ -87,7 +87,14 @@ impl Solana {
             return match canonical(kind, env.params) {
                 Ok(params) => ClientMsg::Subscribe {
                     id,
-                    key: SubscriptionKey::new(method, params, KeyFlags::default()),
+                    key: SubscriptionKey::new(
+                        method.as_str(),
+                        params,
+                        KeyFlags {
+                            steady: matches!(method.as_str(), "slotSubscribe" | "rootSubscribe"),
+                            ..KeyFlags::default()
+                        },
+                    ),
                 },
                 Err(e) => err(e),
             };

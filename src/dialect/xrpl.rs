@@ -526,9 +526,17 @@ fn parse_set(req: &BTreeMap<String, &RawValue>, class: u8, subscribe: bool) -> S
             if subscribe && (name == "ledger" || name == "server") {
                 out.result_streams.push(name);
             }
-            let solo = name == "peer_status";
-            out.keys
-                .push(key(class, "streams", json_string(name), solo));
+            let flags = KeyFlags {
+                solo: name == "peer_status",
+                steady: name == "ledger",
+                ..KeyFlags::default()
+            };
+            out.keys.push(SubscriptionKey::in_class(
+                class,
+                "streams",
+                json_string(name),
+                flags,
+            ));
         }
     }
     let proposed = if req.contains_key("accounts_proposed") {

@@ -65,6 +65,8 @@ pub struct Joined {
     pub rx: broadcast::Receiver<Notice>,
     /// The topic's last notification, for keys that replay it to late joiners.
     pub replay: Option<Notice>,
+    /// A steady stream (heads, slots): a client that opted in may skip to the latest.
+    pub steady: bool,
     pub guard: ReleaseGuard,
 }
 

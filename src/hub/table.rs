@@ -155,6 +155,13 @@ impl<W, T> TopicTable<W, T> {
     pub fn get_mut(&mut self, id: TopicId) -> Option<&mut Topic<W, T>> {
         self.topics.get_mut(&id)
     }
+    /// The data of the topic with `key`, if any.
+    pub fn by_key_data(&self, key: &SubscriptionKey) -> Option<&T> {
+        self.by_key
+            .get(key)
+            .and_then(|id| self.topics.get(id))
+            .map(|t| &t.data)
+    }
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }

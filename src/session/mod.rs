@@ -75,7 +75,30 @@ struct Local {
     client_id: ClientSubId,
     /// The frame carries the topic's public id, not ours: splice on every notification.
     splice: bool,
+    /// Falling behind skips to the latest notification instead of closing the client.
+    coalesce: bool,
     _guard: ReleaseGuard,
+}
+
+/// Per-connection choices a client makes in the URL query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// `?coalesce=1`: on steady streams (newHeads, slots, roots) a client that falls
+    /// behind gets the latest notification instead of being closed.
+    pub coalesce: bool,
+}
+
+impl ClientOptions {
+    pub fn from_query(query: Option<&str>) -> Self {
+        let on = |name: &str| {
+            query.into_iter().flat_map(|q| q.split('&')).any(|kv| {
+                matches!(kv.split_once('='), Some((k, v)) if k == name && matches!(v, "1" | "true" | "yes"))
+            })
+        };
+        ClientOptions {
+            coalesce: on("coalesce"),
+        }
+    }
 }
 
 type SubStream = BoxStream<'static, Option<Result<Notice, BroadcastStreamRecvError>>>;
@@ -93,6 +116,7 @@ pub async fn run<S>(
     settings: Arc<Settings>,
     shutdown: CancellationToken,
     key: Option<Arc<ApiKey>>,
+    options: ClientOptions,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -114,6 +138,7 @@ pub async fn run<S>(
         mailbox: None,
         mailbox_rx: None,
         key,
+        options,
     };
     if s.settings.max_requests_per_second > 0 {
         s.bucket = Some(limits::TokenBucket::new(
@@ -164,6 +189,7 @@ struct Session<S> {
     mailbox_rx: Option<MailboxRx>,
     /// The API key this client presented (per-key subscription cap).
     key: Option<Arc<ApiKey>>,
+    options: ClientOptions,
 }
 
 /// The next content-routed push, or never when the session has no mailbox.
@@ -519,7 +545,8 @@ where
                     parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
                 }
                 Item::Joined(id, Ok(j)) => {
-                    let (local, client_id) = self.register(j.public_id.clone(), j.guard);
+                    let coalesce = j.steady && self.options.coalesce;
+                    let (local, client_id) = self.register(j.public_id.clone(), j.guard, coalesce);
                     parts.push(self.dialect.render_subscribed(&id, &client_id));
                     activate.push((local, j.rx, j.replay));
                 }
@@ -553,7 +580,12 @@ where
 
     /// Record a new subscription; its client id is the topic's public id unless this
     /// client already holds that topic (then a fresh id, spliced into every frame).
-    fn register(&mut self, public_id: ClientSubId, guard: ReleaseGuard) -> (u64, ClientSubId) {
+    fn register(
+        &mut self,
+        public_id: ClientSubId,
+        guard: ReleaseGuard,
+        coalesce: bool,
+    ) -> (u64, ClientSubId) {
         let local = self.next_local;
         self.next_local += 1;
         let (client_id, splice) = if self.by_client_id.contains_key(&public_id) {
@@ -571,6 +603,7 @@ where
             Local {
                 client_id: client_id.clone(),
                 splice,
+                coalesce,
                 _guard: guard,
             },
         );
@@ -598,6 +631,23 @@ where
             match item {
                 Some(Ok(n)) => {
                     if self.subs.contains_key(&local) {
+                        let frame = self.frame_for(local, &n);
+                        self.feed(Message::Text(frame)).await?;
+                        written += 1;
+                    }
+                }
+                Some(Err(BroadcastStreamRecvError::Lagged(_)))
+                    if self.subs.get(&local).is_some_and(|l| l.coalesce) =>
+                {
+                    // Opted in: skip what was missed and write only the newest.
+                    RouteMetrics::inc(&self.route.metrics.coalesced);
+                    let mut latest = None;
+                    if let Some(stream) = self.streams.iter_mut().find(|(l, _)| *l == local) {
+                        while let Some(Some(Some(Ok(n)))) = stream.1.next().now_or_never() {
+                            latest = Some(n);
+                        }
+                    }
+                    if let Some(n) = latest {
                         let frame = self.frame_for(local, &n);
                         self.feed(Message::Text(frame)).await?;
                         written += 1;

@@ -71,6 +71,8 @@ struct TopicData {
     resubscribing_since: Option<Instant>,
     /// Content-routed topics: the mailboxes of the sessions holding it, by mailbox id.
     subscribers: HashMap<u64, Mailbox>,
+    /// Last notification (or confirmation): a steady topic silent too long is a stall.
+    last_notice: Instant,
 }
 
 enum Pending {
@@ -130,6 +132,11 @@ struct Slot {
     was_connected: bool,
     /// Identities of recent content-routed messages on this connection.
     recent: Recent,
+    /// When the current connection was made, and when the primary was last tried while
+    /// on a backup (fail-back).
+    connected_at: Instant,
+    last_failback: Instant,
+    failback_in_flight: bool,
 }
 
 /// A bounded set of recently seen message identities (oldest evicted first).
@@ -162,6 +169,8 @@ struct ConnectResult {
     slot: SlotId,
     generation: u64,
     result: Result<UpstreamStream, String>,
+    /// A probe of the primary while the slot runs on a backup.
+    failback: bool,
 }
 
 /// Start the actor for one route; returns the handle sessions use.
@@ -294,6 +303,9 @@ impl Actor {
                 last_ping: now,
                 was_connected: false,
                 recent: Recent::default(),
+                connected_at: now,
+                last_failback: now,
+                failback_in_flight: false,
             });
         }
     }
@@ -316,57 +328,24 @@ impl Actor {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 result = attempt => {
-                    let _ = tx.send(ConnectResult { slot, generation, result }).await;
+                    let _ = tx.send(ConnectResult { slot, generation, result, failback: false }).await;
                 }
             }
         });
     }
 
     async fn on_connect_result(&mut self, res: ConnectResult) {
+        if res.failback {
+            return self.on_failback_probe(res).await;
+        }
         let Some(s) = self.slots.get_mut(res.slot.0) else {
             return;
         };
         if s.generation != res.generation || s.state != SlotState::Connecting {
             return;
         }
-        let url = redact_url(&self.settings.upstreams[s.upstream]);
         match res.result {
-            Ok(ws) => {
-                let (sink, read) = ws.split();
-                let generation = s.generation;
-                let reads = read
-                    .map(Some)
-                    .chain(stream::once(async { None }))
-                    .map(move |item| (generation, item))
-                    .boxed();
-                self.reads.insert(res.slot.0, reads);
-                let now = Instant::now();
-                s.sink = Some(sink);
-                s.state = SlotState::Connected;
-                s.backoff.reset();
-                s.last_rx = now;
-                s.last_ping = now;
-                if s.was_connected {
-                    RouteMetrics::inc(&self.metrics.upstream_reconnects);
-                }
-                s.was_connected = true;
-                s.recent = Recent::default();
-                if res.slot.0 == 0 {
-                    self.metrics.active_upstream.store(s.upstream, Relaxed);
-                }
-                RouteMetrics::add(&self.metrics.upstream_connections, 1);
-                info!(slot = res.slot.0, upstream = %url, "upstream connected");
-                let ids = self.table.on_slot_up(res.slot);
-                for &id in &ids {
-                    if let Some(t) = self.table.get_mut(id) {
-                        if t.confirmed() {
-                            t.data.resubscribing_since = Some(now);
-                        }
-                    }
-                }
-                self.send_subscribes(ids, res.slot).await;
-                self.flush_waiting_calls().await;
-            }
+            Ok(ws) => self.install(res.slot, ws).await,
             Err(reason) => {
                 RouteMetrics::inc(&self.metrics.upstream_connect_failures);
                 let n = self.settings.upstreams.len();
@@ -376,6 +355,106 @@ impl Actor {
                 self.schedule_connect(res.slot, delay);
             }
         }
+    }
+
+    /// Make `ws` the slot's connection and (re)subscribe every topic of the slot on it.
+    async fn install(&mut self, slot: SlotId, ws: UpstreamStream) {
+        let s = &mut self.slots[slot.0];
+        let url = redact_url(&self.settings.upstreams[s.upstream]);
+        let (sink, read) = ws.split();
+        let generation = s.generation;
+        let reads = read
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .map(move |item| (generation, item))
+            .boxed();
+        self.reads.insert(slot.0, reads);
+        let now = Instant::now();
+        s.sink = Some(sink);
+        s.state = SlotState::Connected;
+        s.backoff.reset();
+        s.last_rx = now;
+        s.last_ping = now;
+        s.connected_at = now;
+        s.last_failback = now;
+        if s.was_connected {
+            RouteMetrics::inc(&self.metrics.upstream_reconnects);
+        }
+        s.was_connected = true;
+        s.recent = Recent::default();
+        if slot.0 == 0 {
+            self.metrics.active_upstream.store(s.upstream, Relaxed);
+        }
+        RouteMetrics::add(&self.metrics.upstream_connections, 1);
+        info!(slot = slot.0, upstream = %url, "upstream connected");
+        let ids = self.table.on_slot_up(slot);
+        for &id in &ids {
+            if let Some(t) = self.table.get_mut(id) {
+                if t.confirmed() {
+                    t.data.resubscribing_since = Some(now);
+                }
+                t.data.last_notice = now;
+            }
+        }
+        self.send_subscribes(ids, slot).await;
+        self.flush_waiting_calls().await;
+    }
+
+    /// While a slot runs on a backup, try the primary; once it accepts, move the slot
+    /// back to it (make before break: the new connection is up before the old one goes).
+    fn start_failback_probe(&mut self, slot: SlotId) {
+        let s = &mut self.slots[slot.0];
+        s.failback_in_flight = true;
+        s.last_failback = Instant::now();
+        let generation = s.generation;
+        let url = self.settings.upstreams[0].clone();
+        let (timeout, max) = (
+            self.settings.connect_timeout,
+            self.settings.upstream_max_message_bytes,
+        );
+        let tx = self.connect_tx.clone();
+        let cancel = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                result = connect(&url, timeout, max) => {
+                    let result = result.map_err(|e| e.to_string());
+                    let _ = tx.send(ConnectResult { slot, generation, result, failback: true }).await;
+                }
+            }
+        });
+    }
+
+    async fn on_failback_probe(&mut self, res: ConnectResult) {
+        let slot = res.slot;
+        let busy = self.pending.values().any(|p| p.slot() == slot);
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        s.failback_in_flight = false;
+        let current =
+            s.state == SlotState::Connected && s.generation == res.generation && s.upstream != 0;
+        let Ok(ws) = res.result else {
+            debug!(
+                slot = slot.0,
+                "primary still unavailable; staying on the backup"
+            );
+            return;
+        };
+        if !current || busy {
+            return; // the slot moved on, or requests are in flight: try again later
+        }
+        info!(slot = slot.0, "primary upstream is back: failing back");
+        if let Some(mut sink) = s.sink.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        }
+        s.generation += 1;
+        s.upstream = 0;
+        self.reads.remove(&slot.0);
+        drop(self.table.on_slot_down(slot));
+        RouteMetrics::add(&self.metrics.upstream_connections, -1);
+        RouteMetrics::inc(&self.metrics.upstream_failbacks);
+        self.install(slot, ws).await;
     }
 
     /// Tear down a slot's connection and schedule a reconnect (failing over to the next
@@ -535,6 +614,7 @@ impl Actor {
             } else {
                 None
             },
+            steady: t.key.flags().steady,
             guard: ReleaseGuard::new(topic, self.release_tx.clone()),
         })
     }
@@ -552,6 +632,7 @@ impl Actor {
             last: None,
             resubscribing_since: None,
             subscribers: HashMap::new(),
+            last_notice: Instant::now(),
         }
     }
 
@@ -818,6 +899,7 @@ impl Actor {
                         frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
                         id_range: start..start + public.len(),
                     };
+                    t.data.last_notice = Instant::now();
                     if let Some(since) = t.data.resubscribing_since.take() {
                         let us = since.elapsed().as_micros() as u64;
                         self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
@@ -934,6 +1016,14 @@ impl Actor {
         targets: &[(UpstreamSubId, Group)],
     ) {
         RouteMetrics::inc(&self.metrics.notifications_in);
+        let now = Instant::now();
+        for (up, _) in targets {
+            for i in self.table.route(slot, up).to_vec() {
+                if let Some(t) = self.table.get_mut(i) {
+                    t.data.last_notice = now;
+                }
+            }
+        }
         if let [(up, _)] = targets {
             // One target: each holder once, no bookkeeping.
             for &id in self.table.route(slot, up) {
@@ -1009,6 +1099,7 @@ impl Actor {
             }),
             public_id,
             rx,
+            steady: false,
             guard: ReleaseGuard::new(TopicId(0), self.release_tx.clone()),
         })
     }
@@ -1054,6 +1145,20 @@ impl Actor {
                 let _ = reply.send(Err(HubError::Unavailable));
             }
         }
+        self.check_stalls(now);
+        // Fail-back: a slot on a backup tries the primary every failback_interval.
+        if let Some(every) = self.settings.failback_interval {
+            for i in 0..self.slots.len() {
+                let s = &self.slots[i];
+                if s.state == SlotState::Connected
+                    && s.upstream != 0
+                    && !s.failback_in_flight
+                    && now.duration_since(s.last_failback) >= every
+                {
+                    self.start_failback_probe(SlotId(i));
+                }
+            }
+        }
         // Liveness: ping quiet upstreams, drop silent ones; close extra idle slots.
         for i in 0..self.slots.len() {
             let slot = SlotId(i);
@@ -1085,6 +1190,31 @@ impl Actor {
             }
         }
         self.metrics.topics.store(self.table.len() as i64, Relaxed);
+    }
+
+    /// A steady topic (new heads, slots, ledgers) silent for `stall_timeout` while its
+    /// connection still answers pings: the node is stalled; replace the connection.
+    fn check_stalls(&mut self, now: Instant) {
+        let Some(limit) = self.settings.stall_timeout else {
+            return;
+        };
+        let mut stalled: Vec<(SlotId, String)> = Vec::new();
+        for (slot, key, _) in self.table.active_upstream() {
+            if !key.flags().steady || stalled.iter().any(|(s, _)| *s == slot) {
+                continue;
+            }
+            let Some(t) = self.table.by_key_data(key) else {
+                continue;
+            };
+            let quiet = now.duration_since(t.last_notice);
+            if quiet >= limit {
+                stalled.push((slot, format!("stalled: no {key:?} for {quiet:?}")));
+            }
+        }
+        for (slot, why) in stalled {
+            RouteMetrics::inc(&self.metrics.upstream_stalls);
+            self.dead.push((slot, why));
+        }
     }
 
     async fn close_slot(&mut self, slot: SlotId) {
