@@ -11,6 +11,7 @@ pub const UPSTREAM_CONNECTIONS: &str = "submux_upstream_connections";
 pub const NOTIFICATIONS_IN: &str = "submux_notifications_in_total";
 pub const FRAMES_OUT: &str = "submux_frames_out_total";
 pub const SLOW_CLIENT_CLOSES: &str = "submux_slow_client_closes_total";
+pub const GAP_NOTICES: &str = "submux_gap_notices_total";
 pub const COALESCED: &str = "submux_coalesced_total";
 pub const UPSTREAM_FAILBACKS: &str = "submux_upstream_failbacks_total";
 pub const UPSTREAM_STALLS: &str = "submux_upstream_stalls_total";
@@ -39,6 +40,8 @@ pub struct RouteMetrics {
     pub frames_out: AtomicU64,
     pub slow_client_closes: AtomicU64,
     pub upstream_reconnects: AtomicU64,
+    /// Gap notices announced after an upstream connection was replaced.
+    pub gap_notices: AtomicU64,
     /// Times a lagging client that opted in skipped to the latest notification.
     pub coalesced: AtomicU64,
     /// Moves back to the primary upstream after running on a backup.
@@ -101,7 +104,12 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
             let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
         }
     }
-    let counters: [Series<f64>; 16] = [
+    let counters: [Series<f64>; 17] = [
+        (
+            GAP_NOTICES,
+            "Gaps announced to opted-in clients after an upstream connection was replaced.",
+            |m| m.gap_notices.load(Relaxed) as f64,
+        ),
         (
             COALESCED,
             "Times a lagging client that opted in (?coalesce=1) skipped to the latest.",

@@ -401,6 +401,24 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Error shapes for conditions submux itself detects.
     fn error_for(&self, cond: Condition) -> RpcError;
+
+    /// The height (block number, slot, ledger index) a steady stream's notification
+    /// carries, for gap notices.
+    fn height(&self, _text: &str) -> Option<u64> {
+        None
+    }
+
+    /// A gap notice for subscription `sub` (ignored by content-routed dialects): heights
+    /// `from..=to` may have been missed while submux switched upstream connections
+    /// (`None` = unknown). Returns the frame and where `sub` sits in it.
+    fn render_gap(
+        &self,
+        _sub: &ClientSubId,
+        _from: Option<u64>,
+        _to: Option<u64>,
+    ) -> Option<(String, Range<usize>)> {
+        None
+    }
 }
 
 /// Conditions submux answers itself, rendered by each dialect in its own shape.
@@ -464,4 +482,20 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
+}
+
+/// JSON for an optional height: a number or `null`.
+pub(crate) fn opt_num(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".into(), |n| n.to_string())
+}
+
+/// Place `id` where `{ID}` stands in `template`; the frame and the id's range.
+pub(crate) fn with_id(template: &str, id: &str) -> (String, Range<usize>) {
+    let at = template.find("{ID}").unwrap_or(template.len());
+    let frame = format!(
+        "{}{id}{}",
+        &template[..at],
+        template.get(at + 4..).unwrap_or("")
+    );
+    (frame, at..at + id.len())
 }

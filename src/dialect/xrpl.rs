@@ -1134,6 +1134,30 @@ impl Dialect for Xrpl {
         to_http_shape(&reply).unwrap_or(reply)
     }
 
+    fn height(&self, text: &str) -> Option<u64> {
+        if !text.contains("\"ledgerClosed\"") {
+            return None; // cheap filter: only ledger closes carry the height
+        }
+        let v: Value = serde_json::from_str(text).ok()?;
+        (v.get("type")?.as_str()? == "ledgerClosed")
+            .then(|| v.get("ledger_index")?.as_u64())
+            .flatten()
+    }
+
+    fn render_gap(
+        &self,
+        _sub: &ClientSubId,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Option<(String, Range<usize>)> {
+        let frame = format!(
+            r#"{{"type":"submuxGap","ledger_index_min":{},"ledger_index_max":{},"reason":"upstream connection replaced; ledgers in this range may have been missed"}}"#,
+            super::opt_num(from),
+            super::opt_num(to)
+        );
+        Some((frame, 0..0))
+    }
+
     fn error_for(&self, cond: Condition) -> RpcError {
         let (token, code, message) = match cond {
             Condition::UpstreamUnavailable => (

@@ -86,6 +86,9 @@ pub struct ClientOptions {
     /// `?coalesce=1`: on steady streams (newHeads, slots, roots) a client that falls
     /// behind gets the latest notification instead of being closed.
     pub coalesce: bool,
+    /// `?gap_notices=1`: after an upstream switch, a notification naming the block, slot
+    /// or ledger range that may have been missed.
+    pub gap_notices: bool,
 }
 
 impl ClientOptions {
@@ -97,6 +100,7 @@ impl ClientOptions {
         };
         ClientOptions {
             coalesce: on("coalesce"),
+            gap_notices: on("gap_notices"),
         }
     }
 }
@@ -487,7 +491,7 @@ where
         if let Some(m) = &self.mailbox {
             return m.clone();
         }
-        let (tx, rx) = Mailbox::channel(self.settings.client_queue_len);
+        let (tx, rx) = Mailbox::channel(self.settings.client_queue_len, self.options.gap_notices);
         self.mailbox = Some(tx.clone());
         self.mailbox_rx = Some(rx);
         tx
@@ -629,6 +633,7 @@ where
         let mut written = 0;
         while let Some((local, item)) = next.take() {
             match item {
+                Some(Ok(n)) if n.gap && !self.options.gap_notices => {}
                 Some(Ok(n)) => {
                     if self.subs.contains_key(&local) {
                         let frame = self.frame_for(local, &n);

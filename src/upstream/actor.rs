@@ -137,6 +137,11 @@ struct Slot {
     connected_at: Instant,
     last_failback: Instant,
     failback_in_flight: bool,
+    /// Height of the last steady notification (block, slot, ledger) on this slot.
+    last_height: Option<u64>,
+    /// After a connection was replaced: where the possible gap starts (`Some(None)`:
+    /// unknown), until the first steady notification on the new connection closes it.
+    gap_from: Option<Option<u64>>,
 }
 
 /// A bounded set of recently seen message identities (oldest evicted first).
@@ -306,6 +311,8 @@ impl Actor {
                 connected_at: now,
                 last_failback: now,
                 failback_in_flight: false,
+                last_height: None,
+                gap_from: None,
             });
         }
     }
@@ -398,6 +405,54 @@ impl Actor {
         }
         self.send_subscribes(ids, slot).await;
         self.flush_waiting_calls().await;
+        // Without a steady stream on this connection the gap's end is never learnt.
+        let steady = self.table.on_slot(slot).any(|(_, t)| t.key.flags().steady);
+        if !steady {
+            if let Some(from) = self.slots[slot.0].gap_from.take() {
+                self.announce_gap(slot, from, None);
+            }
+        }
+    }
+
+    /// A steady notification with `height` arrived on `slot`: remember it, and close an
+    /// open gap (announcing it if anything may have been missed).
+    fn on_height(&mut self, slot: SlotId, height: u64) {
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        s.last_height = Some(height);
+        if let Some(from) = s.gap_from.take() {
+            let to = height.checked_sub(1);
+            if from.is_none() || to.is_some_and(|t| Some(t) >= from) {
+                self.announce_gap(slot, from, to);
+            }
+        }
+    }
+
+    /// Tell clients that asked (`?gap_notices=1`) which heights may have been missed.
+    fn announce_gap(&mut self, slot: SlotId, from: Option<u64>, to: Option<u64>) {
+        RouteMetrics::inc(&self.metrics.gap_notices);
+        let mut told = std::collections::HashSet::new();
+        for (_, t) in self.table.on_slot(slot) {
+            for mb in t.data.subscribers.values() {
+                if mb.wants_gap_notices() && told.insert(mb.id()) {
+                    if let Some((frame, _)) = self.dialect.render_gap(&t.data.public_id, from, to) {
+                        mb.deliver(Utf8Bytes::from(frame));
+                    }
+                }
+            }
+            if t.data.subscribers.is_empty() {
+                if let Some((frame, id_range)) =
+                    self.dialect.render_gap(&t.data.public_id, from, to)
+                {
+                    let _ = t.data.tx.send(Notice {
+                        frame: Utf8Bytes::from(frame),
+                        id_range,
+                        gap: true,
+                    });
+                }
+            }
+        }
     }
 
     /// While a slot runs on a backup, try the primary; once it accepts, move the slot
@@ -445,6 +500,7 @@ impl Actor {
             return; // the slot moved on, or requests are in flight: try again later
         }
         info!(slot = slot.0, "primary upstream is back: failing back");
+        s.gap_from = Some(s.last_height.map(|h| h + 1));
         if let Some(mut sink) = s.sink.take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         }
@@ -467,6 +523,7 @@ impl Actor {
             return;
         }
         warn!(slot = slot.0, upstream = %redact_url(&self.settings.upstreams[s.upstream]), %reason, "upstream connection lost");
+        s.gap_from = Some(s.last_height.map(|h| h + 1));
         s.sink = None;
         s.state = SlotState::Idle;
         self.reads.remove(&slot.0);
@@ -883,6 +940,14 @@ impl Actor {
                 is_final,
             } => {
                 let topics = self.table.route(slot, &sub).to_vec();
+                let steady = topics
+                    .iter()
+                    .any(|id| self.table.get(*id).is_some_and(|t| t.key.flags().steady));
+                if steady {
+                    if let Some(h) = self.dialect.height(&text) {
+                        self.on_height(slot, h);
+                    }
+                }
                 if topics.is_empty() {
                     RouteMetrics::inc(&self.metrics.unknown_notifications);
                     debug!(sub = %sub.0, "notification for no known topic");
@@ -898,6 +963,7 @@ impl Actor {
                     let notice = Notice {
                         frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
                         id_range: start..start + public.len(),
+                        gap: false,
                     };
                     t.data.last_notice = Instant::now();
                     if let Some(since) = t.data.resubscribing_since.take() {
@@ -914,6 +980,7 @@ impl Actor {
                         let notice = t.data.last.clone().unwrap_or_else(|| Notice {
                             frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
                             id_range: start..start + public.len(),
+                            gap: false,
                         });
                         self.ended.insert(t.key.clone(), (notice, Instant::now()));
                         drop(self.table.end(id));
@@ -967,6 +1034,9 @@ impl Actor {
                 });
                 if repeat {
                     return; // the node's own per-group copy: clients get theirs from us
+                }
+                if let Some(h) = self.dialect.height(&text) {
+                    self.on_height(slot, h);
                 }
                 self.deliver_routed(slot, text, &targets)
             }
@@ -1096,6 +1166,7 @@ impl Actor {
             replay: Some(Notice {
                 frame: Utf8Bytes::from(frame),
                 id_range: start..start + public_id.as_str().len(),
+                gap: false,
             }),
             public_id,
             rx,

@@ -157,3 +157,46 @@ async fn a_stalled_head_stream_fails_over_although_pings_are_answered() {
     assert_eq!(v["params"]["subscription"], json!(id));
     assert_eq!(v["params"]["result"]["number"], json!(format!("0x{n:x}")));
 }
+
+#[tokio::test]
+async fn clients_that_ask_are_told_which_blocks_may_be_missing_after_a_switch() {
+    let primary = sim().await;
+    let backup = sim().await;
+    for _ in 0..5 {
+        backup.emit_block(); // the backup is ahead of the primary
+    }
+    let mut route = fast_route(vec![primary.url(), backup.url()]);
+    route.failback_interval_ms = 0;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let mut asks = Client::connect(&format!("{}?gap_notices=1", mux.ws_url("/eth"))).await;
+    let mut plain = Client::connect(&mux.ws_url("/eth")).await;
+    let id = asks.subscribe(json!(["newHeads"])).await;
+    plain.subscribe(json!(["newHeads"])).await;
+    let seen = primary.emit_block();
+    let hex = |n: u64| format!("0x{n:x}");
+    for c in [&mut asks, &mut plain] {
+        assert_eq!(
+            c.notification().await["params"]["result"]["number"],
+            hex(seen)
+        );
+    }
+    primary.set_refuse(true);
+    primary.drop_connections();
+    wait_for("resubscribed on the backup", || backup.subscriptions() == 1).await;
+    let next = backup.emit_block();
+    assert!(next > seen + 1);
+    let gap = asks.recv().await;
+    assert_eq!(gap["method"], "submux_gap", "{gap}");
+    assert_eq!(gap["params"]["subscription"], json!(id));
+    assert_eq!(gap["params"]["result"]["fromBlock"], hex(seen + 1));
+    assert_eq!(gap["params"]["result"]["toBlock"], hex(next - 1));
+    assert_eq!(
+        asks.notification().await["params"]["result"]["number"],
+        hex(next)
+    );
+    // A client that did not ask sees only the chain.
+    assert_eq!(
+        plain.notification().await["params"]["result"]["number"],
+        hex(next)
+    );
+}
