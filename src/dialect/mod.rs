@@ -457,6 +457,22 @@ pub(crate) fn subslice_range(outer: &str, inner: &str) -> Range<usize> {
     start..start + inner.len()
 }
 
+/// JSON for an optional height: a number or `null`.
+pub(crate) fn opt_num(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".into(), |n| n.to_string())
+}
+
+/// Place `id` where `{ID}` stands in `template`; the frame and the id's range.
+pub(crate) fn with_id(template: &str, id: &str) -> (String, Range<usize>) {
+    let at = template.find("{ID}").unwrap_or(template.len());
+    let frame = format!(
+        "{}{id}{}",
+        &template[..at],
+        template.get(at + 4..).unwrap_or("")
+    );
+    (frame, at..at + id.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,20 +498,4 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
-}
-
-/// JSON for an optional height: a number or `null`.
-pub(crate) fn opt_num(v: Option<u64>) -> String {
-    v.map_or_else(|| "null".into(), |n| n.to_string())
-}
-
-/// Place `id` where `{ID}` stands in `template`; the frame and the id's range.
-pub(crate) fn with_id(template: &str, id: &str) -> (String, Range<usize>) {
-    let at = template.find("{ID}").unwrap_or(template.len());
-    let frame = format!(
-        "{}{id}{}",
-        &template[..at],
-        template.get(at + 4..).unwrap_or("")
-    );
-    (frame, at..at + id.len())
 }
