@@ -26,7 +26,7 @@ use crate::dialect::{
 use crate::hub::{
     HubError, Joined, Mailbox, MailboxRx, Notice, ReleaseGuard, RouteHandle, UpstreamReply,
 };
-use crate::telemetry::RouteMetrics;
+use crate::telemetry::{CloseReason, RouteMetrics};
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{self, BoxStream, FuturesUnordered};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -152,6 +152,15 @@ pub async fn run<S>(
         ));
     }
     let exit = s.serve(shutdown).await;
+    let why = match &exit {
+        Exit::ClientClosed => CloseReason::Client,
+        Exit::Dropped(_) => CloseReason::Error,
+        Exit::Close(CLOSE_SLOW, _) => CloseReason::Slow,
+        Exit::Close(CLOSE_TOO_BIG, _) => CloseReason::TooBig,
+        Exit::Close(_, r) if r.starts_with("server shutting down") => CloseReason::Shutdown,
+        Exit::Close(..) => CloseReason::Idle,
+    };
+    metrics.count_close(why);
     match exit {
         Exit::ClientClosed => {}
         Exit::Close(code, reason) => {

@@ -67,6 +67,8 @@ async fn slow_client_is_closed_and_others_are_unaffected() {
     }
     assert!(!reader.is_finished());
     reader.abort();
+    let slow_closes = &metrics.closes[1];
+    wait_for("close counted by reason", || slow_closes.load(Relaxed) >= 1).await;
 
     // The slow client, once it reads, finds its frames then a 1008 close with a reason
     // (or, if the close frame could not be written in time, the end of the stream).
