@@ -32,6 +32,11 @@ struct Cli {
     /// ports, print its URLs, and wait for Ctrl-C. For tests and experiments.
     #[arg(long, value_name = "DIALECT", conflicts_with_all = ["config", "check_config"])]
     sim: Option<DialectKind>,
+    /// With --sim: the simulated chain's pace in milliseconds (Ethereum block, Solana slot,
+    /// XRPL ledger); 0 = only on demand (the HTTP `sim_*` control methods). Default: 2000,
+    /// 400 and 1000.
+    #[arg(long, value_name = "MS", requires = "sim")]
+    sim_interval_ms: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,11 +80,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
+async fn run_sim(kind: DialectKind, interval_ms: Option<u64>) -> anyhow::Result<()> {
+    let every = |default_ms: u64| match interval_ms.unwrap_or(default_ms) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     let _keep: Box<dyn std::any::Any> = match kind {
         DialectKind::Ethereum => {
             let sim = EthSim::start(EthSimConfig {
-                block_interval: Some(Duration::from_secs(2)),
+                block_interval: every(2000),
                 ..EthSimConfig::default()
             })
             .await?;
@@ -88,7 +97,7 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
         }
         DialectKind::Solana => {
             let sim = SolSim::start(SolSimConfig {
-                slot_interval: Some(Duration::from_millis(400)),
+                slot_interval: every(400),
             })
             .await?;
             println!("sim solana {} {}", sim.ws_url(), sim.http_url());
@@ -96,7 +105,7 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
         }
         DialectKind::Xrpl => {
             let sim = XrplSim::start(XrplSimConfig {
-                ledger_interval: Some(Duration::from_secs(1)),
+                ledger_interval: every(1000),
                 ..XrplSimConfig::default()
             })
             .await?;
@@ -112,7 +121,7 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(kind) = cli.sim {
-        return run_sim(kind).await;
+        return run_sim(kind, cli.sim_interval_ms).await;
     }
     let listen = std::env::var("SUBMUX_LISTEN").ok();
     let (raw, demo) = match &cli.config {
