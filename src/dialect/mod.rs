@@ -276,6 +276,9 @@ pub enum ClientMsg {
         id: RequestId,
         keys: Vec<SubscriptionKey>,
         then: Answer,
+        /// What the dialect needs to render a join error as the node would (XRPL: the
+        /// envelope and the echoed request); see [`Dialect::render_join_error`].
+        context: Option<Arc<str>>,
     },
     /// Content-routed dialects: drop these keys from the client's set, then answer.
     Leave {
@@ -401,6 +404,16 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Error shapes for conditions submux itself detects.
     fn error_for(&self, cond: Condition) -> RpcError;
+
+    /// A join failed upstream: the error as the node would have answered the request.
+    fn render_join_error(
+        &self,
+        id: &RequestId,
+        _context: Option<&str>,
+        error: &RpcError,
+    ) -> String {
+        self.render_error(id, error)
+    }
 
     /// The height (block number, slot, ledger index) a steady stream's notification
     /// carries, for gap notices.

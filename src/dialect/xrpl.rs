@@ -676,10 +676,14 @@ fn set_change(
         Answer::Rendered(request_success(req, "{}"))
     };
     if subscribe {
+        // For an error from the node: the envelope rippled builds around it.
+        let mut envelope = echoed(req);
+        envelope.insert("request".into(), echo_request(req, true));
         ClientMsg::Join {
             id,
             keys: set.keys,
             then,
+            context: Some(render_object(&envelope).into()),
         }
     } else {
         let reply = match then {
@@ -1014,6 +1018,30 @@ impl Dialect for Xrpl {
 
     fn render_batch(&self, parts: &[String]) -> String {
         format!("[{}]", parts.join(","))
+    }
+
+    fn render_join_error(&self, id: &RequestId, context: Option<&str>, error: &RpcError) -> String {
+        let plain = self.render_error(id, error);
+        let Some(ctx) = context else {
+            return plain;
+        };
+        // Merge raw members: the error's fields plus the request's envelope and echo.
+        let raw = |t: &str| -> Option<BTreeMap<String, String>> {
+            serde_json::from_str::<BTreeMap<String, &RawValue>>(t)
+                .ok()
+                .map(|m| {
+                    m.into_iter()
+                        .map(|(k, v)| (k, v.get().to_string()))
+                        .collect()
+                })
+        };
+        match (raw(&plain), raw(ctx)) {
+            (Some(mut m), Some(c)) => {
+                m.extend(c);
+                render_object(&m)
+            }
+            _ => plain,
+        }
     }
 
     fn render_upstream_subscribe(&self, keys: &[&SubscriptionKey], req: UpstreamReqId) -> String {
@@ -1353,7 +1381,7 @@ mod tests {
 
     #[test]
     fn subscribe_keys_are_per_item_and_per_api_version() {
-        let ClientMsg::Join { keys, then, id } = ws(&format!(
+        let ClientMsg::Join { keys, then, id, .. } = ws(&format!(
             r#"{{"id":1,"command":"subscribe","streams":["transactions","rt_transactions"],"accounts":["{ALICE}","{BOB}"],"rt_accounts":["{ALICE}"],"api_version":2}}"#
         )) else {
             panic!()

@@ -342,7 +342,12 @@ where
                     }
                     async move { Item::Rendered(reply) }.boxed()
                 }
-                ClientMsg::Join { id, keys, then } => {
+                ClientMsg::Join {
+                    id,
+                    keys,
+                    then,
+                    context,
+                } => {
                     let mut new: Vec<SubscriptionKey> = Vec::with_capacity(keys.len());
                     for k in keys {
                         if !self.held.contains_key(&k) && !new.contains(&k) {
@@ -367,7 +372,8 @@ where
                         subscribes += n;
                         let mailbox = self.mailbox();
                         let route = self.route.clone();
-                        async move { join_set(route, mailbox, id, new, then).await }.boxed()
+                        async move { join_set(route, mailbox, id, new, then, context).await }
+                            .boxed()
                     }
                 }
                 ClientMsg::Subscribe { id, key } => {
@@ -757,6 +763,7 @@ async fn join_set(
     id: RequestId,
     keys: Vec<SubscriptionKey>,
     then: Answer,
+    context: Option<Arc<str>>,
 ) -> Item {
     let reserved = keys.len();
     let (guards, error) = if keys.is_empty() {
@@ -768,7 +775,10 @@ async fn join_set(
         }
     };
     let answer = match (error, then) {
-        (Some(e), _) => Item::Reply(id, Err(e)),
+        (Some(e), _) => {
+            let d = &*route.dialect;
+            Item::Rendered(d.render_join_error(&id, context.as_deref(), &e.to_rpc(d)))
+        }
         (None, Answer::Rendered(r)) => Item::Rendered(r),
         (None, Answer::Call(call)) => {
             let res = route.call(call).await;

@@ -710,6 +710,19 @@ fn handle_ws(inner: &Inner, conn: Option<u64>, text: &str) -> String {
             if let Some(v) = req.get("api_version").and_then(|v| v.get().parse().ok()) {
                 c.api = v;
             }
+            // Like a public rippled: peer_status is admin-only; what came before stays.
+            if let Some(i) = keys
+                .iter()
+                .position(|k| k.method() == "streams" && k.params() == "\"peer_status\"")
+            {
+                c.keys.extend(keys[..i].iter().map(route_id));
+                return request_error_text(
+                    &req,
+                    "noPermission",
+                    6,
+                    "You don't have permission for this command.",
+                );
+            }
             c.keys.extend(keys.iter().map(route_id));
             match then {
                 Answer::Rendered(r) => r,
