@@ -28,15 +28,46 @@ pub struct RawConfig {
     pub server: ServerConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The TOML text this came from, for line numbers in errors.
     #[serde(skip)]
     pub source: Option<String>,
+}
+
+/// `[auth]`: optional API keys. Clients present a key in the path (`/eth/KEY`), as
+/// `Authorization: Bearer KEY` or as `?api_key=KEY`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Refuse clients without a key (HTTP 401). Unknown keys are always refused.
+    pub required: bool,
+    #[serde(rename = "key")]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[auth.key]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// The secret; `${NAME}` takes it from the environment.
+    pub key: String,
+    /// Open WebSockets with this key at once (0 = no per-key cap).
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Subscriptions held by all of this key's connections together (0 = no cap).
+    #[serde(default)]
+    pub max_subscriptions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
+    /// Browser origins allowed to connect (`Origin` header); empty = any.
+    pub allowed_origins: Vec<String>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub trusted_proxies: Vec<String>,
@@ -58,6 +89,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8545".into(),
+            allowed_origins: Vec::new(),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             trusted_proxies: Vec::new(),
@@ -109,6 +141,13 @@ pub struct RouteConfig {
     pub backoff_max_ms: u64,
     #[serde(default = "d::upstream_max_message_bytes")]
     pub upstream_max_message_bytes: usize,
+    /// While on a backup upstream, try the primary again this often (0 = never).
+    #[serde(default = "d::failback_interval_ms")]
+    pub failback_interval_ms: u64,
+    /// A steady stream (new heads, slots, ledgers) silent this long on a connection that
+    /// still answers pings means a stalled upstream: fail over (0 = off).
+    #[serde(default)]
+    pub stall_timeout_ms: u64,
 }
 
 /// Route defaults (serde needs functions).
@@ -146,6 +185,9 @@ mod d {
     pub fn upstream_max_message_bytes() -> usize {
         64 << 20
     }
+    pub fn failback_interval_ms() -> u64 {
+        30_000
+    }
 }
 
 impl RouteConfig {
@@ -167,6 +209,8 @@ impl RouteConfig {
             backoff_initial_ms: d::backoff_initial_ms(),
             backoff_max_ms: d::backoff_max_ms(),
             upstream_max_message_bytes: d::upstream_max_message_bytes(),
+            failback_interval_ms: d::failback_interval_ms(),
+            stall_timeout_ms: 0,
         }
     }
 }
@@ -194,6 +238,8 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub routes: Vec<RouteSettings>,
+    pub allowed_origins: Vec<String>,
+    pub auth: std::sync::Arc<crate::auth::Keys>,
 }
 
 /// Validated settings of one route.
@@ -216,6 +262,8 @@ pub struct RouteSettings {
     pub upstream_max_message_bytes: usize,
     /// Broadcast capacity per topic = the per-client notification queue bound.
     pub client_queue_len: usize,
+    pub failback_interval: Option<Duration>,
+    pub stall_timeout: Option<Duration>,
 }
 
 const RESERVED: [&str; 6] = [
@@ -352,6 +400,9 @@ impl RawConfig {
         if let Some(l) = listen_override {
             c.server.listen = l.to_string();
         }
+        for k in &mut c.auth.keys {
+            k.key = "<redacted>".into();
+        }
         for r in &mut c.routes {
             r.upstreams = r.upstreams.iter().map(|u| redact_url(u)).collect();
             r.http_upstream = r.http_upstream.as_deref().map(redact_url);
@@ -367,6 +418,17 @@ impl RawConfig {
         };
         let s = self.server;
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        let auth = match crate::auth::Keys::from_config(&self.auth, |n| std::env::var(n).ok()) {
+            Ok(k) => std::sync::Arc::new(k),
+            Err(m) => return bad(format!("auth: {m}")),
+        };
+        for o in &s.allowed_origins {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return bad(format!(
+                    "server.allowed_origins: {o:?} is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
         let listen_text = listen_override.unwrap_or(&s.listen);
         let listen: SocketAddr = match listen_text.parse() {
             Ok(a) => a,
@@ -455,7 +517,7 @@ impl RawConfig {
             }
             if !r.dialect.implemented() {
                 return bad(format!(
-                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana)",
+                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana, xrpl)",
                     r.dialect
                 ));
             }
@@ -552,6 +614,8 @@ impl RawConfig {
                 backoff_max: ms(r.backoff_max_ms),
                 upstream_max_message_bytes: r.upstream_max_message_bytes.max(s.max_frame_bytes),
                 client_queue_len: s.client_queue_len,
+                failback_interval: (r.failback_interval_ms > 0).then(|| ms(r.failback_interval_ms)),
+                stall_timeout: (r.stall_timeout_ms > 0).then(|| ms(r.stall_timeout_ms)),
             });
         }
         Ok(Settings {
@@ -572,6 +636,8 @@ impl RawConfig {
             shutdown_delay: ms(s.shutdown_delay_ms),
             shutdown_grace: ms(s.shutdown_grace_ms),
             routes,
+            allowed_origins: s.allowed_origins,
+            auth,
         })
     }
 }

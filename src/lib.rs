@@ -5,6 +5,7 @@
 //! [`upstream`] (the route actor and its sockets) ← [`session`] (one client) ←
 //! [`server`] (HTTP front); [`sim`] holds the simulated upstream nodes.
 
+pub mod auth;
 pub mod config;
 pub mod dialect;
 pub mod hub;

@@ -205,6 +205,7 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
         server: ServerConfig::default(),
         routes: vec![route, sol_route, xrpl_route],
         source: None,
+        auth: Default::default(),
     };
     Ok((
         raw,

@@ -1,6 +1,7 @@
 //! The HTTP front: each route path accepts a WebSocket upgrade (a client session) and
 //! HTTP POST JSON-RPC; plus `/healthz`, `/readyz` and `/metrics`.
 
+use crate::auth::ApiKey;
 use crate::config::{IpNet, Settings};
 use crate::hub::{Hub, RouteHandle};
 use crate::session;
@@ -80,11 +81,14 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status_page))
         .route("/status.json", get(status_json));
     for route in state.hub.routes() {
-        let (st, rh) = (state.clone(), route.clone());
-        r = r.route(
-            &route.path,
-            any(move |req: Request| serve_route(st.clone(), rh.clone(), req)),
-        );
+        // `/ROUTE` and `/ROUTE/API_KEY` (the key form hosted providers use).
+        for path in [route.path.to_string(), format!("{}/{{key}}", route.path)] {
+            let (st, rh) = (state.clone(), route.clone());
+            r = r.route(
+                &path,
+                any(move |req: Request| serve_route(st.clone(), rh.clone(), req)),
+            );
+        }
     }
     r.with_state(state)
 }
@@ -161,12 +165,22 @@ fn is_ws_upgrade(req: &Request) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-fn cors(mut resp: Response) -> Response {
+/// CORS headers: `*` without an origin allowlist, else the (allowed) request origin.
+fn cors(mut resp: Response, origin: Option<&HeaderValue>, restricted: bool) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    match (restricted, origin) {
+        (false, _) => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+        (true, Some(o)) => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        (true, None) => {}
+    }
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, GET, OPTIONS"),
@@ -178,11 +192,69 @@ fn cors(mut resp: Response) -> Response {
     resp
 }
 
+/// The API key a request presents, checked against the configured keys.
+fn resolve_key(
+    state: &AppState,
+    route: &RouteHandle,
+    req: &Request,
+) -> Result<Option<Arc<ApiKey>>, crate::auth::AuthError> {
+    let path_rest = req
+        .uri()
+        .path()
+        .strip_prefix(&*route.path)
+        .and_then(|r| r.strip_prefix('/'));
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let presented = crate::auth::presented(path_rest, authorization, req.uri().query());
+    state.settings.auth.check(presented)
+}
+
 async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed = &state.settings.allowed_origins;
+    let restricted = !allowed.is_empty();
+    if let (true, Some(o)) = (restricted, &origin) {
+        if !allowed.iter().any(|a| a.as_bytes() == o.as_bytes()) {
+            return (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "origin {} is not allowed (server.allowed_origins)\n",
+                    o.to_str().unwrap_or("?")
+                ),
+            )
+                .into_response();
+        }
+    }
+    let needs_key = matches!(*req.method(), Method::GET | Method::POST);
+    let key = if needs_key {
+        match resolve_key(&state, &route, &req) {
+            Ok(k) => k,
+            Err(e) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    format!("{e}\n"),
+                )
+                    .into_response()
+            }
+        }
+    } else {
+        None
+    };
     match *req.method() {
-        Method::GET if is_ws_upgrade(&req) => upgrade(state, route, req),
-        Method::POST => cors(http_rpc(&state, &route, req).await),
-        Method::OPTIONS => cors(StatusCode::NO_CONTENT.into_response()),
+        Method::GET if is_ws_upgrade(&req) => upgrade(state, route, req, key),
+        Method::POST => cors(
+            http_rpc(&state, &route, req).await,
+            origin.as_ref(),
+            restricted,
+        ),
+        Method::OPTIONS => cors(
+            StatusCode::NO_CONTENT.into_response(),
+            origin.as_ref(),
+            restricted,
+        ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "GET, POST, OPTIONS")],
@@ -196,7 +268,12 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
     }
 }
 
-fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
+fn upgrade(
+    state: AppState,
+    route: RouteHandle,
+    mut req: Request,
+    api_key: Option<Arc<ApiKey>>,
+) -> Response {
     let version_ok = req
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -239,6 +316,22 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
             ip,
         }
     };
+    let key_slot = match &api_key {
+        Some(k) => match k.connect() {
+            Some(slot) => Some(slot),
+            None => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "limit exceeded: max {} connections for API key {}\n",
+                        k.max_connections, k.name
+                    ),
+                )
+                    .into_response()
+            }
+        },
+        None => None,
+    };
     let max = state.settings.max_connections;
     if state.connections.fetch_add(1, Ordering::AcqRel) >= max {
         state.connections.fetch_sub(1, Ordering::AcqRel);
@@ -252,8 +345,11 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
     let span = tracing::info_span!(
         "session",
         id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
-        route = %route.path
+        route = %route.path,
+        client = %ip,
+        key = api_key.as_ref().map_or("-", |k| k.name.as_str()),
     );
+    let options = session::ClientOptions::from_query(req.uri().query());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let settings = state.settings.clone();
     let shutdown = state.shutdown.clone();
@@ -272,12 +368,13 @@ fn upgrade(state: AppState, route: RouteHandle, mut req: Request) -> Response {
                         Some(cfg),
                     )
                     .await;
-                    session::run(ws, route, settings, shutdown).await;
+                    session::run(ws, route, settings, shutdown, api_key, options).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
             connections.fetch_sub(1, Ordering::AcqRel);
             drop(ip_slot);
+            drop(key_slot);
         }
         .instrument(span),
     );

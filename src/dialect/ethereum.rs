@@ -180,7 +180,13 @@ fn parse_subscribe(
     let method = "eth_subscribe";
     let key = |params: String, flags| Ok(SubscriptionKey::new(method, params, flags));
     match name.as_str() {
-        "newHeads" => key("[\"newHeads\"]".into(), KeyFlags::default()),
+        "newHeads" => key(
+            "[\"newHeads\"]".into(),
+            KeyFlags {
+                steady: true,
+                ..KeyFlags::default()
+            },
+        ),
         "syncing" => key(
             "[\"syncing\"]".into(),
             KeyFlags {
@@ -541,6 +547,27 @@ impl Dialect for Ethereum {
     ) -> Option<UpstreamSubId> {
         let r = result.trim();
         (r.starts_with('"') && r.len() >= 2).then(|| UpstreamSubId(r.into()))
+    }
+
+    fn height(&self, text: &str) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let n = v.pointer("/params/result/number")?.as_str()?;
+        u64::from_str_radix(n.strip_prefix("0x")?, 16).ok()
+    }
+
+    fn render_gap(
+        &self,
+        sub: &ClientSubId,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        let hex = |h: Option<u64>| h.map_or_else(|| "null".into(), |n| format!("\"0x{n:x}\""));
+        let template = format!(
+            r#"{{"jsonrpc":"2.0","method":"submux_gap","params":{{"subscription":{{ID}},"result":{{"fromBlock":{},"toBlock":{},"reason":"upstream connection replaced; blocks in this range may have been missed"}}}}}}"#,
+            hex(from),
+            hex(to)
+        );
+        Some(super::with_id(&template, sub.as_str()))
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {

@@ -127,6 +127,9 @@ pub struct KeyFlags {
     /// Subscribe this key in an upstream request of its own, never batched with others
     /// (XRPL `peer_status`: an admin-only stream whose refusal must not sink the rest).
     pub solo: bool,
+    /// A steady stream (new heads, slots, ledgers): a long silence means a stalled
+    /// upstream, and a client that opts in may get only the latest when it falls behind.
+    pub steady: bool,
 }
 
 /// The canonical identity of a topic: method plus canonical params. Two client
@@ -273,6 +276,9 @@ pub enum ClientMsg {
         id: RequestId,
         keys: Vec<SubscriptionKey>,
         then: Answer,
+        /// What the dialect needs to render a join error as the node would (XRPL: the
+        /// envelope and the echoed request); see [`Dialect::render_join_error`].
+        context: Option<Arc<str>>,
     },
     /// Content-routed dialects: drop these keys from the client's set, then answer.
     Leave {
@@ -398,6 +404,34 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Error shapes for conditions submux itself detects.
     fn error_for(&self, cond: Condition) -> RpcError;
+
+    /// A join failed upstream: the error as the node would have answered the request.
+    fn render_join_error(
+        &self,
+        id: &RequestId,
+        _context: Option<&str>,
+        error: &RpcError,
+    ) -> String {
+        self.render_error(id, error)
+    }
+
+    /// The height (block number, slot, ledger index) a steady stream's notification
+    /// carries, for gap notices.
+    fn height(&self, _text: &str) -> Option<u64> {
+        None
+    }
+
+    /// A gap notice for subscription `sub` (ignored by content-routed dialects): heights
+    /// `from..=to` may have been missed while submux switched upstream connections
+    /// (`None` = unknown). Returns the frame and where `sub` sits in it.
+    fn render_gap(
+        &self,
+        _sub: &ClientSubId,
+        _from: Option<u64>,
+        _to: Option<u64>,
+    ) -> Option<(String, Range<usize>)> {
+        None
+    }
 }
 
 /// Conditions submux answers itself, rendered by each dialect in its own shape.
@@ -434,6 +468,22 @@ pub(crate) fn subslice_range(outer: &str, inner: &str) -> Range<usize> {
     let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
     debug_assert!(start + inner.len() <= outer.len());
     start..start + inner.len()
+}
+
+/// JSON for an optional height: a number or `null`.
+pub(crate) fn opt_num(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".into(), |n| n.to_string())
+}
+
+/// Place `id` where `{ID}` stands in `template`; the frame and the id's range.
+pub(crate) fn with_id(template: &str, id: &str) -> (String, Range<usize>) {
+    let at = template.find("{ID}").unwrap_or(template.len());
+    let frame = format!(
+        "{}{id}{}",
+        &template[..at],
+        template.get(at + 4..).unwrap_or("")
+    );
+    (frame, at..at + id.len())
 }
 
 #[cfg(test)]

@@ -87,7 +87,14 @@ impl Solana {
             return match canonical(kind, env.params) {
                 Ok(params) => ClientMsg::Subscribe {
                     id,
-                    key: SubscriptionKey::new(method, params, KeyFlags::default()),
+                    key: SubscriptionKey::new(
+                        method.as_str(),
+                        params,
+                        KeyFlags {
+                            steady: matches!(method.as_str(), "slotSubscribe" | "rootSubscribe"),
+                            ..KeyFlags::default()
+                        },
+                    ),
                 },
                 Err(e) => err(e),
             };
@@ -522,6 +529,28 @@ impl Dialect for Solana {
     ) -> Option<UpstreamSubId> {
         let r = result.trim();
         (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())).then(|| UpstreamSubId(r.into()))
+    }
+
+    fn height(&self, text: &str) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let r = v.pointer("/params/result")?;
+        r.get("slot")
+            .and_then(|s| s.as_u64())
+            .or_else(|| r.as_u64())
+    }
+
+    fn render_gap(
+        &self,
+        sub: &ClientSubId,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        let template = format!(
+            r#"{{"jsonrpc":"2.0","method":"submuxGapNotification","params":{{"result":{{"fromSlot":{},"toSlot":{},"reason":"upstream connection replaced; slots in this range may have been missed"}},"subscription":{{ID}}}}}}"#,
+            super::opt_num(from),
+            super::opt_num(to)
+        );
+        Some(super::with_id(&template, sub.as_str()))
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {

@@ -526,9 +526,17 @@ fn parse_set(req: &BTreeMap<String, &RawValue>, class: u8, subscribe: bool) -> S
             if subscribe && (name == "ledger" || name == "server") {
                 out.result_streams.push(name);
             }
-            let solo = name == "peer_status";
-            out.keys
-                .push(key(class, "streams", json_string(name), solo));
+            let flags = KeyFlags {
+                solo: name == "peer_status",
+                steady: name == "ledger",
+                ..KeyFlags::default()
+            };
+            out.keys.push(SubscriptionKey::in_class(
+                class,
+                "streams",
+                json_string(name),
+                flags,
+            ));
         }
     }
     let proposed = if req.contains_key("accounts_proposed") {
@@ -668,10 +676,14 @@ fn set_change(
         Answer::Rendered(request_success(req, "{}"))
     };
     if subscribe {
+        // For an error from the node: the envelope rippled builds around it.
+        let mut envelope = echoed(req);
+        envelope.insert("request".into(), echo_request(req, true));
         ClientMsg::Join {
             id,
             keys: set.keys,
             then,
+            context: Some(render_object(&envelope).into()),
         }
     } else {
         let reply = match then {
@@ -1008,6 +1020,30 @@ impl Dialect for Xrpl {
         format!("[{}]", parts.join(","))
     }
 
+    fn render_join_error(&self, id: &RequestId, context: Option<&str>, error: &RpcError) -> String {
+        let plain = self.render_error(id, error);
+        let Some(ctx) = context else {
+            return plain;
+        };
+        // Merge raw members: the error's fields plus the request's envelope and echo.
+        let raw = |t: &str| -> Option<BTreeMap<String, String>> {
+            serde_json::from_str::<BTreeMap<String, &RawValue>>(t)
+                .ok()
+                .map(|m| {
+                    m.into_iter()
+                        .map(|(k, v)| (k, v.get().to_string()))
+                        .collect()
+                })
+        };
+        match (raw(&plain), raw(ctx)) {
+            (Some(mut m), Some(c)) => {
+                m.extend(c);
+                render_object(&m)
+            }
+            _ => plain,
+        }
+    }
+
     fn render_upstream_subscribe(&self, keys: &[&SubscriptionKey], req: UpstreamReqId) -> String {
         render_set_request("subscribe", keys.iter().copied(), req)
     }
@@ -1124,6 +1160,30 @@ impl Dialect for Xrpl {
 
     fn http_reply(&self, reply: String) -> String {
         to_http_shape(&reply).unwrap_or(reply)
+    }
+
+    fn height(&self, text: &str) -> Option<u64> {
+        if !text.contains("\"ledgerClosed\"") {
+            return None; // cheap filter: only ledger closes carry the height
+        }
+        let v: Value = serde_json::from_str(text).ok()?;
+        (v.get("type")?.as_str()? == "ledgerClosed")
+            .then(|| v.get("ledger_index")?.as_u64())
+            .flatten()
+    }
+
+    fn render_gap(
+        &self,
+        _sub: &ClientSubId,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Option<(String, Range<usize>)> {
+        let frame = format!(
+            r#"{{"type":"submuxGap","ledger_index_min":{},"ledger_index_max":{},"reason":"upstream connection replaced; ledgers in this range may have been missed"}}"#,
+            super::opt_num(from),
+            super::opt_num(to)
+        );
+        Some((frame, 0..0))
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {
@@ -1321,7 +1381,7 @@ mod tests {
 
     #[test]
     fn subscribe_keys_are_per_item_and_per_api_version() {
-        let ClientMsg::Join { keys, then, id } = ws(&format!(
+        let ClientMsg::Join { keys, then, id, .. } = ws(&format!(
             r#"{{"id":1,"command":"subscribe","streams":["transactions","rt_transactions"],"accounts":["{ALICE}","{BOB}"],"rt_accounts":["{ALICE}"],"api_version":2}}"#
         )) else {
             panic!()

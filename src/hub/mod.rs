@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub struct Notice {
     pub frame: Utf8Bytes,
     pub id_range: Range<usize>,
+    /// A gap notice (written only to clients that asked for them).
+    pub gap: bool,
 }
 
 /// An upstream answer to a forwarded call: the upstream's frame with our id at `id_range`;

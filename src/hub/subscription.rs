@@ -65,6 +65,8 @@ pub struct Joined {
     pub rx: broadcast::Receiver<Notice>,
     /// The topic's last notification, for keys that replay it to late joiners.
     pub replay: Option<Notice>,
+    /// A steady stream (heads, slots): a client that opted in may skip to the latest.
+    pub steady: bool,
     pub guard: ReleaseGuard,
 }
 
@@ -78,6 +80,8 @@ pub struct Joined {
 #[derive(Debug, Clone)]
 pub struct Mailbox {
     id: u64,
+    /// The session asked for gap notices.
+    gap_notices: bool,
     tx: mpsc::Sender<Utf8Bytes>,
     lagged: Arc<AtomicBool>,
 }
@@ -90,13 +94,14 @@ pub struct MailboxRx {
 }
 
 impl Mailbox {
-    pub fn channel(capacity: usize) -> (Mailbox, MailboxRx) {
+    pub fn channel(capacity: usize, gap_notices: bool) -> (Mailbox, MailboxRx) {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let lagged = Arc::new(AtomicBool::new(false));
         (
             Mailbox {
                 id: NEXT.fetch_add(1, Ordering::Relaxed),
+                gap_notices,
                 tx,
                 lagged: lagged.clone(),
             },
@@ -105,6 +110,9 @@ impl Mailbox {
     }
     pub fn id(&self) -> u64 {
         self.id
+    }
+    pub fn wants_gap_notices(&self) -> bool {
+        self.gap_notices
     }
     /// Queue one frame; `false` when the session is gone.
     pub fn deliver(&self, frame: Utf8Bytes) -> bool {

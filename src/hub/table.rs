@@ -155,6 +155,21 @@ impl<W, T> TopicTable<W, T> {
     pub fn get_mut(&mut self, id: TopicId) -> Option<&mut Topic<W, T>> {
         self.topics.get_mut(&id)
     }
+    /// Every topic assigned to `slot`.
+    pub fn on_slot(&self, slot: SlotId) -> impl Iterator<Item = (TopicId, &Topic<W, T>)> {
+        self.topics
+            .iter()
+            .filter(move |(_, t)| t.slot == slot)
+            .map(|(id, t)| (*id, t))
+    }
+
+    /// The data of the topic with `key`, if any.
+    pub fn by_key_data(&self, key: &SubscriptionKey) -> Option<&T> {
+        self.by_key
+            .get(key)
+            .and_then(|id| self.topics.get(id))
+            .map(|t| &t.data)
+    }
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }

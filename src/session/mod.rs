@@ -17,6 +17,7 @@
 
 pub mod limits;
 
+use crate::auth::ApiKey;
 use crate::config::Settings;
 use crate::dialect::{
     splice, Answer, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId,
@@ -25,7 +26,7 @@ use crate::dialect::{
 use crate::hub::{
     HubError, Joined, Mailbox, MailboxRx, Notice, ReleaseGuard, RouteHandle, UpstreamReply,
 };
-use crate::telemetry::RouteMetrics;
+use crate::telemetry::{CloseReason, RouteMetrics};
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{self, BoxStream, FuturesUnordered};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -57,8 +58,9 @@ enum Item {
     Rendered(String),
     Joined(RequestId, Result<Joined, HubError>),
     Reply(RequestId, Result<UpstreamReply, HubError>),
-    /// A set join finished: keep these keys, then answer with the inner item.
-    Held(Vec<(SubscriptionKey, ReleaseGuard)>, Box<Item>),
+    /// A set join finished: keep these keys (of so many reserved), then answer with the
+    /// inner item.
+    Held(Vec<(SubscriptionKey, ReleaseGuard)>, usize, Box<Item>),
     Nothing,
 }
 
@@ -73,7 +75,34 @@ struct Local {
     client_id: ClientSubId,
     /// The frame carries the topic's public id, not ours: splice on every notification.
     splice: bool,
+    /// Falling behind skips to the latest notification instead of closing the client.
+    coalesce: bool,
     _guard: ReleaseGuard,
+}
+
+/// Per-connection choices a client makes in the URL query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// `?coalesce=1`: on steady streams (newHeads, slots, roots) a client that falls
+    /// behind gets the latest notification instead of being closed.
+    pub coalesce: bool,
+    /// `?gap_notices=1`: after an upstream switch, a notification naming the block, slot
+    /// or ledger range that may have been missed.
+    pub gap_notices: bool,
+}
+
+impl ClientOptions {
+    pub fn from_query(query: Option<&str>) -> Self {
+        let on = |name: &str| {
+            query.into_iter().flat_map(|q| q.split('&')).any(|kv| {
+                matches!(kv.split_once('='), Some((k, v)) if k == name && matches!(v, "1" | "true" | "yes"))
+            })
+        };
+        ClientOptions {
+            coalesce: on("coalesce"),
+            gap_notices: on("gap_notices"),
+        }
+    }
 }
 
 type SubStream = BoxStream<'static, Option<Result<Notice, BroadcastStreamRecvError>>>;
@@ -90,6 +119,8 @@ pub async fn run<S>(
     route: RouteHandle,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
+    key: Option<Arc<ApiKey>>,
+    options: ClientOptions,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -110,6 +141,8 @@ pub async fn run<S>(
         held: HashMap::new(),
         mailbox: None,
         mailbox_rx: None,
+        key,
+        options,
     };
     if s.settings.max_requests_per_second > 0 {
         s.bucket = Some(limits::TokenBucket::new(
@@ -119,6 +152,15 @@ pub async fn run<S>(
         ));
     }
     let exit = s.serve(shutdown).await;
+    let why = match &exit {
+        Exit::ClientClosed => CloseReason::Client,
+        Exit::Dropped(_) => CloseReason::Error,
+        Exit::Close(CLOSE_SLOW, _) => CloseReason::Slow,
+        Exit::Close(CLOSE_TOO_BIG, _) => CloseReason::TooBig,
+        Exit::Close(_, r) if r.starts_with("server shutting down") => CloseReason::Shutdown,
+        Exit::Close(..) => CloseReason::Idle,
+    };
+    metrics.count_close(why);
     match exit {
         Exit::ClientClosed => {}
         Exit::Close(code, reason) => {
@@ -136,7 +178,7 @@ pub async fn run<S>(
         Exit::Dropped(reason) => debug!(%reason, "dropping client"),
     }
     let n = (s.subs.len() + s.held.len()) as i64;
-    RouteMetrics::add(&metrics.client_subscriptions, -n);
+    s.sub_count(-n);
     RouteMetrics::add(&metrics.sessions, -1);
 }
 
@@ -158,6 +200,9 @@ struct Session<S> {
     /// Where the route delivers this client's content-routed pushes (made on first join).
     mailbox: Option<Mailbox>,
     mailbox_rx: Option<MailboxRx>,
+    /// The API key this client presented (per-key subscription cap).
+    key: Option<Arc<ApiKey>>,
+    options: ClientOptions,
 }
 
 /// The next content-routed push, or never when the session has no mailbox.
@@ -292,12 +337,17 @@ where
                 ClientMsg::Leave { keys, reply } => {
                     for k in &keys {
                         if self.held.remove(k).is_some() {
-                            RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                            self.sub_count(-1);
                         }
                     }
                     async move { Item::Rendered(reply) }.boxed()
                 }
-                ClientMsg::Join { id, keys, then } => {
+                ClientMsg::Join {
+                    id,
+                    keys,
+                    then,
+                    context,
+                } => {
                     let mut new: Vec<SubscriptionKey> = Vec::with_capacity(keys.len());
                     for k in keys {
                         if !self.held.contains_key(&k) && !new.contains(&k) {
@@ -314,13 +364,16 @@ where
                         async move { Item::Rendered(r) }.boxed()
                     } else if let Some(r) = self.over_inflight(&id) {
                         async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_key(&id, new.len()) {
+                        async move { Item::Rendered(r) }.boxed()
                     } else {
                         any_async = true;
                         let n = new.len();
                         subscribes += n;
                         let mailbox = self.mailbox();
                         let route = self.route.clone();
-                        async move { join_set(route, mailbox, id, new, then).await }.boxed()
+                        async move { join_set(route, mailbox, id, new, then, context).await }
+                            .boxed()
                     }
                 }
                 ClientMsg::Subscribe { id, key } => {
@@ -332,6 +385,8 @@ where
                         let r = self.dialect.render_error(&id, &e);
                         async move { Item::Rendered(r) }.boxed()
                     } else if let Some(r) = self.over_inflight(&id) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_key(&id, 1) {
                         async move { Item::Rendered(r) }.boxed()
                     } else {
                         subscribes += 1;
@@ -398,12 +453,45 @@ where
         })
     }
 
+    /// Reserve `n` subscriptions against the client's API key; the error reply if over.
+    fn over_key(&self, id: &RequestId, n: usize) -> Option<String> {
+        let key = self.key.as_ref()?;
+        if n == 0 || key.take_subscriptions(n) {
+            return None;
+        }
+        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+            "max {} subscriptions for API key {}",
+            key.max_subscriptions, key.name
+        )));
+        Some(self.dialect.render_error(id, &e))
+    }
+
+    /// Subscriptions held changed by `delta`: the route gauge, and the API key's count
+    /// (increments were reserved by [`over_key`] already).
+    ///
+    /// [`over_key`]: Session::over_key
+    fn sub_count(&self, delta: i64) {
+        RouteMetrics::add(&self.route.metrics.client_subscriptions, delta);
+        if delta < 0 {
+            if let Some(k) = &self.key {
+                k.release_subscriptions(delta.unsigned_abs() as usize);
+            }
+        }
+    }
+
+    /// Give back reservations that did not become subscriptions.
+    fn unreserve(&self, n: usize) {
+        if let (Some(k), true) = (&self.key, n > 0) {
+            k.release_subscriptions(n);
+        }
+    }
+
     fn unsubscribe(&mut self, id: &RequestId, sub: &ClientSubId) -> String {
         match self.by_client_id.remove(sub) {
             Some(local) => {
                 self.streams.remove(&local);
                 self.subs.remove(&local); // drops the guard: releases the topic
-                RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                self.sub_count(-1);
                 self.dialect.render_unsubscribed(id)
             }
             None => {
@@ -418,7 +506,7 @@ where
         if let Some(m) = &self.mailbox {
             return m.clone();
         }
-        let (tx, rx) = Mailbox::channel(self.settings.client_queue_len);
+        let (tx, rx) = Mailbox::channel(self.settings.client_queue_len, self.options.gap_notices);
         self.mailbox = Some(tx.clone());
         self.mailbox_rx = Some(rx);
         tx
@@ -451,12 +539,15 @@ where
         let mut items: Vec<Item> = Vec::with_capacity(outcome.items.len());
         for item in outcome.items {
             match item {
-                Item::Held(guards, inner) => {
+                Item::Held(guards, reserved, inner) => {
+                    let mut added = 0;
                     for (k, g) in guards {
                         if self.held.insert(k, g).is_none() {
-                            RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
+                            added += 1;
                         }
                     }
+                    self.sub_count(added as i64);
+                    self.unreserve(reserved.saturating_sub(added));
                     items.push(*inner);
                 }
                 other => items.push(other),
@@ -469,10 +560,12 @@ where
                 Item::Nothing => {}
                 Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
                 Item::Joined(id, Err(e)) => {
+                    self.unreserve(1);
                     parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
                 }
                 Item::Joined(id, Ok(j)) => {
-                    let (local, client_id) = self.register(j.public_id.clone(), j.guard);
+                    let coalesce = j.steady && self.options.coalesce;
+                    let (local, client_id) = self.register(j.public_id.clone(), j.guard, coalesce);
                     parts.push(self.dialect.render_subscribed(&id, &client_id));
                     activate.push((local, j.rx, j.replay));
                 }
@@ -506,7 +599,12 @@ where
 
     /// Record a new subscription; its client id is the topic's public id unless this
     /// client already holds that topic (then a fresh id, spliced into every frame).
-    fn register(&mut self, public_id: ClientSubId, guard: ReleaseGuard) -> (u64, ClientSubId) {
+    fn register(
+        &mut self,
+        public_id: ClientSubId,
+        guard: ReleaseGuard,
+        coalesce: bool,
+    ) -> (u64, ClientSubId) {
         let local = self.next_local;
         self.next_local += 1;
         let (client_id, splice) = if self.by_client_id.contains_key(&public_id) {
@@ -524,10 +622,11 @@ where
             Local {
                 client_id: client_id.clone(),
                 splice,
+                coalesce,
                 _guard: guard,
             },
         );
-        RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
+        self.sub_count(1);
         (local, client_id)
     }
 
@@ -549,8 +648,26 @@ where
         let mut written = 0;
         while let Some((local, item)) = next.take() {
             match item {
+                Some(Ok(n)) if n.gap && !self.options.gap_notices => {}
                 Some(Ok(n)) => {
                     if self.subs.contains_key(&local) {
+                        let frame = self.frame_for(local, &n);
+                        self.feed(Message::Text(frame)).await?;
+                        written += 1;
+                    }
+                }
+                Some(Err(BroadcastStreamRecvError::Lagged(_)))
+                    if self.subs.get(&local).is_some_and(|l| l.coalesce) =>
+                {
+                    // Opted in: skip what was missed and write only the newest.
+                    RouteMetrics::inc(&self.route.metrics.coalesced);
+                    let mut latest = None;
+                    if let Some(stream) = self.streams.iter_mut().find(|(l, _)| *l == local) {
+                        while let Some(Some(Some(Ok(n)))) = stream.1.next().now_or_never() {
+                            latest = Some(n);
+                        }
+                    }
+                    if let Some(n) = latest {
                         let frame = self.frame_for(local, &n);
                         self.feed(Message::Text(frame)).await?;
                         written += 1;
@@ -566,7 +683,7 @@ where
                     // The topic ended (one-shot finished or upstream refused to resubscribe).
                     if let Some(l) = self.subs.remove(&local) {
                         self.by_client_id.remove(&l.client_id);
-                        RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                        self.sub_count(-1);
                     }
                 }
             }
@@ -646,7 +763,9 @@ async fn join_set(
     id: RequestId,
     keys: Vec<SubscriptionKey>,
     then: Answer,
+    context: Option<Arc<str>>,
 ) -> Item {
+    let reserved = keys.len();
     let (guards, error) = if keys.is_empty() {
         (Vec::new(), None)
     } else {
@@ -656,12 +775,15 @@ async fn join_set(
         }
     };
     let answer = match (error, then) {
-        (Some(e), _) => Item::Reply(id, Err(e)),
+        (Some(e), _) => {
+            let d = &*route.dialect;
+            Item::Rendered(d.render_join_error(&id, context.as_deref(), &e.to_rpc(d)))
+        }
         (None, Answer::Rendered(r)) => Item::Rendered(r),
         (None, Answer::Call(call)) => {
             let res = route.call(call).await;
             Item::Reply(id, res)
         }
     };
-    Item::Held(guards, Box::new(answer))
+    Item::Held(guards, reserved, Box::new(answer))
 }

@@ -117,6 +117,11 @@ async fn serve<N: Node>(node: Arc<N>, tcp: TcpStream, cancel: CancellationToken)
         }
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
+            // Nodes read binary frames as JSON text too (web3.py sends binary by default).
+            Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                Ok(t) => t.into(),
+                Err(_) => continue,
+            },
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
             Some(Ok(_)) => continue,
         };

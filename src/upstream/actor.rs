@@ -71,6 +71,8 @@ struct TopicData {
     resubscribing_since: Option<Instant>,
     /// Content-routed topics: the mailboxes of the sessions holding it, by mailbox id.
     subscribers: HashMap<u64, Mailbox>,
+    /// Last notification (or confirmation): a steady topic silent too long is a stall.
+    last_notice: Instant,
 }
 
 enum Pending {
@@ -130,6 +132,16 @@ struct Slot {
     was_connected: bool,
     /// Identities of recent content-routed messages on this connection.
     recent: Recent,
+    /// When the current connection was made, and when the primary was last tried while
+    /// on a backup (fail-back).
+    connected_at: Instant,
+    last_failback: Instant,
+    failback_in_flight: bool,
+    /// Height of the last steady notification (block, slot, ledger) on this slot.
+    last_height: Option<u64>,
+    /// After a connection was replaced: where the possible gap starts (`Some(None)`:
+    /// unknown), until the first steady notification on the new connection closes it.
+    gap_from: Option<Option<u64>>,
 }
 
 /// A bounded set of recently seen message identities (oldest evicted first).
@@ -162,6 +174,8 @@ struct ConnectResult {
     slot: SlotId,
     generation: u64,
     result: Result<UpstreamStream, String>,
+    /// A probe of the primary while the slot runs on a backup.
+    failback: bool,
 }
 
 /// Start the actor for one route; returns the handle sessions use.
@@ -294,6 +308,11 @@ impl Actor {
                 last_ping: now,
                 was_connected: false,
                 recent: Recent::default(),
+                connected_at: now,
+                last_failback: now,
+                failback_in_flight: false,
+                last_height: None,
+                gap_from: None,
             });
         }
     }
@@ -316,57 +335,24 @@ impl Actor {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 result = attempt => {
-                    let _ = tx.send(ConnectResult { slot, generation, result }).await;
+                    let _ = tx.send(ConnectResult { slot, generation, result, failback: false }).await;
                 }
             }
         });
     }
 
     async fn on_connect_result(&mut self, res: ConnectResult) {
+        if res.failback {
+            return self.on_failback_probe(res).await;
+        }
         let Some(s) = self.slots.get_mut(res.slot.0) else {
             return;
         };
         if s.generation != res.generation || s.state != SlotState::Connecting {
             return;
         }
-        let url = redact_url(&self.settings.upstreams[s.upstream]);
         match res.result {
-            Ok(ws) => {
-                let (sink, read) = ws.split();
-                let generation = s.generation;
-                let reads = read
-                    .map(Some)
-                    .chain(stream::once(async { None }))
-                    .map(move |item| (generation, item))
-                    .boxed();
-                self.reads.insert(res.slot.0, reads);
-                let now = Instant::now();
-                s.sink = Some(sink);
-                s.state = SlotState::Connected;
-                s.backoff.reset();
-                s.last_rx = now;
-                s.last_ping = now;
-                if s.was_connected {
-                    RouteMetrics::inc(&self.metrics.upstream_reconnects);
-                }
-                s.was_connected = true;
-                s.recent = Recent::default();
-                if res.slot.0 == 0 {
-                    self.metrics.active_upstream.store(s.upstream, Relaxed);
-                }
-                RouteMetrics::add(&self.metrics.upstream_connections, 1);
-                info!(slot = res.slot.0, upstream = %url, "upstream connected");
-                let ids = self.table.on_slot_up(res.slot);
-                for &id in &ids {
-                    if let Some(t) = self.table.get_mut(id) {
-                        if t.confirmed() {
-                            t.data.resubscribing_since = Some(now);
-                        }
-                    }
-                }
-                self.send_subscribes(ids, res.slot).await;
-                self.flush_waiting_calls().await;
-            }
+            Ok(ws) => self.install(res.slot, ws).await,
             Err(reason) => {
                 RouteMetrics::inc(&self.metrics.upstream_connect_failures);
                 let n = self.settings.upstreams.len();
@@ -376,6 +362,155 @@ impl Actor {
                 self.schedule_connect(res.slot, delay);
             }
         }
+    }
+
+    /// Make `ws` the slot's connection and (re)subscribe every topic of the slot on it.
+    async fn install(&mut self, slot: SlotId, ws: UpstreamStream) {
+        let s = &mut self.slots[slot.0];
+        let url = redact_url(&self.settings.upstreams[s.upstream]);
+        let (sink, read) = ws.split();
+        let generation = s.generation;
+        let reads = read
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .map(move |item| (generation, item))
+            .boxed();
+        self.reads.insert(slot.0, reads);
+        let now = Instant::now();
+        s.sink = Some(sink);
+        s.state = SlotState::Connected;
+        s.backoff.reset();
+        s.last_rx = now;
+        s.last_ping = now;
+        s.connected_at = now;
+        s.last_failback = now;
+        if s.was_connected {
+            RouteMetrics::inc(&self.metrics.upstream_reconnects);
+        }
+        s.was_connected = true;
+        s.recent = Recent::default();
+        if slot.0 == 0 {
+            self.metrics.active_upstream.store(s.upstream, Relaxed);
+        }
+        RouteMetrics::add(&self.metrics.upstream_connections, 1);
+        info!(slot = slot.0, upstream = %url, "upstream connected");
+        let ids = self.table.on_slot_up(slot);
+        for &id in &ids {
+            if let Some(t) = self.table.get_mut(id) {
+                if t.confirmed() {
+                    t.data.resubscribing_since = Some(now);
+                }
+                t.data.last_notice = now;
+            }
+        }
+        self.send_subscribes(ids, slot).await;
+        self.flush_waiting_calls().await;
+        // Without a steady stream on this connection the gap's end is never learnt.
+        let steady = self.table.on_slot(slot).any(|(_, t)| t.key.flags().steady);
+        if !steady {
+            if let Some(from) = self.slots[slot.0].gap_from.take() {
+                self.announce_gap(slot, from, None);
+            }
+        }
+    }
+
+    /// A steady notification with `height` arrived on `slot`: remember it, and close an
+    /// open gap (announcing it if anything may have been missed).
+    fn on_height(&mut self, slot: SlotId, height: u64) {
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        s.last_height = Some(height);
+        if let Some(from) = s.gap_from.take() {
+            let to = height.checked_sub(1);
+            if from.is_none() || to.is_some_and(|t| Some(t) >= from) {
+                self.announce_gap(slot, from, to);
+            }
+        }
+    }
+
+    /// Tell clients that asked (`?gap_notices=1`) which heights may have been missed.
+    fn announce_gap(&mut self, slot: SlotId, from: Option<u64>, to: Option<u64>) {
+        RouteMetrics::inc(&self.metrics.gap_notices);
+        let mut told = std::collections::HashSet::new();
+        for (_, t) in self.table.on_slot(slot) {
+            for mb in t.data.subscribers.values() {
+                if mb.wants_gap_notices() && told.insert(mb.id()) {
+                    if let Some((frame, _)) = self.dialect.render_gap(&t.data.public_id, from, to) {
+                        mb.deliver(Utf8Bytes::from(frame));
+                    }
+                }
+            }
+            if t.data.subscribers.is_empty() {
+                if let Some((frame, id_range)) =
+                    self.dialect.render_gap(&t.data.public_id, from, to)
+                {
+                    let _ = t.data.tx.send(Notice {
+                        frame: Utf8Bytes::from(frame),
+                        id_range,
+                        gap: true,
+                    });
+                }
+            }
+        }
+    }
+
+    /// While a slot runs on a backup, try the primary; once it accepts, move the slot
+    /// back to it (make before break: the new connection is up before the old one goes).
+    fn start_failback_probe(&mut self, slot: SlotId) {
+        let s = &mut self.slots[slot.0];
+        s.failback_in_flight = true;
+        s.last_failback = Instant::now();
+        let generation = s.generation;
+        let url = self.settings.upstreams[0].clone();
+        let (timeout, max) = (
+            self.settings.connect_timeout,
+            self.settings.upstream_max_message_bytes,
+        );
+        let tx = self.connect_tx.clone();
+        let cancel = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                result = connect(&url, timeout, max) => {
+                    let result = result.map_err(|e| e.to_string());
+                    let _ = tx.send(ConnectResult { slot, generation, result, failback: true }).await;
+                }
+            }
+        });
+    }
+
+    async fn on_failback_probe(&mut self, res: ConnectResult) {
+        let slot = res.slot;
+        let busy = self.pending.values().any(|p| p.slot() == slot);
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        s.failback_in_flight = false;
+        let current =
+            s.state == SlotState::Connected && s.generation == res.generation && s.upstream != 0;
+        let Ok(ws) = res.result else {
+            debug!(
+                slot = slot.0,
+                "primary still unavailable; staying on the backup"
+            );
+            return;
+        };
+        if !current || busy {
+            return; // the slot moved on, or requests are in flight: try again later
+        }
+        info!(slot = slot.0, "primary upstream is back: failing back");
+        s.gap_from = Some(s.last_height.map(|h| h + 1));
+        if let Some(mut sink) = s.sink.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        }
+        s.generation += 1;
+        s.upstream = 0;
+        self.reads.remove(&slot.0);
+        drop(self.table.on_slot_down(slot));
+        RouteMetrics::add(&self.metrics.upstream_connections, -1);
+        RouteMetrics::inc(&self.metrics.upstream_failbacks);
+        self.install(slot, ws).await;
     }
 
     /// Tear down a slot's connection and schedule a reconnect (failing over to the next
@@ -388,6 +523,7 @@ impl Actor {
             return;
         }
         warn!(slot = slot.0, upstream = %redact_url(&self.settings.upstreams[s.upstream]), %reason, "upstream connection lost");
+        s.gap_from = Some(s.last_height.map(|h| h + 1));
         s.sink = None;
         s.state = SlotState::Idle;
         self.reads.remove(&slot.0);
@@ -535,6 +671,7 @@ impl Actor {
             } else {
                 None
             },
+            steady: t.key.flags().steady,
             guard: ReleaseGuard::new(topic, self.release_tx.clone()),
         })
     }
@@ -552,6 +689,7 @@ impl Actor {
             last: None,
             resubscribing_since: None,
             subscribers: HashMap::new(),
+            last_notice: Instant::now(),
         }
     }
 
@@ -802,6 +940,14 @@ impl Actor {
                 is_final,
             } => {
                 let topics = self.table.route(slot, &sub).to_vec();
+                let steady = topics
+                    .iter()
+                    .any(|id| self.table.get(*id).is_some_and(|t| t.key.flags().steady));
+                if steady {
+                    if let Some(h) = self.dialect.height(&text) {
+                        self.on_height(slot, h);
+                    }
+                }
                 if topics.is_empty() {
                     RouteMetrics::inc(&self.metrics.unknown_notifications);
                     debug!(sub = %sub.0, "notification for no known topic");
@@ -817,7 +963,9 @@ impl Actor {
                     let notice = Notice {
                         frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
                         id_range: start..start + public.len(),
+                        gap: false,
                     };
+                    t.data.last_notice = Instant::now();
                     if let Some(since) = t.data.resubscribing_since.take() {
                         let us = since.elapsed().as_micros() as u64;
                         self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
@@ -832,6 +980,7 @@ impl Actor {
                         let notice = t.data.last.clone().unwrap_or_else(|| Notice {
                             frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
                             id_range: start..start + public.len(),
+                            gap: false,
                         });
                         self.ended.insert(t.key.clone(), (notice, Instant::now()));
                         drop(self.table.end(id));
@@ -886,6 +1035,9 @@ impl Actor {
                 if repeat {
                     return; // the node's own per-group copy: clients get theirs from us
                 }
+                if let Some(h) = self.dialect.height(&text) {
+                    self.on_height(slot, h);
+                }
                 self.deliver_routed(slot, text, &targets)
             }
             UpstreamFrame::Other => {}
@@ -934,6 +1086,14 @@ impl Actor {
         targets: &[(UpstreamSubId, Group)],
     ) {
         RouteMetrics::inc(&self.metrics.notifications_in);
+        let now = Instant::now();
+        for (up, _) in targets {
+            for i in self.table.route(slot, up).to_vec() {
+                if let Some(t) = self.table.get_mut(i) {
+                    t.data.last_notice = now;
+                }
+            }
+        }
         if let [(up, _)] = targets {
             // One target: each holder once, no bookkeeping.
             for &id in self.table.route(slot, up) {
@@ -1006,9 +1166,11 @@ impl Actor {
             replay: Some(Notice {
                 frame: Utf8Bytes::from(frame),
                 id_range: start..start + public_id.as_str().len(),
+                gap: false,
             }),
             public_id,
             rx,
+            steady: false,
             guard: ReleaseGuard::new(TopicId(0), self.release_tx.clone()),
         })
     }
@@ -1054,6 +1216,20 @@ impl Actor {
                 let _ = reply.send(Err(HubError::Unavailable));
             }
         }
+        self.check_stalls(now);
+        // Fail-back: a slot on a backup tries the primary every failback_interval.
+        if let Some(every) = self.settings.failback_interval {
+            for i in 0..self.slots.len() {
+                let s = &self.slots[i];
+                if s.state == SlotState::Connected
+                    && s.upstream != 0
+                    && !s.failback_in_flight
+                    && now.duration_since(s.last_failback) >= every
+                {
+                    self.start_failback_probe(SlotId(i));
+                }
+            }
+        }
         // Liveness: ping quiet upstreams, drop silent ones; close extra idle slots.
         for i in 0..self.slots.len() {
             let slot = SlotId(i);
@@ -1085,6 +1261,31 @@ impl Actor {
             }
         }
         self.metrics.topics.store(self.table.len() as i64, Relaxed);
+    }
+
+    /// A steady topic (new heads, slots, ledgers) silent for `stall_timeout` while its
+    /// connection still answers pings: the node is stalled; replace the connection.
+    fn check_stalls(&mut self, now: Instant) {
+        let Some(limit) = self.settings.stall_timeout else {
+            return;
+        };
+        let mut stalled: Vec<(SlotId, String)> = Vec::new();
+        for (slot, key, _) in self.table.active_upstream() {
+            if !key.flags().steady || stalled.iter().any(|(s, _)| *s == slot) {
+                continue;
+            }
+            let Some(t) = self.table.by_key_data(key) else {
+                continue;
+            };
+            let quiet = now.duration_since(t.last_notice);
+            if quiet >= limit {
+                stalled.push((slot, format!("stalled: no {key:?} for {quiet:?}")));
+            }
+        }
+        for (slot, why) in stalled {
+            RouteMetrics::inc(&self.metrics.upstream_stalls);
+            self.dead.push((slot, why));
+        }
     }
 
     async fn close_slot(&mut self, slot: SlotId) {

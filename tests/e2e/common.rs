@@ -43,6 +43,7 @@ pub async fn submux_with(server: ServerConfig, routes: Vec<RouteConfig>) -> Runn
         server,
         routes,
         source: None,
+        auth: Default::default(),
     };
     let settings = raw.validate(None).expect("valid test config");
     let running = submux::start(settings).await.expect("start");
@@ -76,6 +77,10 @@ pub struct Client {
 }
 
 impl Client {
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client { ws, next_id: 1 }
+    }
+
     pub async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await

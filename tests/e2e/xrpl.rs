@@ -363,3 +363,37 @@ async fn books_share_a_topic_and_each_snapshot_is_the_clients_own() {
         x.quiet(150).await;
     }
 }
+
+#[tokio::test]
+async fn ledgers_missed_while_reconnecting_are_announced_to_clients_that_ask() {
+    let (sim, mux) = setup().await;
+    let mut x = X {
+        c: Client::connect(&format!("{}?gap_notices=1", mux.ws_url("/xrpl"))).await,
+        next: 1,
+    };
+    x.ok(json!({"command":"subscribe","streams":["ledger"],"api_version":2}))
+        .await;
+    let seen = sim.close_ledger();
+    assert_eq!(x.next().await["ledger_index"], json!(seen));
+    sim.set_refuse(true);
+    sim.drop_connections();
+    let metrics = mux.hub.routes()[0].metrics.clone();
+    wait_for("connection lost", || {
+        metrics
+            .upstream_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    })
+    .await;
+    for _ in 0..3 {
+        sim.close_ledger(); // nobody is connected to hear these
+    }
+    sim.set_refuse(false);
+    wait_for("resubscribed", || sim.subscriptions() >= 1).await;
+    let next = sim.close_ledger();
+    let gap = x.next().await;
+    assert_eq!(gap["type"], "submuxGap", "{gap}");
+    assert_eq!(gap["ledger_index_min"], json!(seen + 1));
+    assert_eq!(gap["ledger_index_max"], json!(next - 1));
+    assert_eq!(x.next().await["ledger_index"], json!(next));
+}
