@@ -24,7 +24,7 @@ use crate::dialect::xrpl::{
 use crate::dialect::{Answer, ClientFrame, ClientMsg, Dialect, Transport};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -728,37 +728,300 @@ fn apply(st: &mut State, p: &Pending, index: u64) -> Value {
             pays,
         } => {
             let sequence = p.tx_json["Sequence"].as_u64().unwrap_or(0);
+            let mut c = cross(st, hash, index, account, gets, pays);
+            let rest = c.remaining.take();
+            let taker_xrp = c.xrp.remove(account).unwrap_or(0);
+            let owned = i64::from(rest.is_some());
             nodes.push(touch_account(
                 st,
                 hash,
                 index,
                 account,
-                -(FEE as i128),
+                taker_xrp - FEE as i128,
                 true,
-                1,
+                owned,
             ));
-            let offer_index = index_of(&format!("{account}/{sequence}"), 0x0FFE);
-            nodes.push(json!({"CreatedNode": {"LedgerEntryType": "Offer",
-                "LedgerIndex": offer_index,
-                "NewFields": {"Account": account, "BookDirectory": book_directory(gets, pays),
-                    "Sequence": sequence, "TakerGets": gets, "TakerPays": pays}}}));
-            st.offers.push(Offer {
-                account: account.clone(),
-                sequence,
-                gets: gets.clone(),
-                pays: pays.clone(),
-                index: offer_index,
-                prev_tx: hash.to_string(),
-                prev_seq: index,
-            });
+            let makers: BTreeSet<String> = c.xrp.keys().chain(c.owners.keys()).cloned().collect();
+            for maker in makers {
+                let xrp = c.xrp.get(&maker).copied().unwrap_or(0);
+                let owners = c.owners.get(&maker).copied().unwrap_or(0);
+                nodes.push(touch_account(st, hash, index, &maker, xrp, false, owners));
+            }
+            for ((holder, issuer, currency), delta) in &c.iou {
+                let line = (holder.as_str(), issuer.as_str(), currency.as_str());
+                nodes.push(touch_line(st, hash, index, line, *delta));
+            }
+            nodes.append(&mut c.offer_nodes);
+            if let Some((gets, pays)) = rest {
+                let offer_index = index_of(&format!("{account}/{sequence}"), 0x0FFE);
+                nodes.push(json!({"CreatedNode": {"LedgerEntryType": "Offer",
+                    "LedgerIndex": offer_index,
+                    "NewFields": {"Account": account, "BookDirectory": book_directory(&gets, &pays),
+                        "Sequence": sequence, "TakerGets": gets, "TakerPays": pays}}}));
+                st.offers.push(Offer {
+                    account: account.clone(),
+                    sequence,
+                    gets,
+                    pays,
+                    index: offer_index,
+                    prev_tx: hash.to_string(),
+                    prev_seq: index,
+                });
+            }
         }
     }
+    // rippled lists AffectedNodes in ledger-key order.
+    nodes.sort_by(|a, b| {
+        node_body(a)["LedgerIndex"]
+            .as_str()
+            .cmp(&node_body(b)["LedgerIndex"].as_str())
+    });
     let mut meta = json!({"AffectedNodes": nodes, "TransactionIndex": 0,
         "TransactionResult": "tesSUCCESS"});
     if let Some(d) = delivered {
         meta["delivered_amount"] = d;
     }
     meta
+}
+
+/// The body of an AffectedNodes entry (inside CreatedNode/ModifiedNode/DeletedNode).
+fn node_body(node: &Value) -> &Value {
+    node.as_object()
+        .and_then(|o| o.values().next())
+        .unwrap_or(&Value::Null)
+}
+
+/// An amount's issue and size in units (drops, or 10^-15 of an issued currency).
+fn units(amount: &Value) -> Option<((String, Option<String>), i128)> {
+    let n = match amount {
+        Value::String(d) => d.parse::<i128>().ok()?,
+        Value::Object(o) => parse_value(o.get("value")?.as_str()?)?,
+        _ => return None,
+    };
+    Some((issue_of(amount), n))
+}
+
+/// An amount of `issue` from units (XRP: a drops string).
+fn amount_of(issue: &(String, Option<String>), n: i128) -> Value {
+    match &issue.1 {
+        None => json!(n.to_string()),
+        Some(issuer) => json!({"currency": issue.0, "issuer": issuer, "value": render_value(n)}),
+    }
+}
+
+/// What an OfferCreate's crossing did: maker offer nodes, net balance changes, and what
+/// is left of the taker's offer to rest on the book.
+#[derive(Default)]
+struct Crossing {
+    offer_nodes: Vec<Value>,
+    /// Drops per account.
+    xrp: BTreeMap<String, i128>,
+    /// Issued-currency units per (holder, issuer, currency); issuers' own sides omitted.
+    iou: BTreeMap<(String, String, String), i128>,
+    /// OwnerCount changes (maker offers used up).
+    owners: BTreeMap<String, i64>,
+    /// (TakerGets, TakerPays) still offered, if any.
+    remaining: Option<(Value, Value)>,
+}
+
+impl Crossing {
+    fn credit(&mut self, account: &str, issue: &(String, Option<String>), n: i128) {
+        match &issue.1 {
+            None => *self.xrp.entry(account.to_string()).or_default() += n,
+            Some(issuer) if issuer == account => {}
+            Some(issuer) => {
+                let key = (account.to_string(), issuer.clone(), issue.0.clone());
+                *self.iou.entry(key).or_default() += n;
+            }
+        }
+    }
+}
+
+/// Cross a new offer by `taker` (giving `gets`, wanting `pays`) with the opposite book,
+/// best quality first, at each maker's price, while the maker asks no more per unit than
+/// the taker gives: maker offers shrink (ModifiedNode) or go (DeletedNode).
+fn cross(
+    st: &mut State,
+    hash: &str,
+    index: u64,
+    taker: &str,
+    gets: &Value,
+    pays: &Value,
+) -> Crossing {
+    let mut c = Crossing::default();
+    let (Some((gi, mut give)), Some((pi, mut want))) = (units(gets), units(pays)) else {
+        c.remaining = Some((gets.clone(), pays.clone()));
+        return c;
+    };
+    let mut book: Vec<usize> = (0..st.offers.len())
+        .filter(|&i| {
+            let o = &st.offers[i];
+            o.account != taker && issue_of(&o.gets) == pi && issue_of(&o.pays) == gi
+        })
+        .collect();
+    book.sort_by_key(|&i| {
+        let o = &st.offers[i];
+        let (m, e) = offer_rate(&o.gets, &o.pays).unwrap_or((u64::MAX >> 8, 155));
+        (((e + 100) as u64) << 56) | m
+    });
+    // The taker, too, pays only with what it has (an unfunded offer just rests).
+    let mut budget = funds(st, taker, &gi);
+    let mut used_up = Vec::new();
+    for i in book {
+        let o = &st.offers[i];
+        let (Some((_, og)), Some((_, op))) = (units(&o.gets), units(&o.pays)) else {
+            continue;
+        };
+        // The maker's price op/og must not exceed the taker's limit give/want.
+        match (op.checked_mul(want), give.checked_mul(og)) {
+            (Some(ask), Some(bid)) if og > 0 && ask <= bid => {}
+            _ => break,
+        }
+        // An offer backs only what its owner has (unfunded offers are passed over).
+        let affordable = budget.checked_mul(og).map_or(og, |x| x / op.max(1));
+        let take = og.min(want).min(funds(st, &o.account, &pi)).min(affordable);
+        if take <= 0 {
+            continue;
+        }
+        let Some(pay) = op.checked_mul(take).map(|x| x / og) else {
+            break;
+        };
+        budget -= pay;
+        c.credit(taker, &pi, take);
+        c.credit(taker, &gi, -pay);
+        c.credit(&o.account, &gi, pay);
+        c.credit(&o.account, &pi, -take);
+        let (new_gets, new_pays) = (amount_of(&pi, og - take), amount_of(&gi, op - pay));
+        let mut fields = json!({"Account": o.account,
+            "BookDirectory": book_directory(&o.gets, &o.pays), "BookNode": "0", "Flags": 0,
+            "OwnerNode": "0", "Sequence": o.sequence, "TakerGets": new_gets,
+            "TakerPays": new_pays});
+        let previous = json!({"TakerGets": o.gets, "TakerPays": o.pays});
+        let node = if take == og {
+            fields["PreviousTxnID"] = json!(o.prev_tx);
+            fields["PreviousTxnLgrSeq"] = json!(o.prev_seq);
+            *c.owners.entry(o.account.clone()).or_default() -= 1;
+            used_up.push(i);
+            json!({"DeletedNode": {"FinalFields": fields, "LedgerEntryType": "Offer",
+                "LedgerIndex": o.index, "PreviousFields": previous}})
+        } else {
+            json!({"ModifiedNode": {"FinalFields": fields, "LedgerEntryType": "Offer",
+                "LedgerIndex": o.index, "PreviousFields": previous,
+                "PreviousTxnID": o.prev_tx, "PreviousTxnLgrSeq": o.prev_seq}})
+        };
+        c.offer_nodes.push(node);
+        let o = &mut st.offers[i];
+        o.gets = new_gets;
+        o.pays = new_pays;
+        o.prev_tx = hash.to_string();
+        o.prev_seq = index;
+        want -= take;
+        give -= pay;
+        if want == 0 {
+            break;
+        }
+    }
+    used_up.sort_unstable();
+    for i in used_up.into_iter().rev() {
+        st.offers.remove(i);
+    }
+    if want > 0 && give > 0 {
+        c.remaining = Some((amount_of(&gi, give), amount_of(&pi, want)));
+    }
+    c
+}
+
+/// The `changes` of a bookChanges message (rippled computeBookChanges): per currency
+/// pair, the volumes and rates of the offers crossed in the ledger's transactions.
+fn book_changes(metas: &[&Value]) -> Vec<Value> {
+    type Rate = (u64, i32);
+    struct Tally {
+        a: ((String, Option<String>), i128),
+        b: ((String, Option<String>), i128),
+        high: Rate,
+        low: Rate,
+        open: Rate,
+        close: Rate,
+    }
+    let key = |r: &Rate| (r.1, r.0);
+    let name = |i: &(String, Option<String>)| match &i.1 {
+        None => i.0.clone(),
+        Some(issuer) => format!("{issuer}/{}", i.0),
+    };
+    let mut tally: BTreeMap<String, Tally> = BTreeMap::new();
+    for meta in metas {
+        let nodes = meta["AffectedNodes"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
+        for node in nodes {
+            let body = node_body(node);
+            if body["LedgerEntryType"] != "Offer" || node.get("CreatedNode").is_some() {
+                continue;
+            }
+            let (f, p) = (&body["FinalFields"], &body["PreviousFields"]);
+            let delta = |k: &str| {
+                let (issue, fin) = units(&f[k])?;
+                let (_, prev) = units(&p[k])?;
+                Some((issue, fin - prev))
+            };
+            let (Some(dg), Some(dp)) = (delta("TakerGets"), delta("TakerPays")) else {
+                continue;
+            };
+            let (g, p) = (name(&dg.0), name(&dp.0));
+            let noswap = dg.0 .1.is_none() || (dp.0 .1.is_some() && g < p);
+            let (first, second) = if noswap { (dg, dp) } else { (dp, dg) };
+            if second.1 == 0 || first.1 == 0 {
+                continue;
+            }
+            let a = (first.0.clone(), first.1.abs());
+            let b = (second.0.clone(), second.1.abs());
+            let Some(rate) = offer_rate(&amount_of(&b.0, b.1), &amount_of(&a.0, a.1)) else {
+                continue;
+            };
+            let k = if noswap {
+                format!("{g}|{p}")
+            } else {
+                format!("{p}|{g}")
+            };
+            match tally.get_mut(&k) {
+                None => {
+                    let t = Tally {
+                        a,
+                        b,
+                        high: rate,
+                        low: rate,
+                        open: rate,
+                        close: rate,
+                    };
+                    tally.insert(k, t);
+                }
+                Some(t) => {
+                    t.a.1 += a.1;
+                    t.b.1 += b.1;
+                    if key(&rate) > key(&t.high) {
+                        t.high = rate;
+                    }
+                    if key(&rate) < key(&t.low) {
+                        t.low = rate;
+                    }
+                    t.close = rate;
+                }
+            }
+        }
+    }
+    let side = |s: &((String, Option<String>), i128)| match &s.0 .1 {
+        None => ("XRP_drops".to_string(), s.1.to_string()),
+        Some(_) => (name(&s.0), render_value(s.1)),
+    };
+    tally
+        .values()
+        .map(|t| {
+            let ((ca, va), (cb, vb)) = (side(&t.a), side(&t.b));
+            json!({"currency_a": ca, "currency_b": cb, "volume_a": va, "volume_b": vb,
+                "high": rate_text(t.high.0, t.high.1), "low": rate_text(t.low.0, t.low.1),
+                "open": rate_text(t.open.0, t.open.1), "close": rate_text(t.close.0, t.close.1)})
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -906,9 +1169,13 @@ fn close_ledger(inner: &Inner) -> u64 {
     closed["network_id"] = json!(1);
     let text = closed.to_string();
     publish(&st, &stream("ledger"), |_| text.clone());
-    // No offer is ever consumed here (offers do not cross), so no book changes either.
+    let metas: Vec<&Value> = hashes
+        .iter()
+        .filter_map(|h| st.validated.get(h).map(|v| &v.meta))
+        .collect();
     let changes = json!({"type": "bookChanges", "ledger_index": index,
-        "ledger_hash": st.ledger_hash, "ledger_time": st.ledger_time, "changes": []});
+        "ledger_hash": st.ledger_hash, "ledger_time": st.ledger_time, "validated": true,
+        "changes": book_changes(&metas)});
     let text = changes.to_string();
     publish(&st, &stream("book_changes"), |_| text.clone());
     for hash in &hashes {
@@ -944,23 +1211,27 @@ fn issue_matches(spec: &Value, amount: &Value) -> bool {
     want == cur && spec.get("issuer").and_then(Value::as_str) == iss.as_deref()
 }
 
-/// What backs an offer (rippled accountFunds): XRP above the owner's reserve, the holding
-/// of an issued currency, or the offer itself when the owner is its issuer.
-fn owner_funds(st: &State, o: &Offer) -> String {
-    match issue_of(&o.gets) {
-        (_, None) => st.accounts.get(&o.account).map_or(0, |a| {
+/// What `account` can deliver of `issue` (rippled accountFunds), in units: XRP above its
+/// reserve, its holding of an issued currency, unlimited for the issuer itself.
+fn funds(st: &State, account: &str, issue: &(String, Option<String>)) -> i128 {
+    match &issue.1 {
+        None => st.accounts.get(account).map_or(0, |a| {
             let reserve = RESERVE_BASE + a.owner_count * RESERVE_INC;
-            a.balance.saturating_sub(reserve)
+            i128::from(a.balance.saturating_sub(reserve))
         }),
-        (_, Some(issuer)) if issuer == o.account => {
-            return o.gets["value"].as_str().unwrap_or("0").to_string();
-        }
-        (currency, Some(issuer)) => {
-            let held = holding(st, &o.account, &issuer, &currency).max(0);
-            return render_value(held);
-        }
+        Some(issuer) if issuer == account => i128::MAX,
+        Some(issuer) => holding(st, account, issuer, &issue.0).max(0),
     }
-    .to_string()
+}
+
+/// An offer's `owner_funds`: [`funds`] as text (the offer itself for its issuer).
+fn owner_funds(st: &State, o: &Offer) -> String {
+    let issue = issue_of(&o.gets);
+    match funds(st, &o.account, &issue) {
+        i128::MAX => o.gets["value"].as_str().unwrap_or("0").to_string(),
+        n if issue.1.is_none() => n.to_string(),
+        n => render_value(n),
+    }
 }
 
 /// rippled's getBookPage for the book {taker_pays: `pays`, taker_gets: `gets`}: offers
@@ -1502,14 +1773,39 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// The structure of a JSON value: key names (sorted) and value kinds; arrays by their
-    /// first element. Two messages of the same shape differ only in values.
+    /// The structure of a JSON value: key names (sorted) and value kinds; an array by the
+    /// union of its elements' shapes. Two messages of the same shape differ only in values.
     fn shape(v: &Value) -> Value {
+        fn merge(a: &mut Value, b: Value) {
+            match (a, b) {
+                (Value::Object(x), Value::Object(y)) => {
+                    for (k, v) in y {
+                        match x.get_mut(&k) {
+                            Some(old) => merge(old, v),
+                            None => {
+                                x.insert(k, v);
+                            }
+                        }
+                    }
+                }
+                (a, b) => *a = b,
+            }
+        }
         match v {
             Value::Object(m) => {
                 Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
             }
-            Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
+            Value::Array(a) => {
+                let mut u = Value::Null;
+                for x in a {
+                    if u.is_null() {
+                        u = shape(x);
+                    } else {
+                        merge(&mut u, shape(x));
+                    }
+                }
+                Value::Array(if u.is_null() { vec![] } else { vec![u] })
+            }
             Value::String(_) => json!("string"),
             Value::Number(_) => json!("number"),
             Value::Bool(_) => json!("bool"),
@@ -1928,5 +2224,126 @@ mod tests {
         assert_eq!(unknown["account"], "rfdGuuVnq9juqWDV4W3LoLiNcW8g2hAXhN");
         assert_eq!(unknown["ledger_index"], json!(n));
         assert_eq!(unknown["validated"], true);
+    }
+
+    #[tokio::test]
+    async fn offers_cross_at_the_makers_price() {
+        use crate::dialect::xrpl::{affected_accounts, touched_books};
+        let (sim, a) = sim().await;
+        let (maker, taker, late, issuer) = (&a[0], &a[1], &a[2], &a[7]);
+        let usd = |v: &str| json!({"currency":"USD","issuer":issuer,"value":v});
+        let mut z = Ws::open(&sim).await;
+        z.call(json!({"command":"subscribe","streams":["book_changes"],"books":[{"taker_pays":{"currency":"USD","issuer":issuer},"taker_gets":{"currency":"XRP"}}],"api_version":2}))
+            .await;
+        sim.pay_issued(issuer, maker, usd("100")).unwrap();
+        sim.close_ledger();
+        assert_eq!(z.recv().await["changes"], json!([]));
+        // The maker sells 10 USD at 2 XRP each.
+        let made = sim.offer_create(maker, usd("10"), json!("20000000"));
+        sim.close_ledger();
+        assert_eq!(
+            z.recv().await["changes"],
+            json!([]),
+            "a new offer is no change"
+        );
+        assert_eq!(
+            z.recv().await["hash"],
+            json!(made),
+            "the maker's offer is in the book"
+        );
+        // A taker buys 4 USD for 8 XRP: filled, the maker's offer shrinks.
+        let t1 = sim.offer_create(taker, json!("8000000"), usd("4"));
+        sim.close_ledger();
+        let changes = z.recv().await;
+        assert_eq!(changes["type"], "bookChanges");
+        assert_eq!(changes["validated"], true);
+        assert_eq!(
+            changes["changes"],
+            json!([{"currency_a":"XRP_drops","currency_b":format!("{issuer}/USD"),
+                "volume_a":"8000000","volume_b":"4","high":"2000000","low":"2000000",
+                "open":"2000000","close":"2000000"}])
+        );
+        assert_eq!(z.recv().await["hash"], json!(t1), "the maker's book moved");
+        let m = meta_of(&sim, &t1);
+        let set: std::collections::BTreeSet<String> = [maker, taker, issuer]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(affected_accounts(&m), set);
+        assert_eq!(touched_books(&m).len(), 1, "{m}");
+        let nodes = m["AffectedNodes"].as_array().unwrap();
+        let offer = nodes
+            .iter()
+            .find_map(|n| {
+                n.get("ModifiedNode")
+                    .filter(|b| b["LedgerEntryType"] == "Offer")
+            })
+            .expect("the maker's offer modified");
+        assert_eq!(offer["PreviousFields"]["TakerGets"], usd("10"));
+        assert_eq!(offer["FinalFields"]["TakerGets"], usd("6"));
+        assert_eq!(offer["FinalFields"]["TakerPays"], "12000000");
+        let rests = |n: &Value| {
+            n.get("CreatedNode")
+                .is_some_and(|b| b["LedgerEntryType"] == "Offer")
+        };
+        assert!(!nodes.iter().any(rests), "filled: nothing rests");
+        {
+            let st = sim.inner.lock();
+            assert_eq!(
+                holding(&st, taker, issuer, "USD"),
+                parse_value("4").unwrap()
+            );
+            assert_eq!(
+                holding(&st, maker, issuer, "USD"),
+                parse_value("96").unwrap()
+            );
+            assert_eq!(
+                st.accounts[maker].balance,
+                GENESIS_BALANCE - FEE + 8_000_000
+            );
+            assert_eq!(
+                st.accounts[taker].balance,
+                GENESIS_BALANCE - FEE - 8_000_000
+            );
+        }
+        // A second taker wants 10: takes the last 6, the rest rests on the other side.
+        let t2 = sim.offer_create(late, json!("20000000"), usd("10"));
+        sim.close_ledger();
+        z.recv().await;
+        assert_eq!(z.recv().await["hash"], json!(t2));
+        z.quiet().await;
+        let m = meta_of(&sim, &t2);
+        let nodes = m["AffectedNodes"].as_array().unwrap();
+        let deleted = nodes
+            .iter()
+            .find_map(|n| n.get("DeletedNode"))
+            .expect("the maker's offer used up");
+        assert_eq!(deleted["PreviousFields"]["TakerGets"], usd("6"));
+        let created = nodes
+            .iter()
+            .find_map(|n| {
+                n.get("CreatedNode")
+                    .filter(|b| b["LedgerEntryType"] == "Offer")
+            })
+            .expect("the remainder rests");
+        assert_eq!(created["NewFields"]["TakerGets"], "8000000");
+        assert_eq!(created["NewFields"]["TakerPays"], usd("4"));
+        let keys: Vec<_> = nodes
+            .iter()
+            .map(|n| node_body(n)["LedgerIndex"].clone())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+        assert_eq!(keys, sorted, "AffectedNodes in ledger-key order");
+        let st = sim.inner.lock();
+        assert_eq!(st.offers.len(), 1);
+        assert_eq!(st.accounts[maker].owner_count, 0);
+        assert_eq!(st.accounts[late].owner_count, 1);
+        // An unfunded taker crosses nothing: its offer just rests.
+        drop(st);
+        let before = sim.inner.lock().offers.len();
+        sim.offer_create(&a[3], usd("1"), json!("1"));
+        sim.close_ledger();
+        assert_eq!(sim.inner.lock().offers.len(), before + 1);
     }
 }

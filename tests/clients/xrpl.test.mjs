@@ -376,6 +376,35 @@ test("books: snapshot with bids and asks, then the book's transactions", async (
   assert.equal(created.NewFields.TakerGets, "3000000");
 });
 
+test("offers cross: bookChanges and the book's transactions, the same on both paths", async () => {
+  const [issuer, maker, taker] = [A[7], A[4], A[3]];
+  const eur = (value) => ({ currency: "EUR", issuer, value });
+  await simCall("sim_pay", { from: issuer, to: maker, amount: eur("50") });
+  await closeLedger();
+  const p = await pair();
+  const book = { taker_pays: { currency: "EUR", issuer }, taker_gets: { currency: "XRP" }, both: true };
+  await p.both((c) => c.client.request({ command: "subscribe", streams: ["book_changes"], books: [book] }));
+  const made = (await simCall("sim_offer_create", { account: maker, taker_gets: eur("10"), taker_pays: "20000000" })).hash;
+  await closeLedger();
+  const took = (await simCall("sim_offer_create", { account: taker, taker_gets: "8000000", taker_pays: eur("4") })).hash;
+  await closeLedger();
+  await waitFor("both offers", () => txs(p.direct.seen).length === 2 && txs(p.via.seen).length === 2);
+  await settle();
+  assert.deepEqual(p.via.seen, p.direct.seen);
+  assert.deepEqual(txs(p.via.seen).map(txHash), [made, took]);
+  const changes = p.via.seen.filter((m) => m.type === "bookChanges");
+  assert.ok(changes.length >= 3, "one bookChanges per ledger");
+  const crossed = changes.find((m) => m.changes.length > 0);
+  assert.deepEqual(crossed.changes, [
+    { currency_a: "XRP_drops", currency_b: `${issuer}/EUR`, volume_a: "8000000", volume_b: "4", high: "2000000", low: "2000000", open: "2000000", close: "2000000" },
+  ]);
+  const takerTx = txs(p.via.seen)[1];
+  assert.ok(crossed.ledger_index === takerTx.ledger_index, "bookChanges of the crossing ledger");
+  const modified = takerTx.meta.AffectedNodes.map((n) => n.ModifiedNode).find((n) => n?.LedgerEntryType === "Offer");
+  assert.deepEqual(modified.PreviousFields.TakerGets, eur("10"));
+  assert.deepEqual(modified.FinalFields.TakerGets, eur("6"));
+});
+
 test("errors: rippled's names and codes reach xrpl.js as RippledError; partial subscribe kept", async () => {
   const p = await pair();
   const fail = (req) =>
