@@ -213,6 +213,34 @@ test("two clients through submux with overlapping accounts: each gets its own, o
   assert.ok(!y.via.seen.some((m) => txHash(m) === h3));
 });
 
+test("issued currency: the receiver is found through the trust line (RippleState), as rippled does", async () => {
+  const [issuer, alice, bob] = [A[7], A[5], A[6]];
+  const usd = (value) => ({ currency: "USD", issuer, value });
+  const watchBob = await pair();
+  const watchIssuer = await pair();
+  await watchBob.both((c) => c.client.request({ command: "subscribe", accounts: [bob] }));
+  await watchIssuer.both((c) => c.client.request({ command: "subscribe", accounts: [issuer] }));
+  const issue = (await simCall("sim_pay", { from: issuer, to: alice, amount: usd("100") })).hash;
+  await closeLedger();
+  const ripple = (await simCall("sim_pay", { from: alice, to: bob, amount: usd("40.5") })).hash;
+  await closeLedger();
+  await waitFor("bob's payment", () => txs(watchBob.direct.seen).length === 1 && txs(watchBob.via.seen).length === 1);
+  await waitFor("the issuer's two", () => txs(watchIssuer.direct.seen).length === 2 && txs(watchIssuer.via.seen).length === 2);
+  await settle();
+  assert.deepEqual(watchBob.via.seen, watchBob.direct.seen);
+  assert.deepEqual(watchIssuer.via.seen, watchIssuer.direct.seen);
+  assert.deepEqual(watchBob.via.seen.map(txHash), [ripple], "bob is affected by the second payment only");
+  assert.deepEqual(watchIssuer.via.seen.map(txHash), [issue, ripple]);
+  const m = watchBob.via.seen[0];
+  assert.deepEqual(m.meta.delivered_amount, usd("40.5"));
+  assert.deepEqual(m.tx_json.DeliverMax, usd("40.5"));
+  const lines = m.meta.AffectedNodes.map((n) => Object.values(n)[0]).filter((n) => n.LedgerEntryType === "RippleState");
+  assert.equal(lines.length, 2, "alice's and bob's lines with the issuer");
+  // bob has no AccountRoot change: only the trust line's limits name him.
+  const roots = m.meta.AffectedNodes.map((n) => Object.values(n)[0]).filter((n) => n.LedgerEntryType === "AccountRoot");
+  assert.deepEqual(roots.map((r) => r.FinalFields.Account), [alice]);
+});
+
 test("transactions + transactions_proposed: proposed once, validated twice (as rippled)", async () => {
   const p = await pair();
   await p.both((c) => c.client.request({ command: "subscribe", streams: ["transactions", "transactions_proposed"] }));
@@ -325,13 +353,17 @@ test("books: snapshot with bids and asks, then the book's transactions", async (
   assert.deepEqual(sansId(v), sansId(d));
   assert.equal(v.result.asks.length, 1);
   assert.equal(v.result.bids.length, 1);
-  const ask = v.result.asks[0];
-  assert.equal(ask.Account, A[0]);
-  assert.equal(ask.LedgerEntryType, "Offer");
-  assert.equal(ask.TakerGets, "1000000000");
-  assert.deepEqual(ask.TakerPays, { ...usd, value: "500" });
-  assert.match(ask.quality, /^[0-9.e-]+$/);
-  assert.match(ask.owner_funds, /^\d+$/);
+  // rippled: `bids` is the book as asked (TakerGets XRP, TakerPays USD), `asks` its reverse.
+  const [bid, ask] = [v.result.bids[0], v.result.asks[0]];
+  assert.equal(bid.Account, A[0]);
+  assert.equal(bid.LedgerEntryType, "Offer");
+  assert.equal(bid.TakerGets, "1000000000");
+  assert.deepEqual(bid.TakerPays, { ...usd, value: "500" });
+  assert.equal(bid.quality, "0.0000005", "TakerPays/TakerGets as rippled prints it");
+  assert.match(bid.owner_funds, /^\d+$/, "XRP above the reserve, in drops");
+  assert.equal(ask.Account, A[1]);
+  assert.equal(ask.quality, "2500000");
+  assert.equal(ask.owner_funds, "0", "A[1] holds no USD");
 
   // A new offer in this book reaches both book subscribers once.
   const { hash } = await simCall("sim_offer_create", { account: A[2], taker_gets: "3000000", taker_pays: { ...usd, value: "2" } });
