@@ -6,7 +6,7 @@ every observation is deterministic) and `$SUBMUX_BIN --config <tmp>` with one ro
 drives the simulator once over its HTTP control methods, and asserts that both clients
 saw the same messages (whole dicts: hashes, ledger indexes and balances are shared).
 
-Run by tests/xrpl_py.rs; by hand: `SUBMUX_BIN=target/debug/submux
+Run by tests/python_clients.rs; by hand: `SUBMUX_BIN=target/debug/submux
 tests/python/.venv/bin/python tests/python/test_xrpl_py.py`. Exits non-zero on failure.
 """
 
