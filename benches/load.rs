@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use submux::sim::ethereum::{contract_address, EthSim, EthSimConfig};
 use submux::sim::solana::{base58_encode, SolSim, SolSimConfig, SYSTEM_PROGRAM};
+use submux::sim::xrpl::{XrplSim, XrplSimConfig};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -91,14 +92,14 @@ struct Submux {
 }
 
 impl Submux {
-    fn start(eth: &str, sol_ws: &str) -> Submux {
+    fn start(eth: &str, sol_ws: &str, xrpl_ws: &str) -> Submux {
         let dir = std::env::temp_dir().join(format!("submux-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let cfg = dir.join("bench.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_connections_per_ip = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n\n[[route]]\npath = \"/api/v1/ws\"\ndialect = \"lnbits\"\n"
+                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_connections_per_ip = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n\n[[route]]\npath = \"/xrpl\"\ndialect = \"xrpl\"\nupstreams = [\"{xrpl_ws}\"]\n\n[[route]]\npath = \"/api/v1/ws\"\ndialect = \"lnbits\"\n"
             ),
         )
         .expect("config");
@@ -132,6 +133,9 @@ impl Submux {
     }
     fn sol_url(&self) -> String {
         format!("ws://{}/sol", self.addr)
+    }
+    fn xrpl_url(&self) -> String {
+        format!("ws://{}/xrpl", self.addr)
     }
     fn channel_url(&self, item: &str) -> String {
         format!("ws://{}/api/v1/ws/{item}", self.addr)
@@ -215,6 +219,9 @@ enum Plan<'a> {
     SolSlots(&'a SolSim),
     /// Client i on accounts (i·per + j) mod `distinct`; a round changes every account.
     SolAccounts(&'a SolSim, usize, usize),
+    /// Client i watches XRPL accounts (i·per + j) mod `distinct`; a round is one ledger
+    /// with a payment between each pair of accounts (2m → 2m+1).
+    XrplAccounts(&'a XrplSim, Vec<String>, usize),
 }
 
 fn sol_account(i: usize) -> String {
@@ -231,6 +238,23 @@ impl Plan<'_> {
                 let r = request(ws, 1, "slotSubscribe", "[]").await;
                 assert!(r.contains("\"result\":"), "{r}");
             }
+            Plan::XrplAccounts(_, accounts, per) => {
+                let mine: Vec<&String> = (0..*per)
+                    .map(|j| &accounts[(client * per + j) % accounts.len()])
+                    .collect();
+                let req = serde_json::json!({"id": 1, "command": "subscribe",
+                    "accounts": mine, "api_version": 2});
+                ws.send(Message::text(req.to_string())).await.expect("send");
+                loop {
+                    let Some(Ok(Message::Text(t))) = ws.next().await else {
+                        panic!("no subscribe reply");
+                    };
+                    if t.contains("\"type\":\"response\"") {
+                        assert!(t.contains("\"success\""), "{t}");
+                        break;
+                    }
+                }
+            }
             Plan::SolAccounts(_, per, distinct) => {
                 for j in 0..*per {
                     let pk = sol_account((client * per + j) % distinct);
@@ -241,11 +265,21 @@ impl Plan<'_> {
             }
         }
     }
-    fn per_client(&self) -> u64 {
+    /// Notifications all `clients` receive per round.
+    fn per_round(&self, clients: usize) -> u64 {
         match self {
-            Plan::EthLogs(_, topics) => *topics as u64,
-            Plan::SolSlots(_) => 1,
-            Plan::SolAccounts(_, per, _) => *per as u64,
+            Plan::EthLogs(_, topics) => (clients * topics) as u64,
+            Plan::SolSlots(_) => clients as u64,
+            Plan::SolAccounts(_, per, _) => (clients * per) as u64,
+            // Once per client per payment touching any of its accounts.
+            Plan::XrplAccounts(_, accounts, per) => (0..clients)
+                .map(|c| {
+                    let payments: std::collections::HashSet<usize> = (0..*per)
+                        .map(|j| (c * per + j) % accounts.len() / 2)
+                        .collect();
+                    payments.len() as u64
+                })
+                .sum(),
         }
     }
     fn emit(&self, round: u64) {
@@ -255,6 +289,12 @@ impl Plan<'_> {
             }
             Plan::SolSlots(sim) => {
                 sim.advance_slot();
+            }
+            Plan::XrplAccounts(sim, accounts, _) => {
+                for pair in accounts.chunks_exact(2) {
+                    sim.pay(&pair[0], &pair[1], 1 + round);
+                }
+                sim.close_ledger();
             }
             Plan::SolAccounts(sim, _, distinct) => {
                 for i in 0..*distinct {
@@ -294,7 +334,7 @@ async fn fanout(
             }
         }));
     }
-    let per_block = clients as u64 * plan.per_client();
+    let per_block = plan.per_round(clients);
     let wait_for = |need: u64| {
         let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
         async move {
@@ -675,7 +715,14 @@ async fn main() {
     .await
     .expect("sim");
     let sol = SolSim::start(SolSimConfig::default()).await.expect("sim");
-    let mux = Submux::start(&sim.url(), &sol.ws_url());
+    let xrpl_accounts = if o.quick { 200 } else { 1_000 };
+    let xrpl = XrplSim::start(XrplSimConfig {
+        accounts: xrpl_accounts,
+        ..XrplSimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let mux = Submux::start(&sim.url(), &sol.ws_url(), &xrpl.ws_url());
     // Wait until submux has its upstream connection.
     let mut probe = connect(&mux.url()).await;
     request(&mut probe, 1, "eth_chainId", "[]").await;
@@ -704,6 +751,15 @@ async fn main() {
     let accts = Plan::SolAccounts(&sol, per, distinct);
     let a_mux = fanout(&accts, &mux.sol_url(), o.fanout_clients, o.secs, Some(pid)).await;
     let a_dir = fanout(&accts, &sol.ws_url(), o.fanout_clients, o.secs, None).await;
+    let xrpl_clients = o.fanout_clients * 5;
+    let xrpl_per = 3;
+    eprintln!(
+        "xrpl: {xrpl_clients} clients × {xrpl_per} accounts of {xrpl_accounts}, {} payments per ledger …",
+        xrpl_accounts / 2
+    );
+    let x_plan = Plan::XrplAccounts(&xrpl, xrpl.accounts(), xrpl_per);
+    let x_mux = fanout(&x_plan, &mux.xrpl_url(), xrpl_clients, o.secs, Some(pid)).await;
+    let x_dir = fanout(&x_plan, &xrpl.ws_url(), xrpl_clients, o.secs, None).await;
     eprintln!(
         "latency: {} clients × {} topics × {}/s …",
         o.latency_clients, o.topics, o.latency_rate
@@ -766,6 +822,15 @@ async fn main() {
         a_mux.cpu_us_per_notification.unwrap_or(0.0),
         a_dir.per_sec,
         a_mux.per_sec / a_dir.per_sec
+    );
+    let _ = writeln!(
+        out,
+        "| XRPL content routing, {xrpl_clients} clients × {xrpl_per} of {xrpl_accounts} accounts, {} payments per ledger | {:.0} transactions/s delivered ({:.2} µs CPU each) | {:.0} transactions/s | {:.2}× | |",
+        xrpl_accounts / 2,
+        x_mux.per_sec,
+        x_mux.cpu_us_per_notification.unwrap_or(0.0),
+        x_dir.per_sec,
+        x_mux.per_sec / x_dir.per_sec
     );
     let _ = writeln!(
         out,

@@ -31,15 +31,46 @@ pub struct RawConfig {
     /// Redis pub/sub shared by several instances (LNbits hub-mode routes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backplane: Option<BackplaneConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The TOML text this came from, for line numbers in errors.
     #[serde(skip)]
     pub source: Option<String>,
+}
+
+/// `[auth]`: optional API keys. Clients present a key in the path (`/eth/KEY`), as
+/// `Authorization: Bearer KEY` or as `?api_key=KEY`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Refuse clients without a key (HTTP 401). Unknown keys are always refused.
+    pub required: bool,
+    #[serde(rename = "key")]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[auth.key]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// The secret; `${NAME}` takes it from the environment.
+    pub key: String,
+    /// Open WebSockets with this key at once (0 = no per-key cap).
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Subscriptions held by all of this key's connections together (0 = no cap).
+    #[serde(default)]
+    pub max_subscriptions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
+    /// Browser origins allowed to connect (`Origin` header); empty = any.
+    pub allowed_origins: Vec<String>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub trusted_proxies: Vec<String>,
@@ -61,6 +92,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8545".into(),
+            allowed_origins: Vec::new(),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             trusted_proxies: Vec::new(),
@@ -112,6 +144,13 @@ pub struct RouteConfig {
     pub backoff_max_ms: u64,
     #[serde(default = "d::upstream_max_message_bytes")]
     pub upstream_max_message_bytes: usize,
+    /// While on a backup upstream, try the primary again this often (0 = never).
+    #[serde(default = "d::failback_interval_ms")]
+    pub failback_interval_ms: u64,
+    /// A steady stream (new heads, slots, ledgers) silent this long on a connection that
+    /// still answers pings means a stalled upstream: fail over (0 = off).
+    #[serde(default)]
+    pub stall_timeout_ms: u64,
     // Keys of `dialect = "lnbits"` routes only (an error elsewhere); absent ones take the
     // defaults of [`LnbitsSettings::default`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +295,9 @@ mod d {
     pub fn backplane_backoff_max_ms() -> u64 {
         5_000
     }
+    pub fn failback_interval_ms() -> u64 {
+        30_000
+    }
 }
 
 impl RouteConfig {
@@ -283,6 +325,8 @@ impl RouteConfig {
             replay_ttl_ms: None,
             replay_max_bytes: None,
             max_channels: None,
+            failback_interval_ms: d::failback_interval_ms(),
+            stall_timeout_ms: 0,
         }
     }
 }
@@ -311,6 +355,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub routes: Vec<RouteSettings>,
     pub backplane: Option<BackplaneSettings>,
+    pub allowed_origins: Vec<String>,
+    pub auth: std::sync::Arc<crate::auth::Keys>,
 }
 
 /// Validated settings of one route.
@@ -335,6 +381,8 @@ pub struct RouteSettings {
     pub client_queue_len: usize,
     /// Channel settings (LNbits routes; defaults elsewhere).
     pub lnbits: LnbitsSettings,
+    pub failback_interval: Option<Duration>,
+    pub stall_timeout: Option<Duration>,
 }
 
 const RESERVED: [&str; 6] = [
@@ -471,6 +519,9 @@ impl RawConfig {
         if let Some(l) = listen_override {
             c.server.listen = l.to_string();
         }
+        for k in &mut c.auth.keys {
+            k.key = "<redacted>".into();
+        }
         for r in &mut c.routes {
             r.upstreams = r.upstreams.iter().map(|u| redact_url(u)).collect();
             r.http_upstream = r.http_upstream.as_deref().map(redact_url);
@@ -492,6 +543,17 @@ impl RawConfig {
         };
         let s = self.server;
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        let auth = match crate::auth::Keys::from_config(&self.auth, |n| std::env::var(n).ok()) {
+            Ok(k) => std::sync::Arc::new(k),
+            Err(m) => return bad(format!("auth: {m}")),
+        };
+        for o in &s.allowed_origins {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return bad(format!(
+                    "server.allowed_origins: {o:?} is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
         let listen_text = listen_override.unwrap_or(&s.listen);
         let listen: SocketAddr = match listen_text.parse() {
             Ok(a) => a,
@@ -580,7 +642,7 @@ impl RawConfig {
             }
             if !r.dialect.implemented() {
                 return bad(format!(
-                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana, lnbits)",
+                    "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana, xrpl, lnbits)",
                     r.dialect
                 ));
             }
@@ -689,6 +751,8 @@ impl RawConfig {
                 upstream_max_message_bytes: r.upstream_max_message_bytes.max(s.max_frame_bytes),
                 client_queue_len: s.client_queue_len,
                 lnbits,
+                failback_interval: (r.failback_interval_ms > 0).then(|| ms(r.failback_interval_ms)),
+                stall_timeout: (r.stall_timeout_ms > 0).then(|| ms(r.stall_timeout_ms)),
             });
         }
         let backplane = match self.backplane {
@@ -714,6 +778,8 @@ impl RawConfig {
             shutdown_grace: ms(s.shutdown_grace_ms),
             routes,
             backplane,
+            allowed_origins: s.allowed_origins,
+            auth,
         })
     }
 }

@@ -10,6 +10,7 @@ use submux::dialect::DialectKind;
 use submux::sim::ethereum::{EthSim, EthSimConfig};
 use submux::sim::lnbits::{LnbitsSim, DEMO_INKEY, DEMO_PAYMENT_HASH};
 use submux::sim::solana::{SolSim, SolSimConfig};
+use submux::sim::xrpl::{XrplSim, XrplSimConfig};
 
 /// WebSocket proxy and subscription multiplexer for Ethereum, Solana, XRPL and LNbits.
 ///
@@ -28,11 +29,16 @@ struct Cli {
     /// upstream URLs redacted) of --config FILE, or of the demo without it, and exit.
     #[arg(long)]
     print_config: bool,
-    /// Run only a simulated upstream node of this dialect (ethereum, solana, or lnbits: an
-    /// LNbits-like channel server with a payment stream) on loopback ports, print its URLs,
-    /// and wait for Ctrl-C. For tests and experiments.
+    /// Run only a simulated upstream node of this dialect (ethereum, solana, xrpl, or lnbits:
+    /// an LNbits-like channel server with a payment stream) on loopback ports, print its
+    /// URLs, and wait for Ctrl-C. For tests and experiments.
     #[arg(long, value_name = "DIALECT", conflicts_with_all = ["config", "check_config"])]
     sim: Option<DialectKind>,
+    /// With --sim: the simulated chain's pace in milliseconds (Ethereum block, Solana slot,
+    /// XRPL ledger); 0 = only on demand (the HTTP `sim_*` control methods). Default: 2000,
+    /// 400 and 1000.
+    #[arg(long, value_name = "MS", requires = "sim")]
+    sim_interval_ms: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,11 +82,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
+async fn run_sim(kind: DialectKind, interval_ms: Option<u64>) -> anyhow::Result<()> {
+    let every = |default_ms: u64| match interval_ms.unwrap_or(default_ms) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     let _keep: Box<dyn std::any::Any> = match kind {
         DialectKind::Ethereum => {
             let sim = EthSim::start(EthSimConfig {
-                block_interval: Some(Duration::from_secs(2)),
+                block_interval: every(2000),
                 ..EthSimConfig::default()
             })
             .await?;
@@ -89,7 +99,7 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
         }
         DialectKind::Solana => {
             let sim = SolSim::start(SolSimConfig {
-                slot_interval: Some(Duration::from_millis(400)),
+                slot_interval: every(400),
             })
             .await?;
             println!("sim solana {} {}", sim.ws_url(), sim.http_url());
@@ -106,6 +116,7 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
                 routes: vec![route],
                 backplane: None,
                 source: None,
+                auth: Default::default(),
             };
             let running = submux::start(raw.validate(None)?).await?;
             let sim = lnbits_sim(&running);
@@ -116,7 +127,15 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
             );
             Box::new((running, sim))
         }
-        other => anyhow::bail!("no simulator for {other} yet"),
+        DialectKind::Xrpl => {
+            let sim = XrplSim::start(XrplSimConfig {
+                ledger_interval: every(1000),
+                ..XrplSimConfig::default()
+            })
+            .await?;
+            println!("sim xrpl {} {}", sim.ws_url(), sim.http_url());
+            Box::new(sim)
+        }
     };
     let _ = std::io::stdout().flush();
     submux::shutdown::signal().await;
@@ -125,7 +144,7 @@ async fn run_sim(kind: DialectKind) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(kind) = cli.sim {
-        return run_sim(kind).await;
+        return run_sim(kind, cli.sim_interval_ms).await;
     }
     let listen = std::env::var("SUBMUX_LISTEN").ok();
     let (raw, demo) = match &cli.config {
@@ -184,11 +203,13 @@ fn lnbits_sim(running: &submux::Running) -> Option<LnbitsSim> {
 struct DemoSims {
     _eth: Vec<EthSim>,
     _sol: SolSim,
+    _xrpl: XrplSim,
 }
 
 /// The offline demo: two simulated Ethereum nodes (primary and failover) behind /eth, a
-/// simulated Solana validator behind /sol, an LNbits channel hub at /api/v1/ws (its
-/// payment stream starts with the server).
+/// simulated Solana validator behind /sol, a simulated rippled behind /xrpl (a ledger every
+/// 3 s, a payment every second), an LNbits channel hub at /api/v1/ws (its payment stream
+/// starts with the server).
 async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     let cfg = EthSimConfig {
         block_interval: Some(Duration::from_secs(2)),
@@ -210,21 +231,32 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     .context("starting simulator")?;
     let mut sol_route = RouteConfig::new("/sol", DialectKind::Solana, vec![sol.ws_url()]);
     sol_route.http_upstream = Some(sol.http_url());
+    let xrpl = XrplSim::start(XrplSimConfig {
+        ledger_interval: Some(Duration::from_secs(3)),
+        payment_interval: Some(Duration::from_secs(1)),
+        ..XrplSimConfig::default()
+    })
+    .await
+    .context("starting simulator")?;
+    let xrpl_route = RouteConfig::new("/xrpl", DialectKind::Xrpl, vec![xrpl.ws_url()]);
     let raw = RawConfig {
         server: ServerConfig::default(),
         routes: vec![
             route,
             sol_route,
+            xrpl_route,
             RouteConfig::new(LNBITS_PATH, DialectKind::Lnbits, vec![]),
         ],
         backplane: None,
         source: None,
+        auth: Default::default(),
     };
     Ok((
         raw,
         DemoSims {
             _eth: vec![primary, backup],
             _sol: sol,
+            _xrpl: xrpl,
         },
     ))
 }
@@ -271,6 +303,12 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
         println!(
             "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"slotSubscribe\"}}",
             running.ws_url("/sol")
+        );
+    }
+    if routes.iter().any(|(_, d)| *d == DialectKind::Xrpl) {
+        println!(
+            "  websocat {}   # then paste: {{\"id\":1,\"command\":\"subscribe\",\"streams\":[\"ledger\",\"transactions\"],\"api_version\":2}}",
+            running.ws_url("/xrpl")
         );
     }
     if routes.iter().any(|(p, _)| p == LNBITS_PATH) {

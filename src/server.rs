@@ -2,6 +2,7 @@
 //! HTTP POST JSON-RPC; plus `/healthz`, `/readyz` and `/metrics`. Channel routes (LNbits)
 //! serve `{path}/{item_id}…` through [`crate::channel::http`].
 
+use crate::auth::ApiKey;
 use crate::channel::ChannelRoute;
 use crate::config::{IpNet, Settings};
 use crate::hub::{Hub, RouteHandle};
@@ -84,11 +85,14 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status_page))
         .route("/status.json", get(status_json));
     for route in state.hub.routes() {
-        let (st, rh) = (state.clone(), route.clone());
-        r = r.route(
-            &route.path,
-            any(move |req: Request| serve_route(st.clone(), rh.clone(), req)),
-        );
+        // `/ROUTE` and `/ROUTE/API_KEY` (the key form hosted providers use).
+        for path in [route.path.to_string(), format!("{}/{{key}}", route.path)] {
+            let (st, rh) = (state.clone(), route.clone());
+            r = r.route(
+                &path,
+                any(move |req: Request| serve_route(st.clone(), rh.clone(), req)),
+            );
+        }
     }
     for route in state.channels.iter() {
         let (st, ch) = (state.clone(), route.clone());
@@ -174,12 +178,22 @@ pub(crate) fn is_ws_upgrade(req: &Request) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-pub(crate) fn cors(mut resp: Response) -> Response {
+/// CORS headers: `*` without an origin allowlist, else the (allowed) request origin.
+pub(crate) fn cors(mut resp: Response, origin: Option<&HeaderValue>, restricted: bool) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    match (restricted, origin) {
+        (false, _) => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+        (true, Some(o)) => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        (true, None) => {}
+    }
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, GET, OPTIONS"),
@@ -191,17 +205,86 @@ pub(crate) fn cors(mut resp: Response) -> Response {
     resp
 }
 
+/// The API key a request presents, checked against the configured keys.
+fn resolve_key(
+    state: &AppState,
+    route: &RouteHandle,
+    req: &Request,
+) -> Result<Option<Arc<ApiKey>>, crate::auth::AuthError> {
+    let path_rest = req
+        .uri()
+        .path()
+        .strip_prefix(&*route.path)
+        .and_then(|r| r.strip_prefix('/'));
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let presented = crate::auth::presented(path_rest, authorization, req.uri().query());
+    state.settings.auth.check(presented)
+}
+
+/// The request's `Origin` and whether origins are restricted; a 403 when it is not allowed
+/// (`server.allowed_origins`).
+pub(crate) fn check_origin(
+    state: &AppState,
+    req: &Request,
+) -> Result<(Option<HeaderValue>, bool), Box<Response>> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed = &state.settings.allowed_origins;
+    let restricted = !allowed.is_empty();
+    if let (true, Some(o)) = (restricted, &origin) {
+        if !allowed.iter().any(|a| a.as_bytes() == o.as_bytes()) {
+            let message = format!(
+                "origin {} is not allowed (server.allowed_origins)\n",
+                o.to_str().unwrap_or("?")
+            );
+            return Err(Box::new((StatusCode::FORBIDDEN, message).into_response()));
+        }
+    }
+    Ok((origin, restricted))
+}
+
 async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
+    let (origin, restricted) = match check_origin(&state, &req) {
+        Ok(o) => o,
+        Err(refused) => return *refused,
+    };
+    let needs_key = matches!(*req.method(), Method::GET | Method::POST);
+    let key = if needs_key {
+        match resolve_key(&state, &route, &req) {
+            Ok(k) => k,
+            Err(e) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    format!("{e}\n"),
+                )
+                    .into_response()
+            }
+        }
+    } else {
+        None
+    };
     match *req.method() {
         Method::GET if is_ws_upgrade(&req) => {
             let (settings, shutdown) = (state.settings.clone(), state.shutdown.clone());
-            let path = route.path.clone();
-            upgrade(&state, &path, req, move |ws| {
-                session::run(ws, route, settings, shutdown)
+            let options = session::ClientOptions::from_query(req.uri().query());
+            let (path, session_key) = (route.path.clone(), key.clone());
+            upgrade(&state, &path, req, key, move |ws| {
+                session::run(ws, route, settings, shutdown, session_key, options)
             })
         }
-        Method::POST => cors(http_rpc(&state, &route, req).await),
-        Method::OPTIONS => cors(StatusCode::NO_CONTENT.into_response()),
+        Method::POST => cors(
+            http_rpc(&state, &route, req).await,
+            origin.as_ref(),
+            restricted,
+        ),
+        Method::OPTIONS => cors(
+            StatusCode::NO_CONTENT.into_response(),
+            origin.as_ref(),
+            restricted,
+        ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "GET, POST, OPTIONS")],
@@ -218,12 +301,13 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
 /// A client WebSocket after the handshake.
 pub(crate) type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Check the handshake and the connection limits, answer 101 and run `serve` on the socket
-/// (tracked, counted, in a span named after `route_path`).
+/// Check the handshake and the connection limits (total, per IP, per API key), answer 101
+/// and run `serve` on the socket (tracked, counted, in a span named after `route_path`).
 pub(crate) fn upgrade<F, Fut>(
     state: &AppState,
     route_path: &str,
     mut req: Request,
+    api_key: Option<Arc<ApiKey>>,
     serve: F,
 ) -> Response
 where
@@ -272,6 +356,22 @@ where
             ip,
         }
     };
+    let key_slot = match &api_key {
+        Some(k) => match k.connect() {
+            Some(slot) => Some(slot),
+            None => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "limit exceeded: max {} connections for API key {}\n",
+                        k.max_connections, k.name
+                    ),
+                )
+                    .into_response()
+            }
+        },
+        None => None,
+    };
     let max = state.settings.max_connections;
     if state.connections.fetch_add(1, Ordering::AcqRel) >= max {
         state.connections.fetch_sub(1, Ordering::AcqRel);
@@ -285,7 +385,9 @@ where
     let span = tracing::info_span!(
         "session",
         id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
-        route = %route_path
+        route = %route_path,
+        client = %ip,
+        key = api_key.as_ref().map_or("-", |k| k.name.as_str()),
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let connections = state.connections.clone();
@@ -309,6 +411,7 @@ where
             }
             connections.fetch_sub(1, Ordering::AcqRel);
             drop(ip_slot);
+            drop(key_slot);
         }
         .instrument(span),
     );

@@ -11,6 +11,11 @@ pub const UPSTREAM_CONNECTIONS: &str = "submux_upstream_connections";
 pub const NOTIFICATIONS_IN: &str = "submux_notifications_in_total";
 pub const FRAMES_OUT: &str = "submux_frames_out_total";
 pub const SLOW_CLIENT_CLOSES: &str = "submux_slow_client_closes_total";
+pub const CLIENT_CLOSES: &str = "submux_client_closes_total";
+pub const GAP_NOTICES: &str = "submux_gap_notices_total";
+pub const COALESCED: &str = "submux_coalesced_total";
+pub const UPSTREAM_FAILBACKS: &str = "submux_upstream_failbacks_total";
+pub const UPSTREAM_STALLS: &str = "submux_upstream_stalls_total";
 pub const UPSTREAM_RECONNECTS: &str = "submux_upstream_reconnects_total";
 pub const UPSTREAM_CONNECT_FAILURES: &str = "submux_upstream_connect_failures_total";
 pub const UPSTREAM_SUBSCRIBES: &str = "submux_upstream_subscribes_total";
@@ -41,6 +46,16 @@ pub struct RouteMetrics {
     pub frames_out: AtomicU64,
     pub slow_client_closes: AtomicU64,
     pub upstream_reconnects: AtomicU64,
+    /// Client sessions ended, by [`CloseReason`].
+    pub closes: [AtomicU64; CloseReason::ALL.len()],
+    /// Gap notices announced after an upstream connection was replaced.
+    pub gap_notices: AtomicU64,
+    /// Times a lagging client that opted in skipped to the latest notification.
+    pub coalesced: AtomicU64,
+    /// Moves back to the primary upstream after running on a backup.
+    pub upstream_failbacks: AtomicU64,
+    /// Connections replaced because a steady stream went silent.
+    pub upstream_stalls: AtomicU64,
     pub upstream_connect_failures: AtomicU64,
     pub upstream_subscribes: AtomicU64,
     pub upstream_unsubscribes: AtomicU64,
@@ -64,7 +79,49 @@ pub struct RouteMetrics {
     pub backplane_reconnects: AtomicU64,
 }
 
+/// Why a client session ended (label of `submux_client_closes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed or went away.
+    Client,
+    /// Closed with 1008: fell behind or its socket stopped accepting writes.
+    Slow,
+    /// Closed with 1009: a frame over `max_frame_bytes`.
+    TooBig,
+    /// Closed with 1001: did not answer pings.
+    Idle,
+    /// Closed with 1001 at shutdown.
+    Shutdown,
+    /// The connection failed (read or write error).
+    Error,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 6] = [
+        CloseReason::Client,
+        CloseReason::Slow,
+        CloseReason::TooBig,
+        CloseReason::Idle,
+        CloseReason::Shutdown,
+        CloseReason::Error,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Slow => "slow",
+            CloseReason::TooBig => "too_big",
+            CloseReason::Idle => "idle",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
 impl RouteMetrics {
+    pub fn count_close(&self, why: CloseReason) {
+        let i = CloseReason::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.closes[i].fetch_add(1, Relaxed);
+    }
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
     }
@@ -116,7 +173,27 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
             let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
         }
     }
-    let counters: [Series<f64>; 16] = [
+    let counters: [Series<f64>; 20] = [
+        (
+            GAP_NOTICES,
+            "Gaps announced to opted-in clients after an upstream connection was replaced.",
+            |m| m.gap_notices.load(Relaxed) as f64,
+        ),
+        (
+            COALESCED,
+            "Times a lagging client that opted in (?coalesce=1) skipped to the latest.",
+            |m| m.coalesced.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_FAILBACKS,
+            "Moves back to the primary upstream after running on a backup.",
+            |m| m.upstream_failbacks.load(Relaxed) as f64,
+        ),
+        (
+            UPSTREAM_STALLS,
+            "Upstream connections replaced because a steady stream went silent.",
+            |m| m.upstream_stalls.load(Relaxed) as f64,
+        ),
         (
             NOTIFICATIONS_IN,
             "Notifications received from upstreams.",
@@ -198,6 +275,21 @@ pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
             let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
         }
     }
+    let name = CLIENT_CLOSES;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Client sessions ended, by reason.\n# TYPE {name} counter"
+    );
+    for (route, m) in routes {
+        for (i, why) in CloseReason::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{route}\",reason=\"{}\"}} {}",
+                why.label(),
+                m.closes[i].load(Relaxed)
+            );
+        }
+    }
     out
 }
 
@@ -255,5 +347,9 @@ mod tests {
         assert!(text.contains("# TYPE submux_frames_out_total counter"));
         assert!(text.contains("submux_frames_out_total{route=\"/eth\"} 1\n"));
         assert!(text.contains("submux_topics{route=\"/eth\"} 0\n"));
+        m.count_close(CloseReason::Slow);
+        let text = render_prometheus(&[("/eth", &m)]);
+        assert!(text.contains("submux_client_closes_total{route=\"/eth\",reason=\"slow\"} 1\n"));
+        assert!(text.contains("submux_client_closes_total{route=\"/eth\",reason=\"idle\"} 0\n"));
     }
 }

@@ -1,6 +1,7 @@
 //! Real client libraries, directly and through submux: ethers v6 and viem against a real
 //! Ethereum node (ganache; tests/clients/eth.test.mjs), @solana/web3.js v1 and @solana/kit
-//! against the simulated Solana validator (tests/clients/solana.test.mjs). Runs
+//! against the simulated Solana validator (tests/clients/solana.test.mjs), xrpl.js against
+//! the simulated rippled (tests/clients/xrpl.test.mjs). Runs
 //! `node --test tests/clients/` with `SUBMUX_BIN` set to this crate's binary.
 //!
 //! Needs Node.js >= 20 and the npm packages of tests/clients (installed by `scripts/test`,

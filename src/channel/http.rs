@@ -8,7 +8,7 @@ use crate::dialect::lnbits::{
     parse_target, percent_encode, push_text, render_detail, render_sent, ItemId, PushError,
     PushVia, SocketOptions, Target,
 };
-use crate::server::{cors, is_ws_upgrade, upgrade, AppState};
+use crate::server::{check_origin, cors, is_ws_upgrade, upgrade, AppState};
 use crate::telemetry::{redact_url, RouteMetrics};
 use crate::upstream::http::{HttpForwardError, HttpForwarder};
 use axum::extract::Request;
@@ -26,6 +26,13 @@ pub const GAP_HEADER: &str = "x-submux-replay-gap";
 
 /// Serve any request under a channel route's path.
 pub async fn serve(state: AppState, route: ChannelRoute, req: Request) -> Response {
+    // `server.allowed_origins` applies here too; API keys (`[auth]`) do not: LNbits' own
+    // clients cannot present one (pushes have `push_token`).
+    let (origin, restricted) = match check_origin(&state, &req) {
+        Ok(o) => o,
+        Err(refused) => return *refused,
+    };
+    let cors = |r: Response| cors(r, origin.as_ref(), restricted);
     if req.method() == Method::OPTIONS {
         return cors(StatusCode::NO_CONTENT.into_response());
     }
@@ -111,7 +118,7 @@ async fn connect(state: AppState, route: ChannelRoute, item: ItemId, req: Reques
     let (last, gap) = (joined.last_seq, joined.gap);
     let metrics = route.metrics.clone();
     let (settings, shutdown) = (state.settings.clone(), state.shutdown.clone());
-    let mut resp = upgrade(&state, &route.path, req, move |ws| {
+    let mut resp = upgrade(&state, &route.path, req, None, move |ws| {
         session::run(ws, joined, opts, metrics, settings, shutdown)
     });
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -100,6 +100,7 @@ impl Ethereum {
             call: Call {
                 method: method.into(),
                 params: params.map(|p| p.get().into()),
+                class: 0,
             },
         }
     }
@@ -179,8 +180,20 @@ fn parse_subscribe(
     let method = "eth_subscribe";
     let key = |params: String, flags| Ok(SubscriptionKey::new(method, params, flags));
     match name.as_str() {
-        "newHeads" => key("[\"newHeads\"]".into(), KeyFlags::default()),
-        "syncing" => key("[\"syncing\"]".into(), KeyFlags { replay_last: true }),
+        "newHeads" => key(
+            "[\"newHeads\"]".into(),
+            KeyFlags {
+                steady: true,
+                ..KeyFlags::default()
+            },
+        ),
+        "syncing" => key(
+            "[\"syncing\"]".into(),
+            KeyFlags {
+                replay_last: true,
+                ..KeyFlags::default()
+            },
+        ),
         "newPendingTransactions" => {
             let full = match arg1 {
                 None => false,
@@ -500,17 +513,23 @@ impl Dialect for Ethereum {
         jsonrpc::render_batch(parts)
     }
 
-    fn render_upstream_subscribe(&self, key: &SubscriptionKey, req: UpstreamReqId) -> String {
+    fn render_upstream_subscribe(&self, keys: &[&SubscriptionKey], req: UpstreamReqId) -> String {
+        let key = keys[0];
         jsonrpc::render_request(key.method(), Some(key.params()), Some(req))
     }
 
     fn render_upstream_unsubscribe(
         &self,
-        _key: &SubscriptionKey,
-        sub: &UpstreamSubId,
+        items: &[(&SubscriptionKey, &UpstreamSubId)],
         req: UpstreamReqId,
-    ) -> String {
-        jsonrpc::render_request("eth_unsubscribe", Some(&format!("[{}]", sub.0)), Some(req))
+    ) -> Option<String> {
+        let (_, sub) = items[0];
+        let params = format!("[{}]", sub.0);
+        Some(jsonrpc::render_request(
+            "eth_unsubscribe",
+            Some(&params),
+            Some(req),
+        ))
     }
 
     fn render_upstream_call(&self, call: &Call, req: Option<UpstreamReqId>) -> String {
@@ -521,9 +540,34 @@ impl Dialect for Ethereum {
         jsonrpc::parse_upstream(text, |m| m.ends_with("_subscription"), |_, _| false)
     }
 
-    fn parse_subscribe_result(&self, result: &str) -> Option<UpstreamSubId> {
+    fn parse_subscribe_result(
+        &self,
+        _key: &SubscriptionKey,
+        result: &str,
+    ) -> Option<UpstreamSubId> {
         let r = result.trim();
         (r.starts_with('"') && r.len() >= 2).then(|| UpstreamSubId(r.into()))
+    }
+
+    fn height(&self, text: &str) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let n = v.pointer("/params/result/number")?.as_str()?;
+        u64::from_str_radix(n.strip_prefix("0x")?, 16).ok()
+    }
+
+    fn render_gap(
+        &self,
+        sub: &ClientSubId,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        let hex = |h: Option<u64>| h.map_or_else(|| "null".into(), |n| format!("\"0x{n:x}\""));
+        let template = format!(
+            r#"{{"jsonrpc":"2.0","method":"submux_gap","params":{{"subscription":{{ID}},"result":{{"fromBlock":{},"toBlock":{},"reason":"upstream connection replaced; blocks in this range may have been missed"}}}}}}"#,
+            hex(from),
+            hex(to)
+        );
+        Some(super::with_id(&template, sub.as_str()))
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {

@@ -14,6 +14,10 @@ const SEEDS: &[&str] = &[
     r#"{"jsonrpc":"2.0","method":"accountNotification","params":{"result":{"context":{"slot":1},"value":{"rentEpoch":18446744073709551615}},"subscription":0}}"#,
     r#"{"jsonrpc":"2.0","id":17,"result":"0xabc"}"#,
     r#"{"jsonrpc":"2.0","id":5,"error":{"code":-32000,"message":"x"}}"#,
+    r#"{"id":"sub_1","command":"subscribe","streams":["ledger","transactions"],"accounts":["rH3PxjJPrrkvsATddBXkayjAyWR8xigaE8"],"books":[{"taker_pays":{"currency":"XRP"},"taker_gets":{"currency":"USD","issuer":"rhub8VRN55s94qWKDv6jmDy1pUykJzF3wq"},"snapshot":true,"both":true}],"api_version":2}"#,
+    r#"{"method":"account_info","params":[{"account":"rH3PxjJPrrkvsATddBXkayjAyWR8xigaE8","api_version":2}]}"#,
+    r#"{"type":"transaction","validated":true,"engine_result":"tesSUCCESS","meta":{"TransactionResult":"tesSUCCESS","AffectedNodes":[{"ModifiedNode":{"LedgerEntryType":"Offer","PreviousFields":{"TakerGets":"10","TakerPays":{"currency":"USD","issuer":"rhub8VRN55s94qWKDv6jmDy1pUykJzF3wq","value":"1"}},"FinalFields":{"Account":"rH3PxjJPrrkvsATddBXkayjAyWR8xigaE8","MPTokenIssuanceID":"00000001B5F762798A53D543A014CAF8B297CFF8F2F937E8"}}}]},"tx_json":{"Account":"rfdGuuVnq9juqWDV4W3LoLiNcW8g2hAXhN"}}"#,
+    r#"{"api_version":2,"error":"actNotFound","error_code":19,"error_message":"Account not found.","id":5,"request":{"account":"x","command":"account_info","id":5},"status":"error","type":"response"}"#,
 ];
 
 const TOKENS: &[&str] = &[
@@ -40,6 +44,12 @@ const TOKENS: &[&str] = &[
     "\"logsSubscribe\"",
     "\"signatureUnsubscribe\"",
     "\"result\"",
+    "\"command\"",
+    "\"subscribe\"",
+    "\"accounts\"",
+    "\"books\"",
+    "\"type\"",
+    "\"transaction\"",
     "\"subscription\"",
     "\"\\u0000\"",
     "\"é\"",
@@ -98,6 +108,25 @@ fn check_client(d: &dyn Dialect, text: &str) {
             ClientFrame::Batch(ms) => ms,
         };
         for m in msgs {
+            let rendered = match &m {
+                ClientMsg::Reply(r)
+                | ClientMsg::Leave { reply: r, .. }
+                | ClientMsg::Join {
+                    then: super::Answer::Rendered(r),
+                    ..
+                } => Some(r.clone()),
+                ClientMsg::Call { call, .. }
+                | ClientMsg::Join {
+                    then: super::Answer::Call(call),
+                    ..
+                } if d.kind() == DialectKind::Xrpl => {
+                    Some(d.render_upstream_call(call, Some(super::UpstreamReqId(1))))
+                }
+                _ => None,
+            };
+            if let Some(r) = rendered {
+                assert!(is_json(&r), "{text:?} rendered invalid JSON {r}");
+            }
             if let ClientMsg::Error { id, error } = m {
                 let r = d.render_error(&id, &error);
                 assert!(is_json(&r), "{text:?} rendered invalid JSON {r}");
@@ -118,9 +147,12 @@ fn check_upstream(d: &dyn Dialect, text: &str) {
         } => {
             assert!(text.is_char_boundary(id_range.start) && text.is_char_boundary(id_range.end));
             if let Ok(r) = outcome {
-                let _ = d.parse_subscribe_result(&text[r]);
+                let key = super::SubscriptionKey::new("m", "[]", Default::default());
+                let _ = d.parse_subscribe_result(&key, &text[r]);
             }
+            let _ = d.splice_id(text, id_range, &super::RequestId("\"x\"".into()));
         }
+        UpstreamFrame::Routed { .. } => {}
         UpstreamFrame::Other | UpstreamFrame::Malformed(_) => {}
     }
 }
@@ -131,7 +163,11 @@ fn parsers_survive_mutated_and_random_input() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    for kind in [DialectKind::Ethereum, DialectKind::Solana] {
+    for kind in [
+        DialectKind::Ethereum,
+        DialectKind::Solana,
+        DialectKind::Xrpl,
+    ] {
         let d = kind.build().expect("implemented dialect");
         let mut rng = fastrand::Rng::with_seed(0x5eed ^ kind as u64);
         for i in 0..iterations {

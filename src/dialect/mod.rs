@@ -4,10 +4,12 @@
 //! `tests/invariants.rs`). Each dialect exposes the same items through the
 //! [`Dialect`] trait, so the session, hub and upstream actor are dialect-agnostic.
 
+pub mod base58;
 pub mod ethereum;
 pub mod jsonrpc;
 pub mod lnbits;
 pub mod solana;
+pub mod xrpl;
 
 #[cfg(test)]
 mod fuzz;
@@ -42,7 +44,7 @@ impl DialectKind {
     pub fn implemented(self) -> bool {
         matches!(
             self,
-            DialectKind::Ethereum | DialectKind::Solana | DialectKind::Lnbits
+            DialectKind::Ethereum | DialectKind::Solana | DialectKind::Xrpl | DialectKind::Lnbits
         )
     }
 
@@ -51,6 +53,7 @@ impl DialectKind {
         match self {
             DialectKind::Ethereum => Some(Arc::new(ethereum::Ethereum::new())),
             DialectKind::Solana => Some(Arc::new(solana::Solana::new())),
+            DialectKind::Xrpl => Some(Arc::new(xrpl::Xrpl::new())),
             _ => None,
         }
     }
@@ -123,6 +126,12 @@ pub struct KeyFlags {
     /// A client joining an existing topic first receives the topic's last notification
     /// (geth `syncing`: a synced node tells every new subscriber `false` at once).
     pub replay_last: bool,
+    /// Subscribe this key in an upstream request of its own, never batched with others
+    /// (XRPL `peer_status`: an admin-only stream whose refusal must not sink the rest).
+    pub solo: bool,
+    /// A steady stream (new heads, slots, ledgers): a long silence means a stalled
+    /// upstream, and a client that opts in may get only the latest when it falls behind.
+    pub steady: bool,
 }
 
 /// The canonical identity of a topic: method plus canonical params. Two client
@@ -131,6 +140,9 @@ pub struct KeyFlags {
 pub struct SubscriptionKey(Arc<KeyInner>);
 
 struct KeyInner {
+    /// Upstream connection class: 0 = any connection; otherwise the key needs a connection
+    /// of its own class (XRPL: the API version, which shapes every stream message).
+    class: u8,
     method: Box<str>,
     /// Canonical params as JSON text; also what is sent upstream.
     params: Box<str>,
@@ -140,10 +152,28 @@ struct KeyInner {
 impl SubscriptionKey {
     pub fn new(method: impl Into<Box<str>>, params: impl Into<Box<str>>, flags: KeyFlags) -> Self {
         SubscriptionKey(Arc::new(KeyInner {
+            class: 0,
             method: method.into(),
             params: params.into(),
             flags,
         }))
+    }
+    /// The same key in upstream connection class `class`.
+    pub fn in_class(
+        class: u8,
+        method: impl Into<Box<str>>,
+        params: impl Into<Box<str>>,
+        flags: KeyFlags,
+    ) -> Self {
+        SubscriptionKey(Arc::new(KeyInner {
+            class,
+            method: method.into(),
+            params: params.into(),
+            flags,
+        }))
+    }
+    pub fn class(&self) -> u8 {
+        self.0.class
     }
     pub fn method(&self) -> &str {
         &self.0.method
@@ -158,18 +188,24 @@ impl SubscriptionKey {
 
 impl PartialEq for SubscriptionKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.method == other.0.method && self.0.params == other.0.params
+        self.0.class == other.0.class
+            && self.0.method == other.0.method
+            && self.0.params == other.0.params
     }
 }
 impl Eq for SubscriptionKey {}
 impl Hash for SubscriptionKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.class.hash(state);
         self.0.method.hash(state);
         self.0.params.hash(state);
     }
 }
 impl fmt::Debug for SubscriptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.class != 0 {
+            write!(f, "v{}:", self.0.class)?;
+        }
         write!(f, "{}{}", self.0.method, self.0.params)
     }
 }
@@ -178,8 +214,11 @@ impl fmt::Debug for SubscriptionKey {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub method: Box<str>,
-    /// Raw params JSON, absent when the client sent none.
+    /// Raw params JSON, absent when the client sent none. (XRPL: the whole request object
+    /// without its `id`.)
     pub params: Option<Box<str>>,
+    /// Upstream connection class the call must go to (0 = any).
+    pub class: u8,
 }
 
 /// An error in the dialect's own shape.
@@ -228,6 +267,36 @@ pub enum ClientMsg {
     },
     /// Nothing to do and nothing to answer (e.g. a stray response).
     Ignore,
+    /// Answer with this text, rendered by the dialect already (XRPL errors echo the
+    /// whole request, so they are rendered where the request is parsed).
+    Reply(String),
+    /// Content-routed dialects (XRPL): add these keys to the client's subscription set
+    /// (keys it already holds are no-ops), then answer with `then`. A key that fails
+    /// upstream turns the answer into that error; the others stay subscribed, as on
+    /// rippled, where a subscribe failing part-way keeps its earlier parts.
+    Join {
+        id: RequestId,
+        keys: Vec<SubscriptionKey>,
+        then: Answer,
+        /// What the dialect needs to render a join error as the node would (XRPL: the
+        /// envelope and the echoed request); see [`Dialect::render_join_error`].
+        context: Option<Arc<str>>,
+    },
+    /// Content-routed dialects: drop these keys from the client's set, then answer.
+    Leave {
+        keys: Vec<SubscriptionKey>,
+        reply: String,
+    },
+}
+
+/// How a set change is answered once its keys are joined.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// This reply, rendered by the dialect already (success or a validation error).
+    Rendered(String),
+    /// The upstream's answer to this call (XRPL: `ledger`/`server` streams and book
+    /// snapshots answer with fresh data, so the subscribe itself is re-sent upstream).
+    Call(Call),
 }
 
 /// One client frame: a single message, a batch, or a frame-level error.
@@ -259,9 +328,25 @@ pub enum UpstreamFrame {
     },
     /// Valid JSON that submux has no use for (logged and counted).
     Other,
+    /// A content-routed push (XRPL): delivered verbatim to every client holding one of
+    /// the keys whose route ids are listed, once per client per [`Group`].
+    Routed {
+        targets: Vec<(UpstreamSubId, Group)>,
+        /// The message's identity: the node itself sends one copy per group a connection
+        /// matches, so repeats of the same identity on a connection are dropped (submux
+        /// re-creates the copies each client is owed).
+        identity: Option<Box<str>>,
+    },
     /// Not parseable.
     Malformed(String),
 }
+
+/// Delivery group of a content-routed push: a client matching several targets of one
+/// group gets the frame once; each matched group delivers its own copy (rippled sends a
+/// validated transaction separately to `transactions`, `transactions_proposed`, the
+/// account set and the book set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Group(pub u8);
 
 /// Protocol knowledge of one dialect. Implementations are pure: no I/O, no awaiting.
 pub trait Dialect: Send + Sync + 'static {
@@ -280,20 +365,37 @@ pub trait Dialect: Send + Sync + 'static {
     /// Join already rendered replies into one batch reply.
     fn render_batch(&self, parts: &[String]) -> String;
 
-    /// Requests submux sends upstream.
-    fn render_upstream_subscribe(&self, key: &SubscriptionKey, req: UpstreamReqId) -> String;
+    /// Requests submux sends upstream. `keys` has at most [`subscribe_batch_max`] keys,
+    /// all of one connection class.
+    ///
+    /// [`subscribe_batch_max`]: Dialect::subscribe_batch_max
+    fn render_upstream_subscribe(&self, keys: &[&SubscriptionKey], req: UpstreamReqId) -> String;
+    /// `None` when the protocol has no way to unsubscribe these (XRPL `book_changes`).
     fn render_upstream_unsubscribe(
         &self,
-        key: &SubscriptionKey,
-        sub: &UpstreamSubId,
+        items: &[(&SubscriptionKey, &UpstreamSubId)],
         req: UpstreamReqId,
-    ) -> String;
+    ) -> Option<String>;
     fn render_upstream_call(&self, call: &Call, req: Option<UpstreamReqId>) -> String;
+    /// How many keys one upstream subscribe request may carry.
+    fn subscribe_batch_max(&self) -> usize {
+        1
+    }
 
     /// Parse one upstream text frame.
     fn parse_upstream(&self, text: &str) -> UpstreamFrame;
-    /// The upstream subscription id inside a successful subscribe result.
-    fn parse_subscribe_result(&self, result: &str) -> Option<UpstreamSubId>;
+    /// The upstream subscription id of `key` from a successful subscribe result (content-
+    /// routed dialects derive it from the key: it is what [`UpstreamFrame::Routed`] names).
+    fn parse_subscribe_result(&self, key: &SubscriptionKey, result: &str) -> Option<UpstreamSubId>;
+    /// Put the client's id where the upstream's sits (`id_range`) in an upstream answer.
+    fn splice_id(&self, text: &str, id_range: Range<usize>, id: &RequestId) -> String {
+        splice(text, id_range, id.as_str())
+    }
+    /// Turn a rendered reply into its HTTP POST shape (XRPL's JSON-RPC differs from its
+    /// WebSocket envelope); identity for JSON-RPC dialects.
+    fn http_reply(&self, reply: String) -> String {
+        reply
+    }
 
     /// Whether ordinary calls can be answered over the WebSocket upstream (geth serves
     /// every method on its WebSocket; Agave's pubsub port serves subscriptions only, so a
@@ -304,6 +406,34 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Error shapes for conditions submux itself detects.
     fn error_for(&self, cond: Condition) -> RpcError;
+
+    /// A join failed upstream: the error as the node would have answered the request.
+    fn render_join_error(
+        &self,
+        id: &RequestId,
+        _context: Option<&str>,
+        error: &RpcError,
+    ) -> String {
+        self.render_error(id, error)
+    }
+
+    /// The height (block number, slot, ledger index) a steady stream's notification
+    /// carries, for gap notices.
+    fn height(&self, _text: &str) -> Option<u64> {
+        None
+    }
+
+    /// A gap notice for subscription `sub` (ignored by content-routed dialects): heights
+    /// `from..=to` may have been missed while submux switched upstream connections
+    /// (`None` = unknown). Returns the frame and where `sub` sits in it.
+    fn render_gap(
+        &self,
+        _sub: &ClientSubId,
+        _from: Option<u64>,
+        _to: Option<u64>,
+    ) -> Option<(String, Range<usize>)> {
+        None
+    }
 }
 
 /// Conditions submux answers itself, rendered by each dialect in its own shape.
@@ -342,6 +472,22 @@ pub(crate) fn subslice_range(outer: &str, inner: &str) -> Range<usize> {
     start..start + inner.len()
 }
 
+/// JSON for an optional height: a number or `null`.
+pub(crate) fn opt_num(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".into(), |n| n.to_string())
+}
+
+/// Place `id` where `{ID}` stands in `template`; the frame and the id's range.
+pub(crate) fn with_id(template: &str, id: &str) -> (String, Range<usize>) {
+    let at = template.find("{ID}").unwrap_or(template.len());
+    let frame = format!(
+        "{}{id}{}",
+        &template[..at],
+        template.get(at + 4..).unwrap_or("")
+    );
+    (frame, at..at + id.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,7 +504,10 @@ mod tests {
         let b = SubscriptionKey::new(
             "eth_subscribe",
             "[\"newHeads\"]",
-            KeyFlags { replay_last: true },
+            KeyFlags {
+                replay_last: true,
+                ..KeyFlags::default()
+            },
         );
         let c = SubscriptionKey::new("foo_subscribe", "[\"newHeads\"]", KeyFlags::default());
         assert_eq!(a, b);

@@ -87,7 +87,14 @@ impl Solana {
             return match canonical(kind, env.params) {
                 Ok(params) => ClientMsg::Subscribe {
                     id,
-                    key: SubscriptionKey::new(method, params, KeyFlags::default()),
+                    key: SubscriptionKey::new(
+                        method.as_str(),
+                        params,
+                        KeyFlags {
+                            steady: matches!(method.as_str(), "slotSubscribe" | "rootSubscribe"),
+                            ..KeyFlags::default()
+                        },
+                    ),
                 },
                 Err(e) => err(e),
             };
@@ -97,6 +104,7 @@ impl Solana {
             call: Call {
                 method: method.into(),
                 params: env.params.map(|p| p.get().into()),
+                class: 0,
             },
         }
     }
@@ -125,24 +133,7 @@ fn invalid_request(what: &str) -> RpcError {
 
 /// Decode base58 (Bitcoin alphabet); `None` on a bad character.
 pub fn base58_decode(s: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut bytes: Vec<u8> = Vec::with_capacity(s.len());
-    for c in s.bytes() {
-        let mut carry = ALPHABET.iter().position(|&a| a == c)? as u32;
-        for b in bytes.iter_mut().rev() {
-            carry += (*b as u32) * 58;
-            *b = (carry & 0xff) as u8;
-            carry >>= 8;
-        }
-        while carry > 0 {
-            bytes.insert(0, (carry & 0xff) as u8);
-            carry >>= 8;
-        }
-    }
-    let zeros = s.bytes().take_while(|&c| c == b'1').count();
-    let mut out = vec![0u8; zeros];
-    out.extend(bytes.into_iter().skip_while(|&b| b == 0));
-    Some(out)
+    super::base58::decode(s, super::base58::BITCOIN)
 }
 
 fn decoded_len(s: &str) -> Option<usize> {
@@ -499,18 +490,20 @@ impl Dialect for Solana {
         jsonrpc::render_batch(parts)
     }
 
-    fn render_upstream_subscribe(&self, key: &SubscriptionKey, req: UpstreamReqId) -> String {
+    fn render_upstream_subscribe(&self, keys: &[&SubscriptionKey], req: UpstreamReqId) -> String {
+        let key = keys[0];
         jsonrpc::render_request(key.method(), Some(key.params()), Some(req))
     }
 
     fn render_upstream_unsubscribe(
         &self,
-        key: &SubscriptionKey,
-        sub: &UpstreamSubId,
+        items: &[(&SubscriptionKey, &UpstreamSubId)],
         req: UpstreamReqId,
-    ) -> String {
+    ) -> Option<String> {
+        let (key, sub) = items[0];
         let method = key.method().replace("Subscribe", "Unsubscribe");
-        jsonrpc::render_request(&method, Some(&format!("[{}]", sub.0)), Some(req))
+        let params = format!("[{}]", sub.0);
+        Some(jsonrpc::render_request(&method, Some(&params), Some(req)))
     }
 
     fn render_upstream_call(&self, call: &Call, req: Option<UpstreamReqId>) -> String {
@@ -529,9 +522,35 @@ impl Dialect for Solana {
         )
     }
 
-    fn parse_subscribe_result(&self, result: &str) -> Option<UpstreamSubId> {
+    fn parse_subscribe_result(
+        &self,
+        _key: &SubscriptionKey,
+        result: &str,
+    ) -> Option<UpstreamSubId> {
         let r = result.trim();
         (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())).then(|| UpstreamSubId(r.into()))
+    }
+
+    fn height(&self, text: &str) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let r = v.pointer("/params/result")?;
+        r.get("slot")
+            .and_then(|s| s.as_u64())
+            .or_else(|| r.as_u64())
+    }
+
+    fn render_gap(
+        &self,
+        sub: &ClientSubId,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        let template = format!(
+            r#"{{"jsonrpc":"2.0","method":"submuxGapNotification","params":{{"result":{{"fromSlot":{},"toSlot":{},"reason":"upstream connection replaced; slots in this range may have been missed"}},"subscription":{{ID}}}}}}"#,
+            super::opt_num(from),
+            super::opt_num(to)
+        );
+        Some(super::with_id(&template, sub.as_str()))
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {
@@ -616,6 +635,9 @@ mod tests {
                 }
                 ClientMsg::Unsubscribe { .. } => assert!(note.contains("unsubscribe"), "{note}"),
                 ClientMsg::Call { .. } => panic!("{note}: parsed as a call"),
+                ClientMsg::Join { .. } | ClientMsg::Leave { .. } | ClientMsg::Reply(_) => {
+                    panic!("{note}: parsed as a set change")
+                }
             }
         }
     }
@@ -793,8 +815,9 @@ mod tests {
     fn upstream_unsubscribe_uses_the_matching_method() {
         let k = key("accountSubscribe", &format!(r#"["{PK}"]"#)).unwrap();
         assert_eq!(
-            sol().render_upstream_unsubscribe(&k, &UpstreamSubId("5".into()), UpstreamReqId(9)),
-            r#"{"jsonrpc":"2.0","id":9,"method":"accountUnsubscribe","params":[5]}"#
+            sol()
+                .render_upstream_unsubscribe(&[(&k, &UpstreamSubId("5".into()))], UpstreamReqId(9)),
+            Some(r#"{"jsonrpc":"2.0","id":9,"method":"accountUnsubscribe","params":[5]}"#.into())
         );
     }
 

@@ -13,7 +13,7 @@ use crate::telemetry::RouteMetrics;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
-pub use subscription::{Joined, ReleaseGuard};
+pub use subscription::{Joined, Mailbox, MailboxRx, Release, ReleaseGuard, SetJoined};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub struct Notice {
     pub frame: Utf8Bytes,
     pub id_range: Range<usize>,
+    /// A gap notice (written only to clients that asked for them).
+    pub gap: bool,
 }
 
 /// An upstream answer to a forwarded call: the upstream's frame with our id at `id_range`;
@@ -70,6 +72,12 @@ pub enum Command {
     Subscribe {
         key: SubscriptionKey,
         reply: oneshot::Sender<Result<Joined, HubError>>,
+    },
+    /// Join a set of content-routed keys for one session's mailbox (XRPL).
+    Join {
+        keys: Vec<SubscriptionKey>,
+        mailbox: Mailbox,
+        reply: oneshot::Sender<Result<SetJoined, HubError>>,
     },
     /// `reply: None` forwards a JSON-RPC notification (no answer expected).
     Call {
@@ -143,6 +151,20 @@ impl RouteHandle {
 
     pub async fn subscribe(&self, key: SubscriptionKey) -> Result<Joined, HubError> {
         self.ask(|reply| Command::Subscribe { key, reply }).await
+    }
+
+    /// Join content-routed keys; pushes for them go to `mailbox`.
+    pub async fn join(
+        &self,
+        keys: Vec<SubscriptionKey>,
+        mailbox: Mailbox,
+    ) -> Result<SetJoined, HubError> {
+        self.ask(|reply| Command::Join {
+            keys,
+            mailbox,
+            reply,
+        })
+        .await
     }
 
     pub async fn call(&self, call: Call) -> Result<UpstreamReply, HubError> {

@@ -78,6 +78,8 @@ pub enum Join<W> {
 pub enum TableError {
     #[error("every upstream connection of this route holds its maximum of {0} topics")]
     Full(usize),
+    #[error("all {0} upstream connections of this route serve other API versions")]
+    NoClassSlot(usize),
 }
 
 /// Outcome of a subscribe confirmation.
@@ -115,6 +117,8 @@ pub struct Tick<W, T> {
 struct SlotInfo {
     up: bool,
     topics: usize,
+    /// The connection class this slot serves; `None` until its first topic claims it.
+    class: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -151,6 +155,21 @@ impl<W, T> TopicTable<W, T> {
     pub fn get_mut(&mut self, id: TopicId) -> Option<&mut Topic<W, T>> {
         self.topics.get_mut(&id)
     }
+    /// Every topic assigned to `slot`.
+    pub fn on_slot(&self, slot: SlotId) -> impl Iterator<Item = (TopicId, &Topic<W, T>)> {
+        self.topics
+            .iter()
+            .filter(move |(_, t)| t.slot == slot)
+            .map(|(id, t)| (*id, t))
+    }
+
+    /// The data of the topic with `key`, if any.
+    pub fn by_key_data(&self, key: &SubscriptionKey) -> Option<&T> {
+        self.by_key
+            .get(key)
+            .and_then(|id| self.topics.get(id))
+            .map(|t| &t.data)
+    }
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }
@@ -166,20 +185,50 @@ impl<W, T> TopicTable<W, T> {
             .filter_map(|t| t.upstream.as_ref().map(|u| (t.slot, &t.key, u)))
     }
 
-    fn pick_slot(&mut self) -> Result<(SlotId, Option<Action>), TableError> {
-        let cap = self.cfg.topics_per_slot;
-        if cap == 0 {
-            return Ok((SlotId(0), None));
+    /// The connection class `slot` serves (`None` while unclaimed).
+    pub fn slot_class(&self, slot: SlotId) -> Option<u8> {
+        self.slots.get(slot.0).and_then(|s| s.class)
+    }
+
+    fn push_slot(&mut self, class: u8) -> Option<(SlotId, Option<Action>)> {
+        if self.slots.len() >= self.cfg.max_slots.max(1) {
+            return None;
         }
-        if let Some(i) = self.slots.iter().position(|s| s.topics < cap) {
+        self.slots.push(SlotInfo {
+            class: Some(class),
+            ..SlotInfo::default()
+        });
+        let slot = SlotId(self.slots.len() - 1);
+        Some((slot, Some(Action::OpenSlot(slot))))
+    }
+
+    /// Class 0 keys share slots up to the per-slot cap. A key of another class (an XRPL
+    /// API version) lives on the one slot of its class, uncapped: content-routed pushes
+    /// must arrive once, so a class is never spread over several connections.
+    fn pick_slot(&mut self, class: u8) -> Result<(SlotId, Option<Action>), TableError> {
+        let fits = |s: &SlotInfo| s.class.is_none_or(|c| c == class);
+        if class != 0 {
+            let found = (self.slots.iter().position(|s| s.class == Some(class)))
+                .or_else(|| self.slots.iter().position(|s| s.class.is_none()));
+            if let Some(i) = found {
+                self.slots[i].class = Some(class);
+                return Ok((SlotId(i), None));
+            }
+            return self
+                .push_slot(class)
+                .ok_or(TableError::NoClassSlot(self.slots.len()));
+        }
+        let cap = self.cfg.topics_per_slot;
+        let found = if cap == 0 {
+            self.slots.iter().position(fits)
+        } else {
+            self.slots.iter().position(|s| fits(s) && s.topics < cap)
+        };
+        if let Some(i) = found {
+            self.slots[i].class = Some(0);
             return Ok((SlotId(i), None));
         }
-        if self.slots.len() < self.cfg.max_slots.max(1) {
-            self.slots.push(SlotInfo::default());
-            let slot = SlotId(self.slots.len() - 1);
-            return Ok((slot, Some(Action::OpenSlot(slot))));
-        }
-        Err(TableError::Full(cap))
+        self.push_slot(0).ok_or(TableError::Full(cap))
     }
 
     /// A client wants `key`. `make` builds the topic data for a new topic.
@@ -201,7 +250,7 @@ impl<W, T> TopicTable<W, T> {
                 return Ok(Join::Queued(id, None));
             }
         }
-        let (slot, open) = match self.pick_slot() {
+        let (slot, open) = match self.pick_slot(key.class()) {
             Ok(x) => x,
             Err(e) => return Err((e, waiter)),
         };

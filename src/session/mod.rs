@@ -10,15 +10,23 @@
 //! topic's broadcast capacity). A client that falls further behind, or whose socket does
 //! not accept a write within `write_timeout`, is closed with code 1008 and a reason and
 //! counted in `submux_slow_client_closes_total`; other clients never wait for it.
+//!
+//! Content-routed dialects (XRPL) hold a *set* of keys instead of subscription ids, and
+//! receive pushes through one ordered mailbox (see [`Mailbox`]) whose overflow closes the
+//! client the same way. As on rippled, a push may precede the subscribe reply.
 
 pub mod limits;
 
+use crate::auth::ApiKey;
 use crate::config::Settings;
 use crate::dialect::{
-    splice, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId, Transport,
+    splice, Answer, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId,
+    SubscriptionKey, Transport,
 };
-use crate::hub::{HubError, Joined, Notice, ReleaseGuard, RouteHandle, UpstreamReply};
-use crate::telemetry::RouteMetrics;
+use crate::hub::{
+    HubError, Joined, Mailbox, MailboxRx, Notice, ReleaseGuard, RouteHandle, UpstreamReply,
+};
+use crate::telemetry::{CloseReason, RouteMetrics};
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{self, BoxStream, FuturesUnordered};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -50,6 +58,9 @@ enum Item {
     Rendered(String),
     Joined(RequestId, Result<Joined, HubError>),
     Reply(RequestId, Result<UpstreamReply, HubError>),
+    /// A set join finished: keep these keys (of so many reserved), then answer with the
+    /// inner item.
+    Held(Vec<(SubscriptionKey, ReleaseGuard)>, usize, Box<Item>),
     Nothing,
 }
 
@@ -64,7 +75,34 @@ struct Local {
     client_id: ClientSubId,
     /// The frame carries the topic's public id, not ours: splice on every notification.
     splice: bool,
+    /// Falling behind skips to the latest notification instead of closing the client.
+    coalesce: bool,
     _guard: ReleaseGuard,
+}
+
+/// Per-connection choices a client makes in the URL query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// `?coalesce=1`: on steady streams (newHeads, slots, roots) a client that falls
+    /// behind gets the latest notification instead of being closed.
+    pub coalesce: bool,
+    /// `?gap_notices=1`: after an upstream switch, a notification naming the block, slot
+    /// or ledger range that may have been missed.
+    pub gap_notices: bool,
+}
+
+impl ClientOptions {
+    pub fn from_query(query: Option<&str>) -> Self {
+        let on = |name: &str| {
+            query.into_iter().flat_map(|q| q.split('&')).any(|kv| {
+                matches!(kv.split_once('='), Some((k, v)) if k == name && matches!(v, "1" | "true" | "yes"))
+            })
+        };
+        ClientOptions {
+            coalesce: on("coalesce"),
+            gap_notices: on("gap_notices"),
+        }
+    }
 }
 
 type SubStream = BoxStream<'static, Option<Result<Notice, BroadcastStreamRecvError>>>;
@@ -81,6 +119,8 @@ pub async fn run<S>(
     route: RouteHandle,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
+    key: Option<Arc<ApiKey>>,
+    options: ClientOptions,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -98,6 +138,11 @@ pub async fn run<S>(
         inflight: FuturesUnordered::new(),
         pending_subscribes: 0,
         bucket: None,
+        held: HashMap::new(),
+        mailbox: None,
+        mailbox_rx: None,
+        key,
+        options,
     };
     if s.settings.max_requests_per_second > 0 {
         s.bucket = Some(limits::TokenBucket::new(
@@ -107,6 +152,15 @@ pub async fn run<S>(
         ));
     }
     let exit = s.serve(shutdown).await;
+    let why = match &exit {
+        Exit::ClientClosed => CloseReason::Client,
+        Exit::Dropped(_) => CloseReason::Error,
+        Exit::Close(CLOSE_SLOW, _) => CloseReason::Slow,
+        Exit::Close(CLOSE_TOO_BIG, _) => CloseReason::TooBig,
+        Exit::Close(_, r) if r.starts_with("server shutting down") => CloseReason::Shutdown,
+        Exit::Close(..) => CloseReason::Idle,
+    };
+    metrics.count_close(why);
     match exit {
         Exit::ClientClosed => {}
         Exit::Close(code, reason) => {
@@ -123,8 +177,8 @@ pub async fn run<S>(
         }
         Exit::Dropped(reason) => debug!(%reason, "dropping client"),
     }
-    let n = s.subs.len() as i64;
-    RouteMetrics::add(&metrics.client_subscriptions, -n);
+    let n = (s.subs.len() + s.held.len()) as i64;
+    s.sub_count(-n);
     RouteMetrics::add(&metrics.sessions, -1);
 }
 
@@ -141,6 +195,22 @@ struct Session<S> {
     pending_subscribes: usize,
     /// Request rate limit (None when unlimited).
     bucket: Option<limits::TokenBucket>,
+    /// Content-routed keys this client holds (XRPL subscription sets).
+    held: HashMap<SubscriptionKey, ReleaseGuard>,
+    /// Where the route delivers this client's content-routed pushes (made on first join).
+    mailbox: Option<Mailbox>,
+    mailbox_rx: Option<MailboxRx>,
+    /// The API key this client presented (per-key subscription cap).
+    key: Option<Arc<ApiKey>>,
+    options: ClientOptions,
+}
+
+/// The next content-routed push, or never when the session has no mailbox.
+async fn next_push(rx: &mut Option<MailboxRx>) -> Option<Utf8Bytes> {
+    match rx {
+        Some(r) => r.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<S> Session<S>
@@ -174,6 +244,7 @@ where
                 }
                 Some(outcome) = self.inflight.next() => self.on_outcome(outcome).await,
                 Some((local, item)) = self.streams.next() => self.on_notice(local, item).await,
+                Some(frame) = next_push(&mut self.mailbox_rx) => self.on_push(frame).await,
                 _ = ping.tick() => {
                     if last_rx.elapsed() >= self.settings.client_idle_timeout {
                         return Exit::Close(CLOSE_GOING_AWAY, "client did not answer pings".into());
@@ -245,6 +316,7 @@ where
                     async move { Item::Rendered(r) }.boxed()
                 }
                 ClientMsg::Ignore => async { Item::Nothing }.boxed(),
+                ClientMsg::Reply(r) => async move { Item::Rendered(r) }.boxed(),
                 ClientMsg::Unsubscribe { id, sub } => {
                     let r = self.unsubscribe(&id, &sub);
                     async move { Item::Rendered(r) }.boxed()
@@ -262,6 +334,48 @@ where
                         async move { Item::Reply(id, route.call(call).await) }.boxed()
                     }
                 }
+                ClientMsg::Leave { keys, reply } => {
+                    for k in &keys {
+                        if self.held.remove(k).is_some() {
+                            self.sub_count(-1);
+                        }
+                    }
+                    async move { Item::Rendered(reply) }.boxed()
+                }
+                ClientMsg::Join {
+                    id,
+                    keys,
+                    then,
+                    context,
+                } => {
+                    let mut new: Vec<SubscriptionKey> = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        if !self.held.contains_key(&k) && !new.contains(&k) {
+                            new.push(k);
+                        }
+                    }
+                    let max = self.settings.max_subscriptions_per_connection;
+                    if self.subs.len() + self.held.len() + self.pending_subscribes + new.len() > max
+                    {
+                        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+                            "max {max} subscriptions per connection"
+                        )));
+                        let r = self.dialect.render_error(&id, &e);
+                        async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_inflight(&id) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_key(&id, new.len()) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else {
+                        any_async = true;
+                        let n = new.len();
+                        subscribes += n;
+                        let mailbox = self.mailbox();
+                        let route = self.route.clone();
+                        async move { join_set(route, mailbox, id, new, then, context).await }
+                            .boxed()
+                    }
+                }
                 ClientMsg::Subscribe { id, key } => {
                     let max = self.settings.max_subscriptions_per_connection;
                     if self.subs.len() + self.pending_subscribes + subscribes >= max {
@@ -271,6 +385,8 @@ where
                         let r = self.dialect.render_error(&id, &e);
                         async move { Item::Rendered(r) }.boxed()
                     } else if let Some(r) = self.over_inflight(&id) {
+                        async move { Item::Rendered(r) }.boxed()
+                    } else if let Some(r) = self.over_key(&id, 1) {
                         async move { Item::Rendered(r) }.boxed()
                     } else {
                         subscribes += 1;
@@ -308,8 +424,9 @@ where
             ClientMsg::Subscribe { id, .. }
             | ClientMsg::Unsubscribe { id, .. }
             | ClientMsg::Call { id: Some(id), .. } => Some(id.clone()),
-            ClientMsg::Call { id: None, .. } => None,
-            ClientMsg::Error { .. } | ClientMsg::Ignore => return msg,
+            ClientMsg::Join { id, .. } => Some(id.clone()),
+            ClientMsg::Call { id: None, .. } | ClientMsg::Leave { .. } => None,
+            ClientMsg::Error { .. } | ClientMsg::Ignore | ClientMsg::Reply(_) => return msg,
         };
         if bucket.try_take(now) {
             return msg;
@@ -336,12 +453,45 @@ where
         })
     }
 
+    /// Reserve `n` subscriptions against the client's API key; the error reply if over.
+    fn over_key(&self, id: &RequestId, n: usize) -> Option<String> {
+        let key = self.key.as_ref()?;
+        if n == 0 || key.take_subscriptions(n) {
+            return None;
+        }
+        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+            "max {} subscriptions for API key {}",
+            key.max_subscriptions, key.name
+        )));
+        Some(self.dialect.render_error(id, &e))
+    }
+
+    /// Subscriptions held changed by `delta`: the route gauge, and the API key's count
+    /// (increments were reserved by [`over_key`] already).
+    ///
+    /// [`over_key`]: Session::over_key
+    fn sub_count(&self, delta: i64) {
+        RouteMetrics::add(&self.route.metrics.client_subscriptions, delta);
+        if delta < 0 {
+            if let Some(k) = &self.key {
+                k.release_subscriptions(delta.unsigned_abs() as usize);
+            }
+        }
+    }
+
+    /// Give back reservations that did not become subscriptions.
+    fn unreserve(&self, n: usize) {
+        if let (Some(k), true) = (&self.key, n > 0) {
+            k.release_subscriptions(n);
+        }
+    }
+
     fn unsubscribe(&mut self, id: &RequestId, sub: &ClientSubId) -> String {
         match self.by_client_id.remove(sub) {
             Some(local) => {
                 self.streams.remove(&local);
                 self.subs.remove(&local); // drops the guard: releases the topic
-                RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                self.sub_count(-1);
                 self.dialect.render_unsubscribed(id)
             }
             None => {
@@ -351,20 +501,71 @@ where
         }
     }
 
+    /// This session's mailbox for content-routed pushes, made on first use.
+    fn mailbox(&mut self) -> Mailbox {
+        if let Some(m) = &self.mailbox {
+            return m.clone();
+        }
+        let (tx, rx) = Mailbox::channel(self.settings.client_queue_len, self.options.gap_notices);
+        self.mailbox = Some(tx.clone());
+        self.mailbox_rx = Some(rx);
+        tx
+    }
+
+    /// Write content-routed pushes: this one and whatever else is queued (up to a batch).
+    async fn on_push(&mut self, frame: Utf8Bytes) -> Result<(), Exit> {
+        let mut next = Some(frame);
+        let mut written = 0;
+        while let Some(frame) = next.take() {
+            if self.mailbox_rx.as_ref().is_some_and(MailboxRx::lagged) {
+                return Err(self.slow(&format!(
+                    "fell behind: more than {} pushes queued",
+                    self.settings.client_queue_len
+                )));
+            }
+            self.feed(Message::Text(frame)).await?;
+            written += 1;
+            if written < WRITE_BATCH {
+                next = self.mailbox_rx.as_mut().and_then(|r| r.rx.try_recv().ok());
+            }
+        }
+        self.flush().await
+    }
+
     async fn on_outcome(&mut self, outcome: Outcome) -> Result<(), Exit> {
         self.pending_subscribes -= outcome.subscribes;
         let mut parts = Vec::with_capacity(outcome.items.len());
         let mut activate = Vec::new();
+        let mut items: Vec<Item> = Vec::with_capacity(outcome.items.len());
         for item in outcome.items {
             match item {
+                Item::Held(guards, reserved, inner) => {
+                    let mut added = 0;
+                    for (k, g) in guards {
+                        if self.held.insert(k, g).is_none() {
+                            added += 1;
+                        }
+                    }
+                    self.sub_count(added as i64);
+                    self.unreserve(reserved.saturating_sub(added));
+                    items.push(*inner);
+                }
+                other => items.push(other),
+            }
+        }
+        for item in items {
+            match item {
+                Item::Held(..) => {}
                 Item::Rendered(r) => parts.push(r),
                 Item::Nothing => {}
                 Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
                 Item::Joined(id, Err(e)) => {
+                    self.unreserve(1);
                     parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
                 }
                 Item::Joined(id, Ok(j)) => {
-                    let (local, client_id) = self.register(j.public_id.clone(), j.guard);
+                    let coalesce = j.steady && self.options.coalesce;
+                    let (local, client_id) = self.register(j.public_id.clone(), j.guard, coalesce);
                     parts.push(self.dialect.render_subscribed(&id, &client_id));
                     activate.push((local, j.rx, j.replay));
                 }
@@ -398,7 +599,12 @@ where
 
     /// Record a new subscription; its client id is the topic's public id unless this
     /// client already holds that topic (then a fresh id, spliced into every frame).
-    fn register(&mut self, public_id: ClientSubId, guard: ReleaseGuard) -> (u64, ClientSubId) {
+    fn register(
+        &mut self,
+        public_id: ClientSubId,
+        guard: ReleaseGuard,
+        coalesce: bool,
+    ) -> (u64, ClientSubId) {
         let local = self.next_local;
         self.next_local += 1;
         let (client_id, splice) = if self.by_client_id.contains_key(&public_id) {
@@ -416,10 +622,11 @@ where
             Local {
                 client_id: client_id.clone(),
                 splice,
+                coalesce,
                 _guard: guard,
             },
         );
-        RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
+        self.sub_count(1);
         (local, client_id)
     }
 
@@ -441,8 +648,26 @@ where
         let mut written = 0;
         while let Some((local, item)) = next.take() {
             match item {
+                Some(Ok(n)) if n.gap && !self.options.gap_notices => {}
                 Some(Ok(n)) => {
                     if self.subs.contains_key(&local) {
+                        let frame = self.frame_for(local, &n);
+                        self.feed(Message::Text(frame)).await?;
+                        written += 1;
+                    }
+                }
+                Some(Err(BroadcastStreamRecvError::Lagged(_)))
+                    if self.subs.get(&local).is_some_and(|l| l.coalesce) =>
+                {
+                    // Opted in: skip what was missed and write only the newest.
+                    RouteMetrics::inc(&self.route.metrics.coalesced);
+                    let mut latest = None;
+                    if let Some(stream) = self.streams.iter_mut().find(|(l, _)| *l == local) {
+                        while let Some(Some(Some(Ok(n)))) = stream.1.next().now_or_never() {
+                            latest = Some(n);
+                        }
+                    }
+                    if let Some(n) = latest {
                         let frame = self.frame_for(local, &n);
                         self.feed(Message::Text(frame)).await?;
                         written += 1;
@@ -458,7 +683,7 @@ where
                     // The topic ended (one-shot finished or upstream refused to resubscribe).
                     if let Some(l) = self.subs.remove(&local) {
                         self.by_client_id.remove(&l.client_id);
-                        RouteMetrics::add(&self.route.metrics.client_subscriptions, -1);
+                        self.sub_count(-1);
                     }
                 }
             }
@@ -480,7 +705,7 @@ pub fn render_reply(
     res: Result<UpstreamReply, HubError>,
 ) -> String {
     match res {
-        Ok(r) => splice(&r.text, r.id_range, id.as_str()),
+        Ok(r) => dialect.splice_id(&r.text, r.id_range, id),
         Err(e) => dialect.render_error(id, &e.to_rpc(dialect)),
     }
 }
@@ -501,7 +726,10 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
             match m {
                 ClientMsg::Error { id, error } => Some(dialect.render_error(&id, &error)),
                 ClientMsg::Ignore => None,
-                ClientMsg::Unsubscribe { id, .. } | ClientMsg::Subscribe { id, .. } => {
+                ClientMsg::Leave { reply, .. } | ClientMsg::Reply(reply) => Some(reply),
+                ClientMsg::Unsubscribe { id, .. }
+                | ClientMsg::Subscribe { id, .. }
+                | ClientMsg::Join { id, .. } => {
                     let e = dialect.error_for(Condition::SubscriptionNotFound);
                     Some(dialect.render_error(&id, &e))
                 }
@@ -523,6 +751,39 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
     if batch {
         (!parts.is_empty()).then(|| dialect.render_batch(&parts))
     } else {
-        parts.into_iter().next()
+        parts.into_iter().next().map(|p| dialect.http_reply(p))
     }
+}
+
+/// Join a set of content-routed keys, then produce the answer: the first join error, or
+/// the dialect's rendered reply, or the upstream's answer to the follow-up call.
+async fn join_set(
+    route: RouteHandle,
+    mailbox: Mailbox,
+    id: RequestId,
+    keys: Vec<SubscriptionKey>,
+    then: Answer,
+    context: Option<Arc<str>>,
+) -> Item {
+    let reserved = keys.len();
+    let (guards, error) = if keys.is_empty() {
+        (Vec::new(), None)
+    } else {
+        match route.join(keys, mailbox).await {
+            Ok(j) => (j.guards, j.error),
+            Err(e) => (Vec::new(), Some(e)),
+        }
+    };
+    let answer = match (error, then) {
+        (Some(e), _) => {
+            let d = &*route.dialect;
+            Item::Rendered(d.render_join_error(&id, context.as_deref(), &e.to_rpc(d)))
+        }
+        (None, Answer::Rendered(r)) => Item::Rendered(r),
+        (None, Answer::Call(call)) => {
+            let res = route.call(call).await;
+            Item::Reply(id, res)
+        }
+    };
+    Item::Held(guards, reserved, Box::new(answer))
 }

@@ -128,11 +128,8 @@ struct State {
 struct Inner {
     cfg: EthSimConfig,
     state: Mutex<State>,
-    refuse: AtomicBool,
+    counters: super::Counters,
     hang: AtomicBool,
-    next_conn: AtomicU64,
-    accepted: AtomicU64,
-    subscribe_requests: AtomicU64,
     unsubscribe_requests: AtomicU64,
     calls: AtomicU64,
 }
@@ -145,8 +142,7 @@ impl Inner {
 
 impl super::Node for Inner {
     fn open(&self, tx: mpsc::Sender<Message>, cancel: CancellationToken) -> u64 {
-        self.accepted.fetch_add(1, Relaxed);
-        let id = self.next_conn.fetch_add(1, Relaxed);
+        let id = self.counters.open();
         self.lock().conns.insert(
             id,
             Conn {
@@ -169,7 +165,7 @@ impl super::Node for Inner {
         }
     }
     fn refusing(&self) -> bool {
-        self.refuse.load(Relaxed)
+        self.counters.refuse.load(Relaxed)
     }
     fn hanging(&self) -> bool {
         self.hang.load(Relaxed)
@@ -207,11 +203,8 @@ impl EthSim {
                 block: 0x100,
                 conns: HashMap::new(),
             }),
-            refuse: AtomicBool::new(false),
+            counters: super::Counters::default(),
             hang: AtomicBool::new(false),
-            next_conn: AtomicU64::new(1),
-            accepted: AtomicU64::new(0),
-            subscribe_requests: AtomicU64::new(0),
             unsubscribe_requests: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         });
@@ -224,16 +217,8 @@ impl EthSim {
         super::spawn_ws_server(listener, inner.clone(), cancel.clone());
         if let Some(every) = interval {
             let inner = inner.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                let mut t = tokio::time::interval(every);
-                t.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = t.tick() => { emit_block(&inner); }
-                    }
-                }
+            super::spawn_every(every, cancel.clone(), move || {
+                emit_block(&inner);
             });
         }
         sim
@@ -259,7 +244,7 @@ impl EthSim {
     }
     /// Refuse (accept and immediately close) new connections.
     pub fn set_refuse(&self, refuse: bool) {
-        self.inner.refuse.store(refuse, Relaxed);
+        self.inner.counters.refuse.store(refuse, Relaxed);
     }
     /// Accept connections but never answer anything (not even pings) on new frames.
     pub fn set_hang(&self, hang: bool) {
@@ -271,14 +256,14 @@ impl EthSim {
     }
     /// WebSocket connections accepted since start.
     pub fn accepted(&self) -> u64 {
-        self.inner.accepted.load(Relaxed)
+        self.inner.counters.accepted.load(Relaxed)
     }
     /// Live subscriptions across all connections.
     pub fn subscriptions(&self) -> usize {
         self.inner.lock().conns.values().map(|c| c.subs.len()).sum()
     }
     pub fn subscribe_requests(&self) -> u64 {
-        self.inner.subscribe_requests.load(Relaxed)
+        self.inner.counters.subscribe_requests.load(Relaxed)
     }
     pub fn unsubscribe_requests(&self) -> u64 {
         self.inner.unsubscribe_requests.load(Relaxed)
@@ -349,7 +334,7 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
     let reply = |r: String| (Some(result(&id, &r)), vec![]);
     match method {
         "eth_subscribe" => {
-            inner.subscribe_requests.fetch_add(1, Relaxed);
+            inner.counters.subscribe_requests.fetch_add(1, Relaxed);
             let kind = match p(0).as_str() {
                 Some("newHeads") => SubKind::NewHeads,
                 Some("syncing") => SubKind::Syncing,

@@ -5,6 +5,7 @@
 pub mod ethereum;
 pub mod lnbits;
 pub mod solana;
+pub mod xrpl;
 
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -12,6 +13,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+
+/// Connection counters and the refuse switch every simulated node has.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub refuse: std::sync::atomic::AtomicBool,
+    last_conn: std::sync::atomic::AtomicU64,
+    pub accepted: std::sync::atomic::AtomicU64,
+    pub subscribe_requests: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    /// Count an accepted connection and return its id (from 1).
+    pub fn open(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.accepted.fetch_add(1, Relaxed);
+        self.last_conn.fetch_add(1, Relaxed) + 1
+    }
+}
 
 /// Frames queued per simulated connection before the node drops it as too slow.
 pub(crate) const CONN_QUEUE: usize = 65_536;
@@ -99,6 +118,11 @@ async fn serve<N: Node>(node: Arc<N>, tcp: TcpStream, cancel: CancellationToken)
         }
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
+            // Nodes read binary frames as JSON text too (web3.py sends binary by default).
+            Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                Ok(t) => t.into(),
+                Err(_) => continue,
+            },
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
             Some(Ok(_)) => continue,
         };
@@ -111,4 +135,47 @@ async fn serve<N: Node>(node: Arc<N>, tcp: TcpStream, cancel: CancellationToken)
     cancel.cancel();
     let _ = writer.await;
     node.close(id);
+}
+
+/// Serve `POST /` on `listener` with `handle(body) -> JSON text` until `cancel`.
+pub(crate) fn spawn_http_rpc(
+    listener: TcpListener,
+    handle: impl Fn(&str) -> String + Clone + Send + Sync + 'static,
+    cancel: CancellationToken,
+) {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |body: String| {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    handle(&body),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+    });
+}
+
+/// Run `tick` every `every` until `cancel` (first run after one interval).
+pub(crate) fn spawn_every(
+    every: std::time::Duration,
+    cancel: CancellationToken,
+    tick: impl Fn() + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = t.tick() => tick(),
+            }
+        }
+    });
 }

@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -55,10 +55,7 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
-    refuse: AtomicBool,
-    next_conn: AtomicU64,
-    accepted: AtomicU64,
-    subscribe_requests: AtomicU64,
+    counters: super::Counters,
 }
 
 impl Inner {
@@ -69,8 +66,7 @@ impl Inner {
 
 impl super::Node for Inner {
     fn open(&self, tx: mpsc::Sender<Message>, cancel: CancellationToken) -> u64 {
-        self.accepted.fetch_add(1, Relaxed);
-        let id = self.next_conn.fetch_add(1, Relaxed);
+        let id = self.counters.open();
         self.lock().conns.insert(id, Conn { tx, cancel });
         id
     }
@@ -88,7 +84,7 @@ impl super::Node for Inner {
         }
     }
     fn refusing(&self) -> bool {
-        self.refuse.load(Relaxed)
+        self.counters.refuse.load(Relaxed)
     }
 }
 
@@ -122,45 +118,16 @@ impl SolSim {
                 conns: HashMap::new(),
                 accounts: HashMap::new(),
             }),
-            refuse: AtomicBool::new(false),
-            next_conn: AtomicU64::new(1),
-            accepted: AtomicU64::new(0),
-            subscribe_requests: AtomicU64::new(0),
+            counters: super::Counters::default(),
         });
         let cancel = CancellationToken::new();
         super::spawn_ws_server(ws, inner.clone(), cancel.clone());
-        let app = {
-            let i = inner.clone();
-            axum::Router::new().route(
-                "/",
-                axum::routing::post(move |body: String| {
-                    let i = i.clone();
-                    async move {
-                        (
-                            [(axum::http::header::CONTENT_TYPE, "application/json")],
-                            handle_http(&i, &body),
-                        )
-                    }
-                }),
-            )
-        };
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(http, app)
-                .with_graceful_shutdown(c.cancelled_owned())
-                .await;
-        });
+        let i = inner.clone();
+        super::spawn_http_rpc(http, move |body| handle_http(&i, body), cancel.clone());
         if let Some(every) = cfg.slot_interval {
-            let (i, c) = (inner.clone(), cancel.clone());
-            tokio::spawn(async move {
-                let mut t = tokio::time::interval(every);
-                t.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = c.cancelled() => break,
-                        _ = t.tick() => { advance_slot(&i); }
-                    }
-                }
+            let i = inner.clone();
+            super::spawn_every(every, cancel.clone(), move || {
+                advance_slot(&i);
             });
         }
         Ok(SolSim {
@@ -199,20 +166,20 @@ impl SolSim {
         super::Node::close_all(&*self.inner);
     }
     pub fn set_refuse(&self, refuse: bool) {
-        self.inner.refuse.store(refuse, Relaxed);
+        self.inner.counters.refuse.store(refuse, Relaxed);
     }
     pub fn connections(&self) -> usize {
         self.inner.lock().conns.len()
     }
     pub fn accepted(&self) -> u64 {
-        self.inner.accepted.load(Relaxed)
+        self.inner.counters.accepted.load(Relaxed)
     }
     /// Distinct node subscriptions (identical params count once).
     pub fn subscriptions(&self) -> usize {
         self.inner.lock().subs.len()
     }
     pub fn subscribe_requests(&self) -> u64 {
-        self.inner.subscribe_requests.load(Relaxed)
+        self.inner.counters.subscribe_requests.load(Relaxed)
     }
 }
 
@@ -274,7 +241,7 @@ fn handle_ws(inner: &Inner, conn: u64, text: &str) -> Vec<String> {
         };
     }
     if let Some(kind) = method.strip_suffix("Subscribe") {
-        inner.subscribe_requests.fetch_add(1, Relaxed);
+        inner.counters.subscribe_requests.fetch_add(1, Relaxed);
         if matches!(kind, "block" | "vote") {
             return vec![err(&id, -32601, "Method not found")];
         }
@@ -376,24 +343,7 @@ fn advance_slot(inner: &Inner) -> u64 {
 
 /// Base58 (Bitcoin alphabet), as Solana writes keys and signatures.
 pub fn base58_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut digits: Vec<u8> = Vec::new();
-    for &b in bytes {
-        let mut carry = b as u32;
-        for d in digits.iter_mut() {
-            carry += (*d as u32) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-    let mut s = "1".repeat(zeros);
-    s.extend(digits.iter().rev().map(|&d| ALPHABET[d as usize] as char));
-    s
+    crate::dialect::base58::encode(bytes, crate::dialect::base58::BITCOIN)
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

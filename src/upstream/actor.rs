@@ -6,13 +6,16 @@ use super::backoff::Backoff;
 use super::connect::{connect, UpstreamStream};
 use crate::config::RouteSettings;
 use crate::dialect::{
-    splice, Call, ClientSubId, Dialect, SubscriptionKey, UpstreamFrame, UpstreamReqId,
+    splice, Call, ClientSubId, Dialect, Group, SubscriptionKey, UpstreamFrame, UpstreamReqId,
     UpstreamSubId,
 };
 use crate::hub::table::{
     Action, Confirmed, Failed, Join, SlotId, TableConfig, TopicId, TopicTable,
 };
-use crate::hub::{Command, HubError, Joined, Notice, ReleaseGuard, RouteHandle, UpstreamReply};
+use crate::hub::{
+    Command, HubError, Joined, Mailbox, Notice, Release, ReleaseGuard, RouteHandle, SetJoined,
+    UpstreamReply,
+};
 use crate::telemetry::{redact_url, RouteMetrics};
 use futures_util::stream::{self, BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -40,7 +43,21 @@ const TICK: Duration = Duration::from_millis(100);
 /// late joiners: the node never notifies a signature processed before the subscription.
 const ENDED_TTL: Duration = Duration::from_secs(60);
 
-type Waiter = oneshot::Sender<Result<Joined, HubError>>;
+/// Who waits for a topic's confirmation.
+enum Waiter {
+    /// One client subscription (id-routed dialects).
+    One(oneshot::Sender<Result<Joined, HubError>>),
+    /// A key of a set join (content-routed dialects), by set id.
+    Set(u64),
+}
+
+/// A set join waiting for some of its keys to be confirmed.
+struct SetJoin {
+    remaining: usize,
+    guards: Vec<(SubscriptionKey, ReleaseGuard)>,
+    error: Option<HubError>,
+    reply: oneshot::Sender<Result<SetJoined, HubError>>,
+}
 type CallReply = oneshot::Sender<Result<UpstreamReply, HubError>>;
 type ReadItem = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
 
@@ -52,6 +69,10 @@ struct TopicData {
     last: Option<Notice>,
     /// When a resubscribe was sent (for the resubscribe latency metric).
     resubscribing_since: Option<Instant>,
+    /// Content-routed topics: the mailboxes of the sessions holding it, by mailbox id.
+    subscribers: HashMap<u64, Mailbox>,
+    /// Last notification (or confirmation): a steady topic silent too long is a stall.
+    last_notice: Instant,
 }
 
 enum Pending {
@@ -61,9 +82,9 @@ enum Pending {
         deadline: Instant,
         sent: Instant,
     },
+    /// One upstream subscribe for these topics (several for batching dialects).
     Subscribe {
-        topic: TopicId,
-        key: SubscriptionKey,
+        topics: Vec<(TopicId, SubscriptionKey)>,
         slot: SlotId,
         deadline: Instant,
     },
@@ -109,12 +130,52 @@ struct Slot {
     last_ping: Instant,
     /// Whether this slot has been connected before (a later connect is a reconnect).
     was_connected: bool,
+    /// Identities of recent content-routed messages on this connection.
+    recent: Recent,
+    /// When the current connection was made, and when the primary was last tried while
+    /// on a backup (fail-back).
+    connected_at: Instant,
+    last_failback: Instant,
+    failback_in_flight: bool,
+    /// Height of the last steady notification (block, slot, ledger) on this slot.
+    last_height: Option<u64>,
+    /// After a connection was replaced: where the possible gap starts (`Some(None)`:
+    /// unknown), until the first steady notification on the new connection closes it.
+    gap_from: Option<Option<u64>>,
+}
+
+/// A bounded set of recently seen message identities (oldest evicted first).
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<Box<str>>,
+    set: std::collections::HashSet<Box<str>>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 1024;
+
+    /// Record `id`; `false` if it was already there.
+    fn insert(&mut self, id: Box<str>) -> bool {
+        if self.set.contains(&id) {
+            return false;
+        }
+        if self.order.len() == Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(id.clone());
+        self.set.insert(id);
+        true
+    }
 }
 
 struct ConnectResult {
     slot: SlotId,
     generation: u64,
     result: Result<UpstreamStream, String>,
+    /// A probe of the primary while the slot runs on a backup.
+    failback: bool,
 }
 
 /// Start the actor for one route; returns the handle sessions use.
@@ -167,6 +228,9 @@ pub fn spawn_route(
         tracker: tracker.clone(),
         dead: Vec::new(),
         ended: HashMap::new(),
+        set_joins: HashMap::new(),
+        next_set: 1,
+        scratch: HashMap::new(),
         settings,
     };
     let span = tracing::info_span!("route", path = %actor.settings.path);
@@ -181,10 +245,15 @@ struct Actor {
     table: TopicTable<Waiter, TopicData>,
     slots: Vec<Slot>,
     reads: StreamMap<usize, BoxStream<'static, (u64, ReadItem)>>,
+    /// Set joins waiting for confirmations, by set id.
+    set_joins: HashMap<u64, SetJoin>,
+    next_set: u64,
+    /// Reused per content-routed push: mailbox id → (a topic it holds, groups matched).
+    scratch: HashMap<u64, (TopicId, u8)>,
     pending: HashMap<u64, Pending>,
     waiting_calls: VecDeque<(Call, CallReply, Instant)>,
     next_req: u64,
-    release_tx: mpsc::UnboundedSender<TopicId>,
+    release_tx: mpsc::UnboundedSender<Release>,
     connect_tx: mpsc::Sender<ConnectResult>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -198,7 +267,7 @@ impl Actor {
     async fn run(
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
-        mut release_rx: mpsc::UnboundedReceiver<TopicId>,
+        mut release_rx: mpsc::UnboundedReceiver<Release>,
         mut connect_rx: mpsc::Receiver<ConnectResult>,
     ) {
         self.ensure_slot(SlotId(0));
@@ -211,7 +280,10 @@ impl Actor {
                 Some((slot, (generation, item))) = self.reads.next() => {
                     self.on_read(SlotId(slot), generation, item).await;
                 }
-                Some(topic) = release_rx.recv() => {
+                Some((topic, session)) = release_rx.recv() => {
+                    if let (Some(mailbox), Some(t)) = (session, self.table.get_mut(topic)) {
+                        t.data.subscribers.remove(&mailbox);
+                    }
                     self.table.release(topic, Instant::now());
                 }
                 Some(cmd) = cmd_rx.recv() => self.on_command(cmd).await,
@@ -235,6 +307,12 @@ impl Actor {
                 last_rx: now,
                 last_ping: now,
                 was_connected: false,
+                recent: Recent::default(),
+                connected_at: now,
+                last_failback: now,
+                failback_in_flight: false,
+                last_height: None,
+                gap_from: None,
             });
         }
     }
@@ -257,56 +335,24 @@ impl Actor {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 result = attempt => {
-                    let _ = tx.send(ConnectResult { slot, generation, result }).await;
+                    let _ = tx.send(ConnectResult { slot, generation, result, failback: false }).await;
                 }
             }
         });
     }
 
     async fn on_connect_result(&mut self, res: ConnectResult) {
+        if res.failback {
+            return self.on_failback_probe(res).await;
+        }
         let Some(s) = self.slots.get_mut(res.slot.0) else {
             return;
         };
         if s.generation != res.generation || s.state != SlotState::Connecting {
             return;
         }
-        let url = redact_url(&self.settings.upstreams[s.upstream]);
         match res.result {
-            Ok(ws) => {
-                let (sink, read) = ws.split();
-                let generation = s.generation;
-                let reads = read
-                    .map(Some)
-                    .chain(stream::once(async { None }))
-                    .map(move |item| (generation, item))
-                    .boxed();
-                self.reads.insert(res.slot.0, reads);
-                let now = Instant::now();
-                s.sink = Some(sink);
-                s.state = SlotState::Connected;
-                s.backoff.reset();
-                s.last_rx = now;
-                s.last_ping = now;
-                if s.was_connected {
-                    RouteMetrics::inc(&self.metrics.upstream_reconnects);
-                }
-                s.was_connected = true;
-                if res.slot.0 == 0 {
-                    self.metrics.active_upstream.store(s.upstream, Relaxed);
-                }
-                RouteMetrics::add(&self.metrics.upstream_connections, 1);
-                info!(slot = res.slot.0, upstream = %url, "upstream connected");
-                let ids = self.table.on_slot_up(res.slot);
-                for id in ids {
-                    if let Some(t) = self.table.get_mut(id) {
-                        if t.confirmed() {
-                            t.data.resubscribing_since = Some(now);
-                        }
-                    }
-                    self.send_subscribe(id, res.slot).await;
-                }
-                self.flush_waiting_calls().await;
-            }
+            Ok(ws) => self.install(res.slot, ws).await,
             Err(reason) => {
                 RouteMetrics::inc(&self.metrics.upstream_connect_failures);
                 let n = self.settings.upstreams.len();
@@ -316,6 +362,155 @@ impl Actor {
                 self.schedule_connect(res.slot, delay);
             }
         }
+    }
+
+    /// Make `ws` the slot's connection and (re)subscribe every topic of the slot on it.
+    async fn install(&mut self, slot: SlotId, ws: UpstreamStream) {
+        let s = &mut self.slots[slot.0];
+        let url = redact_url(&self.settings.upstreams[s.upstream]);
+        let (sink, read) = ws.split();
+        let generation = s.generation;
+        let reads = read
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .map(move |item| (generation, item))
+            .boxed();
+        self.reads.insert(slot.0, reads);
+        let now = Instant::now();
+        s.sink = Some(sink);
+        s.state = SlotState::Connected;
+        s.backoff.reset();
+        s.last_rx = now;
+        s.last_ping = now;
+        s.connected_at = now;
+        s.last_failback = now;
+        if s.was_connected {
+            RouteMetrics::inc(&self.metrics.upstream_reconnects);
+        }
+        s.was_connected = true;
+        s.recent = Recent::default();
+        if slot.0 == 0 {
+            self.metrics.active_upstream.store(s.upstream, Relaxed);
+        }
+        RouteMetrics::add(&self.metrics.upstream_connections, 1);
+        info!(slot = slot.0, upstream = %url, "upstream connected");
+        let ids = self.table.on_slot_up(slot);
+        for &id in &ids {
+            if let Some(t) = self.table.get_mut(id) {
+                if t.confirmed() {
+                    t.data.resubscribing_since = Some(now);
+                }
+                t.data.last_notice = now;
+            }
+        }
+        self.send_subscribes(ids, slot).await;
+        self.flush_waiting_calls().await;
+        // Without a steady stream on this connection the gap's end is never learnt.
+        let steady = self.table.on_slot(slot).any(|(_, t)| t.key.flags().steady);
+        if !steady {
+            if let Some(from) = self.slots[slot.0].gap_from.take() {
+                self.announce_gap(slot, from, None);
+            }
+        }
+    }
+
+    /// A steady notification with `height` arrived on `slot`: remember it, and close an
+    /// open gap (announcing it if anything may have been missed).
+    fn on_height(&mut self, slot: SlotId, height: u64) {
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        s.last_height = Some(height);
+        if let Some(from) = s.gap_from.take() {
+            let to = height.checked_sub(1);
+            if from.is_none() || to.is_some_and(|t| Some(t) >= from) {
+                self.announce_gap(slot, from, to);
+            }
+        }
+    }
+
+    /// Tell clients that asked (`?gap_notices=1`) which heights may have been missed.
+    fn announce_gap(&mut self, slot: SlotId, from: Option<u64>, to: Option<u64>) {
+        RouteMetrics::inc(&self.metrics.gap_notices);
+        let mut told = std::collections::HashSet::new();
+        for (_, t) in self.table.on_slot(slot) {
+            for mb in t.data.subscribers.values() {
+                if mb.wants_gap_notices() && told.insert(mb.id()) {
+                    if let Some((frame, _)) = self.dialect.render_gap(&t.data.public_id, from, to) {
+                        mb.deliver(Utf8Bytes::from(frame));
+                    }
+                }
+            }
+            if t.data.subscribers.is_empty() {
+                if let Some((frame, id_range)) =
+                    self.dialect.render_gap(&t.data.public_id, from, to)
+                {
+                    let _ = t.data.tx.send(Notice {
+                        frame: Utf8Bytes::from(frame),
+                        id_range,
+                        gap: true,
+                    });
+                }
+            }
+        }
+    }
+
+    /// While a slot runs on a backup, try the primary; once it accepts, move the slot
+    /// back to it (make before break: the new connection is up before the old one goes).
+    fn start_failback_probe(&mut self, slot: SlotId) {
+        let s = &mut self.slots[slot.0];
+        s.failback_in_flight = true;
+        s.last_failback = Instant::now();
+        let generation = s.generation;
+        let url = self.settings.upstreams[0].clone();
+        let (timeout, max) = (
+            self.settings.connect_timeout,
+            self.settings.upstream_max_message_bytes,
+        );
+        let tx = self.connect_tx.clone();
+        let cancel = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                result = connect(&url, timeout, max) => {
+                    let result = result.map_err(|e| e.to_string());
+                    let _ = tx.send(ConnectResult { slot, generation, result, failback: true }).await;
+                }
+            }
+        });
+    }
+
+    async fn on_failback_probe(&mut self, res: ConnectResult) {
+        let slot = res.slot;
+        let busy = self.pending.values().any(|p| p.slot() == slot);
+        let Some(s) = self.slots.get_mut(slot.0) else {
+            return;
+        };
+        s.failback_in_flight = false;
+        let current =
+            s.state == SlotState::Connected && s.generation == res.generation && s.upstream != 0;
+        let Ok(ws) = res.result else {
+            debug!(
+                slot = slot.0,
+                "primary still unavailable; staying on the backup"
+            );
+            return;
+        };
+        if !current || busy {
+            return; // the slot moved on, or requests are in flight: try again later
+        }
+        info!(slot = slot.0, "primary upstream is back: failing back");
+        s.gap_from = Some(s.last_height.map(|h| h + 1));
+        if let Some(mut sink) = s.sink.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        }
+        s.generation += 1;
+        s.upstream = 0;
+        self.reads.remove(&slot.0);
+        drop(self.table.on_slot_down(slot));
+        RouteMetrics::add(&self.metrics.upstream_connections, -1);
+        RouteMetrics::inc(&self.metrics.upstream_failbacks);
+        self.install(slot, ws).await;
     }
 
     /// Tear down a slot's connection and schedule a reconnect (failing over to the next
@@ -328,6 +523,7 @@ impl Actor {
             return;
         }
         warn!(slot = slot.0, upstream = %redact_url(&self.settings.upstreams[s.upstream]), %reason, "upstream connection lost");
+        s.gap_from = Some(s.last_height.map(|h| h + 1));
         s.sink = None;
         s.state = SlotState::Idle;
         self.reads.remove(&slot.0);
@@ -384,18 +580,38 @@ impl Actor {
         UpstreamReqId(id)
     }
 
-    async fn send_subscribe(&mut self, topic: TopicId, slot: SlotId) {
-        let Some(t) = self.table.get(topic) else {
-            return;
-        };
-        let key = t.key.clone();
+    /// Subscribe `topics` on `slot`: one request each, or batches of up to the dialect's
+    /// maximum (keys flagged `solo` always alone).
+    async fn send_subscribes(&mut self, topics: Vec<TopicId>, slot: SlotId) {
+        let max = self.dialect.subscribe_batch_max().max(1);
+        let mut batch: Vec<(TopicId, SubscriptionKey)> = Vec::new();
+        for id in topics {
+            let Some(t) = self.table.get(id) else {
+                continue;
+            };
+            let item = (id, t.key.clone());
+            if item.1.flags().solo {
+                self.send_subscribe(vec![item], slot).await;
+                continue;
+            }
+            batch.push(item);
+            if batch.len() == max {
+                self.send_subscribe(std::mem::take(&mut batch), slot).await;
+            }
+        }
+        if !batch.is_empty() {
+            self.send_subscribe(batch, slot).await;
+        }
+    }
+
+    async fn send_subscribe(&mut self, topics: Vec<(TopicId, SubscriptionKey)>, slot: SlotId) {
         let req = self.next_id();
-        let text = self.dialect.render_upstream_subscribe(&key, req);
+        let keys: Vec<&SubscriptionKey> = topics.iter().map(|(_, k)| k).collect();
+        let text = self.dialect.render_upstream_subscribe(&keys, req);
         self.pending.insert(
             req.0,
             Pending::Subscribe {
-                topic,
-                key,
+                topics,
                 slot,
                 deadline: Instant::now() + self.settings.subscribe_timeout,
             },
@@ -404,21 +620,44 @@ impl Actor {
         self.send_text(slot, text).await;
     }
 
-    async fn send_unsubscribe(&mut self, slot: SlotId, key: &SubscriptionKey, up: &UpstreamSubId) {
-        if !self.table.slot_up(slot) {
-            return; // the connection is gone, and with it the subscription
+    /// Unsubscribe upstream ids nobody needs any more, batched per slot where the dialect
+    /// allows it.
+    async fn send_unsubscribes(
+        &mut self,
+        mut items: Vec<(SlotId, SubscriptionKey, UpstreamSubId)>,
+    ) {
+        items.sort_by_key(|(slot, _, _)| *slot);
+        let max = self.dialect.subscribe_batch_max().max(1);
+        let mut start = 0;
+        while start < items.len() {
+            let slot = items[start].0;
+            let mut end = start + 1;
+            while end < items.len() && items[end].0 == slot && end - start < max {
+                end += 1;
+            }
+            if self.table.slot_up(slot) {
+                let req = self.next_id();
+                let refs: Vec<(&SubscriptionKey, &UpstreamSubId)> =
+                    items[start..end].iter().map(|(_, k, u)| (k, u)).collect();
+                if let Some(text) = self.dialect.render_upstream_unsubscribe(&refs, req) {
+                    self.pending.insert(
+                        req.0,
+                        Pending::Unsubscribe {
+                            slot,
+                            deadline: Instant::now() + self.settings.request_timeout,
+                        },
+                    );
+                    RouteMetrics::inc(&self.metrics.upstream_unsubscribes);
+                    self.send_text(slot, text).await;
+                }
+            } // else the connection is gone, and with it the subscriptions
+            start = end;
         }
-        let req = self.next_id();
-        let text = self.dialect.render_upstream_unsubscribe(key, up, req);
-        self.pending.insert(
-            req.0,
-            Pending::Unsubscribe {
-                slot,
-                deadline: Instant::now() + self.settings.request_timeout,
-            },
-        );
-        RouteMetrics::inc(&self.metrics.upstream_unsubscribes);
-        self.send_text(slot, text).await;
+    }
+
+    async fn send_unsubscribe(&mut self, slot: SlotId, key: &SubscriptionKey, up: &UpstreamSubId) {
+        self.send_unsubscribes(vec![(slot, key.clone(), up.clone())])
+            .await;
     }
 
     fn joined(&self, topic: TopicId) -> Option<Joined> {
@@ -432,60 +671,181 @@ impl Actor {
             } else {
                 None
             },
+            steady: t.key.flags().steady,
             guard: ReleaseGuard::new(topic, self.release_tx.clone()),
         })
     }
 
+    fn new_topic_data(&self) -> TopicData {
+        TopicData {
+            // Content-routed topics deliver through mailboxes; their ring stays unused.
+            tx: broadcast::channel(if self.dialect.subscribe_batch_max() > 1 {
+                1
+            } else {
+                self.settings.client_queue_len
+            })
+            .0,
+            public_id: self.dialect.mint_sub_id(),
+            last: None,
+            resubscribing_since: None,
+            subscribers: HashMap::new(),
+            last_notice: Instant::now(),
+        }
+    }
+
+    /// Make sure a queued topic's connection is being established.
+    fn ensure_connecting(&mut self, slot: SlotId) {
+        self.ensure_slot(slot);
+        if self.slots[slot.0].state == SlotState::Idle {
+            self.schedule_connect(slot, Duration::ZERO);
+        }
+    }
+
+    /// A waiter's topic was confirmed (`Ok`) or failed.
+    fn resolve(&mut self, waiter: Waiter, topic: TopicId, outcome: Result<(), HubError>) {
+        match waiter {
+            Waiter::One(tx) => {
+                let _ =
+                    tx.send(outcome.and_then(|()| self.joined(topic).ok_or(HubError::Unavailable)));
+            }
+            Waiter::Set(set) => {
+                let Some(j) = self.set_joins.get_mut(&set) else {
+                    return;
+                };
+                j.remaining = j.remaining.saturating_sub(1);
+                if let Err(e) = outcome {
+                    j.error.get_or_insert(e);
+                }
+                if j.remaining == 0 {
+                    self.finish_set(set);
+                }
+            }
+        }
+    }
+
+    /// Answer a set join: guards of keys whose topic failed are dropped (they release
+    /// nothing: the topic is gone), so the client never believes it holds them.
+    fn finish_set(&mut self, set: u64) {
+        let Some(j) = self.set_joins.remove(&set) else {
+            return;
+        };
+        let guards = j
+            .guards
+            .into_iter()
+            .filter(|(_, g)| self.table.get(g.topic()).is_some())
+            .collect();
+        let _ = j.reply.send(Ok(SetJoined {
+            guards,
+            error: j.error,
+        }));
+    }
+
+    async fn on_join(
+        &mut self,
+        keys: Vec<SubscriptionKey>,
+        mailbox: Mailbox,
+        reply: oneshot::Sender<Result<SetJoined, HubError>>,
+    ) {
+        let set = self.next_set;
+        self.next_set += 1;
+        let mut join = SetJoin {
+            remaining: 0,
+            guards: Vec::with_capacity(keys.len()),
+            error: None,
+            reply,
+        };
+        let mut to_send: HashMap<SlotId, Vec<TopicId>> = HashMap::new();
+        for key in keys {
+            let data = self.new_topic_data();
+            let joined =
+                self.table
+                    .subscribe(key.clone(), Waiter::Set(set), Instant::now(), || data);
+            let topic = match joined {
+                Ok(Join::Ready(id, _)) => id,
+                Ok(Join::Queued(id, action)) => {
+                    join.remaining += 1;
+                    match action {
+                        Some(Action::Subscribe { topic, slot }) => {
+                            to_send.entry(slot).or_default().push(topic);
+                        }
+                        Some(Action::OpenSlot(slot)) => self.ensure_connecting(slot),
+                        None => {
+                            if let Some(slot) = self.table.get(id).map(|t| t.slot) {
+                                self.ensure_connecting(slot);
+                            }
+                        }
+                    }
+                    id
+                }
+                Err((e, _)) => {
+                    join.error.get_or_insert(HubError::Full(e.to_string()));
+                    continue;
+                }
+            };
+            if let Some(t) = self.table.get_mut(topic) {
+                t.data.subscribers.insert(mailbox.id(), mailbox.clone());
+            }
+            let guard = ReleaseGuard::for_session(topic, mailbox.id(), self.release_tx.clone());
+            join.guards.push((key, guard));
+        }
+        self.metrics.topics.store(self.table.len() as i64, Relaxed);
+        self.set_joins.insert(set, join);
+        for (slot, topics) in to_send {
+            self.send_subscribes(topics, slot).await;
+        }
+        if self.set_joins.get(&set).is_some_and(|j| j.remaining == 0) {
+            self.finish_set(set);
+        }
+    }
+
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
+            Command::Join {
+                keys,
+                mailbox,
+                reply,
+            } => self.on_join(keys, mailbox, reply).await,
             Command::Subscribe { key, reply } => {
                 if let Some(j) = self.join_ended(&key) {
                     let _ = reply.send(Ok(j));
                     return;
                 }
-                let cap = self.settings.client_queue_len;
-                let dialect = self.dialect.clone();
+                let data = self.new_topic_data();
                 let joined = self
                     .table
-                    .subscribe(key, reply, Instant::now(), || TopicData {
-                        tx: broadcast::channel(cap).0,
-                        public_id: dialect.mint_sub_id(),
-                        last: None,
-                        resubscribing_since: None,
-                    });
+                    .subscribe(key, Waiter::One(reply), Instant::now(), || data);
                 self.metrics.topics.store(self.table.len() as i64, Relaxed);
                 match joined {
-                    Ok(Join::Ready(id, w)) => {
-                        let j = self.joined(id);
-                        // On failure the guard inside is dropped and releases the ref.
-                        let _ = w.send(j.ok_or(HubError::Unavailable));
-                    }
+                    Ok(Join::Ready(id, w)) => self.resolve(w, id, Ok(())),
                     Ok(Join::Queued(_, Some(Action::Subscribe { topic, slot }))) => {
-                        self.send_subscribe(topic, slot).await;
+                        self.send_subscribes(vec![topic], slot).await;
                     }
                     Ok(Join::Queued(_, Some(Action::OpenSlot(slot)))) => {
-                        self.ensure_slot(slot);
-                        if self.slots[slot.0].state == SlotState::Idle {
-                            self.schedule_connect(slot, Duration::ZERO);
+                        self.ensure_connecting(slot);
+                    }
+                    Ok(Join::Queued(id, None)) => {
+                        if let Some(slot) = self.table.get(id).map(|t| t.slot) {
+                            self.ensure_connecting(slot);
                         }
                     }
-                    Ok(Join::Queued(_, None)) => {}
                     Err((e, w)) => {
-                        let _ = w.send(Err(HubError::Full(e.to_string())));
+                        if let Waiter::One(w) = w {
+                            let _ = w.send(Err(HubError::Full(e.to_string())));
+                        }
                     }
                 }
             }
             Command::Call { call, reply } => {
                 let Some(reply) = reply else {
                     // A client notification: forwarded if connected, otherwise dropped.
-                    if let Some(slot) = self.call_slot() {
+                    if let Some(slot) = self.call_slot(call.class) {
                         let text = self.dialect.render_upstream_call(&call, None);
                         self.send_text(slot, text).await;
                     }
                     return;
                 };
                 RouteMetrics::inc(&self.metrics.requests);
-                match self.call_slot() {
+                match self.call_slot(call.class) {
                     Some(slot) => self.send_call(slot, call, reply).await,
                     None if self.waiting_calls.len() < WAITING_CALLS => {
                         let deadline = Instant::now() + self.settings.request_timeout;
@@ -500,11 +860,16 @@ impl Actor {
         }
     }
 
-    /// Calls go to the lowest connected slot (slot 0 unless it is down).
-    fn call_slot(&self) -> Option<SlotId> {
+    /// Calls go to the lowest connected slot (slot 0 unless it is down); a call of a
+    /// connection class only to a connected slot of that class.
+    fn call_slot(&self, class: u8) -> Option<SlotId> {
         self.slots
             .iter()
-            .position(|s| s.state == SlotState::Connected)
+            .enumerate()
+            .position(|(i, s)| {
+                s.state == SlotState::Connected
+                    && (class == 0 || self.table.slot_class(SlotId(i)) == Some(class))
+            })
             .map(SlotId)
     }
 
@@ -529,13 +894,17 @@ impl Actor {
         }
     }
 
+    /// Send the calls that waited for a connection, in order; a call whose class has no
+    /// connected slot yet keeps waiting.
     async fn flush_waiting_calls(&mut self) {
-        while let Some(slot) = self.call_slot() {
-            let Some((call, reply, _)) = self.waiting_calls.pop_front() else {
-                break;
-            };
-            self.send_call(slot, call, reply).await;
+        let mut still = VecDeque::new();
+        while let Some((call, reply, deadline)) = self.waiting_calls.pop_front() {
+            match self.call_slot(call.class) {
+                Some(slot) => self.send_call(slot, call, reply).await,
+                None => still.push_back((call, reply, deadline)),
+            }
         }
+        self.waiting_calls = still;
     }
 
     async fn on_read(&mut self, slot: SlotId, generation: u64, item: ReadItem) {
@@ -571,6 +940,14 @@ impl Actor {
                 is_final,
             } => {
                 let topics = self.table.route(slot, &sub).to_vec();
+                let steady = topics
+                    .iter()
+                    .any(|id| self.table.get(*id).is_some_and(|t| t.key.flags().steady));
+                if steady {
+                    if let Some(h) = self.dialect.height(&text) {
+                        self.on_height(slot, h);
+                    }
+                }
                 if topics.is_empty() {
                     RouteMetrics::inc(&self.metrics.unknown_notifications);
                     debug!(sub = %sub.0, "notification for no known topic");
@@ -586,7 +963,9 @@ impl Actor {
                     let notice = Notice {
                         frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
                         id_range: start..start + public.len(),
+                        gap: false,
                     };
+                    t.data.last_notice = Instant::now();
                     if let Some(since) = t.data.resubscribing_since.take() {
                         let us = since.elapsed().as_micros() as u64;
                         self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
@@ -601,6 +980,7 @@ impl Actor {
                         let notice = t.data.last.clone().unwrap_or_else(|| Notice {
                             frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
                             id_range: start..start + public.len(),
+                            gap: false,
                         });
                         self.ended.insert(t.key.clone(), (notice, Instant::now()));
                         drop(self.table.end(id));
@@ -631,9 +1011,13 @@ impl Actor {
                             id_range,
                         }));
                     }
-                    Pending::Subscribe { topic, key, .. } => {
-                        let result = outcome.map(|r| self.dialect.parse_subscribe_result(&text[r]));
-                        self.on_subscribe_outcome(slot, topic, key, result).await;
+                    Pending::Subscribe { topics, .. } => {
+                        for (topic, key) in topics {
+                            let result = outcome
+                                .clone()
+                                .map(|r| self.dialect.parse_subscribe_result(&key, &text[r]));
+                            self.on_subscribe_outcome(slot, topic, key, result).await;
+                        }
                     }
                     Pending::Unsubscribe { .. } => {
                         if let Err(e) = outcome {
@@ -641,6 +1025,20 @@ impl Actor {
                         }
                     }
                 }
+            }
+            UpstreamFrame::Routed { targets, identity } => {
+                let repeat = identity.is_some_and(|id| {
+                    self.slots
+                        .get_mut(slot.0)
+                        .is_some_and(|s| !s.recent.insert(id))
+                });
+                if repeat {
+                    return; // the node's own per-group copy: clients get theirs from us
+                }
+                if let Some(h) = self.dialect.height(&text) {
+                    self.on_height(slot, h);
+                }
+                self.deliver_routed(slot, text, &targets)
             }
             UpstreamFrame::Other => {}
             UpstreamFrame::Malformed(why) => {
@@ -661,7 +1059,7 @@ impl Actor {
             Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
                 Confirmed::Waiters(waiters) => {
                     for w in waiters {
-                        let _ = w.send(self.joined(topic).ok_or(HubError::Unavailable));
+                        self.resolve(w, topic, Ok(()));
                     }
                 }
                 Confirmed::Stale => self.send_unsubscribe(slot, &key, &up).await,
@@ -679,12 +1077,66 @@ impl Actor {
         }
     }
 
+    /// A content-routed push: every session holding a matching key gets the frame once
+    /// per matched group, in arrival order (one mailbox per session keeps it ordered).
+    fn deliver_routed(
+        &mut self,
+        slot: SlotId,
+        text: Utf8Bytes,
+        targets: &[(UpstreamSubId, Group)],
+    ) {
+        RouteMetrics::inc(&self.metrics.notifications_in);
+        let now = Instant::now();
+        for (up, _) in targets {
+            for i in self.table.route(slot, up).to_vec() {
+                if let Some(t) = self.table.get_mut(i) {
+                    t.data.last_notice = now;
+                }
+            }
+        }
+        if let [(up, _)] = targets {
+            // One target: each holder once, no bookkeeping.
+            for &id in self.table.route(slot, up) {
+                if let Some(t) = self.table.get(id) {
+                    for mb in t.data.subscribers.values() {
+                        mb.deliver(text.clone());
+                    }
+                }
+            }
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for (up, group) in targets {
+            let bit = 1u8 << (group.0 & 7);
+            for &id in self.table.route(slot, up) {
+                if let Some(t) = self.table.get(id) {
+                    for &mb in t.data.subscribers.keys() {
+                        scratch.entry(mb).or_insert((id, 0)).1 |= bit;
+                    }
+                }
+            }
+        }
+        for (mb, (topic, groups)) in scratch.drain() {
+            let Some(mailbox) = self
+                .table
+                .get(topic)
+                .and_then(|t| t.data.subscribers.get(&mb))
+            else {
+                continue;
+            };
+            for _ in 0..groups.count_ones() {
+                mailbox.deliver(text.clone());
+            }
+        }
+        self.scratch = scratch;
+    }
+
     fn fail_topic(&mut self, topic: TopicId, err: HubError) {
         match self.table.on_subscribe_failed(topic) {
             Failed::Rejected(waiters, data) => {
                 drop(data);
                 for w in waiters {
-                    let _ = w.send(Err(err.clone()));
+                    self.resolve(w, topic, Err(err.clone()));
                 }
             }
             Failed::Ended(data) => {
@@ -714,9 +1166,11 @@ impl Actor {
             replay: Some(Notice {
                 frame: Utf8Bytes::from(frame),
                 id_range: start..start + public_id.as_str().len(),
+                gap: false,
             }),
             public_id,
             rx,
+            steady: false,
             guard: ReleaseGuard::new(TopicId(0), self.release_tx.clone()),
         })
     }
@@ -728,12 +1182,10 @@ impl Actor {
         // Linger expiry and subscribe waits that never got a connection.
         let tick = self.table.on_tick(now);
         for w in tick.expired {
-            let _ = w.send(Err(HubError::Unavailable));
+            self.resolve(w, TopicId(0), Err(HubError::Unavailable));
         }
         drop(tick.removed);
-        for (slot, key, up) in tick.unsubscribe {
-            self.send_unsubscribe(slot, &key, &up).await;
-        }
+        self.send_unsubscribes(tick.unsubscribe).await;
         // Request timeouts. A subscribe that times out means a hung upstream: reconnect.
         let expired: Vec<u64> = self
             .pending
@@ -762,6 +1214,20 @@ impl Actor {
             if let Some((_, reply, _)) = self.waiting_calls.pop_front() {
                 RouteMetrics::inc(&self.metrics.request_errors);
                 let _ = reply.send(Err(HubError::Unavailable));
+            }
+        }
+        self.check_stalls(now);
+        // Fail-back: a slot on a backup tries the primary every failback_interval.
+        if let Some(every) = self.settings.failback_interval {
+            for i in 0..self.slots.len() {
+                let s = &self.slots[i];
+                if s.state == SlotState::Connected
+                    && s.upstream != 0
+                    && !s.failback_in_flight
+                    && now.duration_since(s.last_failback) >= every
+                {
+                    self.start_failback_probe(SlotId(i));
+                }
             }
         }
         // Liveness: ping quiet upstreams, drop silent ones; close extra idle slots.
@@ -797,6 +1263,31 @@ impl Actor {
         self.metrics.topics.store(self.table.len() as i64, Relaxed);
     }
 
+    /// A steady topic (new heads, slots, ledgers) silent for `stall_timeout` while its
+    /// connection still answers pings: the node is stalled; replace the connection.
+    fn check_stalls(&mut self, now: Instant) {
+        let Some(limit) = self.settings.stall_timeout else {
+            return;
+        };
+        let mut stalled: Vec<(SlotId, String)> = Vec::new();
+        for (slot, key, _) in self.table.active_upstream() {
+            if !key.flags().steady || stalled.iter().any(|(s, _)| *s == slot) {
+                continue;
+            }
+            let Some(t) = self.table.by_key_data(key) else {
+                continue;
+            };
+            let quiet = now.duration_since(t.last_notice);
+            if quiet >= limit {
+                stalled.push((slot, format!("stalled: no {key:?} for {quiet:?}")));
+            }
+        }
+        for (slot, why) in stalled {
+            RouteMetrics::inc(&self.metrics.upstream_stalls);
+            self.dead.push((slot, why));
+        }
+    }
+
     async fn close_slot(&mut self, slot: SlotId) {
         let s = &mut self.slots[slot.0];
         if let Some(mut sink) = s.sink.take() {
@@ -816,6 +1307,7 @@ impl Actor {
         while let Ok(cmd) = cmd_rx.try_recv() {
             match cmd {
                 Command::Subscribe { reply, .. } => drop(reply.send(Err(HubError::ShuttingDown))),
+                Command::Join { reply, .. } => drop(reply.send(Err(HubError::ShuttingDown))),
                 Command::Call { reply, .. } => {
                     if let Some(r) = reply {
                         let _ = r.send(Err(HubError::ShuttingDown));
@@ -836,7 +1328,12 @@ impl Actor {
         let n = unsub.len();
         for (slot, key, up) in unsub {
             let req = self.next_id();
-            let text = self.dialect.render_upstream_unsubscribe(&key, &up, req);
+            let Some(text) = self
+                .dialect
+                .render_upstream_unsubscribe(&[(&key, &up)], req)
+            else {
+                continue;
+            };
             if let Some(sink) = self.slots.get_mut(slot.0).and_then(|s| s.sink.as_mut()) {
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),

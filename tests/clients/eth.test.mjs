@@ -1,4 +1,4 @@
-// Real client libraries (ethers v6, viem 2) against a real node (ganache), once
+// Real client libraries (ethers v6, viem 2, web3.js v4) against a real node (ganache), once
 // directly and once through submux; both sides must observe the same chain.
 //
 //   SUBMUX_BIN=target/debug/submux node --test tests/clients/
@@ -12,6 +12,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { ethers } from "ethers";
 import { createPublicClient, webSocket } from "viem";
+import { Web3 } from "web3";
 import WebSocket from "ws";
 import { setupEnv, ACCOUNTS, CHAIN_ID } from "./lib/env.mjs";
 import { PING_ABI_HUMAN, PING_ABI_JSON, PING_TOPIC } from "./lib/ping-contract.mjs";
@@ -450,6 +451,77 @@ scenario("viem webSocket transport: direct vs submux", async (t, { mark, defer }
 });
 
 // ---------------------------------------------------------------- HTTP POST JSON-RPC
+
+// ---------------------------------------------------------------- web3.js v4
+
+scenario("web3.js v4 WebSocketProvider: direct vs submux", async (t, { defer }) => {
+  const makeSide = (kind, url) => {
+    const web3 = new Web3(new Web3.providers.WebsocketProvider(url, {}, { autoReconnect: false }));
+    const side = { kind, url, web3, heads: [], logs: [], subs: [] };
+    defer(async () => {
+      for (const s of side.subs) await s.unsubscribe().catch(() => {});
+      web3.currentProvider.disconnect();
+    });
+    return side;
+  };
+  const sides = [makeSide("direct", env.direct.wsUrl), makeSide("submux", env.proxy.wsUrl)];
+  const [direct, proxied] = sides;
+
+  const basics = await Promise.all(
+    sides.map(async (s) => {
+      const e = s.web3.eth;
+      return {
+        chainId: await withTimeout(e.getChainId(), STEP_MS, `${s.kind} getChainId`),
+        balance: await withTimeout(e.getBalance(ACCOUNTS[1].address), STEP_MS, `${s.kind} getBalance`),
+        blockNumber: await withTimeout(e.getBlockNumber(), STEP_MS, `${s.kind} getBlockNumber`),
+      };
+    }),
+  );
+  assert.equal(basics[0].chainId, BigInt(CHAIN_ID));
+  assert.deepEqual(basics[1], basics[0], "chainId/balance/blockNumber via submux == direct");
+
+  for (const s of sides) {
+    const heads = await withTimeout(s.web3.eth.subscribe("newBlockHeaders"), STEP_MS, `${s.kind} subscribe(newBlockHeaders)`);
+    heads.on("data", (h) => s.heads.push(Number(h.number)));
+    const logs = await withTimeout(
+      s.web3.eth.subscribe("logs", { address: env.contractAddress, topics: [PING_TOPIC] }),
+      STEP_MS,
+      `${s.kind} subscribe(logs)`,
+    );
+    logs.on("data", (l) =>
+      s.logs.push({
+        blockNumber: Number(l.blockNumber),
+        blockHash: l.blockHash,
+        txHash: l.transactionHash,
+        logIndex: Number(l.logIndex),
+        data: l.data,
+        topics: [...l.topics],
+      }),
+    );
+    s.subs.push(heads, logs);
+  }
+  const warm = await warmUp(sides, (s) => s.heads.length > 0 && s.logs.length > 0, "web3.js heads + logs on both sides");
+  const expected = await mineMeasured(300);
+  const targets = expected.map((e) => e.blockNumber);
+  assert.ok(Math.min(...targets) > warm);
+  for (const s of sides) {
+    await waitFor(
+      () => targets.every((b) => s.heads.includes(b)) && s.logs.filter(inBlocks(targets)).length >= N,
+      { timeoutMs: STEP_MS, what: `${s.kind}: web3.js heads and logs of blocks ${targets}` },
+    );
+  }
+  assert.deepEqual(
+    proxied.logs.filter(inBlocks(targets)),
+    direct.logs.filter(inBlocks(targets)),
+    "web3.js logs via submux == direct",
+  );
+  // Unsubscribing through submux is answered true, as by the node.
+  for (const s of sides) {
+    for (const sub of s.subs.splice(0)) {
+      await withTimeout(sub.unsubscribe(), STEP_MS, `${s.kind} unsubscribe`);
+    }
+  }
+});
 
 scenario("HTTP POST JSON-RPC through submux == direct", async () => {
   const directP = new ethers.JsonRpcProvider(env.direct.httpUrl, undefined, { cacheTimeout: -1 });

@@ -3,39 +3,15 @@
 // the same notifications and answers. Driven by tests/client_libs.rs (SUBMUX_BIN set).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
+import { startSim, startSubmux, stopAll } from "./lib/procs.mjs";
 import { Connection, PublicKey, Keypair } from "@solana/web3.js";
 import { createSolanaRpcSubscriptions, createSolanaRpc, address } from "@solana/kit";
 import WebSocket from "ws";
 
 const BIN = process.env.SUBMUX_BIN;
-const procs = [];
 const connections = []; // web3.js Connections, closed before the processes stop
 let sim; // { ws, http }
 let mux; // { ws, http }
-
-/** Spawn `bin args`, resolve with the first stdout line matching `re`. */
-function startProcess(args, re, what) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { RUST_LOG: "warn", ...process.env } });
-    procs.push(child);
-    const err = [];
-    createInterface({ input: child.stderr }).on("line", (l) => err.push(l));
-    const timer = setTimeout(() => reject(new Error(`${what} did not start in 20 s: ${err.join("\n")}`)), 20_000);
-    child.on("exit", (code) => reject(new Error(`${what} exited early (${code}): ${err.join("\n")}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const m = line.match(re);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m);
-      }
-    });
-  });
-}
 
 async function rpc(url, method, params = []) {
   const res = await fetch(url, {
@@ -75,21 +51,8 @@ function randomSignature() {
 
 before(async () => {
   assert.ok(BIN, "SUBMUX_BIN must point at the submux binary (tests/client_libs.rs sets it)");
-  const m = await startProcess(["--sim", "solana"], /^sim solana (ws:\/\/\S+) (http:\/\/\S+)$/, "the simulator");
-  sim = { ws: m[1], http: m[2] };
-  const dir = await mkdtemp(join(tmpdir(), "submux-sol-"));
-  const cfg = join(dir, "submux.toml");
-  await writeFile(
-    cfg,
-    `[server]\nlisten = "127.0.0.1:0"\n\n[[route]]\npath = "/sol"\ndialect = "solana"\nupstreams = ["${sim.ws}"]\nhttp_upstream = "${sim.http}"\n`,
-  );
-  const l = await startProcess(["--config", cfg], /^submux listening on http:\/\/(\S+)$/, "submux");
-  mux = { ws: `ws://${l[1]}/sol`, http: `http://${l[1]}/sol` };
-  const end = Date.now() + 10_000;
-  while ((await fetch(`http://${l[1]}/readyz`)).status !== 200) {
-    if (Date.now() > end) throw new Error("submux never became ready");
-    await sleep(50);
-  }
+  sim = await startSim(BIN, "solana");
+  mux = await startSubmux(BIN, { path: "/sol", dialect: "solana", upstream: sim });
 });
 
 after(() => {
@@ -102,7 +65,7 @@ after(() => {
       c._rpcWebSocket.close();
     }
   }
-  for (const p of procs) p.kill("SIGTERM");
+  stopAll();
 });
 
 /** What web3.js v1 delivers for one endpoint, with ids stripped. */

@@ -44,6 +44,7 @@ pub async fn submux_with(server: ServerConfig, routes: Vec<RouteConfig>) -> Runn
         routes,
         backplane: None,
         source: None,
+        auth: Default::default(),
     };
     let settings = raw.validate(None).expect("valid test config");
     let running = submux::start(settings).await.expect("start");
@@ -77,7 +78,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         Client { ws, next_id: 1 }
     }
 

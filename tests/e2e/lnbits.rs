@@ -227,7 +227,7 @@ async fn slow_client_is_closed_with_1008_and_others_keep_receiving() {
     let tcp = sock.connect(mux.addr).await.unwrap();
     let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
     let (slow, _) = tokio_tungstenite::client_async(&url, tcp).await.unwrap();
-    let mut slow = Client::from_ws(slow);
+    let mut slow = Client::from_stream(slow);
     let (mut fast, _) = connect(&url).await;
     let route = mux.channels[0].clone();
     wait_for("2 sessions", || route.metrics.sessions.load(Relaxed) == 2).await;
@@ -333,6 +333,7 @@ async fn proxy_reconnects_when_lnbits_restarts() {
             routes: vec![lnbits_route(vec![])],
             backplane: None,
             source: None,
+            auth: Default::default(),
         }
         .validate(None)
         .unwrap()

@@ -32,6 +32,7 @@ pub async fn start(
         routes,
         backplane,
         source: None,
+        auth: Default::default(),
     };
     let settings = raw.validate(None).expect("valid test config");
     submux::start(settings).await.expect("start")
@@ -135,7 +136,7 @@ pub async fn connect(url: &str) -> (Client, HashMap<String, String>) {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    (Client::from_ws(ws), headers)
+    (Client::from_stream(ws), headers)
 }
 
 pub fn http_base(running: &Running) -> String {

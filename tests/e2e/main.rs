@@ -1,5 +1,6 @@
 //! Hermetic end-to-end tests: real submux on port 0 against in-process simulators.
 
+mod auth;
 mod common;
 mod dedup;
 mod invariants;
@@ -13,3 +14,4 @@ mod shutdown;
 mod slow_client;
 mod solana;
 mod status;
+mod xrpl;

@@ -97,3 +97,106 @@ async fn silent_upstream_is_treated_as_dead() {
     backup.emit_block();
     assert_eq!(c.notification().await["params"]["subscription"], json!(id));
 }
+
+#[tokio::test]
+async fn fails_back_to_the_primary_once_it_returns() {
+    let primary = sim().await;
+    let backup = sim().await;
+    primary.set_refuse(true);
+    let mut route = fast_route(vec![primary.url(), backup.url()]);
+    route.failback_interval_ms = 150;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let mut c = Client::connect(&mux.ws_url("/eth")).await;
+    let id = c.subscribe(json!(["newHeads"])).await;
+    assert_eq!(backup.subscriptions(), 1, "running on the backup");
+    primary.set_refuse(false);
+    wait_for("failed back and resubscribed on the primary", || {
+        primary.subscriptions() == 1
+    })
+    .await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    wait_for("old backup connection closed", || backup.connections() == 0).await;
+    assert_eq!(
+        m.upstream_failbacks
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        m.active_upstream.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let n = primary.emit_block();
+    let v = c.notification().await;
+    assert_eq!(
+        v["params"]["subscription"],
+        json!(id),
+        "same id after fail-back"
+    );
+    assert_eq!(v["params"]["result"]["number"], json!(format!("0x{n:x}")));
+}
+
+#[tokio::test]
+async fn a_stalled_head_stream_fails_over_although_pings_are_answered() {
+    let primary = sim().await;
+    let backup = sim().await;
+    let mut route = fast_route(vec![primary.url(), backup.url()]);
+    route.stall_timeout_ms = 300;
+    route.failback_interval_ms = 0;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let mut c = Client::connect(&mux.ws_url("/eth")).await;
+    let id = c.subscribe(json!(["newHeads"])).await;
+    // The primary stays connected and answers pings, but mines nothing.
+    wait_for("stall detected, resubscribed on the backup", || {
+        backup.subscriptions() == 1
+    })
+    .await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    assert!(m.upstream_stalls.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    let n = backup.emit_block();
+    let v = c.notification().await;
+    assert_eq!(v["params"]["subscription"], json!(id));
+    assert_eq!(v["params"]["result"]["number"], json!(format!("0x{n:x}")));
+}
+
+#[tokio::test]
+async fn clients_that_ask_are_told_which_blocks_may_be_missing_after_a_switch() {
+    let primary = sim().await;
+    let backup = sim().await;
+    for _ in 0..5 {
+        backup.emit_block(); // the backup is ahead of the primary
+    }
+    let mut route = fast_route(vec![primary.url(), backup.url()]);
+    route.failback_interval_ms = 0;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let mut asks = Client::connect(&format!("{}?gap_notices=1", mux.ws_url("/eth"))).await;
+    let mut plain = Client::connect(&mux.ws_url("/eth")).await;
+    let id = asks.subscribe(json!(["newHeads"])).await;
+    plain.subscribe(json!(["newHeads"])).await;
+    let seen = primary.emit_block();
+    let hex = |n: u64| format!("0x{n:x}");
+    for c in [&mut asks, &mut plain] {
+        assert_eq!(
+            c.notification().await["params"]["result"]["number"],
+            hex(seen)
+        );
+    }
+    primary.set_refuse(true);
+    primary.drop_connections();
+    wait_for("resubscribed on the backup", || backup.subscriptions() == 1).await;
+    let next = backup.emit_block();
+    assert!(next > seen + 1);
+    let gap = asks.recv().await;
+    assert_eq!(gap["method"], "submux_gap", "{gap}");
+    assert_eq!(gap["params"]["subscription"], json!(id));
+    assert_eq!(gap["params"]["result"]["fromBlock"], hex(seen + 1));
+    assert_eq!(gap["params"]["result"]["toBlock"], hex(next - 1));
+    assert_eq!(
+        asks.notification().await["params"]["result"]["number"],
+        hex(next)
+    );
+    // A client that did not ask sees only the chain.
+    assert_eq!(
+        plain.notification().await["params"]["result"]["number"],
+        hex(next)
+    );
+}

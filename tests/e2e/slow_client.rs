@@ -67,6 +67,8 @@ async fn slow_client_is_closed_and_others_are_unaffected() {
     }
     assert!(!reader.is_finished());
     reader.abort();
+    let slow_closes = &metrics.closes[1];
+    wait_for("close counted by reason", || slow_closes.load(Relaxed) >= 1).await;
 
     // The slow client, once it reads, finds its frames then a 1008 close with a reason
     // (or, if the close frame could not be written in time, the end of the stream).
@@ -89,4 +91,55 @@ async fn slow_client_is_closed_and_others_are_unaffected() {
         assert!(reason.starts_with("slow client"), "{reason}");
     }
     assert_eq!(metrics.slow_client_closes.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_opts_in_skips_to_the_latest_head_instead_of_being_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    let sim = sim().await;
+    let mut server = server_cfg();
+    server.client_queue_len = 16;
+    server.write_timeout_ms = 20_000;
+    let mux = submux_with(server, vec![fast_route(vec![sim.url()])]).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(mux.addr).await.unwrap();
+    let url = format!("{}?coalesce=1", mux.ws_url("/eth"));
+    let (mut slow, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    slow.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#,
+    ))
+    .await
+    .unwrap();
+    // Wait for the reply before flooding (the reply is read now; heads are not).
+    let reply = slow.next().await.unwrap().unwrap();
+    assert!(reply.to_text().unwrap().contains("\"result\""));
+    let metrics = mux.hub.routes()[0].metrics.clone();
+    let mut last = 0;
+    for _ in 0..3000 {
+        last = sim.emit_block();
+    }
+    let want = format!("\"0x{last:x}\"");
+    let mut frames = 0u64;
+    let got_latest = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(m) = slow.next().await {
+            match m.unwrap() {
+                tokio_tungstenite::tungstenite::Message::Text(t) => {
+                    frames += 1;
+                    if t.contains(&want) {
+                        return true;
+                    }
+                }
+                tokio_tungstenite::tungstenite::Message::Close(c) => panic!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+        false
+    })
+    .await
+    .expect("latest head arrives");
+    assert!(got_latest);
+    assert!(frames < 3000, "skipped the backlog ({frames} frames)");
+    assert!(metrics.coalesced.load(Relaxed) >= 1);
+    assert_eq!(metrics.slow_client_closes.load(Relaxed), 0, "not closed");
 }
