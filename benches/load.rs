@@ -199,6 +199,29 @@ fn stamp(frame: &str) -> Option<u128> {
     u128::from_str_radix(frame.get(i..i + 64)?, 16).ok()
 }
 
+/// Wait until `delivered` reaches `need`; clients notify once it passes `target`.
+async fn wait_delivered(
+    delivered: &AtomicU64,
+    notify: &Notify,
+    target: &AtomicU64,
+    need: u64,
+    what: &str,
+) {
+    while delivered.load(Relaxed) < need {
+        target.store(need, Relaxed);
+        let notified = notify.notified();
+        if delivered.load(Relaxed) >= need {
+            break;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), notified)
+            .await
+            .is_err()
+        {
+            panic!("{what} stalled at {} of {need}", delivered.load(Relaxed));
+        }
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -335,24 +358,7 @@ async fn fanout(
         }));
     }
     let per_block = plan.per_round(clients);
-    let wait_for = |need: u64| {
-        let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
-        async move {
-            while d.load(Relaxed) < need {
-                t.store(need, Relaxed);
-                let notified = n.notified();
-                if d.load(Relaxed) >= need {
-                    break;
-                }
-                if tokio::time::timeout(Duration::from_secs(10), notified)
-                    .await
-                    .is_err()
-                {
-                    panic!("fan-out stalled at {} of {need}", d.load(Relaxed));
-                }
-            }
-        }
-    };
+    let wait_for = |need: u64| wait_delivered(&delivered, &notify, &target, need, "fan-out");
     // Warm up, then measure.
     for k in 0..WINDOW {
         plan.emit(k);
@@ -610,24 +616,8 @@ async fn channel_workload(mux: &Submux, o: &Opts) -> Channels {
         pushers.push(Pusher::connect(&mux.addr).await);
     }
     let per_round = (o.channels * o.clients_per_channel) as u64;
-    let wait_for = |need: u64| {
-        let (d, n, t) = (delivered.clone(), notify.clone(), target.clone());
-        async move {
-            while d.load(Relaxed) < need {
-                t.store(need, Relaxed);
-                let notified = n.notified();
-                if d.load(Relaxed) >= need {
-                    break;
-                }
-                if tokio::time::timeout(Duration::from_secs(10), notified)
-                    .await
-                    .is_err()
-                {
-                    panic!("channel fan-out stalled at {} of {need}", d.load(Relaxed));
-                }
-            }
-        }
-    };
+    let wait_for =
+        |need: u64| wait_delivered(&delivered, &notify, &target, need, "channel fan-out");
     // One round: every channel gets one push, the pushers working in parallel.
     async fn round(pushers: &mut [Pusher], items: &[String], data: &str) {
         let chunk = items.len().div_ceil(pushers.len());
