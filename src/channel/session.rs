@@ -11,7 +11,7 @@ use super::{Frame, Joined};
 use crate::config::Settings;
 use crate::dialect::lnbits::SocketOptions;
 use crate::session::{CLOSE_GOING_AWAY, CLOSE_SLOW, CLOSE_TOO_BIG};
-use crate::telemetry::RouteMetrics;
+use crate::telemetry::{CloseReason, RouteMetrics};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +29,8 @@ const WRITE_BATCH: usize = 64;
 
 enum End {
     ClientGone,
+    /// A read or write failed.
+    Failed,
     Close(u16, String),
 }
 
@@ -72,6 +74,14 @@ pub async fn run<S>(
     };
     drop(rx);
     drop(guard);
+    metrics.count_close(match &end {
+        End::ClientGone => CloseReason::Client,
+        End::Failed => CloseReason::Error,
+        End::Close(CLOSE_SLOW, _) => CloseReason::Slow,
+        End::Close(CLOSE_TOO_BIG, _) => CloseReason::TooBig,
+        End::Close(_, r) if r.starts_with("client did not answer") => CloseReason::Idle,
+        End::Close(..) => CloseReason::Shutdown,
+    });
     if let End::Close(code, reason) = end {
         debug!(code, %reason, "closing channel client");
         let frame = CloseFrame {
@@ -125,7 +135,7 @@ where
                         }
                         Some(Err(e)) => {
                             debug!(error = %e, "channel client read error");
-                            return Err(End::ClientGone);
+                            return Err(End::Failed);
                         }
                     }
                 }
@@ -183,7 +193,7 @@ where
         let t = self.settings.write_timeout;
         match tokio::time::timeout(t, self.ws.feed(m)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::ClientGone),
+            Ok(Err(_)) => Err(End::Failed),
             Err(_) => Err(self.unwritable()),
         }
     }
@@ -192,7 +202,7 @@ where
         let t = self.settings.write_timeout;
         match tokio::time::timeout(t, self.ws.flush()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::ClientGone),
+            Ok(Err(_)) => Err(End::Failed),
             Err(_) => Err(self.unwritable()),
         }
     }

@@ -252,6 +252,11 @@ async fn slow_client_is_closed_with_1008_and_others_keep_receiving() {
     assert_eq!(code, CloseCode::Policy);
     assert!(reason.starts_with("slow client"), "{reason}");
     assert!(route.metrics.slow_client_closes.load(Relaxed) >= 1);
+    let metrics = http("GET", &mux.http_url("/metrics"), &[], b"").await.body;
+    assert!(
+        metrics.contains("submux_client_closes_total{route=\"/api/v1/ws\",reason=\"slow\"} 1\n"),
+        "{metrics}"
+    );
     route.publish(item, "after".into()).await.unwrap();
     assert_eq!(fast.recv_text().await, "after");
 }
