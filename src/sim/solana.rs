@@ -83,8 +83,8 @@ impl super::Node for Inner {
             c.cancel.cancel();
         }
     }
-    fn refusing(&self) -> bool {
-        self.counters.refuse.load(Relaxed)
+    fn counters(&self) -> &super::Counters {
+        &self.counters
     }
 }
 
@@ -166,7 +166,11 @@ impl SolSim {
         super::Node::close_all(&*self.inner);
     }
     pub fn set_refuse(&self, refuse: bool) {
-        self.inner.counters.refuse.store(refuse, Relaxed);
+        self.faults().set_refuse(refuse);
+    }
+    /// Fault controls: refuse, hang, garbage, and the record of frames written.
+    pub fn faults(&self) -> &super::Faults {
+        &self.inner.counters.faults
     }
     pub fn connections(&self) -> usize {
         self.inner.lock().conns.len()
