@@ -239,15 +239,11 @@ impl EthSim {
     }
     /// Refuse (accept and immediately close) new connections.
     pub fn set_refuse(&self, refuse: bool) {
-        self.faults().set_refuse(refuse);
+        self.inner.counters.faults.set_refuse(refuse);
     }
     /// Freeze: answer nothing (not even pings), push nothing (see [`super::Faults::set_hang`]).
     pub fn set_hang(&self, hang: bool) {
-        self.faults().set_hang(hang);
-    }
-    /// Fault controls: refuse, hang, garbage, and the record of frames written.
-    pub fn faults(&self) -> &super::Faults {
-        &self.inner.counters.faults
+        self.inner.counters.faults.set_hang(hang);
     }
     /// Open WebSocket connections.
     pub fn connections(&self) -> usize {
@@ -270,6 +266,24 @@ impl EthSim {
     /// Ordinary calls answered.
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Relaxed)
+    }
+}
+
+impl super::Simulator for EthSim {
+    fn ws_url(&self) -> String {
+        self.url()
+    }
+    fn faults(&self) -> &super::Faults {
+        &self.inner.counters.faults
+    }
+    fn drop_connections(&self) {
+        EthSim::drop_connections(self)
+    }
+    fn clock(&self) -> u64 {
+        self.block_number()
+    }
+    fn set_clock(&self, n: u64) {
+        self.inner.lock().block = n;
     }
 }
 

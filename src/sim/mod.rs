@@ -33,6 +33,20 @@ impl Counters {
     }
 }
 
+/// What tests and benchmarks do with any simulated node.
+pub trait Simulator: Send + Sync + 'static {
+    /// The WebSocket URL.
+    fn ws_url(&self) -> String;
+    /// Fault controls and the record of frames written.
+    fn faults(&self) -> &Faults;
+    /// Close every open connection abruptly (as a crash would).
+    fn drop_connections(&self);
+    /// The chain's clock: block number, slot or ledger index.
+    fn clock(&self) -> u64;
+    /// Jump the clock to `n` (the next block, slot or ledger is `n + 1`).
+    fn set_clock(&self, n: u64);
+}
+
 /// What a node writes instead of (or besides) its real frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Garbage {
@@ -42,6 +56,8 @@ pub enum Garbage {
     Interleave,
     /// A garbage frame instead of every real reply and notification.
     Replace,
+    /// Replies keep their id but carry a wrong-shape `result`; pushes pass unchanged.
+    Mangle,
 }
 
 /// Frames a node wrote to its sockets while recording (see [`Faults::record`]), each with
@@ -98,7 +114,7 @@ impl Faults {
         *self.hang.borrow()
     }
     /// Send garbage (non-JSON, truncated, wrong-shape and unknown-id frames, a binary
-    /// frame, an oversized one) between or instead of the real frames.
+    /// frame, an oversized one) between or instead of the real frames, or mangle replies.
     pub fn set_garbage(&self, mode: Garbage) {
         self.garbage.store(mode as u8, Relaxed);
     }
@@ -106,7 +122,8 @@ impl Faults {
         match self.garbage.load(Relaxed) {
             0 => Garbage::Off,
             1 => Garbage::Interleave,
-            _ => Garbage::Replace,
+            2 => Garbage::Replace,
+            _ => Garbage::Mangle,
         }
     }
     /// Garbage frames written so far.
@@ -182,6 +199,22 @@ fn garbage_frame(k: u64) -> Message {
         None if i == TEXT.len() => Message::binary(vec![0xff, 0x00, 0xfe, 0x7b]),
         None => Message::text("x".repeat(64 * 1024)),
     }
+}
+
+/// A reply (a JSON object with an `id` and a `result`) with its result swapped for an
+/// object no protocol expects there; anything else unchanged.
+fn mangle(m: Message) -> Message {
+    let Message::Text(t) = &m else {
+        return m;
+    };
+    let Ok(serde_json::Value::Object(mut o)) = serde_json::from_str(t) else {
+        return m;
+    };
+    if !o.contains_key("id") || !o.contains_key("result") {
+        return m;
+    }
+    o.insert("result".into(), serde_json::json!({"garbage": [1, 2, 3]}));
+    Message::text(serde_json::Value::Object(o).to_string())
 }
 
 /// The protocol side of a simulated node.
@@ -294,7 +327,12 @@ async fn write_frames<N: Node>(
         let mut next = Some(first);
         while let Some(m) = next.take() {
             if !hung {
-                if garbage != Garbage::Off {
+                let m = if garbage == Garbage::Mangle {
+                    mangle(m)
+                } else {
+                    m
+                };
+                if matches!(garbage, Garbage::Interleave | Garbage::Replace) {
                     faults.garbage_frames.fetch_add(1, Relaxed);
                     ok = sink.feed(garbage_frame(k)).await.is_ok();
                     k += 1;

@@ -166,11 +166,7 @@ impl SolSim {
         super::Node::close_all(&*self.inner);
     }
     pub fn set_refuse(&self, refuse: bool) {
-        self.faults().set_refuse(refuse);
-    }
-    /// Fault controls: refuse, hang, garbage, and the record of frames written.
-    pub fn faults(&self) -> &super::Faults {
-        &self.inner.counters.faults
+        self.inner.counters.faults.set_refuse(refuse);
     }
     pub fn connections(&self) -> usize {
         self.inner.lock().conns.len()
@@ -184,6 +180,24 @@ impl SolSim {
     }
     pub fn subscribe_requests(&self) -> u64 {
         self.inner.counters.subscribe_requests.load(Relaxed)
+    }
+}
+
+impl super::Simulator for SolSim {
+    fn ws_url(&self) -> String {
+        SolSim::ws_url(self)
+    }
+    fn faults(&self) -> &super::Faults {
+        &self.inner.counters.faults
+    }
+    fn drop_connections(&self) {
+        SolSim::drop_connections(self)
+    }
+    fn clock(&self) -> u64 {
+        self.inner.lock().slot
+    }
+    fn set_clock(&self, n: u64) {
+        self.inner.lock().slot = n;
     }
 }
 

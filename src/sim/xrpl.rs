@@ -283,11 +283,7 @@ impl XrplSim {
         super::Node::close_all(&*self.inner);
     }
     pub fn set_refuse(&self, refuse: bool) {
-        self.faults().set_refuse(refuse);
-    }
-    /// Fault controls: refuse, hang, garbage, and the record of frames written.
-    pub fn faults(&self) -> &super::Faults {
-        &self.inner.counters.faults
+        self.inner.counters.faults.set_refuse(refuse);
     }
     pub fn open_connections(&self) -> usize {
         self.inner.lock().conns.len()
@@ -301,6 +297,26 @@ impl XrplSim {
     }
     pub fn subscribe_requests(&self) -> u64 {
         self.inner.counters.subscribe_requests.load(Relaxed)
+    }
+}
+
+impl super::Simulator for XrplSim {
+    fn ws_url(&self) -> String {
+        XrplSim::ws_url(self)
+    }
+    fn faults(&self) -> &super::Faults {
+        &self.inner.counters.faults
+    }
+    fn drop_connections(&self) {
+        XrplSim::drop_connections(self)
+    }
+    fn clock(&self) -> u64 {
+        self.ledger_index()
+    }
+    fn set_clock(&self, n: u64) {
+        let mut st = self.inner.lock();
+        st.ledger_index = n;
+        st.ledger_hash = hex64(n, 1);
     }
 }
 

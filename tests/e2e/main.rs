@@ -2,6 +2,7 @@
 
 mod common;
 mod dedup;
+mod faults;
 mod invariants;
 mod limits;
 mod protocol;
