@@ -285,6 +285,9 @@ impl super::Simulator for EthSim {
     fn set_clock(&self, n: u64) {
         self.inner.lock().block = n;
     }
+    fn subscriptions(&self) -> usize {
+        EthSim::subscriptions(self)
+    }
 }
 
 /// Answer one frame; returns the frames to send (reply first, then e.g. a syncing push).

@@ -45,6 +45,8 @@ pub trait Simulator: Send + Sync + 'static {
     fn clock(&self) -> u64;
     /// Jump the clock to `n` (the next block, slot or ledger is `n + 1`).
     fn set_clock(&self, n: u64);
+    /// Subscriptions the node holds (over all connections).
+    fn subscriptions(&self) -> usize;
 }
 
 /// What a node writes instead of (or besides) its real frames.
@@ -279,6 +281,8 @@ async fn serve<N: Node>(node: Arc<N>, tcp: TcpStream, cancel: CancellationToken)
             break;
         }
         let msg = tokio::select! {
+            // A dropped connection answers nothing more, even what it has already read.
+            biased;
             _ = cancel.cancelled() => break,
             // Stop reading the moment the node hangs: not even pings get their pong.
             _ = hang.wait_for(|h| *h) => continue,
@@ -316,6 +320,7 @@ async fn write_frames<N: Node>(
     let mut k = 0u64;
     loop {
         let first = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             m = rx.recv() => match m {
                 Some(m) => m,

@@ -199,6 +199,9 @@ impl super::Simulator for SolSim {
     fn set_clock(&self, n: u64) {
         self.inner.lock().slot = n;
     }
+    fn subscriptions(&self) -> usize {
+        SolSim::subscriptions(self)
+    }
 }
 
 fn drop_conn_subs(st: &mut State, conn: u64) {

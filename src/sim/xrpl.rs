@@ -318,6 +318,9 @@ impl super::Simulator for XrplSim {
         st.ledger_index = n;
         st.ledger_hash = hex64(n, 1);
     }
+    fn subscriptions(&self) -> usize {
+        XrplSim::subscriptions(self)
+    }
 }
 
 fn send(st: &State, conn: u64, text: String) {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use submux::config::RouteConfig;
 use submux::dialect::DialectKind;
 use submux::sim::ethereum::{contract_address, EthSim, EthSimConfig};
-use submux::sim::solana::{SolSim, SolSimConfig, SYSTEM_PROGRAM};
+use submux::sim::solana::{base58_encode, SolSim, SolSimConfig, SYSTEM_PROGRAM};
 use submux::sim::xrpl::{sim_address, XrplSim, XrplSimConfig};
 use submux::sim::{Garbage, Simulator};
 use submux::telemetry::RouteMetrics;
@@ -56,6 +56,15 @@ trait Chain: 'static {
     fn event(v: &Value) -> Option<(usize, u64, Option<Value>)>;
     /// A call that must be answered.
     fn ping(c: &mut Client) -> impl Future<Output = ()> + Send;
+    /// Subscribe the `k`-th of many other keys (a topic of its own); its id.
+    fn subscribe_other(c: &mut Client, k: u64) -> impl Future<Output = Option<Value>> + Send;
+    /// Unsubscribe everything `subscribe` and `subscribe_other(k)` gave.
+    fn unsubscribe(
+        c: &mut Client,
+        ids: Ids,
+        other: Option<Value>,
+        k: u64,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 fn hex_u64(v: &Value) -> Option<u64> {
@@ -97,6 +106,18 @@ impl Chain for Eth {
     async fn ping(c: &mut Client) {
         let r = c.call("eth_chainId", json!([])).await;
         assert!(r["result"].is_string(), "{r}");
+    }
+    async fn subscribe_other(c: &mut Client, k: u64) -> Option<Value> {
+        let id = c
+            .subscribe(json!(["logs", {"address": contract_address(100 + k)}]))
+            .await;
+        Some(json!(id))
+    }
+    async fn unsubscribe(c: &mut Client, ids: Ids, other: Option<Value>, _k: u64) {
+        for id in ids.into_iter().chain([other]).flatten() {
+            let r = c.call("eth_unsubscribe", json!([id])).await;
+            assert_eq!(r["result"], true, "{r}");
+        }
     }
 }
 
@@ -143,6 +164,27 @@ impl Chain for Sol {
         let r = c.call("getHealth", json!([])).await;
         assert!(r.get("result").is_some() || r.get("error").is_some(), "{r}");
     }
+    async fn subscribe_other(c: &mut Client, k: u64) -> Option<Value> {
+        let mut key = [9u8; 32];
+        key[..8].copy_from_slice(&k.to_be_bytes());
+        let r = c
+            .call("accountSubscribe", json!([base58_encode(&key)]))
+            .await;
+        assert!(r["result"].is_u64(), "accountSubscribe failed: {r}");
+        Some(r["result"].clone())
+    }
+    async fn unsubscribe(c: &mut Client, ids: Ids, other: Option<Value>, _k: u64) {
+        let [slot, account] = ids;
+        let calls = [
+            ("slotUnsubscribe", slot),
+            ("accountUnsubscribe", account),
+            ("accountUnsubscribe", other),
+        ];
+        for (method, id) in calls {
+            let r = c.call(method, json!([id])).await;
+            assert_eq!(r["result"], true, "{method}: {r}");
+        }
+    }
 }
 
 struct Xrpl;
@@ -161,14 +203,19 @@ impl Chain for Xrpl {
         sim.close_ledger();
     }
     async fn subscribe(c: &mut Client) -> Ids {
-        let r = xrpl_request(
-            c,
-            json!({"id": "s", "command": "subscribe",
-            "streams": ["ledger"], "accounts": [sim_address(0)], "api_version": 2}),
-        )
-        .await;
-        assert_eq!(r["status"], "success", "{r}");
-        [None, None]
+        let req = json!({"id": "s", "command": "subscribe", "streams": ["ledger"],
+            "accounts": [sim_address(0)], "api_version": 2});
+        loop {
+            let r = xrpl_request(c, req.clone()).await;
+            // The `ledger` part asks the node for the current ledger: if the connection
+            // drops with that request in flight the client is told so, and retries (the
+            // parts already held stay held, as on rippled).
+            if r["error"] == "noNetwork" {
+                continue;
+            }
+            assert_eq!(r["status"], "success", "{r}");
+            return [None, None];
+        }
     }
     fn event(v: &Value) -> Option<(usize, u64, Option<Value>)> {
         match v["type"].as_str()? {
@@ -181,6 +228,26 @@ impl Chain for Xrpl {
     }
     async fn ping(c: &mut Client) {
         let r = xrpl_request(c, json!({"id": "p", "command": "ping"})).await;
+        assert_eq!(r["status"], "success", "{r}");
+    }
+    async fn subscribe_other(c: &mut Client, k: u64) -> Option<Value> {
+        let r = xrpl_request(
+            c,
+            json!({"id": "o", "command": "subscribe",
+            "accounts": [sim_address(100 + k as usize)], "api_version": 2}),
+        )
+        .await;
+        assert_eq!(r["status"], "success", "{r}");
+        None
+    }
+    async fn unsubscribe(c: &mut Client, _ids: Ids, _other: Option<Value>, k: u64) {
+        let r = xrpl_request(
+            c,
+            json!({"id": "u", "command": "unsubscribe",
+            "streams": ["ledger"], "accounts": [sim_address(0), sim_address(100 + k as usize)],
+            "api_version": 2}),
+        )
+        .await;
         assert_eq!(r["status"], "success", "{r}");
     }
 }
@@ -627,6 +694,59 @@ async fn flapping<C: Chain>() {
     );
 }
 
+/// Flapping while other clients come and go: they join the live topics and open and close
+/// topics of their own during reconnects and resubscribes. The steady clients get
+/// everything; when everyone has left, nothing stays subscribed upstream.
+async fn flapping_with_churn<C: Chain>() {
+    let rig = Rig::<C>::start(1, |_| {}).await;
+    let sim = rig.sims[0].clone();
+    let url = rig.mux.ws_url(C::PATH);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut churners = Vec::new();
+    for lane in 0..3u64 {
+        let (url, stop) = (url.clone(), stop.clone());
+        churners.push(tokio::spawn(async move {
+            let mut k = lane;
+            while !stop.load(Relaxed) {
+                let mut c = Client::connect(&url).await;
+                let ids = C::subscribe(&mut c).await;
+                let other = C::subscribe_other(&mut c, k).await;
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=40))).await;
+                if k % 2 == 0 {
+                    C::unsubscribe(&mut c, ids, other, k).await;
+                } // else just leave
+                k += 3;
+            }
+            k / 3
+        }));
+    }
+    let t0 = tokio::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..=300))).await;
+        sim.drop_connections();
+    }
+    stop.store(true, Relaxed);
+    let mut rounds = 0;
+    for c in churners {
+        rounds += c.await.expect("a churning client failed");
+    }
+    assert!(rounds >= 10, "only {rounds} churn rounds");
+    let metrics = rig.mux.hub.routes()[0].metrics.clone();
+    wait_for("the churners' topics released", || {
+        metrics.topics.load(Relaxed) == 2
+    })
+    .await;
+    // finish() checks the steady clients, then they leave.
+    let _rig = rig.finish().await;
+    wait_for("every topic released", || metrics.topics.load(Relaxed) == 0).await;
+    wait_for("nothing left subscribed upstream", || {
+        sim.subscriptions() == 0
+    })
+    .await;
+    assert_eq!(metrics.sessions.load(Relaxed), 0);
+    assert_eq!(metrics.client_subscriptions.load(Relaxed), 0);
+}
+
 macro_rules! per_chain {
     ($($fault:ident),*) => {
         mod ethereum {
@@ -672,5 +792,6 @@ per_chain!(
     garbage_between_frames,
     garbage_only,
     refusing,
-    flapping
+    flapping,
+    flapping_with_churn
 );
