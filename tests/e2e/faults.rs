@@ -600,10 +600,17 @@ async fn hung<C: Chain>() {
         metrics.upstream_connections.load(Relaxed) == 0
     })
     .await;
+    // Reconnecting finds the handshake unanswered too.
+    let failures = metrics.upstream_connect_failures.load(Relaxed);
+    wait_for("a connect attempt timed out", || {
+        metrics.upstream_connect_failures.load(Relaxed) > failures
+    })
+    .await;
     // Restart: the frozen process is killed and comes back.
     sim.drop_connections();
     sim.faults().set_hang(false);
-    rig.finish().await;
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 1);
 }
 
 /// Garbage between every real frame (from before the clients subscribe): ignored and
