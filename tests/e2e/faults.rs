@@ -422,7 +422,7 @@ impl<C: Chain> Rig<C> {
         read(self.metrics())
     }
 
-    /// Wait until every client has received a few more clock events than it has now.
+    /// Wait until every client has received 20 more clock events than it has now.
     async fn receiving(&self, what: &str) {
         let marks: Vec<usize> = self.watchers.iter().map(|w| w.count::<C>(0)).collect();
         let watchers = &self.watchers;
