@@ -11,22 +11,18 @@
 //! channels (many channels with several clients each, pushes over HTTP; submux is the
 //! channel server there, so there is no direct run to compare with).
 
+mod common;
+
+use common::{connect, cpu_secs, proc_field, request, verdict, Submux, Ws};
 use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use submux::sim::ethereum::{contract_address, EthSim, EthSimConfig};
 use submux::sim::solana::{base58_encode, SolSim, SolSimConfig, SYSTEM_PROGRAM};
 use submux::sim::xrpl::{XrplSim, XrplSimConfig};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Opts {
     quick: bool,
@@ -65,120 +61,6 @@ fn now_nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
-}
-
-fn proc_field(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-struct Submux {
-    child: Child,
-    addr: String,
-    _dir: std::path::PathBuf,
-}
-
-impl Submux {
-    fn start(eth: &str, sol_ws: &str, xrpl_ws: &str) -> Submux {
-        let dir = std::env::temp_dir().join(format!("submux-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let cfg = dir.join("bench.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_connections_per_ip = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n\n[[route]]\npath = \"/xrpl\"\ndialect = \"xrpl\"\nupstreams = [\"{xrpl_ws}\"]\n\n[[route]]\npath = \"/api/v1/ws\"\ndialect = \"lnbits\"\n"
-            ),
-        )
-        .expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_submux"))
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn submux");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("submux listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        Submux {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn url(&self) -> String {
-        format!("ws://{}/eth", self.addr)
-    }
-    fn sol_url(&self) -> String {
-        format!("ws://{}/sol", self.addr)
-    }
-    fn xrpl_url(&self) -> String {
-        format!("ws://{}/xrpl", self.addr)
-    }
-    fn channel_url(&self, item: &str) -> String {
-        format!("ws://{}/api/v1/ws/{item}", self.addr)
-    }
-}
-
-impl Drop for Submux {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn connect(url: &str) -> Ws {
-    let cfg = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    for attempt in 0..50 {
-        match tokio_tungstenite::connect_async_with_config(url, Some(cfg), true).await {
-            Ok((ws, _)) => return ws,
-            Err(e) if attempt < 49 => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("connect {url}: {e}"),
-        }
-    }
-    unreachable!()
-}
-
-/// Send a request and wait for its reply (notifications before it are skipped).
-async fn request(ws: &mut Ws, id: u64, method: &str, params: &str) -> String {
-    let req = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
-    ws.send(Message::text(req)).await.expect("send");
-    // geth puts the id before the result, jsonrpc-core (Solana) after it.
-    let (mid, end) = (format!("\"id\":{id},"), format!("\"id\":{id}}}"));
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains(&mid) || t.ends_with(&end) => {
-                return t.to_string()
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
 }
 
 /// Subscribe a client to the `logs` of `topics` contracts.
@@ -523,7 +405,7 @@ struct Pusher {
 
 impl Pusher {
     async fn connect(addr: &str) -> Pusher {
-        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let _ = tcp.set_nodelay(true);
         let (r, w) = tcp.into_split();
         Pusher {
@@ -613,7 +495,7 @@ async fn channel_workload(mux: &Submux, o: &Opts) -> Channels {
     }
     let mut pushers = Vec::new();
     for _ in 0..PUSHERS {
-        pushers.push(Pusher::connect(&mux.addr).await);
+        pushers.push(Pusher::connect(mux.addr()).await);
     }
     let per_round = (o.channels * o.clients_per_channel) as u64;
     let wait_for =
@@ -681,19 +563,9 @@ async fn channel_workload(mux: &Submux, o: &Opts) -> Channels {
     }
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "FAIL"
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo test --benches` runs this binary without `--bench`: stay out of test runs.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("load benchmark: run with `cargo bench --bench load` (add `-- --quick` for a short run)");
+    if !common::invoked_as_bench("load") {
         return;
     }
     let o = Opts::parse();
@@ -870,12 +742,7 @@ async fn main() {
         "\nDirect fan-out means the node renders and writes one frame per subscriber (as geth does); through submux the node sends one frame per topic and submux fans it out, splicing nothing when ids coincide. Machines here are shared and noisy (±15%): compare ratios within one run."
     );
     print!("{out}");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
-    let _ = std::fs::create_dir_all(&dir);
-    let name = if o.quick { "quick.md" } else { "latest.md" };
-    if let Err(e) = std::fs::write(dir.join(name), &out) {
-        eprintln!("could not write bench-results/{name}: {e}");
-    }
+    common::write_result(if o.quick { "quick.md" } else { "latest.md" }, &out);
 }
 
 use std::fmt::Write as _;

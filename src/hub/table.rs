@@ -323,6 +323,18 @@ impl<W, T> TopicTable<W, T> {
         }
     }
 
+    /// A confirmed topic's resubscribe was refused: keep it (clients keep their ids) and
+    /// let the next connection of its slot subscribe it again.
+    pub fn keep_for_retry(&mut self, id: TopicId) -> Option<SlotId> {
+        let t = self.topics.get_mut(&id)?;
+        if !t.confirmed {
+            return None;
+        }
+        t.in_flight = false;
+        t.upstream = None;
+        Some(t.slot)
+    }
+
     /// Topics notified by upstream id `up` on `slot` (several when the node shares ids).
     pub fn route(&self, slot: SlotId, up: &UpstreamSubId) -> &[TopicId] {
         self.by_upstream

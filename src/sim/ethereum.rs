@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -129,7 +129,6 @@ struct Inner {
     cfg: EthSimConfig,
     state: Mutex<State>,
     counters: super::Counters,
-    hang: AtomicBool,
     unsubscribe_requests: AtomicU64,
     calls: AtomicU64,
 }
@@ -164,11 +163,8 @@ impl super::Node for Inner {
             c.cancel.cancel();
         }
     }
-    fn refusing(&self) -> bool {
-        self.counters.refuse.load(Relaxed)
-    }
-    fn hanging(&self) -> bool {
-        self.hang.load(Relaxed)
+    fn counters(&self) -> &super::Counters {
+        &self.counters
     }
 }
 
@@ -204,7 +200,6 @@ impl EthSim {
                 conns: HashMap::new(),
             }),
             counters: super::Counters::default(),
-            hang: AtomicBool::new(false),
             unsubscribe_requests: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         });
@@ -244,11 +239,11 @@ impl EthSim {
     }
     /// Refuse (accept and immediately close) new connections.
     pub fn set_refuse(&self, refuse: bool) {
-        self.inner.counters.refuse.store(refuse, Relaxed);
+        self.inner.counters.faults.set_refuse(refuse);
     }
-    /// Accept connections but never answer anything (not even pings) on new frames.
+    /// Freeze: answer nothing (not even pings), push nothing (see [`super::Faults::set_hang`]).
     pub fn set_hang(&self, hang: bool) {
-        self.inner.hang.store(hang, Relaxed);
+        self.inner.counters.faults.set_hang(hang);
     }
     /// Open WebSocket connections.
     pub fn connections(&self) -> usize {
@@ -271,6 +266,27 @@ impl EthSim {
     /// Ordinary calls answered.
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Relaxed)
+    }
+}
+
+impl super::Simulator for EthSim {
+    fn ws_url(&self) -> String {
+        self.url()
+    }
+    fn faults(&self) -> &super::Faults {
+        &self.inner.counters.faults
+    }
+    fn drop_connections(&self) {
+        EthSim::drop_connections(self)
+    }
+    fn clock(&self) -> u64 {
+        self.block_number()
+    }
+    fn set_clock(&self, n: u64) {
+        self.inner.lock().block = n;
+    }
+    fn subscriptions(&self) -> usize {
+        EthSim::subscriptions(self)
     }
 }
 

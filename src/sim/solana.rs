@@ -83,8 +83,8 @@ impl super::Node for Inner {
             c.cancel.cancel();
         }
     }
-    fn refusing(&self) -> bool {
-        self.counters.refuse.load(Relaxed)
+    fn counters(&self) -> &super::Counters {
+        &self.counters
     }
 }
 
@@ -166,7 +166,7 @@ impl SolSim {
         super::Node::close_all(&*self.inner);
     }
     pub fn set_refuse(&self, refuse: bool) {
-        self.inner.counters.refuse.store(refuse, Relaxed);
+        self.inner.counters.faults.set_refuse(refuse);
     }
     pub fn connections(&self) -> usize {
         self.inner.lock().conns.len()
@@ -180,6 +180,27 @@ impl SolSim {
     }
     pub fn subscribe_requests(&self) -> u64 {
         self.inner.counters.subscribe_requests.load(Relaxed)
+    }
+}
+
+impl super::Simulator for SolSim {
+    fn ws_url(&self) -> String {
+        SolSim::ws_url(self)
+    }
+    fn faults(&self) -> &super::Faults {
+        &self.inner.counters.faults
+    }
+    fn drop_connections(&self) {
+        SolSim::drop_connections(self)
+    }
+    fn clock(&self) -> u64 {
+        self.inner.lock().slot
+    }
+    fn set_clock(&self, n: u64) {
+        self.inner.lock().slot = n;
+    }
+    fn subscriptions(&self) -> usize {
+        SolSim::subscriptions(self)
     }
 }
 

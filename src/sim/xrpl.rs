@@ -181,8 +181,8 @@ impl super::Node for Inner {
             c.cancel.cancel();
         }
     }
-    fn refusing(&self) -> bool {
-        self.counters.refuse.load(Relaxed)
+    fn counters(&self) -> &super::Counters {
+        &self.counters
     }
 }
 
@@ -328,7 +328,7 @@ impl XrplSim {
         super::Node::close_all(&*self.inner);
     }
     pub fn set_refuse(&self, refuse: bool) {
-        self.inner.counters.refuse.store(refuse, Relaxed);
+        self.inner.counters.faults.set_refuse(refuse);
     }
     pub fn open_connections(&self) -> usize {
         self.inner.lock().conns.len()
@@ -342,6 +342,29 @@ impl XrplSim {
     }
     pub fn subscribe_requests(&self) -> u64 {
         self.inner.counters.subscribe_requests.load(Relaxed)
+    }
+}
+
+impl super::Simulator for XrplSim {
+    fn ws_url(&self) -> String {
+        XrplSim::ws_url(self)
+    }
+    fn faults(&self) -> &super::Faults {
+        &self.inner.counters.faults
+    }
+    fn drop_connections(&self) {
+        XrplSim::drop_connections(self)
+    }
+    fn clock(&self) -> u64 {
+        self.ledger_index()
+    }
+    fn set_clock(&self, n: u64) {
+        let mut st = self.inner.lock();
+        st.ledger_index = n;
+        st.ledger_hash = hex64(n, 1);
+    }
+    fn subscriptions(&self) -> usize {
+        XrplSim::subscriptions(self)
     }
 }
 

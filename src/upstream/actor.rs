@@ -42,6 +42,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long the final notification of a one-shot topic (a Solana signature) is kept for
 /// late joiners: the node never notifies a signature processed before the subscription.
 const ENDED_TTL: Duration = Duration::from_secs(60);
+/// Refused resubscribes of one topic in a row before its subscriptions end.
+const RESUBSCRIBE_ATTEMPTS: u32 = 8;
 
 /// Who waits for a topic's confirmation.
 enum Waiter {
@@ -73,6 +75,8 @@ struct TopicData {
     subscribers: HashMap<u64, Mailbox>,
     /// Last notification (or confirmation): a steady topic silent too long is a stall.
     last_notice: Instant,
+    /// Resubscribes refused in a row (the upstream answered with an error).
+    refused: u32,
 }
 
 enum Pending {
@@ -379,7 +383,6 @@ impl Actor {
         let now = Instant::now();
         s.sink = Some(sink);
         s.state = SlotState::Connected;
-        s.backoff.reset();
         s.last_rx = now;
         s.last_ping = now;
         s.connected_at = now;
@@ -395,6 +398,12 @@ impl Actor {
         RouteMetrics::add(&self.metrics.upstream_connections, 1);
         info!(slot = slot.0, upstream = %url, "upstream connected");
         let ids = self.table.on_slot_up(slot);
+        // The backoff restarts once the connection proves useful: at once when there is
+        // nothing to resubscribe, else at the first confirmed (re)subscribe, so a node
+        // that accepts connections but refuses subscriptions is retried ever more slowly.
+        if ids.is_empty() {
+            self.slots[slot.0].backoff.reset();
+        }
         for &id in &ids {
             if let Some(t) = self.table.get_mut(id) {
                 if t.confirmed() {
@@ -690,6 +699,7 @@ impl Actor {
             resubscribing_since: None,
             subscribers: HashMap::new(),
             last_notice: Instant::now(),
+            refused: 0,
         }
     }
 
@@ -1058,6 +1068,12 @@ impl Actor {
         match result {
             Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
                 Confirmed::Waiters(waiters) => {
+                    if let Some(t) = self.table.get_mut(topic) {
+                        t.data.refused = 0;
+                    }
+                    if let Some(sl) = self.slots.get_mut(slot.0) {
+                        sl.backoff.reset();
+                    }
                     for w in waiters {
                         self.resolve(w, topic, Ok(()));
                     }
@@ -1132,6 +1148,26 @@ impl Actor {
     }
 
     fn fail_topic(&mut self, topic: TopicId, err: HubError) {
+        // A live topic whose resubscribe is refused is not given up at once: the answer
+        // may be a rate limit or a broken node. Replace the connection (failing over) and
+        // resubscribe there; only after RESUBSCRIBE_ATTEMPTS refusals in a row does the
+        // subscription end.
+        let retry = self.table.get_mut(topic).and_then(|t| {
+            (t.confirmed() && t.data.refused + 1 < RESUBSCRIBE_ATTEMPTS).then(|| {
+                t.data.refused += 1;
+                t.data.refused
+            })
+        });
+        if let Some(n) = retry {
+            if let Some(slot) = self.table.keep_for_retry(topic) {
+                warn!(topic = topic.0, error = %err, attempt = n, "resubscribe refused; replacing the upstream connection");
+                if !self.dead.iter().any(|(s, _)| *s == slot) {
+                    self.dead
+                        .push((slot, format!("resubscribe refused: {err}")));
+                }
+                return;
+            }
+        }
         match self.table.on_subscribe_failed(topic) {
             Failed::Rejected(waiters, data) => {
                 drop(data);

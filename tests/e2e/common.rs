@@ -114,6 +114,19 @@ impl Client {
         }
     }
 
+    /// Next text frame, however long it takes; `Err` says how the socket ended instead.
+    pub async fn next_text(&mut self) -> Result<String, String> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+                Some(Ok(Message::Close(c))) => return Err(format!("closed: {c:?}")),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("read error: {e}")),
+                None => return Err("connection ended".into()),
+            }
+        }
+    }
+
     pub async fn recv(&mut self) -> Value {
         serde_json::from_str(&self.recv_text().await).expect("json frame")
     }

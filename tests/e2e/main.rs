@@ -3,6 +3,7 @@
 mod auth;
 mod common;
 mod dedup;
+mod faults;
 mod invariants;
 mod limits;
 mod lnbits;
