@@ -223,18 +223,22 @@ fn garbage_frame(k: u64) -> Message {
 
 /// A reply (a JSON object with an `id` and a `result`) with its result swapped for an
 /// object no protocol expects there; anything else unchanged.
-fn mangle(m: Message) -> Message {
+/// A reply with its result replaced by a wrong shape; `true` when the frame was changed.
+fn mangle(m: Message) -> (Message, bool) {
     let Message::Text(t) = &m else {
-        return m;
+        return (m, false);
     };
     let Ok(serde_json::Value::Object(mut o)) = serde_json::from_str(t) else {
-        return m;
+        return (m, false);
     };
     if !o.contains_key("id") || !o.contains_key("result") {
-        return m;
+        return (m, false);
     }
     o.insert("result".into(), serde_json::json!({"garbage": [1, 2, 3]}));
-    Message::text(serde_json::Value::Object(o).to_string())
+    (
+        Message::text(serde_json::Value::Object(o).to_string()),
+        true,
+    )
 }
 
 /// The protocol side of a simulated node.
@@ -341,6 +345,9 @@ async fn write_frames<N: Node>(
     let faults = &node.counters().faults;
     let mut written: Vec<String> = Vec::new();
     let mut k = 0u64;
+    // Once a reply was mangled, what this connection carries may belong to subscriptions
+    // the peer could not confirm: recorded as unsure, not as delivered.
+    let mut mangled = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -356,7 +363,9 @@ async fn write_frames<N: Node>(
         while let Some(m) = next.take() {
             if !hung {
                 let m = if garbage == Garbage::Mangle {
-                    mangle(m)
+                    let (m, changed) = mangle(m);
+                    mangled |= changed;
+                    m
                 } else {
                     m
                 };
@@ -379,7 +388,7 @@ async fn write_frames<N: Node>(
         }
         // A hung node flushes nothing either (not even a pending pong).
         ok = ok && (hung || sink.flush().await.is_ok());
-        faults.note_written(conn, &mut written, ok);
+        faults.note_written(conn, &mut written, ok && !mangled);
         if !ok {
             break;
         }

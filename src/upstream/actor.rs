@@ -42,8 +42,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long the final notification of a one-shot topic (a Solana signature) is kept for
 /// late joiners: the node never notifies a signature processed before the subscription.
 const ENDED_TTL: Duration = Duration::from_secs(60);
-/// Refused resubscribes of one topic in a row before its subscriptions end.
-const RESUBSCRIBE_ATTEMPTS: u32 = 8;
+/// How long a topic's resubscribes may keep being refused (connections replaced with
+/// growing backoff meanwhile) before its subscriptions end.
+const RESUBSCRIBE_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Who waits for a topic's confirmation.
 enum Waiter {
@@ -75,8 +76,8 @@ struct TopicData {
     subscribers: HashMap<u64, Mailbox>,
     /// Last notification (or confirmation): a steady topic silent too long is a stall.
     last_notice: Instant,
-    /// Resubscribes refused in a row (the upstream answered with an error).
-    refused: u32,
+    /// Since when this topic's resubscribes have been refused (None: not refused).
+    refused_since: Option<Instant>,
 }
 
 enum Pending {
@@ -699,7 +700,7 @@ impl Actor {
             resubscribing_since: None,
             subscribers: HashMap::new(),
             last_notice: Instant::now(),
-            refused: 0,
+            refused_since: None,
         }
     }
 
@@ -1069,7 +1070,7 @@ impl Actor {
             Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
                 Confirmed::Waiters(waiters) => {
                     if let Some(t) = self.table.get_mut(topic) {
-                        t.data.refused = 0;
+                        t.data.refused_since = None;
                     }
                     if let Some(sl) = self.slots.get_mut(slot.0) {
                         sl.backoff.reset();
@@ -1152,15 +1153,15 @@ impl Actor {
         // may be a rate limit or a broken node. Replace the connection (failing over) and
         // resubscribe there; only after RESUBSCRIBE_ATTEMPTS refusals in a row does the
         // subscription end.
+        let now = Instant::now();
         let retry = self.table.get_mut(topic).and_then(|t| {
-            (t.confirmed() && t.data.refused + 1 < RESUBSCRIBE_ATTEMPTS).then(|| {
-                t.data.refused += 1;
-                t.data.refused
-            })
+            let since = *t.data.refused_since.get_or_insert(now);
+            (t.confirmed() && now.duration_since(since) < RESUBSCRIBE_GIVE_UP)
+                .then(|| now.duration_since(since))
         });
-        if let Some(n) = retry {
+        if let Some(refused_for) = retry {
             if let Some(slot) = self.table.keep_for_retry(topic) {
-                warn!(topic = topic.0, error = %err, attempt = n, "resubscribe refused; replacing the upstream connection");
+                warn!(topic = topic.0, error = %err, ?refused_for, "resubscribe refused; replacing the upstream connection");
                 if !self.dead.iter().any(|(s, _)| *s == slot) {
                     self.dead
                         .push((slot, format!("resubscribe refused: {err}")));
