@@ -395,6 +395,48 @@ async fn write_frames<N: Node>(
     }
 }
 
+/// A node served on two loopback ports: WebSocket and HTTP JSON-RPC. Dropping it stops
+/// the servers and every task started with its [`cancel`](Served::cancel) token.
+pub(crate) struct Served {
+    ws: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    cancel: CancellationToken,
+}
+
+impl Served {
+    /// Bind 127.0.0.1 on two OS-assigned ports and serve `node` and `http` there.
+    pub async fn start<N: Node>(
+        node: Arc<N>,
+        http: impl Fn(&str) -> String + Clone + Send + Sync + 'static,
+    ) -> std::io::Result<Served> {
+        let ws_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let http_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let served = Served {
+            ws: ws_listener.local_addr()?,
+            http: http_listener.local_addr()?,
+            cancel: CancellationToken::new(),
+        };
+        spawn_ws_server(ws_listener, node, served.cancel.clone());
+        spawn_http_rpc(http_listener, http, served.cancel.clone());
+        Ok(served)
+    }
+    pub fn cancel(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.ws)
+    }
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 /// Serve `POST /` on `listener` with `handle(body) -> JSON text` until `cancel`.
 pub(crate) fn spawn_http_rpc(
     listener: TcpListener,

@@ -8,11 +8,9 @@
 
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -91,24 +89,12 @@ impl super::Node for Inner {
 /// A running simulated validator. Dropping it stops it.
 pub struct SolSim {
     inner: Arc<Inner>,
-    ws_addr: SocketAddr,
-    http_addr: SocketAddr,
-    cancel: CancellationToken,
-}
-
-impl Drop for SolSim {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    served: super::Served,
 }
 
 impl SolSim {
     /// Start on 127.0.0.1: PubSub and HTTP on two OS-assigned ports.
     pub async fn start(cfg: SolSimConfig) -> std::io::Result<SolSim> {
-        let ws = TcpListener::bind("127.0.0.1:0").await?;
-        let http = TcpListener::bind("127.0.0.1:0").await?;
-        let ws_addr = ws.local_addr()?;
-        let http_addr = http.local_addr()?;
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 slot: 1000,
@@ -120,29 +106,23 @@ impl SolSim {
             }),
             counters: super::Counters::default(),
         });
-        let cancel = CancellationToken::new();
-        super::spawn_ws_server(ws, inner.clone(), cancel.clone());
         let i = inner.clone();
-        super::spawn_http_rpc(http, move |body| handle_http(&i, body), cancel.clone());
+        let served = super::Served::start(inner.clone(), move |body| handle_http(&i, body)).await?;
+        let cancel = served.cancel();
         if let Some(every) = cfg.slot_interval {
             let i = inner.clone();
             super::spawn_every(every, cancel.clone(), move || {
                 advance_slot(&i);
             });
         }
-        Ok(SolSim {
-            inner,
-            ws_addr,
-            http_addr,
-            cancel,
-        })
+        Ok(SolSim { inner, served })
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}", self.ws_addr)
+        self.served.ws_url()
     }
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        self.served.http_url()
     }
     /// Advance one slot (slot, slotsUpdates and root notifications); returns the slot.
     pub fn advance_slot(&self) -> u64 {

@@ -25,11 +25,9 @@ use crate::dialect::{Answer, ClientFrame, ClientMsg, Dialect, Transport};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -189,15 +187,7 @@ impl super::Node for Inner {
 /// A running simulated rippled. Dropping it stops it.
 pub struct XrplSim {
     inner: Arc<Inner>,
-    ws_addr: SocketAddr,
-    http_addr: SocketAddr,
-    cancel: CancellationToken,
-}
-
-impl Drop for XrplSim {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    served: super::Served,
 }
 
 /// A deterministic, valid classic address for genesis account `i`.
@@ -224,10 +214,6 @@ fn hex64(n: u64, salt: u64) -> String {
 impl XrplSim {
     /// Start on 127.0.0.1: WebSocket and HTTP on two OS-assigned ports.
     pub async fn start(cfg: XrplSimConfig) -> std::io::Result<XrplSim> {
-        let ws = TcpListener::bind("127.0.0.1:0").await?;
-        let http = TcpListener::bind("127.0.0.1:0").await?;
-        let ws_addr = ws.local_addr()?;
-        let http_addr = http.local_addr()?;
         let n = if cfg.accounts == 0 { 8 } else { cfg.accounts };
         let accounts = (0..n)
             .map(|i| {
@@ -262,10 +248,9 @@ impl XrplSim {
             }),
             counters: super::Counters::default(),
         });
-        let cancel = CancellationToken::new();
-        super::spawn_ws_server(ws, inner.clone(), cancel.clone());
         let i = inner.clone();
-        super::spawn_http_rpc(http, move |body| handle_http(&i, body), cancel.clone());
+        let served = super::Served::start(inner.clone(), move |body| handle_http(&i, body)).await?;
+        let cancel = served.cancel();
         if let Some(every) = cfg.ledger_interval {
             let i = inner.clone();
             super::spawn_every(every, cancel.clone(), move || {
@@ -284,19 +269,14 @@ impl XrplSim {
                 }
             });
         }
-        Ok(XrplSim {
-            inner,
-            ws_addr,
-            http_addr,
-            cancel,
-        })
+        Ok(XrplSim { inner, served })
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}", self.ws_addr)
+        self.served.ws_url()
     }
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        self.served.http_url()
     }
     /// The genesis accounts (funded, deterministic).
     pub fn accounts(&self) -> Vec<String> {
