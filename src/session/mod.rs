@@ -536,40 +536,8 @@ where
         self.pending_subscribes -= outcome.subscribes;
         let mut parts = Vec::with_capacity(outcome.items.len());
         let mut activate = Vec::new();
-        let mut items: Vec<Item> = Vec::with_capacity(outcome.items.len());
         for item in outcome.items {
-            match item {
-                Item::Held(guards, reserved, inner) => {
-                    let mut added = 0;
-                    for (k, g) in guards {
-                        if self.held.insert(k, g).is_none() {
-                            added += 1;
-                        }
-                    }
-                    self.sub_count(added as i64);
-                    self.unreserve(reserved.saturating_sub(added));
-                    items.push(*inner);
-                }
-                other => items.push(other),
-            }
-        }
-        for item in items {
-            match item {
-                Item::Held(..) => {}
-                Item::Rendered(r) => parts.push(r),
-                Item::Nothing => {}
-                Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
-                Item::Joined(id, Err(e)) => {
-                    self.unreserve(1);
-                    parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
-                }
-                Item::Joined(id, Ok(j)) => {
-                    let coalesce = j.steady && self.options.coalesce;
-                    let (local, client_id) = self.register(j.public_id.clone(), j.guard, coalesce);
-                    parts.push(self.dialect.render_subscribed(&id, &client_id));
-                    activate.push((local, j.rx, j.replay));
-                }
-            }
+            self.settle(item, &mut parts, &mut activate);
         }
         if outcome.batch {
             if !parts.is_empty() {
@@ -595,6 +563,46 @@ where
             self.streams.insert(local, s);
         }
         Ok(())
+    }
+
+    /// Turn one finished item into its reply part; confirmed subscriptions are registered
+    /// and queued in `activate` (they deliver only after the reply is written).
+    fn settle(
+        &mut self,
+        item: Item,
+        parts: &mut Vec<String>,
+        activate: &mut Vec<(
+            u64,
+            tokio::sync::broadcast::Receiver<Notice>,
+            Option<Notice>,
+        )>,
+    ) {
+        match item {
+            Item::Held(guards, reserved, inner) => {
+                let mut added = 0;
+                for (k, g) in guards {
+                    if self.held.insert(k, g).is_none() {
+                        added += 1;
+                    }
+                }
+                self.sub_count(added as i64);
+                self.unreserve(reserved.saturating_sub(added));
+                self.settle(*inner, parts, activate);
+            }
+            Item::Rendered(r) => parts.push(r),
+            Item::Nothing => {}
+            Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
+            Item::Joined(id, Err(e)) => {
+                self.unreserve(1);
+                parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
+            }
+            Item::Joined(id, Ok(j)) => {
+                let coalesce = j.steady && self.options.coalesce;
+                let (local, client_id) = self.register(j.public_id.clone(), j.guard, coalesce);
+                parts.push(self.dialect.render_subscribed(&id, &client_id));
+                activate.push((local, j.rx, j.replay));
+            }
+        }
     }
 
     /// Record a new subscription; its client id is the topic's public id unless this

@@ -137,9 +137,7 @@ struct Slot {
     was_connected: bool,
     /// Identities of recent content-routed messages on this connection.
     recent: Recent,
-    /// When the current connection was made, and when the primary was last tried while
-    /// on a backup (fail-back).
-    connected_at: Instant,
+    /// When the primary was last tried while on a backup (fail-back).
     last_failback: Instant,
     failback_in_flight: bool,
     /// Height of the last steady notification (block, slot, ledger) on this slot.
@@ -313,7 +311,6 @@ impl Actor {
                 last_ping: now,
                 was_connected: false,
                 recent: Recent::default(),
-                connected_at: now,
                 last_failback: now,
                 failback_in_flight: false,
                 last_height: None,
@@ -386,7 +383,6 @@ impl Actor {
         s.state = SlotState::Connected;
         s.last_rx = now;
         s.last_ping = now;
-        s.connected_at = now;
         s.last_failback = now;
         if s.was_connected {
             RouteMetrics::inc(&self.metrics.upstream_reconnects);
