@@ -2,7 +2,7 @@
 through submux at the same time: chain id, block number, a block by number, a balance, and
 a newHeads subscription handled by web3.py's subscription manager, then unsubscribed.
 
-Run by tests/web3_py.rs; by hand: `SUBMUX_BIN=target/debug/submux
+Run by tests/python_clients.rs; by hand: `SUBMUX_BIN=target/debug/submux
 tests/python/.venv/bin/python tests/python/test_web3_py.py`. Exits non-zero on failure.
 """
 
@@ -10,41 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from typing import List
 
 from web3 import AsyncWeb3, WebSocketProvider
 from web3.utils.subscriptions import NewHeadsSubscription
 
-BIN = os.environ.get("SUBMUX_BIN")
-PROCS: List[subprocess.Popen] = []
+from procs import BIN, start, stop_all, wait_ready
+
 HEADS = 3
-
-
-def start(args: List[str], pattern: str, what: str) -> re.Match:
-    p = subprocess.Popen(
-        [BIN, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={"RUST_LOG": "warn", **os.environ},
-    )
-    PROCS.append(p)
-    deadline = time.monotonic() + 20
-    assert p.stdout is not None
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{what} exited early ({p.poll()})")
-        m = re.match(pattern, line.strip())
-        if m:
-            return m
-    raise RuntimeError(f"{what} did not start in 20 s")
 
 
 async def observe(url: str) -> dict:
@@ -81,17 +56,7 @@ async def main() -> None:
         )
     m = start(["--config", cfg], r"^submux listening on http://(\S+)$", "submux")
     base = f"http://{m.group(1)}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("submux never became ready")
-        time.sleep(0.05)
+    wait_ready(base)
     direct, proxied = await asyncio.gather(observe(sim), observe(f"ws://{m.group(1)}/eth"))
     print(f"web3.py direct:  {direct}\nweb3.py submux:  {proxied}")
     assert proxied["chain_id"] == direct["chain_id"]
@@ -109,5 +74,4 @@ if __name__ == "__main__":
     try:
         asyncio.run(main())
     finally:
-        for p in PROCS:
-            p.terminate()
+        stop_all()

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,30 +32,7 @@ from xrpl.models.requests import (
 )
 from xrpl.models.response import ResponseStatus
 
-BIN = os.environ.get("SUBMUX_BIN")
-PROCS: List[subprocess.Popen] = []
-
-
-def start(args: List[str], pattern: str, what: str) -> re.Match:
-    """Spawn `BIN args` and return the match of the first stdout line fitting `pattern`."""
-    p = subprocess.Popen(
-        [BIN, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={"RUST_LOG": "warn", **os.environ},
-    )
-    PROCS.append(p)
-    deadline = time.monotonic() + 20
-    assert p.stdout is not None
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{what} exited early ({p.poll()})")
-        m = re.match(pattern, line.strip())
-        if m:
-            return m
-    raise RuntimeError(f"{what} did not start in 20 s")
+from procs import BIN, start, stop_all, wait_ready
 
 
 def post(url: str, method: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -85,17 +61,7 @@ class Env:
         m = start(["--config", cfg], r"^submux listening on http://(\S+)$", "submux")
         base = f"http://{m.group(1)}"
         self.mux_ws, self.mux_http = f"ws://{m.group(1)}/xrpl", f"{base}/xrpl"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("submux never became ready")
-            time.sleep(0.05)
+        wait_ready(base)
         self.accounts: List[str] = post(self.sim_http, "sim_accounts")["accounts"]
 
     async def sim(self, method: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -325,6 +291,5 @@ if __name__ == "__main__":
     try:
         code = asyncio.run(main())
     finally:
-        for proc in PROCS:
-            proc.terminate()
+        stop_all()
     sys.exit(code)
