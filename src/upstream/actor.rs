@@ -1042,8 +1042,18 @@ impl Actor {
                 if repeat {
                     return; // the node's own per-group copy: clients get theirs from us
                 }
+                // Only steady streams (ledger closes) carry a height, and only their
+                // silence matters for stall detection.
                 if let Some(h) = self.dialect.height(&text) {
                     self.on_height(slot, h);
+                    let now = Instant::now();
+                    for (up, _) in &targets {
+                        for i in self.table.route(slot, up).to_vec() {
+                            if let Some(t) = self.table.get_mut(i) {
+                                t.data.last_notice = now;
+                            }
+                        }
+                    }
                 }
                 self.deliver_routed(slot, text, &targets)
             }
@@ -1099,14 +1109,6 @@ impl Actor {
         targets: &[(UpstreamSubId, Group)],
     ) {
         RouteMetrics::inc(&self.metrics.notifications_in);
-        let now = Instant::now();
-        for (up, _) in targets {
-            for i in self.table.route(slot, up).to_vec() {
-                if let Some(t) = self.table.get_mut(i) {
-                    t.data.last_notice = now;
-                }
-            }
-        }
         if let [(up, _)] = targets {
             // One target: each holder once, no bookkeeping.
             for &id in self.table.route(slot, up) {
