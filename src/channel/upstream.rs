@@ -9,7 +9,7 @@ use super::{ChannelRoute, Command};
 use crate::dialect::lnbits::ItemId;
 use crate::telemetry::RouteMetrics;
 use crate::upstream::backoff::Backoff;
-use crate::upstream::connect::{connect, UpstreamStream};
+use crate::upstream::connect::{connect, inbound, Inbound, UpstreamStream};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -100,14 +100,20 @@ async fn pump(
             }
             msg = ws.next() => {
                 last_rx = Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
+                match msg.map(|r| r.map(inbound)) {
+                    Some(Ok(Inbound::Text(text))) => {
                         let cmd = Command::Deliver { item: item.clone(), seq: None, text };
                         if tx.send(cmd).await.is_err() {
                             return End::Cancelled;
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None => return End::Lost("closed".into()),
+                    Some(Ok(Inbound::NotUtf8)) => {
+                        RouteMetrics::inc(&route.metrics.malformed_upstream);
+                        debug!("malformed channel upstream frame: binary frame is not UTF-8");
+                    }
+                    Some(Ok(Inbound::Control(Message::Close(_)))) | None => {
+                        return End::Lost("closed".into())
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return End::Lost(e.to_string()),
                 }

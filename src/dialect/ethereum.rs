@@ -1,4 +1,4 @@
-//! Ethereum JSON-RPC over WebSocket, faithful to geth (see ../shared/protocols.md §1).
+//! Ethereum JSON-RPC over WebSocket, faithful to geth (wire rules and their geth sources: docs/ethereum.md).
 //!
 //! Subscriptions are canonicalised by meaning: `logs` addresses are decoded, lower-cased,
 //! de-duplicated and sorted; topic positions treat `null`, `[]` and any array holding
@@ -616,10 +616,10 @@ mod tests {
     fn fixture_exchanges() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/ethereum/exchanges.json"
+            "/tests/fixtures/ethereum/exchanges.json"
         );
         let Ok(text) = std::fs::read_to_string(path) else {
-            // The shared folder sits beside the checkout in CI and in development.
+            // Recorded samples live in tests/fixtures (provenance in its README).
             panic!("missing fixture file {path}");
         };
         let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
@@ -660,7 +660,7 @@ mod tests {
 
     #[test]
     fn notification_fixtures_parse_with_exact_id_range() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/ethereum");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ethereum");
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

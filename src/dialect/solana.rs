@@ -1,4 +1,4 @@
-//! Solana (Agave) PubSub, faithful to the validator (see ../shared/protocols.md §2).
+//! Solana (Agave) PubSub, faithful to the validator (wire rules and their Agave sources: docs/solana.md).
 //!
 //! Canonical keys fill in the node's defaults (commitment `finalized`, account encoding
 //! `binary`, block encoding `base64` / details `full` / rewards off, …) so requests that
@@ -607,7 +607,7 @@ mod tests {
     fn fixture_exchanges() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/solana/exchanges.json"
+            "/tests/fixtures/solana/exchanges.json"
         );
         let cases: Vec<Value> =
             serde_json::from_str(&std::fs::read_to_string(path).expect(path)).unwrap();
@@ -644,7 +644,7 @@ mod tests {
 
     #[test]
     fn notification_fixtures_and_one_shot_detection() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/solana");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/solana");
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

@@ -10,7 +10,7 @@
 //!
 //! The API version shapes every stream message and is set per upstream connection by each
 //! subscribe, so it is the key's connection class: clients on different versions never
-//! share a stream. References: ../shared/protocols.md §3 and §5 (rippled sources cited
+//! share a stream. References: docs/xrpl.md (rippled sources cited
 //! there: ServerHandler.cpp, Subscribe.cpp, Unsubscribe.cpp, NetworkOPs.cpp, TxMeta.cpp,
 //! STTx.cpp, OrderBookDB.cpp).
 
@@ -1310,7 +1310,7 @@ fn to_http_shape(reply: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/xrpl");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/xrpl");
     const ALICE: &str = "rH3PxjJPrrkvsATddBXkayjAyWR8xigaE8";
     const BOB: &str = "rfdGuuVnq9juqWDV4W3LoLiNcW8g2hAXhN";
 

@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> serde_json::Value {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/lnbits/");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lnbits/");
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}{name}")).unwrap()).unwrap()
     }
 

@@ -392,7 +392,7 @@ fn next_hash(st: &mut State) -> String {
     hex64(st.counter, 0xA11CE)
 }
 
-/// A transaction message for API version `api` (protocols.md §3.4).
+/// A transaction message for API version `api` (docs/xrpl.md, stream messages).
 fn tx_message(st: &State, hash: &str, tx_json: &Value, api: u8) -> Value {
     let mut tx = tx_json.clone();
     let mut m = json!({
@@ -1268,7 +1268,7 @@ fn fresh_random() -> String {
     hex64(NEXT.fetch_add(1, Relaxed), nanos)
 }
 
-/// The result of the data-bearing parts of a subscribe (protocols.md §3.3).
+/// The result of the data-bearing parts of a subscribe (docs/xrpl.md, subscribe results).
 fn subscribe_result(st: &State, parts: &Value) -> Value {
     let mut result = json!({});
     let streams: Vec<&str> = parts["streams"]
@@ -1751,7 +1751,7 @@ mod tests {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/xrpl");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/xrpl");
 
     fn fixture(name: &str) -> Value {
         let path = format!("{FIXTURES}/{name}");

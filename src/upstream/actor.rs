@@ -3,7 +3,7 @@
 //! `select!` loop over commands, releases, upstream frames, connect results and a tick.
 
 use super::backoff::Backoff;
-use super::connect::{connect, UpstreamStream};
+use super::connect::{connect, inbound, Inbound, UpstreamStream};
 use crate::config::RouteSettings;
 use crate::dialect::{
     splice, Call, ClientSubId, Dialect, Group, SubscriptionKey, UpstreamFrame, UpstreamReqId,
@@ -922,9 +922,13 @@ impl Actor {
             return;
         }
         s.last_rx = Instant::now();
-        match item {
-            Some(Ok(Message::Text(text))) => self.on_text(slot, text).await,
-            Some(Ok(Message::Close(frame))) => {
+        match item.map(|r| r.map(inbound)) {
+            Some(Ok(Inbound::Text(text))) => self.on_text(slot, text).await,
+            Some(Ok(Inbound::NotUtf8)) => {
+                RouteMetrics::inc(&self.metrics.malformed_upstream);
+                warn!("malformed upstream frame: binary frame is not UTF-8");
+            }
+            Some(Ok(Inbound::Control(Message::Close(frame)))) => {
                 let why = frame.map_or_else(
                     || "closed".to_string(),
                     |f| format!("closed: {} {}", f.code, f.reason),

@@ -4,6 +4,7 @@ use crate::telemetry::redact_url;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type UpstreamStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -61,4 +62,55 @@ pub async fn connect(
 /// Make sure an error text never repeats the secret-bearing URL.
 fn redact_reason(reason: &str, url: &str) -> String {
     reason.replace(url, &redact_url(url))
+}
+
+/// What one message read from an upstream socket carries.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A data frame's text: a text frame, or a binary frame holding UTF-8.
+    Text(Utf8Bytes),
+    /// A binary frame that is not UTF-8: malformed (counted, then ignored).
+    NotUtf8,
+    /// A control frame (ping, pong, close) or a raw frame.
+    Control(Message),
+}
+
+/// Nodes may answer in binary frames (ganache `--server.wsBinary`, some gateways); every
+/// client library reads a binary frame's UTF-8 as JSON, and so does geth's own server
+/// (`rpc/websocket.go` reads both types alike). So a binary frame is handled exactly as a
+/// text frame, without a copy; only bytes that are not UTF-8 are malformed.
+pub fn inbound(msg: Message) -> Inbound {
+    match msg {
+        Message::Text(text) => Inbound::Text(text),
+        Message::Binary(bytes) => {
+            Utf8Bytes::try_from(bytes).map_or(Inbound::NotUtf8, Inbound::Text)
+        }
+        other => Inbound::Control(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_utf8_is_text_and_other_bytes_are_malformed() {
+        let json = r#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#;
+        match inbound(Message::binary(json.as_bytes().to_vec())) {
+            Inbound::Text(t) => assert_eq!(t.as_str(), json),
+            other => panic!("binary UTF-8 not read as text: {other:?}"),
+        }
+        match inbound(Message::text(json)) {
+            Inbound::Text(t) => assert_eq!(t.as_str(), json),
+            other => panic!("text not read as text: {other:?}"),
+        }
+        assert!(matches!(
+            inbound(Message::binary(vec![0xff, 0xfe, b'{'])),
+            Inbound::NotUtf8
+        ));
+        assert!(matches!(
+            inbound(Message::Ping(Default::default())),
+            Inbound::Control(_)
+        ));
+    }
 }
