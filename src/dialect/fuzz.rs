@@ -5,7 +5,7 @@
 
 use super::{ClientFrame, ClientMsg, Dialect, DialectKind, RequestId, Transport, UpstreamFrame};
 
-const SEEDS: &[&str] = &[
+pub(crate) const SEEDS: &[&str] = &[
     r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{"address":["0x0000000000000000000000000000000000031EC7"],"topics":["0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",null,[]]}]}"#,
     r#"[{"jsonrpc":"2.0","id":"a","method":"eth_unsubscribe","params":["0x1"]},{"jsonrpc":"2.0","id":2,"method":"eth_chainId"}]"#,
     r#"{"jsonrpc":"2.0","id":1,"method":"accountSubscribe","params":["CM78CPUeXjn8o3yroDHxUtKsZZgoy4GPkPPXfouKNH12",{"encoding":"base64","dataSlice":{"offset":0,"length":8}}]}"#,
@@ -59,13 +59,29 @@ const TOKENS: &[&str] = &[
 ];
 
 fn mutate(rng: &mut fastrand::Rng, seed: &str) -> String {
+    String::from_utf8_lossy(&mutate_bytes(rng, seed, false)).into_owned()
+}
+
+/// A seed mutated byte-wise; with `raw`, mutations may also insert bytes that are not
+/// UTF-8 (lone continuation bytes, truncated sequences, 0xff), as a binary frame can carry.
+pub(crate) fn mutate_bytes(rng: &mut fastrand::Rng, seed: &str, raw: bool) -> Vec<u8> {
     let mut s: Vec<u8> = seed.as_bytes().to_vec();
     for _ in 0..rng.usize(1..6) {
         if s.is_empty() {
             break;
         }
         let at = rng.usize(..s.len());
-        match rng.u8(..5) {
+        match rng.u8(..if raw { 6 } else { 5 }) {
+            5 => {
+                const BAD: &[&[u8]] = &[
+                    &[0x80],
+                    &[0xff],
+                    &[0xc3],
+                    &[0xe2, 0x82],
+                    &[0xf0, 0x9f, 0x98],
+                ];
+                s.splice(at..at, BAD[rng.usize(..BAD.len())].iter().copied());
+            }
             0 => s[at] = rng.u8(32..127),
             1 => {
                 s.remove(at);
@@ -82,7 +98,7 @@ fn mutate(rng: &mut fastrand::Rng, seed: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&s).into_owned()
+    s
 }
 
 fn random_json(rng: &mut fastrand::Rng) -> String {
@@ -136,7 +152,7 @@ fn check_client(d: &dyn Dialect, text: &str) {
     }
 }
 
-fn check_upstream(d: &dyn Dialect, text: &str) {
+pub(crate) fn check_upstream(d: &dyn Dialect, text: &str) {
     match d.parse_upstream(text) {
         UpstreamFrame::Notification { id_range, .. } => {
             assert!(text.is_char_boundary(id_range.start) && text.is_char_boundary(id_range.end));

@@ -12,7 +12,7 @@ pub mod solana;
 pub mod xrpl;
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

@@ -100,6 +100,7 @@ pub struct Faults {
     garbage: AtomicU8,
     garbage_frames: AtomicU64,
     record: AtomicBool,
+    binary: AtomicBool,
     sent: Mutex<Sent>,
 }
 
@@ -111,6 +112,7 @@ impl Default for Faults {
             garbage: AtomicU8::new(Garbage::Off as u8),
             garbage_frames: AtomicU64::new(0),
             record: AtomicBool::new(false),
+            binary: AtomicBool::new(false),
             sent: Mutex::new(Sent::default()),
         }
     }
@@ -149,6 +151,14 @@ impl Faults {
     /// Garbage frames written so far.
     pub fn garbage_frames(&self) -> u64 {
         self.garbage_frames.load(Relaxed)
+    }
+    /// Answer in binary frames only (UTF-8 JSON in binary frames, as ganache does with
+    /// `--server.wsBinary`): every real frame written from now on, on every connection.
+    pub fn set_binary(&self, binary: bool) {
+        self.binary.store(binary, Relaxed);
+    }
+    fn binary(&self) -> bool {
+        self.binary.load(Relaxed)
     }
     /// Start (or stop) recording every real frame written (see [`Faults::sent`]).
     pub fn record(&self, on: bool) {
@@ -378,6 +388,10 @@ async fn write_frames<N: Node>(
                     if let (true, Message::Text(t)) = (recording, &m) {
                         written.push(t.to_string());
                     }
+                    let m = match m {
+                        Message::Text(t) if faults.binary() => Message::Binary(t.into()),
+                        m => m,
+                    };
                     ok = sink.feed(m).await.is_ok();
                 }
             }

@@ -113,4 +113,44 @@ mod tests {
             Inbound::Control(_)
         ));
     }
+
+    /// The upstream parsers' fuzz corpus as binary frames, valid and invalid UTF-8: a
+    /// binary frame is parsed exactly as the same text in a text frame, bytes that are not
+    /// UTF-8 never reach a parser, and nothing panics.
+    #[test]
+    fn binary_frames_fuzz_through_every_upstream_parser() {
+        use crate::dialect::fuzz::{check_upstream, mutate_bytes, SEEDS};
+        use crate::dialect::DialectKind;
+        let iterations: usize = std::env::var("SUBMUX_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        for kind in [
+            DialectKind::Ethereum,
+            DialectKind::Solana,
+            DialectKind::Xrpl,
+        ] {
+            let d = kind.build().expect("implemented dialect");
+            let mut rng = fastrand::Rng::with_seed(0xb1 ^ kind as u64);
+            let (mut valid, mut invalid) = (0, 0);
+            for _ in 0..iterations {
+                let seed = SEEDS[rng.usize(..SEEDS.len())];
+                let bytes = mutate_bytes(&mut rng, seed, true);
+                let utf8 = std::str::from_utf8(&bytes).ok().map(str::to_owned);
+                match (inbound(Message::binary(bytes)), utf8) {
+                    (Inbound::Text(t), Some(s)) => {
+                        assert_eq!(t.as_str(), s);
+                        check_upstream(&*d, &t);
+                        valid += 1;
+                    }
+                    (Inbound::NotUtf8, None) => invalid += 1,
+                    (got, utf8) => panic!("binary frame misread: {got:?} for {utf8:?}"),
+                }
+            }
+            assert!(
+                valid > iterations / 4 && invalid > iterations / 10,
+                "{valid} {invalid}"
+            );
+        }
+    }
 }

@@ -667,6 +667,19 @@ async fn garbage_reply_to_resubscribe<C: Chain>() {
     rig.finish().await;
 }
 
+/// Every upstream answers in binary frames only (UTF-8 JSON, as ganache with
+/// `--server.wsBinary`): replies, notifications, resubscribes after a drop and ordinary
+/// calls (`finish` pings each client) all work as with text frames, and nothing is
+/// counted as malformed.
+async fn binary_frames<C: Chain>() {
+    let rig = Rig::<C>::start(1, |s| s[0].faults().set_binary(true)).await;
+    rig.sims[0].drop_connections();
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 1);
+    assert_eq!(rig.metric(|m| m.malformed_upstream.load(Relaxed)), 0);
+    assert_eq!(rig.metric(|m| m.unknown_notifications.load(Relaxed)), 0);
+}
+
 /// Upstream down and refusing connections for a while, then accepting again.
 async fn refusing<C: Chain>() {
     let rig = Rig::<C>::start(1, |_| {}).await;
@@ -784,6 +797,7 @@ macro_rules! per_chain {
 }
 
 per_chain!(
+    binary_frames,
     killed,
     restarted,
     hung,

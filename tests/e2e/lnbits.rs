@@ -390,3 +390,42 @@ async fn proxy_reconnects_when_lnbits_restarts() {
     push_get(&http_base(&lnbits), "hash", PAID).await;
     assert_eq!(c.recv_text().await, PAID);
 }
+
+/// An LNbits upstream that answers in binary frames only: each UTF-8 binary frame reaches
+/// the proxied clients as the same text in a text frame; a binary frame that is not UTF-8
+/// is counted as malformed and skipped, and the channel stays up.
+#[tokio::test]
+async fn proxy_reads_binary_upstream_frames_as_text() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        for frame in [PAYMENT.as_bytes(), &[0xff, 0xfe, b'{'], PAID.as_bytes()] {
+            ws.send(Message::binary(frame.to_vec())).await.unwrap();
+        }
+        // Hold the socket open until the proxy goes.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let proxy = start(
+        server_cfg(),
+        vec![lnbits_route(vec![format!("ws://{addr}/")])],
+        None,
+    )
+    .await;
+    let pm = proxy.channels[0].metrics.clone();
+    let (mut c, _) = connect(&format!("{}/inkey", ws_base(&proxy))).await;
+    assert_eq!(c.recv_text().await, PAYMENT);
+    assert_eq!(c.recv_text().await, PAID);
+    assert_eq!(pm.malformed_upstream.load(Relaxed), 1);
+    assert_eq!(
+        pm.upstream_connections.load(Relaxed),
+        1,
+        "the channel stays up"
+    );
+    drop(c);
+    drop(proxy);
+    node.abort();
+}
