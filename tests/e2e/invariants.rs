@@ -1,37 +1,176 @@
-//! Architectural invariants enforced as tests (see ARCHITECTURE.md).
+//! Architectural invariants enforced as tests (see ARCHITECTURE.md). Every check reads whole
+//! files with only their test code taken out: items under `#[cfg(test)]` (a `mod x;`
+//! line, or a braced item up to its matching brace, string and char literals skipped)
+//! and files that are test-only modules.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-fn sources(dir: &Path) -> Vec<(String, String)> {
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Every `.rs` file under `dir` (relative to the crate root), with its non-test code.
+fn sources(dir: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(sources(&p));
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push((
-                p.display().to_string(),
-                std::fs::read_to_string(&p).unwrap(),
-            ));
+    let mut stack = vec![root().join(dir)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") && !test_only_module(&p) {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let rel = p.strip_prefix(root()).unwrap().display().to_string();
+                out.push((rel, non_test_code(&text)));
+            }
         }
     }
+    out.sort();
     out
+}
+
+/// A file declared as `#[cfg(test)] mod name;` by its parent is test code throughout.
+fn test_only_module(path: &Path) -> bool {
+    let (Some(stem), Some(dir)) = (path.file_stem(), path.parent()) else {
+        return false;
+    };
+    let name = stem.to_string_lossy();
+    let parents = [dir.join("mod.rs"), dir.join("lib.rs"), dir.join("main.rs")];
+    parents.iter().filter(|p| p.as_path() != path).any(|p| {
+        let Ok(text) = std::fs::read_to_string(p) else {
+            return false;
+        };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        lines.windows(2).any(|w| {
+            w[0] == "#[cfg(test)]"
+                && w[1]
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub ")
+                    == format!("mod {name};")
+        })
+    })
+}
+
+/// `text` without its `#[cfg(test)]` items and without comment lines.
+fn non_test_code(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("#[cfg(test)]").map(|k| k + i) {
+        out.push_str(&text[i..at]);
+        i = skip_item(b, at + "#[cfg(test)]".len());
+    }
+    out.push_str(&text[i..]);
+    out.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The end of the item starting at `i`: after its `;` if that comes before any `{`, else
+/// after the brace matching its first `{`.
+fn skip_item(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b';' if depth == 0 => return i + 1,
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            b'"' => i = skip_string(b, i),
+            b'r' if b.get(i + 1).is_some_and(|&c| c == b'#' || c == b'"')
+                && !b[i.saturating_sub(1)].is_ascii_alphanumeric() =>
+            {
+                i = skip_raw_string(b, i)
+            }
+            b'\'' => i = skip_char(b, i),
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+fn skip_string(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < b.len() && b[i] != b'"' {
+        if b[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i
+}
+
+fn skip_raw_string(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    let mut hashes = 0;
+    while b.get(i) == Some(&b'#') {
+        hashes += 1;
+        i += 1;
+    }
+    if b.get(i) != Some(&b'"') {
+        return i - 1; // an identifier starting with r, e.g. r#type
+    }
+    i += 1;
+    while i < b.len() {
+        if b[i] == b'"'
+            && b[i + 1..]
+                .iter()
+                .take(hashes)
+                .filter(|&&c| c == b'#')
+                .count()
+                == hashes
+        {
+            return i + hashes;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// A char literal (`'{'`, `'\''`); a lifetime (`'a`) is left alone.
+fn skip_char(b: &[u8], i: usize) -> usize {
+    match (b.get(i + 1), b.get(i + 2), b.get(i + 3)) {
+        (Some(b'\\'), _, _) => {
+            let mut j = i + 2;
+            while j < b.len() && b[j] != b'\'' {
+                j += 1;
+            }
+            j
+        }
+        (Some(_), Some(b'\''), _) => i + 2,
+        _ => i,
+    }
 }
 
 /// Dialect modules are pure: no runtime, no web framework, no concurrent maps, no awaiting.
 #[test]
 fn dialects_do_no_io() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dialect");
-    for (path, text) in sources(&dir) {
+    let files = sources("src/dialect");
+    assert!(files.iter().any(|(p, _)| p.ends_with("dialect/mod.rs")));
+    for (path, code) in files {
         for banned in [
-            "tokio", "axum", "hyper", "dashmap", ".await", "async fn", "std::net", "std::fs",
+            "tokio",
+            "axum",
+            "hyper",
+            "dashmap",
+            ".await",
+            "async fn",
+            "std::net",
+            "std::fs",
+            "Instant::now",
+            "SystemTime",
         ] {
-            let code: String = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("//"))
-                .take_while(|l| !l.contains("#[cfg(test)]"))
-                .collect::<Vec<_>>()
-                .join("\n");
             assert!(
                 !code.contains(banned),
                 "{path} uses {banned}: dialects must stay sans-IO"
@@ -45,11 +184,10 @@ fn dialects_do_no_io() {
 #[test]
 fn topic_table_is_sans_io() {
     for file in ["src/hub/table.rs", "src/channel/replay.rs"] {
-        let text =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
-        let text = text.split("#[cfg(test)]").next().unwrap();
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let code = non_test_code(&text);
         for banned in ["tokio", ".await", "Instant::now", "SystemTime"] {
-            assert!(!text.contains(banned), "{file} uses {banned}");
+            assert!(!code.contains(banned), "{file} uses {banned}");
         }
     }
 }
@@ -57,19 +195,55 @@ fn topic_table_is_sans_io() {
 /// No unwrap() outside tests in the library (input from clients and upstreams must never panic).
 #[test]
 fn no_unwrap_in_library_code() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for (path, text) in sources(&dir) {
-        let code = text.split("#[cfg(test)]").next().unwrap_or("");
-        for (i, line) in code.lines().enumerate() {
-            let l = line.trim_start();
-            if l.starts_with("//") {
-                continue;
-            }
+    for (path, code) in sources("src") {
+        for line in code.lines() {
             assert!(
-                !l.contains(".unwrap()"),
-                "{path}:{}: unwrap() in library code",
-                i + 1
+                !line.contains(".unwrap()"),
+                "{path}: unwrap() in library code: {}",
+                line.trim()
             );
         }
     }
+}
+
+/// The stripper itself: test items go, whatever braces their strings hold; code after
+/// them stays.
+#[test]
+fn test_code_is_stripped_and_nothing_else() {
+    let text = "fn a() {}\n#[cfg(test)]\nmod fuzz;\nfn b() { x.unwrap() }\n#[cfg(test)]\nmod tests {\n    const T: &str = \"{{{\";\n    const R: &str = r#\"}\"#;\n    const C: char = '{';\n    fn t<'a>() { y.unwrap() }\n}\nfn c() {}\n";
+    let code = non_test_code(text);
+    assert!(code.contains("fn a()") && code.contains("fn b()") && code.contains("fn c()"));
+    assert!(
+        code.contains("x.unwrap()") && !code.contains("y.unwrap()") && !code.contains("mod fuzz")
+    );
+}
+
+/// Files stay small enough to read: at most 700 lines of non-test code (blank and comment
+/// lines not counted). The files listed here are over it today and are being split (see
+/// ARCHITECTURE.md); each may only shrink.
+#[test]
+fn no_source_file_over_700_lines() {
+    const LIMIT: usize = 700;
+    const SHRINKING: &[(&str, usize)] = &[
+        ("src/config.rs", 803),
+        ("src/dialect/xrpl.rs", 1144),
+        ("src/sim/xrpl.rs", 1558),
+        ("src/upstream/actor.rs", 1256),
+    ];
+    let mut over = Vec::new();
+    for (path, code) in sources("src") {
+        let n = code.lines().filter(|l| !l.trim().is_empty()).count();
+        let cap = SHRINKING
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(LIMIT, |(_, cap)| *cap);
+        if n > cap {
+            over.push(format!("{path}: {n} lines (at most {cap})"));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "files over their size:\n{}",
+        over.join("\n")
+    );
 }
