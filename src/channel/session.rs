@@ -10,40 +10,25 @@
 use super::{Frame, Joined};
 use crate::config::Settings;
 use crate::dialect::lnbits::SocketOptions;
-use crate::session::{CLOSE_GOING_AWAY, CLOSE_SLOW, CLOSE_TOO_BIG};
-use crate::telemetry::{CloseReason, RouteMetrics};
-use futures_util::{SinkExt, StreamExt};
+use crate::session::socket::{ClientSocket, End, Read};
+use crate::telemetry::RouteMetrics;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 /// At most this many ready messages are written before one flush.
 const WRITE_BATCH: usize = 64;
 
-enum End {
-    ClientGone,
-    /// A read or write failed.
-    Failed,
-    Close(u16, String),
-}
-
 struct Client<S> {
-    ws: WebSocketStream<S>,
+    sock: ClientSocket<S>,
     wrap: bool,
-    metrics: Arc<RouteMetrics>,
     settings: Arc<Settings>,
 }
 
 /// Serve one client of a channel until it leaves, lags or the server stops.
 pub async fn run<S>(
-    ws: WebSocketStream<S>,
+    ws: tokio_tungstenite::WebSocketStream<S>,
     joined: Joined,
     opts: SocketOptions,
     metrics: Arc<RouteMetrics>,
@@ -52,11 +37,15 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    RouteMetrics::add(&metrics.sessions, 1);
-    let mut c = Client {
+    let sock = ClientSocket::new(
         ws,
+        metrics,
+        settings.write_timeout,
+        settings.client_idle_timeout,
+    );
+    let mut c = Client {
+        sock,
         wrap: opts.wrap,
-        metrics: metrics.clone(),
         settings,
     };
     let Joined {
@@ -74,27 +63,7 @@ pub async fn run<S>(
     };
     drop(rx);
     drop(guard);
-    metrics.count_close(match &end {
-        End::ClientGone => CloseReason::Client,
-        End::Failed => CloseReason::Error,
-        End::Close(CLOSE_SLOW, _) => CloseReason::Slow,
-        End::Close(CLOSE_TOO_BIG, _) => CloseReason::TooBig,
-        End::Close(_, r) if r.starts_with("client did not answer") => CloseReason::Idle,
-        End::Close(..) => CloseReason::Shutdown,
-    });
-    if let End::Close(code, reason) = end {
-        debug!(code, %reason, "closing channel client");
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(
-            c.settings.write_timeout,
-            c.ws.send(Message::Close(Some(frame))),
-        )
-        .await;
-    }
-    RouteMetrics::add(&metrics.sessions, -1);
+    c.sock.close(end).await;
 }
 
 impl<S> Client<S>
@@ -108,7 +77,7 @@ where
         for f in frames {
             self.put(f).await?;
         }
-        self.flush().await
+        self.sock.flush().await
     }
 
     async fn serve(
@@ -118,27 +87,14 @@ where
     ) -> Result<std::convert::Infallible, End> {
         let mut ping = tokio::time::interval(self.settings.client_ping_interval);
         ping.reset();
-        let mut last_rx = Instant::now();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into()));
-                }
-                msg = self.ws.next() => {
-                    last_rx = Instant::now();
-                    match msg {
-                        Some(Ok(Message::Close(_))) | None => return Err(End::ClientGone),
-                        // Text is accepted and never answered, as LNbits does.
-                        Some(Ok(_)) => {}
-                        Some(Err(WsError::Capacity(e))) => {
-                            return Err(End::Close(CLOSE_TOO_BIG, format!("frame too large: {e}")));
-                        }
-                        Some(Err(e)) => {
-                            debug!(error = %e, "channel client read error");
-                            return Err(End::Failed);
-                        }
-                    }
-                }
+                _ = shutdown.cancelled() => return Err(End::Shutdown),
+                // Text is accepted and never answered, as LNbits does.
+                read = self.sock.read() => match read {
+                    Ok(Read::Text(_) | Read::NotUtf8 | Read::Control) => {}
+                    Err(end) => return Err(end),
+                },
                 r = rx.recv() => {
                     let first = self.received(r)?;
                     self.put(&first).await?;
@@ -147,18 +103,12 @@ where
                             Ok(f) => self.put(&f).await?,
                             Err(TryRecvError::Lagged(n)) => return Err(self.lagged(n)),
                             Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Closed) => return Err(closed()),
+                            Err(TryRecvError::Closed) => return Err(End::Gone("channel closed")),
                         }
                     }
-                    self.flush().await?;
+                    self.sock.flush().await?;
                 }
-                _ = ping.tick() => {
-                    if last_rx.elapsed() >= self.settings.client_idle_timeout {
-                        return Err(End::Close(CLOSE_GOING_AWAY, "client did not answer pings".into()));
-                    }
-                    self.feed(Message::Ping(Default::default())).await?;
-                    self.flush().await?;
-                }
+                _ = ping.tick() => self.sock.keepalive().await?,
             }
         }
     }
@@ -167,55 +117,19 @@ where
         match r {
             Ok(f) => Ok(f),
             Err(RecvError::Lagged(n)) => Err(self.lagged(n)),
-            Err(RecvError::Closed) => Err(closed()),
+            Err(RecvError::Closed) => Err(End::Gone("channel closed")),
         }
     }
 
     fn lagged(&self, missed: u64) -> End {
-        RouteMetrics::inc(&self.metrics.slow_client_closes);
-        End::Close(
-            CLOSE_SLOW,
-            format!(
-                "slow client: fell {missed} messages behind (queue holds {})",
-                self.settings.client_queue_len
-            ),
-        )
+        self.sock.slow(&format!(
+            "fell {missed} messages behind (queue holds {})",
+            self.settings.client_queue_len
+        ))
     }
 
     async fn put(&mut self, f: &Frame) -> Result<(), End> {
         let text = if self.wrap { &f.wrapped } else { &f.text };
-        self.feed(Message::Text(text.clone())).await?;
-        RouteMetrics::inc(&self.metrics.frames_out);
-        Ok(())
+        self.sock.feed_text(text.clone()).await
     }
-
-    async fn feed(&mut self, m: Message) -> Result<(), End> {
-        let t = self.settings.write_timeout;
-        match tokio::time::timeout(t, self.ws.feed(m)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Failed),
-            Err(_) => Err(self.unwritable()),
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), End> {
-        let t = self.settings.write_timeout;
-        match tokio::time::timeout(t, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Failed),
-            Err(_) => Err(self.unwritable()),
-        }
-    }
-
-    fn unwritable(&self) -> End {
-        RouteMetrics::inc(&self.metrics.slow_client_closes);
-        End::Close(
-            CLOSE_SLOW,
-            "slow client: socket not writable within the write timeout".into(),
-        )
-    }
-}
-
-fn closed() -> End {
-    End::Close(CLOSE_GOING_AWAY, "channel closed".into())
 }

@@ -16,6 +16,7 @@
 //! client the same way. As on rippled, a push may precede the subscribe reply.
 
 pub mod limits;
+pub mod socket;
 
 use crate::auth::ApiKey;
 use crate::config::Settings;
@@ -26,10 +27,11 @@ use crate::dialect::{
 use crate::hub::{
     HubError, Joined, Mailbox, MailboxRx, Notice, ReleaseGuard, RouteHandle, UpstreamReply,
 };
-use crate::telemetry::{CloseReason, RouteMetrics};
+use crate::telemetry::RouteMetrics;
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{self, BoxStream, FuturesUnordered};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, StreamExt};
+use socket::Read;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,19 +39,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamMap;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
-/// Close code for a client that cannot keep up (RFC 6455 1008, policy violation).
-pub const CLOSE_SLOW: u16 = 1008;
-/// Close code on shutdown (RFC 6455 1001, going away).
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code for an oversized frame (RFC 6455 1009, message too big).
-pub const CLOSE_TOO_BIG: u16 = 1009;
+pub use socket::{ClientSocket, End, CLOSE_GOING_AWAY, CLOSE_SLOW, CLOSE_TOO_BIG};
 /// At most this many ready notifications are written before one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -107,12 +101,6 @@ impl ClientOptions {
 
 type SubStream = BoxStream<'static, Option<Result<Notice, BroadcastStreamRecvError>>>;
 
-enum Exit {
-    ClientClosed,
-    Close(u16, String),
-    Dropped(String),
-}
-
 /// Serve one upgraded WebSocket until it closes.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
@@ -124,13 +112,17 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let metrics = route.metrics.clone();
-    RouteMetrics::add(&metrics.sessions, 1);
+    let sock = ClientSocket::new(
+        ws,
+        route.metrics.clone(),
+        settings.write_timeout,
+        settings.client_idle_timeout,
+    );
     let mut s = Session {
         dialect: route.dialect.clone(),
         route,
         settings,
-        ws,
+        sock,
         subs: HashMap::new(),
         by_client_id: HashMap::new(),
         streams: StreamMap::new(),
@@ -151,42 +143,19 @@ pub async fn run<S>(
             Instant::now(),
         ));
     }
-    let exit = s.serve(shutdown).await;
-    let why = match &exit {
-        Exit::ClientClosed => CloseReason::Client,
-        Exit::Dropped(_) => CloseReason::Error,
-        Exit::Close(CLOSE_SLOW, _) => CloseReason::Slow,
-        Exit::Close(CLOSE_TOO_BIG, _) => CloseReason::TooBig,
-        Exit::Close(_, r) if r.starts_with("server shutting down") => CloseReason::Shutdown,
-        Exit::Close(..) => CloseReason::Idle,
-    };
-    metrics.count_close(why);
-    match exit {
-        Exit::ClientClosed => {}
-        Exit::Close(code, reason) => {
-            debug!(code, %reason, "closing client");
-            let frame = CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            };
-            let _ = tokio::time::timeout(
-                s.settings.write_timeout,
-                s.ws.send(Message::Close(Some(frame))),
-            )
-            .await;
-        }
-        Exit::Dropped(reason) => debug!(%reason, "dropping client"),
-    }
+    let end = s.serve(shutdown).await;
     let n = (s.subs.len() + s.held.len()) as i64;
     s.sub_count(-n);
-    RouteMetrics::add(&metrics.sessions, -1);
+    // Release this client's subscriptions before the close handshake.
+    let Session { sock, .. } = s;
+    sock.close(end).await;
 }
 
 struct Session<S> {
     route: RouteHandle,
     dialect: Arc<dyn Dialect>,
     settings: Arc<Settings>,
-    ws: WebSocketStream<S>,
+    sock: ClientSocket<S>,
     subs: HashMap<u64, Local>,
     by_client_id: HashMap<ClientSubId, u64>,
     streams: StreamMap<u64, SubStream>,
@@ -217,85 +186,34 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn serve(&mut self, shutdown: CancellationToken) -> Exit {
+    async fn serve(&mut self, shutdown: CancellationToken) -> End {
         let mut ping = tokio::time::interval(self.settings.client_ping_interval);
         ping.reset();
-        let mut last_rx = Instant::now();
         loop {
             let step = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    return Exit::Close(CLOSE_GOING_AWAY, "server shutting down".into());
-                }
-                msg = self.ws.next() => {
-                    last_rx = Instant::now();
-                    match msg {
-                        Some(Ok(Message::Text(t))) => self.on_text(&t).await,
-                        Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
-                            Ok(t) => self.on_text(t).await,
-                            Err(_) => self.on_text("\u{0}").await, // answered as a parse error
-                        },
-                        Some(Ok(Message::Close(_))) | None => return Exit::ClientClosed,
-                        Some(Ok(_)) => Ok(()), // ping (auto-answered) / pong
-                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
-                            return Exit::Close(CLOSE_TOO_BIG, format!("frame too large: {e}"));
-                        }
-                        Some(Err(e)) => return Exit::Dropped(format!("read error: {e}")),
-                    }
-                }
+                _ = shutdown.cancelled() => return End::Shutdown,
+                read = self.sock.read() => match read {
+                    Ok(Read::Text(t)) => self.on_text(&t).await,
+                    Ok(Read::NotUtf8) => self.on_text("\u{0}").await, // answered as a parse error
+                    Ok(Read::Control) => Ok(()),
+                    Err(end) => return end,
+                },
                 Some(outcome) = self.inflight.next() => self.on_outcome(outcome).await,
                 Some((local, item)) = self.streams.next() => self.on_notice(local, item).await,
                 Some(frame) = next_push(&mut self.mailbox_rx) => self.on_push(frame).await,
-                _ = ping.tick() => {
-                    if last_rx.elapsed() >= self.settings.client_idle_timeout {
-                        return Exit::Close(CLOSE_GOING_AWAY, "client did not answer pings".into());
-                    }
-                    self.write(Message::Ping(Default::default())).await
-                }
+                _ = ping.tick() => self.sock.keepalive().await,
             };
-            if let Err(exit) = step {
-                return exit;
+            if let Err(end) = step {
+                return end;
             }
         }
     }
 
-    /// Feed and flush one frame within the write timeout.
-    async fn write(&mut self, msg: Message) -> Result<(), Exit> {
-        self.feed(msg).await?;
-        self.flush().await
-    }
-
-    async fn feed(&mut self, msg: Message) -> Result<(), Exit> {
-        let is_data = matches!(msg, Message::Text(_));
-        match tokio::time::timeout(self.settings.write_timeout, self.ws.feed(msg)).await {
-            Ok(Ok(())) => {
-                if is_data {
-                    RouteMetrics::inc(&self.route.metrics.frames_out);
-                }
-                Ok(())
-            }
-            Ok(Err(e)) => Err(Exit::Dropped(format!("write error: {e}"))),
-            Err(_) => Err(self.slow("socket not writable within the write timeout")),
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), Exit> {
-        match tokio::time::timeout(self.settings.write_timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Exit::Dropped(format!("write error: {e}"))),
-            Err(_) => Err(self.slow("socket not writable within the write timeout")),
-        }
-    }
-
-    fn slow(&self, why: &str) -> Exit {
-        RouteMetrics::inc(&self.route.metrics.slow_client_closes);
-        Exit::Close(CLOSE_SLOW, format!("slow client: {why}"))
-    }
-
-    async fn on_text(&mut self, text: &str) -> Result<(), Exit> {
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
         match self.dialect.parse_client(text, Transport::WebSocket) {
             ClientFrame::Invalid(e) => {
                 let reply = self.dialect.render_error(&RequestId::null(), &e);
-                self.write(Message::text(reply)).await
+                self.sock.write_text(reply.into()).await
             }
             ClientFrame::Single(msg) => self.start(vec![msg], false).await,
             ClientFrame::Batch(msgs) => self.start(msgs, true).await,
@@ -303,7 +221,7 @@ where
     }
 
     /// Answer what can be answered now; send the rest to the hub as one future.
-    async fn start(&mut self, msgs: Vec<ClientMsg>, batch: bool) -> Result<(), Exit> {
+    async fn start(&mut self, msgs: Vec<ClientMsg>, batch: bool) -> Result<(), End> {
         let mut futs: Vec<BoxFuture<'static, Item>> = Vec::with_capacity(msgs.len());
         let mut subscribes = 0;
         let mut any_async = false;
@@ -513,26 +431,26 @@ where
     }
 
     /// Write content-routed pushes: this one and whatever else is queued (up to a batch).
-    async fn on_push(&mut self, frame: Utf8Bytes) -> Result<(), Exit> {
+    async fn on_push(&mut self, frame: Utf8Bytes) -> Result<(), End> {
         let mut next = Some(frame);
         let mut written = 0;
         while let Some(frame) = next.take() {
             if self.mailbox_rx.as_ref().is_some_and(MailboxRx::lagged) {
-                return Err(self.slow(&format!(
+                return Err(self.sock.slow(&format!(
                     "fell behind: more than {} pushes queued",
                     self.settings.client_queue_len
                 )));
             }
-            self.feed(Message::Text(frame)).await?;
+            self.sock.feed_text(frame).await?;
             written += 1;
             if written < WRITE_BATCH {
                 next = self.mailbox_rx.as_mut().and_then(|r| r.rx.try_recv().ok());
             }
         }
-        self.flush().await
+        self.sock.flush().await
     }
 
-    async fn on_outcome(&mut self, outcome: Outcome) -> Result<(), Exit> {
+    async fn on_outcome(&mut self, outcome: Outcome) -> Result<(), End> {
         self.pending_subscribes -= outcome.subscribes;
         let mut parts = Vec::with_capacity(outcome.items.len());
         let mut activate = Vec::new();
@@ -541,20 +459,20 @@ where
         }
         if outcome.batch {
             if !parts.is_empty() {
-                self.write(Message::text(self.dialect.render_batch(&parts)))
-                    .await?;
+                let batch = self.dialect.render_batch(&parts);
+                self.sock.write_text(batch.into()).await?;
             }
         } else {
             for p in parts {
-                self.feed(Message::text(p)).await?;
+                self.sock.feed_text(p.into()).await?;
             }
-            self.flush().await?;
+            self.sock.flush().await?;
         }
         // Only now may this request's subscriptions deliver.
         for (local, rx, replay) in activate {
             if let Some(n) = replay {
                 let frame = self.frame_for(local, &n);
-                self.write(Message::Text(frame)).await?;
+                self.sock.write_text(frame).await?;
             }
             let s: SubStream = BroadcastStream::new(rx)
                 .map(Some)
@@ -651,7 +569,7 @@ where
         &mut self,
         local: u64,
         item: Option<Result<Notice, BroadcastStreamRecvError>>,
-    ) -> Result<(), Exit> {
+    ) -> Result<(), End> {
         let mut next = Some((local, item));
         let mut written = 0;
         while let Some((local, item)) = next.take() {
@@ -660,7 +578,7 @@ where
                 Some(Ok(n)) => {
                     if self.subs.contains_key(&local) {
                         let frame = self.frame_for(local, &n);
-                        self.feed(Message::Text(frame)).await?;
+                        self.sock.feed_text(frame).await?;
                         written += 1;
                     }
                 }
@@ -677,12 +595,12 @@ where
                     }
                     if let Some(n) = latest {
                         let frame = self.frame_for(local, &n);
-                        self.feed(Message::Text(frame)).await?;
+                        self.sock.feed_text(frame).await?;
                         written += 1;
                     }
                 }
                 Some(Err(BroadcastStreamRecvError::Lagged(missed))) => {
-                    return Err(self.slow(&format!(
+                    return Err(self.sock.slow(&format!(
                         "fell {missed} notifications behind (queue holds {})",
                         self.settings.client_queue_len
                     )));
@@ -700,7 +618,7 @@ where
             }
         }
         if written > 0 {
-            self.flush().await?;
+            self.sock.flush().await?;
         }
         Ok(())
     }

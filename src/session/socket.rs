@@ -1,0 +1,240 @@
+//! The client edge shared by every kind of session (JSON-RPC routes and LNbits channels):
+//! one upgraded WebSocket with its write timeout, keepalive, metrics and a typed close.
+//! Only the session task that owns it reads or writes the socket.
+//!
+//! Writes are fed and then flushed once per wake-up: a session feeds everything that is
+//! ready (up to its batch) and flushes once. A socket that accepts no write within
+//! `write_timeout` makes the client slow ([`End::Slow`]).
+
+use crate::telemetry::{CloseReason, RouteMetrics};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tracing::debug;
+
+/// Close code for a client that cannot keep up (RFC 6455 1008, policy violation).
+pub const CLOSE_SLOW: u16 = 1008;
+/// Close code on shutdown and for a client that stops answering pings (RFC 6455 1001,
+/// going away).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for an oversized frame (RFC 6455 1009, message too big).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Why a session ends. Each reason has one close code (or none), one metric label and one
+/// reason text, so no caller classifies strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client closed or went away.
+    ClientGone,
+    /// A read or write failed: the connection is dropped without a close frame.
+    Failed(String),
+    /// The client fell behind or its socket stopped accepting writes: 1008.
+    Slow(String),
+    /// A frame over the size limit: 1009.
+    TooBig(String),
+    /// The client stopped answering pings: 1001.
+    Idle,
+    /// The server is shutting down: 1001.
+    Shutdown,
+    /// What the session served ended under it (a channel closed): 1001.
+    Gone(&'static str),
+}
+
+impl End {
+    /// The close frame to send, if any.
+    pub fn close_frame(&self) -> Option<(u16, String)> {
+        match self {
+            End::ClientGone | End::Failed(_) => None,
+            End::Slow(why) => Some((CLOSE_SLOW, format!("slow client: {why}"))),
+            End::TooBig(why) => Some((CLOSE_TOO_BIG, format!("frame too large: {why}"))),
+            End::Idle => Some((CLOSE_GOING_AWAY, "client did not answer pings".into())),
+            End::Shutdown => Some((CLOSE_GOING_AWAY, "server shutting down".into())),
+            End::Gone(what) => Some((CLOSE_GOING_AWAY, (*what).into())),
+        }
+    }
+
+    /// The `reason` label of `submux_client_closes_total`.
+    pub fn metric(&self) -> CloseReason {
+        match self {
+            End::ClientGone => CloseReason::Client,
+            End::Failed(_) => CloseReason::Error,
+            End::Slow(_) => CloseReason::Slow,
+            End::TooBig(_) => CloseReason::TooBig,
+            End::Idle => CloseReason::Idle,
+            End::Shutdown | End::Gone(_) => CloseReason::Shutdown,
+        }
+    }
+}
+
+/// What one read from the client gave.
+pub enum Read {
+    /// A data frame's text (a binary frame holding UTF-8 counts as text).
+    Text(Utf8Bytes),
+    /// A binary frame that is not UTF-8.
+    NotUtf8,
+    /// A ping or pong (pings are answered by tungstenite on the next flush).
+    Control,
+}
+
+pub struct ClientSocket<S> {
+    ws: WebSocketStream<S>,
+    metrics: Arc<RouteMetrics>,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+    last_rx: Instant,
+}
+
+impl<S> ClientSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Wrap an upgraded socket; counts the session in `submux_sessions` until [`close`].
+    ///
+    /// [`close`]: ClientSocket::close
+    pub fn new(
+        ws: WebSocketStream<S>,
+        metrics: Arc<RouteMetrics>,
+        write_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        RouteMetrics::add(&metrics.sessions, 1);
+        ClientSocket {
+            ws,
+            metrics,
+            write_timeout,
+            idle_timeout,
+            last_rx: Instant::now(),
+        }
+    }
+
+    /// The next frame from the client; the end of the session if the socket closed or
+    /// failed.
+    pub async fn read(&mut self) -> Result<Read, End> {
+        let msg = self.ws.next().await;
+        self.last_rx = Instant::now();
+        match msg {
+            Some(Ok(Message::Text(t))) => Ok(Read::Text(t)),
+            Some(Ok(Message::Binary(b))) => {
+                Ok(Utf8Bytes::try_from(b).map_or(Read::NotUtf8, Read::Text))
+            }
+            Some(Ok(Message::Close(_))) | None => Err(End::ClientGone),
+            Some(Ok(_)) => Ok(Read::Control),
+            Some(Err(WsError::Capacity(e))) => Err(End::TooBig(e.to_string())),
+            Some(Err(e)) => Err(End::Failed(format!("read error: {e}"))),
+        }
+    }
+
+    /// On every ping tick: a client silent for `idle_timeout` ends; otherwise ping it.
+    pub async fn keepalive(&mut self) -> Result<(), End> {
+        if self.last_rx.elapsed() >= self.idle_timeout {
+            return Err(End::Idle);
+        }
+        self.feed(Message::Ping(Default::default())).await?;
+        self.flush().await
+    }
+
+    /// Queue one text frame (counted in `submux_frames_out_total`); written by the next
+    /// [`flush`](ClientSocket::flush) at the latest.
+    pub async fn feed_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        self.feed(Message::Text(text)).await?;
+        RouteMetrics::inc(&self.metrics.frames_out);
+        Ok(())
+    }
+
+    /// Feed and flush one text frame.
+    pub async fn write_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        self.feed_text(text).await?;
+        self.flush().await
+    }
+
+    async fn feed(&mut self, msg: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.write_timeout, self.ws.feed(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Failed(format!("write error: {e}"))),
+            Err(_) => Err(self.slow("socket not writable within the write timeout")),
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), End> {
+        match tokio::time::timeout(self.write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Failed(format!("write error: {e}"))),
+            Err(_) => Err(self.slow("socket not writable within the write timeout")),
+        }
+    }
+
+    /// The client is too slow: counted in `submux_slow_client_closes_total` here, once.
+    pub fn slow(&self, why: &str) -> End {
+        RouteMetrics::inc(&self.metrics.slow_client_closes);
+        End::Slow(why.to_string())
+    }
+
+    /// End the session: count it by reason, send the close frame its reason calls for
+    /// (within the write timeout), and stop counting the session.
+    pub async fn close(mut self, end: End) {
+        self.metrics.count_close(end.metric());
+        match end.close_frame() {
+            Some((code, reason)) => {
+                debug!(code, %reason, "closing client");
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(
+                    self.write_timeout,
+                    self.ws.send(Message::Close(Some(frame))),
+                )
+                .await;
+            }
+            None => debug!(?end, "client gone"),
+        }
+        RouteMetrics::add(&self.metrics.sessions, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_has_one_code_reason_and_label() {
+        let cases = [
+            (End::ClientGone, None, CloseReason::Client),
+            (End::Failed("x".into()), None, CloseReason::Error),
+            (
+                End::Slow("behind".into()),
+                Some(CLOSE_SLOW),
+                CloseReason::Slow,
+            ),
+            (
+                End::TooBig("big".into()),
+                Some(CLOSE_TOO_BIG),
+                CloseReason::TooBig,
+            ),
+            (End::Idle, Some(CLOSE_GOING_AWAY), CloseReason::Idle),
+            (End::Shutdown, Some(CLOSE_GOING_AWAY), CloseReason::Shutdown),
+            (
+                End::Gone("channel closed"),
+                Some(CLOSE_GOING_AWAY),
+                CloseReason::Shutdown,
+            ),
+        ];
+        for (end, code, label) in cases {
+            assert_eq!(end.close_frame().map(|(c, _)| c), code, "{end:?}");
+            assert_eq!(end.metric(), label, "{end:?}");
+        }
+        assert_eq!(
+            End::Slow("fell 3 behind".into()).close_frame().map(|f| f.1),
+            Some("slow client: fell 3 behind".to_string())
+        );
+        assert_eq!(
+            End::Idle.close_frame().map(|f| f.1),
+            Some("client did not answer pings".to_string())
+        );
+    }
+}
