@@ -7,6 +7,7 @@ use crate::channel::ChannelRoute;
 use crate::config::{IpNet, Settings};
 use crate::hub::{Hub, RouteHandle};
 use crate::session;
+use crate::session::edge::Edge;
 use crate::telemetry::render_prometheus;
 use axum::body::Body;
 use axum::extract::Request;
@@ -299,7 +300,7 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
 }
 
 /// A client WebSocket after the handshake.
-pub(crate) type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(crate) type ClientWs = WebSocketStream<Edge<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Check the handshake and the connection limits (total, per IP, per API key), answer 101
 /// and run `serve` on the socket (tracked, counted, in a span named after `route_path`).
@@ -400,7 +401,7 @@ where
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
+                        Edge::new(TokioIo::new(upgraded)),
                         Role::Server,
                         Some(cfg),
                     )

@@ -21,6 +21,7 @@ pub mod upstream;
 
 use crate::config::{LnbitsSettings, RouteSettings};
 use crate::dialect::lnbits::ItemId;
+use crate::hub::WireText;
 use crate::telemetry::RouteMetrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,14 +33,20 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 #[derive(Debug)]
 pub struct Frame {
     pub seq: u64,
-    pub text: Utf8Bytes,
-    pub wrapped: Utf8Bytes,
+    /// Encoded once for every client of the channel (see [`WireText`]).
+    pub text: WireText,
+    /// The same message wrapped with its sequence number (`?seq=1` clients).
+    pub wrapped: WireText,
 }
 
 impl Frame {
     pub fn new(seq: u64, text: Utf8Bytes) -> Frame {
         let wrapped = crate::dialect::lnbits::render_seq_frame(seq, &text).into();
-        Frame { seq, text, wrapped }
+        Frame {
+            seq,
+            text: text.into(),
+            wrapped,
+        }
     }
 }
 

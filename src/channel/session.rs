@@ -28,7 +28,7 @@ struct Client<S> {
 
 /// Serve one client of a channel until it leaves, lags or the server stops.
 pub async fn run<S>(
-    ws: tokio_tungstenite::WebSocketStream<S>,
+    ws: tokio_tungstenite::WebSocketStream<crate::session::edge::Edge<S>>,
     joined: Joined,
     opts: SocketOptions,
     metrics: Arc<RouteMetrics>,
@@ -130,6 +130,6 @@ where
 
     async fn put(&mut self, f: &Frame) -> Result<(), End> {
         let text = if self.wrap { &f.wrapped } else { &f.text };
-        self.sock.feed_text(text.clone()).await
+        self.sock.feed(text).await
     }
 }

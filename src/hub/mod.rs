@@ -7,6 +7,7 @@
 
 pub mod subscription;
 pub mod table;
+pub mod wire;
 
 use crate::dialect::{Call, Condition, Dialect, RpcError, SubscriptionKey};
 use crate::telemetry::RouteMetrics;
@@ -16,12 +17,14 @@ use std::time::Duration;
 pub use subscription::{Joined, Mailbox, MailboxRx, Release, ReleaseGuard, SetJoined};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+pub use wire::WireText;
 
 /// One notification as every session of a topic sends it: the frame carries the topic's
 /// public id at `id_range`, so a session with another id splices, everyone else shares.
 #[derive(Debug, Clone)]
 pub struct Notice {
-    pub frame: Utf8Bytes,
+    /// Encoded once for every client that shares the public id.
+    pub frame: WireText,
     pub id_range: Range<usize>,
     /// A gap notice (written only to clients that asked for them).
     pub gap: bool,

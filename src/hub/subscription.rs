@@ -2,12 +2,11 @@
 //! releases the topic's refcount, so no path (unsubscribe, disconnect, panic) can leak it.
 
 use super::table::TopicId;
-use super::Notice;
+use super::{Notice, WireText};
 use crate::dialect::ClientSubId;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Releases one reference on a topic when dropped.
 ///
@@ -82,14 +81,14 @@ pub struct Mailbox {
     id: u64,
     /// The session asked for gap notices.
     gap_notices: bool,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: mpsc::Sender<WireText>,
     lagged: Arc<AtomicBool>,
 }
 
 /// The session's end of its [`Mailbox`].
 #[derive(Debug)]
 pub struct MailboxRx {
-    pub rx: mpsc::Receiver<Utf8Bytes>,
+    pub rx: mpsc::Receiver<WireText>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -115,7 +114,7 @@ impl Mailbox {
         self.gap_notices
     }
     /// Queue one frame; `false` when the session is gone.
-    pub fn deliver(&self, frame: Utf8Bytes) -> bool {
+    pub fn deliver(&self, frame: WireText) -> bool {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {

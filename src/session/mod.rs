@@ -15,6 +15,7 @@
 //! receive pushes through one ordered mailbox (see [`Mailbox`]) whose overflow closes the
 //! client the same way. As on rippled, a push may precede the subscribe reply.
 
+pub mod edge;
 pub mod limits;
 pub mod socket;
 
@@ -26,8 +27,10 @@ use crate::dialect::{
 };
 use crate::hub::{
     HubError, Joined, Mailbox, MailboxRx, Notice, ReleaseGuard, RouteHandle, UpstreamReply,
+    WireText,
 };
 use crate::telemetry::RouteMetrics;
+use edge::Edge;
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{self, BoxStream, FuturesUnordered};
 use futures_util::{FutureExt, StreamExt};
@@ -39,7 +42,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamMap;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +105,7 @@ type SubStream = BoxStream<'static, Option<Result<Notice, BroadcastStreamRecvErr
 
 /// Serve one upgraded WebSocket until it closes.
 pub async fn run<S>(
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Edge<S>>,
     route: RouteHandle,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
@@ -175,7 +177,7 @@ struct Session<S> {
 }
 
 /// The next content-routed push, or never when the session has no mailbox.
-async fn next_push(rx: &mut Option<MailboxRx>) -> Option<Utf8Bytes> {
+async fn next_push(rx: &mut Option<MailboxRx>) -> Option<WireText> {
     match rx {
         Some(r) => r.rx.recv().await,
         None => std::future::pending().await,
@@ -213,7 +215,7 @@ where
         match self.dialect.parse_client(text, Transport::WebSocket) {
             ClientFrame::Invalid(e) => {
                 let reply = self.dialect.render_error(&RequestId::null(), &e);
-                self.sock.write_text(reply.into()).await
+                self.sock.write_text(reply).await
             }
             ClientFrame::Single(msg) => self.start(vec![msg], false).await,
             ClientFrame::Batch(msgs) => self.start(msgs, true).await,
@@ -431,7 +433,7 @@ where
     }
 
     /// Write content-routed pushes: this one and whatever else is queued (up to a batch).
-    async fn on_push(&mut self, frame: Utf8Bytes) -> Result<(), End> {
+    async fn on_push(&mut self, frame: WireText) -> Result<(), End> {
         let mut next = Some(frame);
         let mut written = 0;
         while let Some(frame) = next.take() {
@@ -441,7 +443,7 @@ where
                     self.settings.client_queue_len
                 )));
             }
-            self.sock.feed_text(frame).await?;
+            self.sock.feed(&frame).await?;
             written += 1;
             if written < WRITE_BATCH {
                 next = self.mailbox_rx.as_mut().and_then(|r| r.rx.try_recv().ok());
@@ -460,11 +462,11 @@ where
         if outcome.batch {
             if !parts.is_empty() {
                 let batch = self.dialect.render_batch(&parts);
-                self.sock.write_text(batch.into()).await?;
+                self.sock.write_text(batch).await?;
             }
         } else {
             for p in parts {
-                self.sock.feed_text(p.into()).await?;
+                self.sock.feed_text(p).await?;
             }
             self.sock.flush().await?;
         }
@@ -472,7 +474,8 @@ where
         for (local, rx, replay) in activate {
             if let Some(n) = replay {
                 let frame = self.frame_for(local, &n);
-                self.sock.write_text(frame).await?;
+                self.sock.feed(&frame).await?;
+                self.sock.flush().await?;
             }
             let s: SubStream = BroadcastStream::new(rx)
                 .map(Some)
@@ -556,10 +559,10 @@ where
         (local, client_id)
     }
 
-    fn frame_for(&self, local: u64, n: &Notice) -> Utf8Bytes {
+    fn frame_for(&self, local: u64, n: &Notice) -> WireText {
         match self.subs.get(&local) {
             Some(l) if l.splice => {
-                Utf8Bytes::from(splice(&n.frame, n.id_range.clone(), l.client_id.as_str()))
+                WireText::from(splice(&n.frame, n.id_range.clone(), l.client_id.as_str()))
             }
             _ => n.frame.clone(),
         }
@@ -578,7 +581,7 @@ where
                 Some(Ok(n)) => {
                     if self.subs.contains_key(&local) {
                         let frame = self.frame_for(local, &n);
-                        self.sock.feed_text(frame).await?;
+                        self.sock.feed(&frame).await?;
                         written += 1;
                     }
                 }
@@ -595,7 +598,7 @@ where
                     }
                     if let Some(n) = latest {
                         let frame = self.frame_for(local, &n);
-                        self.sock.feed_text(frame).await?;
+                        self.sock.feed(&frame).await?;
                         written += 1;
                     }
                 }

@@ -3,11 +3,19 @@
 //! Only the session task that owns it reads or writes the socket.
 //!
 //! Writes are fed and then flushed once per wake-up: a session feeds everything that is
-//! ready (up to its batch) and flushes once. A socket that accepts no write within
-//! `write_timeout` makes the client slow ([`End::Slow`]).
+//! ready (up to its batch) and flushes once. Data frames arrive already encoded
+//! ([`WireText`], shared by every client of a topic) and are written with one vectored
+//! write per flush through the [`Edge`] under the WebSocket, bypassing tungstenite (which
+//! still reads, and writes its control frames); a flush also happens once the fed bytes
+//! reach [`WRITE_BUDGET`]. A socket that accepts no write within `write_timeout` makes the
+//! client slow ([`End::Slow`]).
 
+use super::edge::Edge;
+use crate::hub::WireText;
 use crate::telemetry::{CloseReason, RouteMetrics};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,6 +24,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
+
+/// Fed bytes that make a flush happen before the session's batch ends.
+pub const WRITE_BUDGET: usize = 256 * 1024;
+/// Queue slots kept after a flush; a burst's larger queue is released.
+const QUEUE_KEEP: usize = 64;
 
 /// Close code for a client that cannot keep up (RFC 6455 1008, policy violation).
 pub const CLOSE_SLOW: u16 = 1008;
@@ -82,7 +95,10 @@ pub enum Read {
 }
 
 pub struct ClientSocket<S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Edge<S>>,
+    /// Encoded frames fed and not yet written, and their bytes.
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
     metrics: Arc<RouteMetrics>,
     write_timeout: Duration,
     idle_timeout: Duration,
@@ -97,7 +113,7 @@ where
     ///
     /// [`close`]: ClientSocket::close
     pub fn new(
-        ws: WebSocketStream<S>,
+        ws: WebSocketStream<Edge<S>>,
         metrics: Arc<RouteMetrics>,
         write_timeout: Duration,
         idle_timeout: Duration,
@@ -105,6 +121,8 @@ where
         RouteMetrics::add(&metrics.sessions, 1);
         ClientSocket {
             ws,
+            out: VecDeque::new(),
+            out_bytes: 0,
             metrics,
             write_timeout,
             idle_timeout,
@@ -134,25 +152,35 @@ where
         if self.last_rx.elapsed() >= self.idle_timeout {
             return Err(End::Idle);
         }
-        self.feed(Message::Ping(Default::default())).await?;
+        self.feed_control(Message::Ping(Default::default())).await?;
         self.flush().await
     }
 
-    /// Queue one text frame (counted in `submux_frames_out_total`); written by the next
-    /// [`flush`](ClientSocket::flush) at the latest.
-    pub async fn feed_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
-        self.feed(Message::Text(text)).await?;
+    /// Queue one encoded text frame (counted in `submux_frames_out_total`); written by the
+    /// next [`flush`](ClientSocket::flush) at the latest.
+    pub async fn feed(&mut self, frame: &WireText) -> Result<(), End> {
+        let wire = frame.wire().clone();
+        self.out_bytes += wire.len();
+        self.out.push_back(wire);
         RouteMetrics::inc(&self.metrics.frames_out);
+        if self.out_bytes >= WRITE_BUDGET {
+            self.flush().await?;
+        }
         Ok(())
     }
 
+    /// Encode and queue a frame of this client's own (a reply).
+    pub async fn feed_text(&mut self, text: impl Into<WireText>) -> Result<(), End> {
+        self.feed(&text.into()).await
+    }
+
     /// Feed and flush one text frame.
-    pub async fn write_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+    pub async fn write_text(&mut self, text: impl Into<WireText>) -> Result<(), End> {
         self.feed_text(text).await?;
         self.flush().await
     }
 
-    async fn feed(&mut self, msg: Message) -> Result<(), End> {
+    async fn feed_control(&mut self, msg: Message) -> Result<(), End> {
         match tokio::time::timeout(self.write_timeout, self.ws.feed(msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Failed(format!("write error: {e}"))),
@@ -160,8 +188,22 @@ where
         }
     }
 
+    /// Write what tungstenite holds (control frames), then every fed frame, in order.
     pub async fn flush(&mut self) -> Result<(), End> {
-        match tokio::time::timeout(self.write_timeout, self.ws.flush()).await {
+        let (ws, out) = (&mut self.ws, &mut self.out);
+        let write = async {
+            ws.flush().await.map_err(|e| e.to_string())?;
+            ws.get_mut()
+                .write_frames(out)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let r = tokio::time::timeout(self.write_timeout, write).await;
+        self.out_bytes = self.out.iter().map(Bytes::len).sum();
+        if self.out.capacity() > QUEUE_KEEP {
+            self.out.shrink_to(QUEUE_KEEP);
+        }
+        match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Failed(format!("write error: {e}"))),
             Err(_) => Err(self.slow("socket not writable within the write timeout")),
@@ -185,10 +227,20 @@ where
                     code: CloseCode::from(code),
                     reason: reason.into(),
                 };
-                let _ = tokio::time::timeout(
-                    self.write_timeout,
-                    self.ws.send(Message::Close(Some(frame))),
-                )
+                // Frames not yet begun are dropped; one already partly on the wire must be
+                // finished first, or the close frame would land inside it.
+                if self.ws.get_ref().partial() {
+                    self.out.truncate(1);
+                } else {
+                    self.out.clear();
+                }
+                let (ws, out) = (&mut self.ws, &mut self.out);
+                let _ = tokio::time::timeout(self.write_timeout, async {
+                    ws.get_mut().write_frames(out).await?;
+                    ws.send(Message::Close(Some(frame)))
+                        .await
+                        .map_err(std::io::Error::other)
+                })
                 .await;
             }
             None => debug!(?end, "client gone"),

@@ -14,7 +14,7 @@ use crate::hub::table::{
 };
 use crate::hub::{
     Command, HubError, Joined, Mailbox, Notice, Release, ReleaseGuard, RouteHandle, SetJoined,
-    UpstreamReply,
+    UpstreamReply, WireText,
 };
 use crate::telemetry::{redact_url, RouteMetrics};
 use futures_util::stream::{self, BoxStream, SplitSink};
@@ -443,7 +443,7 @@ impl Actor {
             for mb in t.data.subscribers.values() {
                 if mb.wants_gap_notices() && told.insert(mb.id()) {
                     if let Some((frame, _)) = self.dialect.render_gap(&t.data.public_id, from, to) {
-                        mb.deliver(Utf8Bytes::from(frame));
+                        mb.deliver(WireText::from(frame));
                     }
                 }
             }
@@ -452,7 +452,7 @@ impl Actor {
                     self.dialect.render_gap(&t.data.public_id, from, to)
                 {
                     let _ = t.data.tx.send(Notice {
-                        frame: Utf8Bytes::from(frame),
+                        frame: WireText::from(frame),
                         id_range,
                         gap: true,
                     });
@@ -972,7 +972,7 @@ impl Actor {
                     let public = t.data.public_id.as_str();
                     let start = id_range.start;
                     let notice = Notice {
-                        frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
+                        frame: WireText::from(splice(&text, id_range.clone(), public)),
                         id_range: start..start + public.len(),
                         gap: false,
                     };
@@ -989,7 +989,7 @@ impl Actor {
                     let _ = t.data.tx.send(notice);
                     if is_final {
                         let notice = t.data.last.clone().unwrap_or_else(|| Notice {
-                            frame: Utf8Bytes::from(splice(&text, id_range.clone(), public)),
+                            frame: WireText::from(splice(&text, id_range.clone(), public)),
                             id_range: start..start + public.len(),
                             gap: false,
                         });
@@ -1113,6 +1113,8 @@ impl Actor {
         targets: &[(UpstreamSubId, Group)],
     ) {
         RouteMetrics::inc(&self.metrics.notifications_in);
+        // Encoded once; every holder's session writes the same frame.
+        let text = WireText::from(text);
         if let [(up, _)] = targets {
             // One target: each holder once, no bookkeeping.
             for &id in self.table.route(slot, up) {
@@ -1203,7 +1205,7 @@ impl Actor {
         Some(Joined {
             topic: TopicId(0),
             replay: Some(Notice {
-                frame: Utf8Bytes::from(frame),
+                frame: WireText::from(frame),
                 id_range: start..start + public_id.as_str().len(),
                 gap: false,
             }),
