@@ -1,5 +1,7 @@
-//! Real client libraries, directly and through submux: ethers v6 and viem against a real
-//! Ethereum node (ganache; tests/clients/eth.test.mjs), @solana/web3.js v1 and @solana/kit
+//! Real client libraries, directly and through submux: ethers v6, viem and web3.js against
+//! four real Ethereum nodes (ganache in text and in binary-frame mode, anvil, Hardhat's node;
+//! tests/clients/eth-*.test.mjs, whose quirks tests/clients/eth-nodes.test.mjs probes and
+//! docs/nodes.md tabulates), @solana/web3.js v1 and @solana/kit
 //! against the simulated Solana validator (tests/clients/solana.test.mjs), xrpl.js against
 //! the simulated rippled (tests/clients/xrpl.test.mjs). Runs
 //! `node --test tests/clients/` with `SUBMUX_BIN` set to this crate's binary.

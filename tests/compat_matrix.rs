@@ -1,5 +1,6 @@
 //! The README's client compatibility matrix names exactly the library versions the test
-//! suites pin (tests/clients/package.json, tests/python/requirements.txt), so the table
+//! suites pin (tests/clients/package.json, tests/python/requirements.txt), and the real
+//! nodes' versions (ganache, anvil, Hardhat: tests/clients/package.json), so the table
 //! cannot drift from what `scripts/test` actually ran.
 
 use std::path::Path;
@@ -30,6 +31,38 @@ fn pinned(name: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The per-node suites of tests/clients and how the README's "node in the test" cell names
+/// each node (name, and a qualifier that must appear in the cell).
+const ETH_NODES: [(&str, (&str, &str)); 4] = [
+    ("eth-ganache.test.mjs", ("ganache", "(text)")),
+    ("eth-ganache-binary.test.mjs", ("ganache", "(binary)")),
+    ("eth-anvil.test.mjs", ("anvil", "")),
+    ("eth-hardhat.test.mjs", ("Hardhat", "")),
+];
+
+/// The npm package a real node in the matrix is pinned as.
+fn node_package(node: &str) -> &str {
+    match node {
+        "anvil" => "@foundry-rs/anvil",
+        "Hardhat" => "hardhat",
+        other => other,
+    }
+}
+
+/// The real nodes a "node in the test" cell names, as (name, version): items separated by
+/// commas, each "name version" with an optional "(qualifier)"; simulators have no version.
+fn real_nodes(cell: &str) -> Vec<(String, String)> {
+    cell.split(',')
+        .filter_map(|item| {
+            let item = item.split('(').next().unwrap_or("").trim();
+            let (name, version) = item.rsplit_once(' ')?;
+            version
+                .starts_with(|c: char| c.is_ascii_digit())
+                .then(|| (name.trim().to_string(), version.to_string()))
+        })
+        .collect()
 }
 
 #[test]
@@ -72,6 +105,34 @@ fn readme_matrix_matches_pinned_versions() {
             Some(version),
             "README matrix row {lib} says {version}, the suite pins {pin:?}"
         );
+        let nodes = real_nodes(cells[4]);
+        for (node, version) in &nodes {
+            let pin = pinned(node_package(node));
+            assert_eq!(
+                pin.as_deref(),
+                Some(version.as_str()),
+                "README matrix row {lib} names {node} {version}, tests/clients pins {pin:?}"
+            );
+        }
+        if cells[3] == "ethereum" && lib != "web3.py" {
+            // the JavaScript Ethereum suites run once per node (tests/clients/eth-<node>.test.mjs)
+            for (file, label) in ETH_NODES {
+                assert!(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/clients")
+                        .join(file)
+                        .is_file(),
+                    "tests/clients/{file} is missing"
+                );
+                assert!(
+                    nodes.iter().any(|(n, _)| n == label.0)
+                        && (label.1.is_empty() || cells[4].contains(label.1)),
+                    "README matrix row {lib} does not name {} {} as a node it ran against",
+                    label.0,
+                    label.1
+                );
+            }
+        }
     }
     assert!(rows >= 8, "only {rows} rows in the matrix");
 }

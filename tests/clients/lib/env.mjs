@@ -1,15 +1,16 @@
-// Shared fixture: ganache + deployed Ping contract + (submux in front of ganache).
+// Shared fixture: a real node (lib/nodes.mjs) + deployed Ping contract + (submux in front of it).
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { ethers } from "ethers";
-import { startGanache, ACCOUNTS, CHAIN_ID } from "./ganache.mjs";
+import { startNode, ACCOUNTS, CHAIN_ID } from "./nodes.mjs";
 import { startSubmux } from "./submux.mjs";
 import { installFrameLogger } from "./frames.mjs";
 import { INIT_CODE, RUNTIME_CODE, PING_TOPIC, deployPing, pingData } from "./ping-contract.mjs";
 
 export { ACCOUNTS, CHAIN_ID };
 
-export async function setupEnv() {
+/** `nodeId`: one of lib/nodes.mjs NODE_IDS. */
+export async function setupEnv(nodeId) {
   installFrameLogger();
   const cleanups = [];
   const teardown = async () => {
@@ -23,10 +24,10 @@ export async function setupEnv() {
   };
 
   try {
-    const node = await startGanache();
+    const node = await startNode(nodeId);
     cleanups.push(() => node.close());
 
-    // The transaction sender talks to ganache directly over HTTP, separate from
+    // The transaction sender talks to the node directly over HTTP, separate from
     // every provider under test.
     const senderProvider = new ethers.JsonRpcProvider(node.httpUrl, CHAIN_ID, {
       staticNetwork: true,
@@ -36,12 +37,12 @@ export async function setupEnv() {
     cleanups.push(() => senderProvider.destroy());
     const accounts = await senderProvider.send("eth_accounts", []);
     for (const [i, a] of ACCOUNTS.entries()) {
-      assert.equal(accounts[i].toLowerCase(), a.address.toLowerCase(), `ganache deterministic account ${i}`);
+      assert.equal(accounts[i].toLowerCase(), a.address.toLowerCase(), `${nodeId}: account ${i} of the shared mnemonic`);
     }
     const wallet = new ethers.Wallet(ACCOUNTS[0].privateKey, senderProvider);
     assert.equal(wallet.address, ACCOUNTS[0].address);
 
-    // Deploy and sanity-check the hand-assembled contract against ganache directly.
+    // Deploy and sanity-check the hand-assembled contract against the node directly.
     const contractAddress = await deployPing(wallet);
     assert.equal(await senderProvider.getCode(contractAddress), RUNTIME_CODE, "deployed runtime code");
 
@@ -92,21 +93,21 @@ export async function setupEnv() {
       const banner = "!".repeat(78);
       console.warn(
         `\n${banner}\n!! SUBMUX_BIN is not set: the "through submux" side of every scenario talks to\n` +
-          `!! GANACHE DIRECTLY. Nothing about submux is being tested in this run.\n` +
+          `!! THE NODE DIRECTLY. Nothing about submux is being tested in this run.\n` +
           `!! (cargo test / scripts/test always set SUBMUX_BIN.)\n${banner}\n`,
       );
-      // A query string keeps the URLs distinct (for frame logs) while ganache ignores it.
+      // A query string keeps the URLs distinct (for frame logs) while the nodes ignore it.
       proxy = {
-        kind: "ganache-fallback",
+        kind: `${nodeId}-fallback`,
         wsUrl: `${node.wsUrl}/?via=proxy-fallback`,
         httpUrl: `${node.httpUrl}/?via=proxy-fallback`,
-        logs: () => "(no submux: fallback to ganache)",
+        logs: () => "(no submux: fallback to the node)",
       };
     }
 
     return {
       node,
-      direct: { kind: "ganache", wsUrl: node.wsUrl, httpUrl: node.httpUrl },
+      direct: { kind: nodeId, wsUrl: node.wsUrl, httpUrl: node.httpUrl },
       proxy,
       viaSubmux: proxy.kind === "submux",
       senderProvider,
