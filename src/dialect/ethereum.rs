@@ -53,6 +53,7 @@ impl Ethereum {
                     _ => ClientMsg::Ignore,
                 }
             }
+            // geth rpc/handler.go handleCallMsg: invalidRequestError{"invalid request"}.
             Kind::Invalid(id) => ClientMsg::Error {
                 id,
                 error: RpcError::new(INVALID_REQUEST, "invalid request"),
@@ -74,6 +75,8 @@ impl Ethereum {
         };
         if method.ends_with("_subscribe") {
             if transport == Transport::Http {
+                // geth rpc/errors.go notificationsUnsupportedError (-32601), answered by
+                // rpc/handler.go handleSubscribe when the transport cannot notify.
                 return err(
                     id,
                     RpcError::new(METHOD_NOT_FOUND, "notifications not supported"),
@@ -415,10 +418,12 @@ pub fn canonical_logs_filter(text: &str) -> Result<String, RpcError> {
         }
         // `Topics []interface{}` in FilterCriteria.UnmarshalJSON's `input`: Go's
         // UnmarshalTypeError for a struct field.
-        Some(other) => return Err(arg1_error(format!(
+        Some(other) => {
+            return Err(arg1_error(format!(
             "json: cannot unmarshal {} into Go struct field input.topics of type []interface {{}}",
             go_type_name(other)
-        ))),
+        )))
+        }
     }
     let from = canonical_block(obj.get("fromBlock"))?;
     let to = canonical_block(obj.get("toBlock"))?;
