@@ -17,8 +17,10 @@ use std::fmt::Write as _;
 
 /// geth's default `BatchRequestLimit`.
 pub const MAX_BATCH: usize = 1000;
-/// geth's `maxTopics`.
+/// geth's `maxTopics` (eth/filters/api.go).
 const MAX_TOPICS: usize = 4;
+/// geth's `maxSubTopics` (eth/filters/api.go).
+const MAX_SUB_TOPICS: usize = 1000;
 
 /// The Ethereum dialect. Stateless apart from configuration.
 #[derive(Debug, Clone)]
@@ -51,6 +53,7 @@ impl Ethereum {
                     _ => ClientMsg::Ignore,
                 }
             }
+            // geth rpc/handler.go handleCallMsg: invalidRequestError{"invalid request"}.
             Kind::Invalid(id) => ClientMsg::Error {
                 id,
                 error: RpcError::new(INVALID_REQUEST, "invalid request"),
@@ -72,6 +75,8 @@ impl Ethereum {
         };
         if method.ends_with("_subscribe") {
             if transport == Transport::Http {
+                // geth rpc/errors.go notificationsUnsupportedError (-32601), answered by
+                // rpc/handler.go handleSubscribe when the transport cannot notify.
                 return err(
                     id,
                     RpcError::new(METHOD_NOT_FOUND, "notifications not supported"),
@@ -170,7 +175,10 @@ fn parse_subscribe(
         )));
     }
     for i in 1..required {
-        if args.get(i).is_none_or(|a| is_null(a)) {
+        // rpc/json.go parseArgumentArray: a JSON null decodes as the zero value and its
+        // `argval.IsNil()` check never fires (argval is the fresh pointer), so only an
+        // absent argument is missing.
+        if args.get(i).is_none() {
             return Err(invalid_params(format!(
                 "missing value for required argument {i}"
             )));
@@ -237,9 +245,13 @@ fn parse_unsubscribe(params: Option<&RawValue>) -> Result<ClientSubId, RpcError>
     if args.len() > 1 {
         return Err(invalid_params("too many arguments, want at most 1"));
     }
-    let Some(arg) = args.first().filter(|a| !is_null(a)) else {
+    let Some(arg) = args.first() else {
         return Err(invalid_params("missing value for required argument 0"));
     };
+    // A null id decodes as the zero rpc.ID, "", which names no subscription.
+    if is_null(arg) {
+        return Ok(ClientSubId("\"\"".into()));
+    }
     let id: String = serde_json::from_str(arg.get()).map_err(|_| {
         let v: Value = serde_json::from_str(arg.get()).unwrap_or(Value::Null);
         invalid_params(format!(
@@ -330,9 +342,11 @@ pub fn canonical_logs_filter(text: &str) -> Result<String, RpcError> {
     let v: Value = serde_json::from_str(text).map_err(arg1_error)?;
     let obj = match v {
         Value::Object(o) => o,
+        // FilterCriteria.UnmarshalJSON (eth/filters/api.go) decodes into its local
+        // `input` struct: Go's UnmarshalTypeError names that type.
         other => {
             return Err(arg1_error(format!(
-                "json: cannot unmarshal {} into Go value of type filters.FilterCriteria",
+                "json: cannot unmarshal {} into Go value of type filters.input",
                 go_type_name(&other)
             )))
         }
@@ -349,10 +363,9 @@ pub fn canonical_logs_filter(text: &str) -> Result<String, RpcError> {
         }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
+                // geth eth/filters/api.go FilterCriteria.UnmarshalJSON.
                 let Value::String(s) = item else {
-                    return Err(arg1_error(format!(
-                        "invalid address at index {i}: invalid hex string"
-                    )));
+                    return Err(arg1_error(format!("non-string address at index {i}")));
                 };
                 addresses.insert(
                     decode_fixed(s, 20, "address")
@@ -377,6 +390,10 @@ pub fn canonical_logs_filter(text: &str) -> Result<String, RpcError> {
                         decode_fixed(s, 32, "topic").map_err(arg1_error)?
                     ])),
                     Value::Array(alts) => {
+                        // eth/filters/api.go maxSubTopics.
+                        if alts.len() > MAX_SUB_TOPICS {
+                            return Err(arg1_error("exceed max topics"));
+                        }
                         let mut set = BTreeSet::new();
                         let mut wildcard = false;
                         for alt in alts {
@@ -399,7 +416,14 @@ pub fn canonical_logs_filter(text: &str) -> Result<String, RpcError> {
                 positions.push(pos);
             }
         }
-        Some(_) => return Err(arg1_error("invalid topic(s)")),
+        // `Topics []interface{}` in FilterCriteria.UnmarshalJSON's `input`: Go's
+        // UnmarshalTypeError for a struct field.
+        Some(other) => {
+            return Err(arg1_error(format!(
+            "json: cannot unmarshal {} into Go struct field input.topics of type []interface {{}}",
+            go_type_name(other)
+        )))
+        }
     }
     let from = canonical_block(obj.get("fromBlock"))?;
     let to = canonical_block(obj.get("toBlock"))?;
@@ -488,9 +512,27 @@ impl Dialect for Ethereum {
     }
 
     fn parse_client(&self, text: &str, transport: Transport) -> ClientFrame {
-        jsonrpc::parse_frame(text, self.max_batch, |raw| {
+        match jsonrpc::parse_frame(text, self.max_batch, |raw| {
             self.parse_message(raw, transport)
-        })
+        }) {
+            // geth rpc/handler.go respondWithBatchTooLarge: a batch reply holding one
+            // `invalidRequestError{errMsgBatchTooLarge}` ("batch too large", rpc/errors.go)
+            // that carries the id of the batch's first call.
+            ClientFrame::Invalid(RpcError::Std { message, .. }) if message == "batch too large" => {
+                let first_call = serde_json::from_str::<Vec<&RawValue>>(text)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|raw| match jsonrpc::classify(raw) {
+                        Kind::Call { id, .. } => Some(id),
+                        _ => None,
+                    });
+                ClientFrame::Batch(vec![ClientMsg::Error {
+                    id: first_call.unwrap_or_else(RequestId::null),
+                    error: RpcError::new(INVALID_REQUEST, "batch too large"),
+                }])
+            }
+            other => other,
+        }
     }
 
     fn mint_sub_id(&self) -> ClientSubId {
@@ -571,10 +613,17 @@ impl Dialect for Ethereum {
     }
 
     fn error_for(&self, cond: Condition) -> RpcError {
-        jsonrpc::condition_error(
-            cond,
-            RpcError::new(jsonrpc::SERVER_ERROR, "subscription not found"),
-        )
+        match cond {
+            // geth rpc/errors.go: `errcodeTimeout` -32002, `errMsgTimeout` "request timed
+            // out" (what geth itself answers when a call outlives its request timeout).
+            Condition::UpstreamTimeout => RpcError::new(-32002, "request timed out"),
+            // geth rpc/subscription.go `ErrSubscriptionNotFound` ("subscription not
+            // found"), a plain error: rpc/json.go errorMessage gives it `errcodeDefault`.
+            cond => jsonrpc::condition_error(
+                cond,
+                RpcError::new(jsonrpc::SERVER_ERROR, "subscription not found"),
+            ),
+        }
     }
 }
 
@@ -789,9 +838,24 @@ mod tests {
             e("[1]"),
             invalid_params("expected subscription name as first argument")
         );
+        // geth decodes a null filter as the zero FilterCriteria: every log.
         assert_eq!(
-            e(r#"["logs",null]"#),
-            invalid_params("missing value for required argument 1")
+            key_of(r#"["logs",null]"#).unwrap(),
+            key_of(r#"["logs",{}]"#).unwrap()
+        );
+        assert_eq!(
+            e(r#"["logs",{"address":[7]}]"#),
+            invalid_params("invalid argument 1: non-string address at index 0")
+        );
+        assert_eq!(
+            e(r#"["logs","x"]"#),
+            invalid_params(
+                "invalid argument 1: json: cannot unmarshal string into Go value of type filters.input"
+            )
+        );
+        assert_eq!(
+            e(r#"["logs",{"topics":"x"}]"#),
+            invalid_params("invalid argument 1: json: cannot unmarshal string into Go struct field input.topics of type []interface {}")
         );
         assert_eq!(
             e(r#"["newPendingTransactions",true,1]"#),
@@ -889,10 +953,17 @@ mod tests {
             "[{}]",
             vec![r#"{"jsonrpc":"2.0","id":1,"method":"m"}"#; MAX_BATCH + 1].join(",")
         );
-        assert!(matches!(
-            eth().parse_client(&big, Transport::WebSocket),
-            ClientFrame::Invalid(RpcError::Std { code: -32600, ref message, .. }) if message == "batch too large"
-        ));
+        // geth answers a batch of one error carrying the first call's id.
+        match eth().parse_client(&big, Transport::WebSocket) {
+            ClientFrame::Batch(msgs) => {
+                assert_eq!(msgs.len(), 1);
+                assert_eq!(
+                    render(&msgs[0]).unwrap(),
+                    r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32600,"message":"batch too large"}}"#
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

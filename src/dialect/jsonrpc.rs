@@ -21,6 +21,11 @@ pub const LIMIT_EXCEEDED: i64 = -32005;
 
 /// Errors for conditions submux detects, shared by the JSON-RPC dialects; only the
 /// unknown-subscription error differs between nodes, so the caller supplies it.
+///
+/// Apart from that one (the node's own, supplied by the caller), these texts are submux's
+/// own: neither geth nor Agave's pubsub has an upstream, a connection limit or an HTTP
+/// route to lack, so there are no node words for them. They keep the JSON-RPC error shape
+/// and the server-error range (`-32000`; `-32005` is the providers' rate/size code).
 pub fn condition_error(cond: Condition, subscription_not_found: RpcError) -> RpcError {
     match cond {
         Condition::UpstreamUnavailable => {
@@ -148,9 +153,12 @@ pub fn parse_frame(
             Err(e) => return ClientFrame::Invalid(RpcError::new(PARSE_ERROR, e.to_string())),
         };
         if items.is_empty() {
+            // geth rpc/handler.go handleBatch: invalidRequestError{"empty batch"}.
             return ClientFrame::Invalid(RpcError::new(INVALID_REQUEST, "empty batch"));
         }
         if items.len() > max_batch {
+            // geth rpc/errors.go errMsgBatchTooLarge (the Ethereum dialect reshapes it as
+            // geth's rpc/handler.go respondWithBatchTooLarge does).
             return ClientFrame::Invalid(RpcError::new(INVALID_REQUEST, "batch too large"));
         }
         ClientFrame::Batch(items.into_iter().map(per_message).collect())

@@ -4,6 +4,7 @@
 //! `tests/invariants.rs`). Each dialect exposes the same items through the
 //! [`Dialect`] trait, so the session, hub and upstream actor are dialect-agnostic.
 
+mod agave_params;
 pub mod base58;
 pub mod ethereum;
 pub mod jsonrpc;

@@ -6,7 +6,8 @@
 //! the payload bytes (encoding, dataSlice, filters, withContext, …). `minContextSlot` is
 //! ignored, as the node ignores it.
 
-use super::jsonrpc::{self, Envelope, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
+use super::agave_params;
+use super::jsonrpc::{self, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
 use super::{
     Call, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, DialectKind, KeyFlags,
     RequestId, RpcError, SubscriptionKey, Transport, UpstreamFrame, UpstreamReqId, UpstreamSubId,
@@ -31,82 +32,131 @@ impl Solana {
         Solana::default()
     }
 
-    fn parse_message(&self, raw: &RawValue, transport: Transport) -> ClientMsg {
-        let text = raw.get();
-        let env: Envelope<'_> = match text.starts_with('{').then(|| serde_json::from_str(text)) {
-            Some(Ok(env)) => env,
-            _ => {
-                return ClientMsg::Error {
-                    id: RequestId::null(),
-                    error: RpcError::new(INVALID_REQUEST, "Invalid request"),
-                }
+    /// One element of a frame, as jsonrpc-core reads it (`core/src/types/request.rs`: the
+    /// untagged `Call` = `MethodCall` | `Notification` | `Invalid { id }`, each struct
+    /// `deny_unknown_fields` but `Invalid`). `None`: the element is not even an `Invalid`
+    /// (its id is no `Id`), which fails the whole frame's parse.
+    fn parse_message(&self, raw: &RawValue, transport: Transport) -> Option<ClientMsg> {
+        let Ok(map) = serde_json::from_str::<Map<String, Value>>(raw.get()) else {
+            return None;
+        };
+        // core/src/types/version.rs: only "2.0" (or an absent/null member: `Option`).
+        let version_ok = matches!(map.get("jsonrpc"), None | Some(Value::Null))
+            || map.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
+        let method = map.get("method").and_then(Value::as_str);
+        // core/src/types/params.rs: `Params` is null, an array or an object.
+        let params_ok = matches!(
+            map.get("params"),
+            None | Some(Value::Null | Value::Array(_) | Value::Object(_))
+        );
+        let id = map.get("id").map(jsonrpc_core_id);
+        let only = |allowed: &[&str]| map.keys().all(|k| allowed.contains(&k.as_str()));
+        let call_ok = version_ok && method.is_some() && params_ok;
+        let (id, method) = match (id, method) {
+            (Some(Some(id)), Some(method))
+                if call_ok && only(&["jsonrpc", "method", "params", "id"]) =>
+            {
+                (id, method)
             }
+            // A notification (no id) is served, never answered (web3.js `ping`).
+            (None, _) if call_ok && only(&["jsonrpc", "method", "params"]) => {
+                return Some(ClientMsg::Ignore)
+            }
+            // `Call::Invalid { id }` (id defaults to null): core/src/io.rs
+            // `Output::invalid_request` → ErrorCode::InvalidRequest "Invalid request".
+            (None, _) => return Some(invalid_request_msg(RequestId::null())),
+            (Some(Some(id)), _) => return Some(invalid_request_msg(id)),
+            (Some(None), _) => return None,
         };
-        let id = env
-            .id
-            .filter(|v| !v.get().starts_with('{') && !v.get().starts_with('['))
-            .map(|v| RequestId(v.get().into()));
-        let Some(method) = env.method_str().filter(|_| env.has_valid_version()) else {
-            return match id {
-                Some(id) => ClientMsg::Error {
-                    id,
-                    error: RpcError::new(INVALID_REQUEST, "Invalid request"),
-                },
-                // A response or junk without id: jsonrpc-core answers nothing.
-                None if env.result.is_some() || env.error.is_some() => ClientMsg::Ignore,
-                None => ClientMsg::Error {
-                    id: RequestId::null(),
-                    error: RpcError::new(INVALID_REQUEST, "Invalid request"),
-                },
-            };
+        // core/src/io.rs handle_call: `Compatibility::V2` (Agave's `IoHandler::new()`)
+        // refuses a call without "jsonrpc" with `Error::invalid_version()` and echoes the
+        // request's (absent) version: the answer has no "jsonrpc" member.
+        if matches!(map.get("jsonrpc"), None | Some(Value::Null)) {
+            return Some(ClientMsg::Reply(format!(
+                r#"{{"error":{{"code":{INVALID_REQUEST},"message":"Unsupported JSON-RPC protocol version"}},"id":{}}}"#,
+                id.as_str()
+            )));
+        }
+        let params = match map.get("params") {
+            None | Some(Value::Null) => agave_params::Params::None,
+            Some(Value::Array(a)) => agave_params::Params::Array(a.clone()),
+            Some(Value::Object(m)) => agave_params::Params::Map(m.clone()),
+            Some(_) => agave_params::Params::None,
         };
-        // Id-less requests are notifications: never answered (web3.js `ping`).
-        let Some(id) = id else {
-            return ClientMsg::Ignore;
+        let err = |error| {
+            Some(ClientMsg::Error {
+                id: id.clone(),
+                error,
+            })
         };
-        let err = |error| ClientMsg::Error {
-            id: id.clone(),
-            error,
-        };
+        // jsonrpc-core core/src/types/error.rs: ErrorCode::MethodNotFound "Method not found".
+        let not_found = || RpcError::new(METHOD_NOT_FOUND, "Method not found");
         if let Some(kind) = method.strip_suffix("Unsubscribe") {
             if !KINDS.contains(&kind) {
-                return err(RpcError::new(METHOD_NOT_FOUND, "Method not found"));
+                return err(not_found());
             }
-            return match parse_unsubscribe(env.params) {
-                Ok(sub) => ClientMsg::Unsubscribe { id, sub },
+            return match agave_params::check_unsubscribe(params) {
+                Ok(n) => Some(ClientMsg::Unsubscribe {
+                    id,
+                    sub: ClientSubId(n.to_string().into()),
+                }),
                 Err(e) => err(e),
             };
         }
         if let Some(kind) = method.strip_suffix("Subscribe") {
-            if !KINDS.contains(&kind) {
-                return err(RpcError::new(METHOD_NOT_FOUND, "Method not found"));
+            // Agave's HTTP RPC has no subscribe methods: jsonrpc-core's "Method not found".
+            if !KINDS.contains(&kind) || transport == Transport::Http {
+                return err(not_found());
             }
-            if transport == Transport::Http {
-                return err(RpcError::new(METHOD_NOT_FOUND, "Method not found"));
+            let args = match &params {
+                agave_params::Params::Array(a) => a.clone(),
+                _ => Vec::new(),
+            };
+            if let Err(e) = agave_params::check_subscribe(kind, params) {
+                return err(e);
             }
-            return match canonical(kind, env.params) {
-                Ok(params) => ClientMsg::Subscribe {
+            return match canonical(kind, &args) {
+                Ok(params) => Some(ClientMsg::Subscribe {
                     id,
                     key: SubscriptionKey::new(
-                        method.as_str(),
+                        method,
                         params,
                         KeyFlags {
-                            steady: matches!(method.as_str(), "slotSubscribe" | "rootSubscribe"),
+                            steady: matches!(method, "slotSubscribe" | "rootSubscribe"),
                             ..KeyFlags::default()
                         },
                     ),
-                },
+                }),
                 Err(e) => err(e),
             };
         }
-        ClientMsg::Call {
+        Some(ClientMsg::Call {
             id: Some(id),
             call: Call {
                 method: method.into(),
-                params: env.params.map(|p| p.get().into()),
+                params: map.get("params").map(|p| p.to_string().into()),
                 class: 0,
             },
-        }
+        })
+    }
+}
+
+/// jsonrpc-core `core/src/types/id.rs`: an `Id` is null, a u64 or a string; anything else
+/// (`1.5`, `-1`, `true`, objects) is no id at all. The id as jsonrpc-core writes it back.
+fn jsonrpc_core_id(v: &Value) -> Option<RequestId> {
+    match v {
+        Value::Null => Some(RequestId::null()),
+        Value::Number(n) => n.as_u64().map(|n| RequestId(n.to_string().into())),
+        Value::String(_) => Some(RequestId(v.to_string().into())),
+        _ => None,
+    }
+}
+
+/// jsonrpc-core `core/src/types/error.rs` `ErrorCode::InvalidRequest` description.
+fn invalid_request_msg(id: RequestId) -> ClientMsg {
+    ClientMsg::Error {
+        id,
+        error: RpcError::new(INVALID_REQUEST, "Invalid request"),
     }
 }
 
@@ -123,10 +173,9 @@ const KINDS: [&str; 9] = [
     "vote",
 ];
 
-fn invalid_params(detail: impl std::fmt::Display) -> RpcError {
-    RpcError::new(INVALID_PARAMS, format!("Invalid params: {detail}."))
-}
-
+/// Agave `rpc/src/rpc_pubsub.rs`: the method bodies' own `-32602` texts
+/// (`param::<T>()`: "Invalid Request: Invalid {thing} provided", and "Only 1 address
+/// supported" for logs mentions).
 fn invalid_request(what: &str) -> RpcError {
     RpcError::new(INVALID_PARAMS, format!("Invalid Request: {what}"))
 }
@@ -150,75 +199,46 @@ fn is_signature(s: &str) -> bool {
     decoded_len(s) == Some(64)
 }
 
-fn positional(params: Option<&RawValue>) -> Result<Vec<Value>, RpcError> {
-    match params {
-        None => Ok(Vec::new()),
-        Some(p) => match serde_json::from_str::<Value>(p.get()) {
-            Ok(Value::Array(a)) => Ok(a),
-            Ok(Value::Null) => Ok(Vec::new()),
-            Ok(_) => Err(invalid_params("invalid type: map, expected a sequence")),
-            Err(e) => Err(invalid_params(e)),
-        },
+/// Commitment with Agave's legacy aliases; absent → `finalized`. Never an error: the node's
+/// configs flatten an `Option<CommitmentConfig>`, which serde reads as `None` when it does
+/// not parse (see `agave_params`), so anything else means the default too.
+fn commitment(cfg: &Map<String, Value>) -> &'static str {
+    match cfg.get("commitment").and_then(Value::as_str) {
+        Some("processed" | "recent") => "processed",
+        Some("confirmed" | "single" | "singleGossip") => "confirmed",
+        _ => "finalized",
     }
 }
 
-/// Commitment with Agave's legacy aliases; absent → `finalized`.
-fn commitment(cfg: &Map<String, Value>) -> Result<&'static str, RpcError> {
-    match cfg.get("commitment") {
-        None | Some(Value::Null) => Ok("finalized"),
-        Some(Value::String(s)) => match s.as_str() {
-            "processed" | "recent" => Ok("processed"),
-            "confirmed" | "single" | "singleGossip" => Ok("confirmed"),
-            "finalized" | "root" | "max" => Ok("finalized"),
-            other => Err(invalid_params(format!(
-                "unknown variant `{other}`, expected one of `processed`, `confirmed`, `finalized`"
-            ))),
-        },
-        Some(_) => Err(invalid_params("invalid type: expected a commitment string")),
-    }
-}
-
-fn config_object(v: Option<&Value>) -> Result<Map<String, Value>, RpcError> {
+/// The config object (already checked by `agave_params::check_subscribe`).
+fn config_object(v: Option<&Value>) -> Map<String, Value> {
     match v {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(invalid_params("invalid type: expected a config object")),
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
     }
 }
 
-fn string_arg<'a>(args: &'a [Value], what: &str) -> Result<&'a str, RpcError> {
-    match args.first() {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(invalid_params("invalid type: expected a string")),
-        None => Err(invalid_params(format!("missing field `{what}`"))),
-    }
+fn encoding(cfg: &Map<String, Value>, default: &'static str) -> String {
+    cfg.get("encoding")
+        .and_then(Value::as_str)
+        .unwrap_or(default)
+        .to_string()
 }
 
-fn encoding(cfg: &Map<String, Value>, default: &'static str) -> Result<String, RpcError> {
-    match cfg.get("encoding") {
-        None | Some(Value::Null) => Ok(default.into()),
-        Some(Value::String(s)) => match s.as_str() {
-            "binary" | "base58" | "base64" | "base64+zstd" | "jsonParsed" | "json" => Ok(s.clone()),
-            other => Err(invalid_params(format!("unknown variant `{other}`"))),
-        },
-        Some(_) => Err(invalid_params("invalid type: expected an encoding string")),
-    }
+fn data_slice(cfg: &Map<String, Value>) -> Option<String> {
+    let m = cfg.get("dataSlice")?.as_object()?;
+    let n = |k: &str| m.get(k).and_then(Value::as_u64);
+    Some(format!(
+        "{{\"offset\":{},\"length\":{}}}",
+        n("offset")?,
+        n("length")?
+    ))
 }
 
-fn data_slice(cfg: &Map<String, Value>) -> Result<Option<String>, RpcError> {
-    match cfg.get("dataSlice") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => {
-            let n = |k: &str| m.get(k).and_then(Value::as_u64);
-            match (n("offset"), n("length")) {
-                (Some(o), Some(l)) => Ok(Some(format!("{{\"offset\":{o},\"length\":{l}}}"))),
-                _ => Err(invalid_params(
-                    "missing field `offset` or `length` in dataSlice",
-                )),
-            }
-        }
-        Some(_) => Err(invalid_params("invalid type: expected a dataSlice object")),
-    }
+/// jsonrpc-core's `ErrorCode::InvalidParams` description (`core/src/types/error.rs`), for
+/// shapes `agave_params::check_subscribe` has already refused: never reached.
+fn unreachable_params() -> RpcError {
+    RpcError::new(INVALID_PARAMS, "Invalid params")
 }
 
 fn quoted(s: &str) -> String {
@@ -228,63 +248,42 @@ fn quoted(s: &str) -> String {
 /// Writes `[pubkey,{"commitment":…,"encoding":…[,"dataSlice":…]` (object left open) for
 /// account and program subscriptions; returns their config for the caller's extras.
 fn account_prefix(out: &mut String, args: &[Value]) -> Result<Map<String, Value>, RpcError> {
-    let pk = string_arg(args, "pubkey")?;
+    let pk = args.first().and_then(Value::as_str).unwrap_or_default();
     if !is_pubkey(pk) {
         return Err(invalid_request("Invalid pubkey provided"));
     }
-    let cfg = config_object(args.get(1))?;
+    let cfg = config_object(args.get(1));
     let _ = write!(
         out,
         "[{},{{\"commitment\":\"{}\",\"encoding\":{}",
         quoted(pk),
-        commitment(&cfg)?,
-        quoted(&encoding(&cfg, "binary")?)
+        commitment(&cfg),
+        quoted(&encoding(&cfg, "binary"))
     );
-    if let Some(ds) = data_slice(&cfg)? {
+    if let Some(ds) = data_slice(&cfg) {
         let _ = write!(out, ",\"dataSlice\":{ds}");
     }
     Ok(cfg)
 }
 
-/// Canonical params (JSON array text) for a `<kind>Subscribe`.
-fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> {
-    let args = positional(params)?;
-    let none_allowed = |n: usize| -> Result<(), RpcError> {
-        if args.len() > n {
-            Err(invalid_params(format!(
-                "invalid length {}, expected {}",
-                args.len(),
-                if n == 0 {
-                    "no params".to_string()
-                } else {
-                    format!("at most {n} elements")
-                }
-            )))
-        } else {
-            Ok(())
-        }
-    };
+/// Canonical params (JSON array text) for a `<kind>Subscribe` whose arguments
+/// `agave_params::check_subscribe` has accepted; the errors left are the method bodies'
+/// (Agave `rpc/src/rpc_pubsub.rs`), in the order the node checks them.
+fn canonical(kind: &str, args: &[Value]) -> Result<String, RpcError> {
     let mut out = String::with_capacity(128);
     match kind {
-        "slot" | "slotsUpdates" | "root" | "vote" => {
-            none_allowed(0)?;
-            out.push_str("[]");
-        }
+        "slot" | "slotsUpdates" | "root" | "vote" => out.push_str("[]"),
         "account" => {
-            none_allowed(2)?;
-            account_prefix(&mut out, &args)?;
+            account_prefix(&mut out, args)?;
             out.push_str("}]");
         }
         "program" => {
-            none_allowed(2)?;
-            let cfg = account_prefix(&mut out, &args)?;
+            let cfg = account_prefix(&mut out, args)?;
             match cfg.get("filters") {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(f)) if f.is_empty() => {}
-                Some(f @ Value::Array(_)) => {
-                    let _ = write!(out, ",\"filters\":{f}");
+                Some(Value::Array(f)) if !f.is_empty() => {
+                    let _ = write!(out, ",\"filters\":{}", Value::Array(f.clone()));
                 }
-                Some(_) => return Err(invalid_params("invalid type: expected filters array")),
+                _ => {}
             }
             if cfg.get("withContext").and_then(Value::as_bool) == Some(true) {
                 out.push_str(",\"withContext\":true");
@@ -292,14 +291,13 @@ fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> 
             out.push_str("}]");
         }
         "logs" => {
-            none_allowed(2)?;
             let filter = match args.first() {
                 Some(Value::String(s)) if s == "all" || s == "allWithVotes" => quoted(s),
-                Some(Value::Object(m)) if m.contains_key("mentions") => {
-                    let list = m.get("mentions").and_then(Value::as_array);
-                    let Some(list) = list else {
-                        return Err(invalid_params("invalid type: expected mentions array"));
-                    };
+                Some(Value::Object(m)) => {
+                    let list = m
+                        .get("mentions")
+                        .and_then(Value::as_array)
+                        .ok_or_else(unreachable_params)?;
                     if list.len() != 1 {
                         return Err(invalid_request("Only 1 address supported"));
                     }
@@ -308,27 +306,21 @@ fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> 
                         _ => return Err(invalid_request("Invalid mentions provided")),
                     }
                 }
-                Some(_) => {
-                    return Err(invalid_params(
-                        "unknown variant, expected `all`, `allWithVotes` or `mentions`",
-                    ))
-                }
-                None => return Err(invalid_params("missing field `filter`")),
+                _ => return Err(unreachable_params()),
             };
-            let cfg = config_object(args.get(1))?;
+            let cfg = config_object(args.get(1));
             let _ = write!(
                 out,
                 "[{filter},{{\"commitment\":\"{}\"}}]",
-                commitment(&cfg)?
+                commitment(&cfg)
             );
         }
         "signature" => {
-            none_allowed(2)?;
-            let sig = string_arg(&args, "signature")?;
+            let sig = args.first().and_then(Value::as_str).unwrap_or_default();
             if !is_signature(sig) {
                 return Err(invalid_request("Invalid signature provided"));
             }
-            let cfg = config_object(args.get(1))?;
+            let cfg = config_object(args.get(1));
             let received = cfg
                 .get("enableReceivedNotification")
                 .and_then(Value::as_bool)
@@ -337,11 +329,20 @@ fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> 
                 out,
                 "[{},{{\"commitment\":\"{}\",\"enableReceivedNotification\":{received}}}]",
                 quoted(sig),
-                commitment(&cfg)?
+                commitment(&cfg)
             );
         }
         "block" => {
-            none_allowed(2)?;
+            // block_subscribe checks the commitment before the filter's key.
+            let cfg = config_object(args.get(1));
+            let c = commitment(&cfg);
+            if c == "processed" {
+                // Agave rpc/src/rpc.rs check_is_at_least_confirmed.
+                return Err(RpcError::new(
+                    INVALID_PARAMS,
+                    "Method does not support commitment below `confirmed`",
+                ));
+            }
             let filter = match args.first() {
                 Some(Value::String(s)) if s == "all" => quoted(s),
                 Some(Value::Object(m)) => {
@@ -356,20 +357,8 @@ fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> 
                         }
                     }
                 }
-                _ => {
-                    return Err(invalid_params(
-                        "unknown variant, expected `all` or `mentionsAccountOrProgram`",
-                    ))
-                }
+                _ => return Err(unreachable_params()),
             };
-            let cfg = config_object(args.get(1))?;
-            let c = commitment(&cfg)?;
-            if c == "processed" {
-                return Err(RpcError::new(
-                    INVALID_PARAMS,
-                    "Method does not support commitment below `confirmed`",
-                ));
-            }
             let details = cfg
                 .get("transactionDetails")
                 .and_then(Value::as_str)
@@ -381,7 +370,7 @@ fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> 
             let _ = write!(
                 out,
                 "[{filter},{{\"commitment\":\"{c}\",\"encoding\":{},\"transactionDetails\":{},\"showRewards\":{rewards}",
-                quoted(&encoding(&cfg, "base64")?),
+                quoted(&encoding(&cfg, "base64")),
                 quoted(details)
             );
             if let Some(v) = cfg
@@ -395,26 +384,6 @@ fn canonical(kind: &str, params: Option<&RawValue>) -> Result<String, RpcError> 
         _ => return Err(RpcError::new(METHOD_NOT_FOUND, "Method not found")),
     }
     Ok(out)
-}
-
-fn parse_unsubscribe(params: Option<&RawValue>) -> Result<ClientSubId, RpcError> {
-    let args = positional(params)?;
-    match args.as_slice() {
-        [Value::Number(n)] if n.as_u64().is_some() => Ok(ClientSubId(n.to_string().into())),
-        [other] => Err(invalid_params(format!(
-            "invalid type: {}, expected u64",
-            match other {
-                Value::String(s) => format!("string {s:?}"),
-                Value::Number(n) => format!("number {n}"),
-                _ => "value".into(),
-            }
-        ))),
-        [] => Err(invalid_params("invalid length 0, expected one element")),
-        _ => Err(invalid_params(format!(
-            "invalid length {}, expected one element",
-            args.len()
-        ))),
-    }
 }
 
 /// jsonrpc-core's member order: `{"jsonrpc":"2.0","result":…,"id":…}`.
@@ -452,17 +421,58 @@ impl Dialect for Solana {
         DialectKind::Solana
     }
 
+    /// jsonrpc-core `core/src/io.rs` `handle_request`: the frame must deserialize as a
+    /// `Request` (one `Call` or an array of them), or the answer is
+    /// `ErrorCode::ParseError` "Parse error" with id null.
     fn parse_client(&self, text: &str, transport: Transport) -> ClientFrame {
-        match jsonrpc::parse_frame(text, MAX_BATCH, |raw| self.parse_message(raw, transport)) {
-            // jsonrpc-core's words for frame-level errors.
-            ClientFrame::Invalid(RpcError::Std { code: -32700, .. }) => {
-                ClientFrame::Invalid(RpcError::new(-32700, "Parse error"))
-            }
-            ClientFrame::Invalid(RpcError::Std { code: -32600, .. }) => {
-                ClientFrame::Invalid(RpcError::new(INVALID_REQUEST, "Invalid request"))
-            }
-            other => other,
+        let parse_error = || ClientFrame::Invalid(RpcError::new(PARSE_ERROR, "Parse error"));
+        let Ok(raw) = serde_json::from_str::<&RawValue>(text) else {
+            return parse_error();
+        };
+        let top = raw.get();
+        if top.starts_with('{') {
+            return match self.parse_message(raw, transport) {
+                Some(msg) => ClientFrame::Single(msg),
+                None => parse_error(),
+            };
         }
+        if !top.starts_with('[') {
+            return parse_error();
+        }
+        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(top) else {
+            return parse_error();
+        };
+        // `Request::Single` is tried first, and a struct variant reads a sequence too:
+        // `[]` is `Call::Invalid { id: null }`, and `[x]` with x an `Id` is
+        // `Call::Invalid { id: x }`, both answered "Invalid request".
+        match items.as_slice() {
+            [] => return ClientFrame::Single(invalid_request_msg(RequestId::null())),
+            [one] if !one.get().starts_with('{') => {
+                return match serde_json::from_str::<Value>(one.get())
+                    .ok()
+                    .as_ref()
+                    .and_then(jsonrpc_core_id)
+                {
+                    Some(id) => ClientFrame::Single(invalid_request_msg(id)),
+                    None => parse_error(),
+                }
+            }
+            _ => {}
+        }
+        if items.len() > MAX_BATCH {
+            // submux's own limit (the node has none; its 4 KiB frames bound a batch), in
+            // jsonrpc-core's frame-level shape and words.
+            return ClientFrame::Invalid(RpcError::new(INVALID_REQUEST, "Invalid request"));
+        }
+        let mut msgs = Vec::with_capacity(items.len());
+        for item in items {
+            match self.parse_message(item, transport) {
+                Some(msg) => msgs.push(msg),
+                // One element that is not even a `Call` fails the whole batch's parse.
+                None => return parse_error(),
+            }
+        }
+        ClientFrame::Batch(msgs)
     }
 
     fn mint_sub_id(&self) -> ClientSubId {
@@ -615,11 +625,22 @@ mod tests {
             let note = case["note"].as_str().unwrap();
             let req = serde_json::to_string(&case["request"]).unwrap();
             let expected = &case["response"];
-            let msg = single(&req);
+            let msg = match sol().parse_client(&req, Transport::WebSocket) {
+                ClientFrame::Single(m) => m,
+                ClientFrame::Invalid(error) => ClientMsg::Error {
+                    id: RequestId::null(),
+                    error,
+                },
+                ClientFrame::Batch(_) => panic!("{note}: batch"),
+            };
             match msg {
                 ClientMsg::Error { id, error } => {
                     let got: Value =
                         serde_json::from_str(&sol().render_error(&id, &error)).unwrap();
+                    assert_eq!(&got, expected, "{note}");
+                }
+                ClientMsg::Reply(r) => {
+                    let got: Value = serde_json::from_str(&r).unwrap();
                     assert_eq!(&got, expected, "{note}");
                 }
                 ClientMsg::Ignore => assert!(expected.is_null(), "{note}"),
@@ -635,7 +656,7 @@ mod tests {
                 }
                 ClientMsg::Unsubscribe { .. } => assert!(note.contains("unsubscribe"), "{note}"),
                 ClientMsg::Call { .. } => panic!("{note}: parsed as a call"),
-                ClientMsg::Join { .. } | ClientMsg::Leave { .. } | ClientMsg::Reply(_) => {
+                ClientMsg::Join { .. } | ClientMsg::Leave { .. } => {
                     panic!("{note}: parsed as a set change")
                 }
             }

@@ -76,7 +76,8 @@ const STREAMS: &[&str] = &[
     "consensus",
 ];
 
-/// rippled's error table entries submux uses: (token, code, message).
+/// rippled's error table entries submux uses: (token, code, message), each as in
+/// `src/libxrpl/protocol/ErrorCodes.cpp` (codes: `include/xrpl/protocol/ErrorCodes.h`).
 pub type ErrorInfo = (&'static str, i64, &'static str);
 pub const INVALID_PARAMS: ErrorInfo = ("invalidParams", 31, "Invalid parameters.");
 pub const MALFORMED_STREAM: ErrorInfo = ("malformedStream", 71, "Stream malformed.");
@@ -98,6 +99,14 @@ const BAD_MARKET: ErrorInfo = ("badMarket", 42, "No such market.");
 const BAD_ISSUER: ErrorInfo = ("badIssuer", 41, "Issuer account malformed.");
 const DOMAIN_MALFORMED: ErrorInfo = ("domainMalformed", 97, "Domain is malformed.");
 const NOT_SUPPORTED: ErrorInfo = ("notSupported", 75, "Operation not supported.");
+const NO_EVENTS: ErrorInfo = ("noEvents", 7, "Current transport does not support events.");
+const NO_NETWORK: ErrorInfo = ("noNetwork", 17, "Not synced to the network.");
+const TOO_BUSY: ErrorInfo = ("tooBusy", 9, "The server is too busy to help you now.");
+const SLOW_DOWN: ErrorInfo = (
+    "slowDown",
+    10,
+    "You are placing too much load on the server.",
+);
 
 /// The XRPL dialect.
 #[derive(Debug, Default)]
@@ -559,6 +568,8 @@ fn parse_set(req: &BTreeMap<String, &RawValue>, class: u8, subscribe: bool) -> S
             }
         }
     }
+    // submux's own text under rippled's notSupported token/code: the node has no such
+    // refusal (these streams are per connection, which a shared upstream cannot be).
     for unsupported in ["account_history_tx_stream", "mpt_issuances"] {
         if req.contains_key(unsupported) {
             out.refusal = Some(format!(
@@ -618,6 +629,8 @@ fn parse_ws(text: &str) -> ClientMsg {
         .map_or_else(|| RequestId("".into()), |v| RequestId(v.get().into()));
     match name.as_str() {
         "subscribe" | "unsubscribe" => set_change(&req, id, class, name == "subscribe"),
+        // submux's own text under rippled's notSupported token/code: the node has no such
+        // refusal (it serves path_find per connection, which a shared upstream cannot).
         "path_find" => ClientMsg::Reply(request_error_text(
             &req,
             NOT_SUPPORTED.0,
@@ -742,12 +755,25 @@ fn parse_http(text: &str) -> ClientMsg {
     if let Some(c) = &command {
         members.insert("command".into(), c.get().to_string());
     }
-    if matches!(method.as_str(), "subscribe" | "unsubscribe" | "path_find") {
-        return http_error(
-            NOT_SUPPORTED.0,
-            NOT_SUPPORTED.1,
-            "subscriptions need a WebSocket: connect to this route with ws:// or wss://",
-        );
+    // Over HTTP there is no InfoSub: rippled's Subscribe.cpp / Unsubscribe.cpp answer
+    // rpcINVALID_PARAMS ("RPC subscribe requires a url"; a url needs ADMIN:
+    // rpcNO_PERMISSION), and PathFind.cpp rpcINVALID_PARAMS without a string `subcommand`,
+    // else rpcNO_EVENTS (texts: src/libxrpl/protocol/ErrorCodes.cpp).
+    if matches!(method.as_str(), "subscribe" | "unsubscribe") {
+        let (token, code, message) = if params.contains_key("url") {
+            NO_PERMISSION
+        } else {
+            INVALID_PARAMS
+        };
+        return http_error(token, code, message);
+    }
+    if method == "path_find" {
+        let (token, code, message) = if params.get("subcommand").and_then(|v| str_of(v)).is_some() {
+            NO_EVENTS
+        } else {
+            INVALID_PARAMS
+        };
+        return http_error(token, code, message);
     }
     ClientMsg::Call {
         id: Some(RequestId("".into())),
@@ -1186,31 +1212,19 @@ impl Dialect for Xrpl {
         Some((frame, 0..0))
     }
 
+    /// Conditions submux detects, as the rippled entries that mean the same to a client
+    /// (`src/libxrpl/protocol/ErrorCodes.cpp`): no upstream or a lost one is rippled's
+    /// `noNetwork`, an unanswered request or shutdown `tooBusy`, a submux limit
+    /// `slowDown` (the node's own word for "you asked too much"; which limit is logged by
+    /// submux, not told), a route that cannot serve the request `notSupported`.
     fn error_for(&self, cond: Condition) -> RpcError {
         let (token, code, message) = match cond {
-            Condition::UpstreamUnavailable => (
-                "noNetwork",
-                17,
-                "Not synced to the network: submux has no upstream connection.".to_string(),
-            ),
-            Condition::UpstreamTimeout => (
-                "tooBusy",
-                9,
-                "The upstream server did not answer in time.".to_string(),
-            ),
-            Condition::UpstreamLost => (
-                "noNetwork",
-                17,
-                "The upstream connection was lost with the request in flight.".to_string(),
-            ),
-            Condition::LimitExceeded(what) => ("slowDown", 10, format!("Limit exceeded: {what}.")),
-            Condition::ShuttingDown => ("tooBusy", 9, "The server is shutting down.".to_string()),
-            Condition::SubscriptionNotFound | Condition::NoHttpUpstream => (
-                NOT_SUPPORTED.0,
-                NOT_SUPPORTED.1,
-                "subscriptions need a WebSocket connection".to_string(),
-            ),
+            Condition::UpstreamUnavailable | Condition::UpstreamLost => NO_NETWORK,
+            Condition::UpstreamTimeout | Condition::ShuttingDown => TOO_BUSY,
+            Condition::LimitExceeded(_) => SLOW_DOWN,
+            Condition::SubscriptionNotFound | Condition::NoHttpUpstream => NOT_SUPPORTED,
         };
+        let message = message.to_string();
         RpcError::Raw(error_fields(token, code, &message))
     }
 }
@@ -1683,6 +1697,70 @@ mod tests {
         failed["engine_result"] = "tecUNFUNDED_OFFER".into();
         failed["meta"]["TransactionResult"] = "tecUNFUNDED_OFFER".into();
         assert!(!routed(&failed).iter().any(|(_, g)| *g == 3));
+    }
+
+    /// rippled's answers over HTTP, where there is no InfoSub (Subscribe.cpp,
+    /// Unsubscribe.cpp, PathFind.cpp; texts from ErrorCodes.cpp).
+    #[test]
+    fn http_evented_commands_in_rippleds_words() {
+        let cases = [
+            (
+                r#"{"method":"subscribe","params":[{"streams":["ledger"]}]}"#,
+                "invalidParams",
+                31,
+                "Invalid parameters.",
+            ),
+            (
+                r#"{"method":"unsubscribe","params":[{"streams":["ledger"]}]}"#,
+                "invalidParams",
+                31,
+                "Invalid parameters.",
+            ),
+            (
+                r#"{"method":"subscribe","params":[{"url":"http://x"}]}"#,
+                "noPermission",
+                6,
+                "You don't have permission for this command.",
+            ),
+            (
+                r#"{"method":"path_find","params":[{"subcommand":"create"}]}"#,
+                "noEvents",
+                7,
+                "Current transport does not support events.",
+            ),
+            (
+                r#"{"method":"path_find","params":[{}]}"#,
+                "invalidParams",
+                31,
+                "Invalid parameters.",
+            ),
+        ];
+        for (req, token, code, message) in cases {
+            let ClientFrame::Single(ClientMsg::Reply(r)) = Xrpl.parse_client(req, Transport::Http)
+            else {
+                panic!("{req}")
+            };
+            let v: Value = serde_json::from_str(&r).unwrap();
+            assert_eq!(v["result"]["error"], token, "{req}");
+            assert_eq!(v["result"]["error_code"], code, "{req}");
+            assert_eq!(v["result"]["error_message"], message, "{req}");
+        }
+        let text = |c| match Xrpl.error_for(c) {
+            RpcError::Raw(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            text(Condition::UpstreamUnavailable),
+            r#"{"error":"noNetwork","error_code":17,"error_message":"Not synced to the network."}"#
+        );
+        assert_eq!(
+            text(Condition::LimitExceeded("x".into())),
+            r#"{"error":"slowDown","error_code":10,"error_message":"You are placing too much load on the server."}"#
+        );
+        assert_eq!(
+            text(Condition::UpstreamTimeout),
+            r#"{"error":"tooBusy","error_code":9,"error_message":"The server is too busy to help you now."}"#
+        );
     }
 
     #[test]
