@@ -1215,13 +1215,19 @@ impl Dialect for Xrpl {
     /// Conditions submux detects, as the rippled entries that mean the same to a client
     /// (`src/libxrpl/protocol/ErrorCodes.cpp`): no upstream or a lost one is rippled's
     /// `noNetwork`, an unanswered request or shutdown `tooBusy`, a submux limit
-    /// `slowDown` (the node's own word for "you asked too much"; which limit is logged by
-    /// submux, not told), a route that cannot serve the request `notSupported`.
+    /// `slowDown` (the node's own token and code for "you asked too much"), a route that
+    /// cannot serve the request `notSupported`. A limit's message is submux's own text,
+    /// naming the limit (and the API key when it is a key's): rippled has no such
+    /// per-connection limits, and a client must be able to tell which one it hit.
     fn error_for(&self, cond: Condition) -> RpcError {
         let (token, code, message) = match cond {
             Condition::UpstreamUnavailable | Condition::UpstreamLost => NO_NETWORK,
             Condition::UpstreamTimeout | Condition::ShuttingDown => TOO_BUSY,
-            Condition::LimitExceeded(_) => SLOW_DOWN,
+            Condition::LimitExceeded(what) => {
+                let (token, code, _) = SLOW_DOWN;
+                let message = format!("Limit exceeded: {what}.");
+                return RpcError::Raw(error_fields(token, code, &message));
+            }
             Condition::SubscriptionNotFound | Condition::NoHttpUpstream => NOT_SUPPORTED,
         };
         let message = message.to_string();
@@ -1754,8 +1760,10 @@ mod tests {
             r#"{"error":"noNetwork","error_code":17,"error_message":"Not synced to the network."}"#
         );
         assert_eq!(
-            text(Condition::LimitExceeded("x".into())),
-            r#"{"error":"slowDown","error_code":10,"error_message":"You are placing too much load on the server."}"#
+            text(Condition::LimitExceeded(
+                "max 2 subscriptions per connection".into()
+            )),
+            r#"{"error":"slowDown","error_code":10,"error_message":"Limit exceeded: max 2 subscriptions per connection."}"#
         );
         assert_eq!(
             text(Condition::UpstreamTimeout),
