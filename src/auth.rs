@@ -3,6 +3,7 @@
 //! disconnect and subscription changes only, never per notification.
 
 use crate::config::{expand_env, AuthConfig};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -133,24 +134,24 @@ impl Keys {
 }
 
 /// The key a request presents: `/ROUTE/KEY` (the path after the route), then
-/// `Authorization: Bearer KEY`, then `?api_key=KEY`.
+/// `Authorization: Bearer KEY`, then `?api_key=KEY` (percent-decoded; a value that does not
+/// decode counts as no key).
 pub fn presented<'a>(
     path_rest: Option<&'a str>,
     authorization: Option<&'a str>,
     query: Option<&'a str>,
-) -> Option<&'a str> {
+) -> Option<Cow<'a, str>> {
     if let Some(k) = path_rest.filter(|k| !k.is_empty()) {
-        return Some(k);
+        return Some(Cow::Borrowed(k));
     }
     if let Some(k) = authorization.and_then(|a| {
         a.strip_prefix("Bearer ")
             .or_else(|| a.strip_prefix("bearer "))
     }) {
-        return Some(k.trim());
+        return Some(Cow::Borrowed(k.trim()));
     }
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("api_key="))
+    crate::query::param(query, "api_key")?
+        .ok()
         .filter(|k| !k.is_empty())
 }
 
@@ -174,16 +175,27 @@ mod tests {
 
     #[test]
     fn keys_come_from_path_header_or_query() {
+        let presented = |p, a, q| presented(p, a, q).map(Cow::into_owned);
         assert_eq!(
-            presented(Some("k1"), Some("Bearer k2"), Some("api_key=k3")),
+            presented(Some("k1"), Some("Bearer k2"), Some("api_key=k3")).as_deref(),
             Some("k1")
         );
         assert_eq!(
-            presented(None, Some("Bearer k2"), Some("api_key=k3")),
+            presented(None, Some("Bearer k2"), Some("api_key=k3")).as_deref(),
             Some("k2")
         );
-        assert_eq!(presented(None, None, Some("a=1&api_key=k3")), Some("k3"));
+        assert_eq!(
+            presented(None, None, Some("a=1&api_key=k3")).as_deref(),
+            Some("k3")
+        );
         assert_eq!(presented(Some(""), None, None), None);
+        // The query form is percent-decoded (`+` is a space there, so a key's own `+` is %2B).
+        assert_eq!(
+            presented(None, None, Some("api_key=a%2Bb%3D%25c")).as_deref(),
+            Some("a+b=%c")
+        );
+        assert_eq!(presented(None, None, Some("api_key=%zz")), None);
+        assert_eq!(presented(None, None, Some("api_key=")), None);
     }
 
     #[test]

@@ -221,7 +221,7 @@ fn resolve_key(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let presented = crate::auth::presented(path_rest, authorization, req.uri().query());
-    state.settings.auth.check(presented)
+    state.settings.auth.check(presented.as_deref())
 }
 
 /// The request's `Origin` and whether origins are restricted; a 403 when it is not allowed

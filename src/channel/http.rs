@@ -5,8 +5,8 @@
 
 use super::{session, ChannelError, ChannelRoute};
 use crate::dialect::lnbits::{
-    parse_target, percent_encode, push_text, render_detail, render_sent, ItemId, PushError,
-    PushVia, SocketOptions, Target,
+    parse_target, push_text, render_detail, render_sent, ItemId, PushError, PushVia, SocketOptions,
+    Target,
 };
 use crate::server::{check_origin, cors, is_ws_upgrade, upgrade, AppState};
 use crate::telemetry::{redact_url, RouteMetrics};
@@ -267,7 +267,7 @@ impl PushForwarder {
         let mut last = None;
         for i in 0..n {
             let (base, shown) = &self.bases[(start + i) % n];
-            let url = format!("{base}/{item}?data={}", percent_encode(text));
+            let url = format!("{base}/{item}?data={}", crate::query::encode(text));
             let uri: axum::http::Uri = match url.parse() {
                 Ok(u) => u,
                 Err(e) => {
