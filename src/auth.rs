@@ -4,9 +4,9 @@
 
 use crate::config::{expand_env, AuthConfig};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// One configured key's limits and live usage.
 #[derive(Debug)]
@@ -72,7 +72,8 @@ pub enum AuthError {
 #[derive(Debug, Default)]
 pub struct Keys {
     required: bool,
-    by_secret: HashMap<String, Arc<ApiKey>>,
+    /// (secret, key); looked up by comparing every secret in constant time, not by hashing.
+    by_secret: Vec<(String, Arc<ApiKey>)>,
 }
 
 impl Keys {
@@ -80,7 +81,7 @@ impl Keys {
         cfg: &AuthConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Keys, String> {
-        let mut by_secret = HashMap::new();
+        let mut by_secret: Vec<(String, Arc<ApiKey>)> = Vec::new();
         for (i, k) in cfg.keys.iter().enumerate() {
             let secret = expand_env(&k.key, &env).map_err(|name| {
                 format!("key[{i}] ({}) uses ${{{name}}}, which is not set", k.name)
@@ -101,9 +102,10 @@ impl Keys {
                 connections: AtomicUsize::new(0),
                 subscriptions: AtomicUsize::new(0),
             });
-            if by_secret.insert(secret, key).is_some() {
+            if by_secret.iter().any(|(s, _)| *s == secret) {
                 return Err(format!("key[{i}] ({}) repeats another key", k.name));
             }
+            by_secret.push((secret, key));
         }
         if cfg.required && by_secret.is_empty() {
             return Err("required = true but no [[auth.key]] is configured".into());
@@ -121,12 +123,17 @@ impl Keys {
     /// Resolve the key a client presented (if any).
     pub fn check(&self, presented: Option<&str>) -> Result<Option<Arc<ApiKey>>, AuthError> {
         match presented {
-            Some(p) => self
-                .by_secret
-                .get(p)
-                .cloned()
-                .map(Some)
-                .ok_or(AuthError::Unknown),
+            Some(p) => {
+                // Every secret is compared, each without an early exit on the first
+                // differing byte, so timing tells nothing about how close a guess was.
+                let mut found = None;
+                for (secret, key) in &self.by_secret {
+                    if bool::from(secret.as_bytes().ct_eq(p.as_bytes())) {
+                        found = Some(key.clone());
+                    }
+                }
+                found.map(Some).ok_or(AuthError::Unknown)
+            }
             None if self.required => Err(AuthError::Missing),
             None => Ok(None),
         }
@@ -215,6 +222,29 @@ mod tests {
         assert!(alice.take_subscriptions(1));
         let open = keys(false, 0, 0);
         assert!(open.check(None).unwrap().is_none(), "keys optional");
+    }
+
+    #[test]
+    fn each_of_several_keys_resolves_to_its_own_name() {
+        let key = |name: &str, key: &str| ApiKeyConfig {
+            name: name.into(),
+            key: key.into(),
+            max_connections: 0,
+            max_subscriptions: 0,
+        };
+        let mut cfg = AuthConfig {
+            required: true,
+            keys: vec![key("a", "secret-a-123"), key("b", "secret-b-456")],
+        };
+        let k = Keys::from_config(&cfg, |_| None).unwrap();
+        assert_eq!(k.check(Some("secret-a-123")).unwrap().unwrap().name, "a");
+        assert_eq!(k.check(Some("secret-b-456")).unwrap().unwrap().name, "b");
+        for wrong in ["secret-a-12", "secret-a-1234", "secret-b-457", ""] {
+            assert_eq!(k.check(Some(wrong)).unwrap_err(), AuthError::Unknown);
+        }
+        cfg.keys.push(key("c", "secret-a-123"));
+        let err = Keys::from_config(&cfg, |_| None).unwrap_err();
+        assert!(err.contains("repeats another key"), "{err}");
     }
 
     #[test]
