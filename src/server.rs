@@ -154,16 +154,21 @@ async fn status_json(axum::extract::State(state): axum::extract::State<AppState>
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let routes: Vec<(&str, &crate::telemetry::RouteMetrics)> = state
+    let routes = state
         .hub
         .routes()
         .iter()
-        .map(|r| (&*r.path, &*r.metrics))
-        .chain(state.channels.iter().map(|c| (&*c.path, &*c.metrics)))
+        .map(|r| (r.path.clone(), r.metrics.clone()))
+        .chain(
+            state
+                .channels
+                .iter()
+                .map(|c| (c.path.clone(), c.metrics.clone())),
+        )
         .collect();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render_prometheus(&routes),
+        [(header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)],
+        render_prometheus(routes),
     )
         .into_response()
 }
