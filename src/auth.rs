@@ -3,9 +3,10 @@
 //! disconnect and subscription changes only, never per notification.
 
 use crate::config::{expand_env, AuthConfig};
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// One configured key's limits and live usage.
 #[derive(Debug)]
@@ -71,7 +72,8 @@ pub enum AuthError {
 #[derive(Debug, Default)]
 pub struct Keys {
     required: bool,
-    by_secret: HashMap<String, Arc<ApiKey>>,
+    /// (secret, key); looked up by comparing every secret in constant time, not by hashing.
+    by_secret: Vec<(String, Arc<ApiKey>)>,
 }
 
 impl Keys {
@@ -79,7 +81,7 @@ impl Keys {
         cfg: &AuthConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Keys, String> {
-        let mut by_secret = HashMap::new();
+        let mut by_secret: Vec<(String, Arc<ApiKey>)> = Vec::new();
         for (i, k) in cfg.keys.iter().enumerate() {
             let secret = expand_env(&k.key, &env).map_err(|name| {
                 format!("key[{i}] ({}) uses ${{{name}}}, which is not set", k.name)
@@ -100,9 +102,10 @@ impl Keys {
                 connections: AtomicUsize::new(0),
                 subscriptions: AtomicUsize::new(0),
             });
-            if by_secret.insert(secret, key).is_some() {
+            if by_secret.iter().any(|(s, _)| *s == secret) {
                 return Err(format!("key[{i}] ({}) repeats another key", k.name));
             }
+            by_secret.push((secret, key));
         }
         if cfg.required && by_secret.is_empty() {
             return Err("required = true but no [[auth.key]] is configured".into());
@@ -120,12 +123,17 @@ impl Keys {
     /// Resolve the key a client presented (if any).
     pub fn check(&self, presented: Option<&str>) -> Result<Option<Arc<ApiKey>>, AuthError> {
         match presented {
-            Some(p) => self
-                .by_secret
-                .get(p)
-                .cloned()
-                .map(Some)
-                .ok_or(AuthError::Unknown),
+            Some(p) => {
+                // Every secret is compared, each without an early exit on the first
+                // differing byte, so timing tells nothing about how close a guess was.
+                let mut found = None;
+                for (secret, key) in &self.by_secret {
+                    if bool::from(secret.as_bytes().ct_eq(p.as_bytes())) {
+                        found = Some(key.clone());
+                    }
+                }
+                found.map(Some).ok_or(AuthError::Unknown)
+            }
             None if self.required => Err(AuthError::Missing),
             None => Ok(None),
         }
@@ -133,24 +141,24 @@ impl Keys {
 }
 
 /// The key a request presents: `/ROUTE/KEY` (the path after the route), then
-/// `Authorization: Bearer KEY`, then `?api_key=KEY`.
+/// `Authorization: Bearer KEY`, then `?api_key=KEY` (percent-decoded; a value that does not
+/// decode counts as no key).
 pub fn presented<'a>(
     path_rest: Option<&'a str>,
     authorization: Option<&'a str>,
     query: Option<&'a str>,
-) -> Option<&'a str> {
+) -> Option<Cow<'a, str>> {
     if let Some(k) = path_rest.filter(|k| !k.is_empty()) {
-        return Some(k);
+        return Some(Cow::Borrowed(k));
     }
     if let Some(k) = authorization.and_then(|a| {
         a.strip_prefix("Bearer ")
             .or_else(|| a.strip_prefix("bearer "))
     }) {
-        return Some(k.trim());
+        return Some(Cow::Borrowed(k.trim()));
     }
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("api_key="))
+    crate::query::param(query, "api_key")?
+        .ok()
         .filter(|k| !k.is_empty())
 }
 
@@ -174,16 +182,27 @@ mod tests {
 
     #[test]
     fn keys_come_from_path_header_or_query() {
+        let presented = |p, a, q| presented(p, a, q).map(Cow::into_owned);
         assert_eq!(
-            presented(Some("k1"), Some("Bearer k2"), Some("api_key=k3")),
+            presented(Some("k1"), Some("Bearer k2"), Some("api_key=k3")).as_deref(),
             Some("k1")
         );
         assert_eq!(
-            presented(None, Some("Bearer k2"), Some("api_key=k3")),
+            presented(None, Some("Bearer k2"), Some("api_key=k3")).as_deref(),
             Some("k2")
         );
-        assert_eq!(presented(None, None, Some("a=1&api_key=k3")), Some("k3"));
+        assert_eq!(
+            presented(None, None, Some("a=1&api_key=k3")).as_deref(),
+            Some("k3")
+        );
         assert_eq!(presented(Some(""), None, None), None);
+        // The query form is percent-decoded (`+` is a space there, so a key's own `+` is %2B).
+        assert_eq!(
+            presented(None, None, Some("api_key=a%2Bb%3D%25c")).as_deref(),
+            Some("a+b=%c")
+        );
+        assert_eq!(presented(None, None, Some("api_key=%zz")), None);
+        assert_eq!(presented(None, None, Some("api_key=")), None);
     }
 
     #[test]
@@ -203,6 +222,29 @@ mod tests {
         assert!(alice.take_subscriptions(1));
         let open = keys(false, 0, 0);
         assert!(open.check(None).unwrap().is_none(), "keys optional");
+    }
+
+    #[test]
+    fn each_of_several_keys_resolves_to_its_own_name() {
+        let key = |name: &str, key: &str| ApiKeyConfig {
+            name: name.into(),
+            key: key.into(),
+            max_connections: 0,
+            max_subscriptions: 0,
+        };
+        let mut cfg = AuthConfig {
+            required: true,
+            keys: vec![key("a", "secret-a-123"), key("b", "secret-b-456")],
+        };
+        let k = Keys::from_config(&cfg, |_| None).unwrap();
+        assert_eq!(k.check(Some("secret-a-123")).unwrap().unwrap().name, "a");
+        assert_eq!(k.check(Some("secret-b-456")).unwrap().unwrap().name, "b");
+        for wrong in ["secret-a-12", "secret-a-1234", "secret-b-457", ""] {
+            assert_eq!(k.check(Some(wrong)).unwrap_err(), AuthError::Unknown);
+        }
+        cfg.keys.push(key("c", "secret-a-123"));
+        let err = Keys::from_config(&cfg, |_| None).unwrap_err();
+        assert!(err.contains("repeats another key"), "{err}");
     }
 
     #[test]

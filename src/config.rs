@@ -394,48 +394,36 @@ const RESERVED: [&str; 6] = [
     "/status.json",
 ];
 
-/// An IP address or CIDR range (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`).
+/// A trusted proxy: an IP address or CIDR range (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`).
+/// IPv4-mapped IPv6 addresses (`::ffff:10.1.1.1`, as a dual-stack listener sees IPv4 peers)
+/// match IPv4 ranges, and IPv4 addresses match IPv4-mapped ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: std::net::IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr::{V4, V6};
-        let (a, b, bits) = match (self.addr, ip) {
-            (V4(a), V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
-            (V6(a), V6(b)) => (u128::from(a), u128::from(b), 128),
-            (V6(a), V4(b)) => match a.to_ipv4_mapped() {
-                Some(a) => (u32::from(a) as u128, u32::from(b) as u128, 32),
-                None => return false,
-            },
-            (V4(a), V6(b)) => match b.to_ipv4_mapped() {
-                Some(b) => (u32::from(a) as u128, u32::from(b) as u128, 32),
-                None => return false,
-            },
-        };
-        let prefix = u32::from(self.prefix.min(bits));
-        let shift = u32::from(bits) - prefix;
-        prefix == 0 || (a >> shift) == (b >> shift)
+        self.0.contains(&ip.to_canonical())
     }
 }
 
 impl std::str::FromStr for IpNet {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| ())?)),
-            None => (s, None),
+    type Err = ipnet::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let net = match s.parse::<std::net::IpAddr>() {
+            Ok(addr) => ipnet::IpNet::from(addr),
+            Err(_) => s.parse::<ipnet::IpNet>()?,
         };
-        let addr: std::net::IpAddr = ip.parse().map_err(|_| ())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(());
-        }
-        Ok(IpNet { addr, prefix })
+        // A range of IPv4-mapped addresses is kept as the IPv4 range it maps.
+        let net = match net {
+            ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .map(ipnet::IpNet::V4)
+                    .unwrap_or(net),
+                None => net,
+            },
+            _ => net,
+        };
+        Ok(IpNet(net))
     }
 }
 
@@ -605,10 +593,13 @@ impl RawConfig {
         for p in &s.trusted_proxies {
             match p.parse::<IpNet>() {
                 Ok(net) => trusted_proxies.push(net),
-                Err(_) => {
+                Err(e) => {
+                    let at = line("[server]", 0, "trusted_proxies")
+                        .map(|n| format!(" (line {n})"))
+                        .unwrap_or_default();
                     return bad(format!(
-                        "server.trusted_proxies: {p:?} is not an IP address or CIDR range (e.g. \"10.0.0.0/8\")"
-                    ))
+                        "server.trusted_proxies{at}: {p:?} is not an IP address or CIDR range ({e}; e.g. \"10.0.0.0/8\")"
+                    ));
                 }
             }
         }
@@ -964,6 +955,32 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
     }
 
     #[test]
+    fn bad_trusted_proxy_points_to_the_line() {
+        let text = MIN.replace(
+            "listen = \"127.0.0.1:8545\"",
+            "listen = \"127.0.0.1:8545\"\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+        );
+        let err = RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trusted_proxies (line 4)") && err.contains("\"10.0.0.0/33\""),
+            "{err}"
+        );
+        let text = MIN.replace(
+            "listen = \"127.0.0.1:8545\"",
+            "listen = \"127.0.0.1:8545\"\ntrusted_proxies = [\"127.0.0.1\", \"fd00::/8\"]",
+        );
+        let s = RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .unwrap();
+        assert_eq!(s.trusted_proxies.len(), 2);
+    }
+
+    #[test]
     fn cidr_ranges() {
         let n: IpNet = "10.0.0.0/8".parse().unwrap();
         assert!(n.contains("10.200.1.2".parse().unwrap()));
@@ -983,7 +1000,20 @@ upstreams = ["ws://127.0.0.1:8546", "wss://backup.example/KEY"]
             .unwrap()
             .contains("8.8.8.8".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("fd00::/129".parse::<IpNet>().is_err());
         assert!("nope".parse::<IpNet>().is_err());
+        assert!("10.0.0.0/".parse::<IpNet>().is_err());
+        // Host bits set: the range is the network's.
+        let host: IpNet = "10.1.2.3/16".parse().unwrap();
+        assert!(host.contains("10.1.200.1".parse().unwrap()));
+        assert!(!host.contains("10.2.0.1".parse().unwrap()));
+        // An IPv4-mapped range matches IPv4 peers and mapped peers alike.
+        let mapped: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped.contains("10.9.9.9".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.9.9.9".parse().unwrap()));
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
+        // IPv4 ranges never match other IPv6 addresses.
+        assert!(!n.contains("fd00::a00:1".parse().unwrap()));
     }
 
     #[test]

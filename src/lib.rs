@@ -11,6 +11,7 @@ pub mod channel;
 pub mod config;
 pub mod dialect;
 pub mod hub;
+pub mod query;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -155,16 +155,21 @@ async fn status_json(axum::extract::State(state): axum::extract::State<AppState>
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let routes: Vec<(&str, &crate::telemetry::RouteMetrics)> = state
+    let routes = state
         .hub
         .routes()
         .iter()
-        .map(|r| (&*r.path, &*r.metrics))
-        .chain(state.channels.iter().map(|c| (&*c.path, &*c.metrics)))
+        .map(|r| (r.path.clone(), r.metrics.clone()))
+        .chain(
+            state
+                .channels
+                .iter()
+                .map(|c| (c.path.clone(), c.metrics.clone())),
+        )
         .collect();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render_prometheus(&routes),
+        [(header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)],
+        render_prometheus(routes),
     )
         .into_response()
 }
@@ -222,7 +227,7 @@ fn resolve_key(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let presented = crate::auth::presented(path_rest, authorization, req.uri().query());
-    state.settings.auth.check(presented)
+    state.settings.auth.check(presented.as_deref())
 }
 
 /// The request's `Origin` and whether origins are restricted; a 403 when it is not allowed

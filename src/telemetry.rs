@@ -1,82 +1,161 @@
-//! Tracing setup and metrics. Metric names are constants here; values are plain atomics
-//! (per route) rendered as Prometheus text by `/metrics`.
+//! Tracing setup and metrics. Every per-route metric is declared once, in the table of
+//! [`route_metrics!`] below (field, exposed name, help); values are plain atomics updated on
+//! the hot path without locks, and `/metrics` renders them with `prometheus-client`'s
+//! Prometheus text encoder, labelled `route`.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
+use std::sync::Arc;
 
-pub const SESSIONS: &str = "submux_sessions";
-pub const CLIENT_SUBSCRIPTIONS: &str = "submux_client_subscriptions";
-pub const TOPICS: &str = "submux_topics";
-pub const UPSTREAM_CONNECTIONS: &str = "submux_upstream_connections";
-pub const NOTIFICATIONS_IN: &str = "submux_notifications_in_total";
-pub const FRAMES_OUT: &str = "submux_frames_out_total";
-pub const SLOW_CLIENT_CLOSES: &str = "submux_slow_client_closes_total";
-pub const CLIENT_CLOSES: &str = "submux_client_closes_total";
-pub const GAP_NOTICES: &str = "submux_gap_notices_total";
-pub const COALESCED: &str = "submux_coalesced_total";
-pub const UPSTREAM_FAILBACKS: &str = "submux_upstream_failbacks_total";
-pub const UPSTREAM_STALLS: &str = "submux_upstream_stalls_total";
-pub const UPSTREAM_RECONNECTS: &str = "submux_upstream_reconnects_total";
-pub const UPSTREAM_CONNECT_FAILURES: &str = "submux_upstream_connect_failures_total";
-pub const UPSTREAM_SUBSCRIBES: &str = "submux_upstream_subscribes_total";
-pub const UPSTREAM_UNSUBSCRIBES: &str = "submux_upstream_unsubscribes_total";
-pub const REQUESTS: &str = "submux_requests_total";
-pub const REQUEST_ERRORS: &str = "submux_request_errors_total";
-pub const UNKNOWN_NOTIFICATIONS: &str = "submux_unknown_notifications_total";
-pub const MALFORMED_UPSTREAM: &str = "submux_malformed_upstream_frames_total";
-pub const RESUBSCRIBE_SECONDS: &str = "submux_resubscribe_seconds_total";
-pub const REQUEST_SECONDS: &str = "submux_request_seconds_total";
-pub const CHANNELS: &str = "submux_channels";
-pub const PUSHES: &str = "submux_pushes_total";
-pub const REPLAYED_FRAMES: &str = "submux_replayed_frames_total";
-pub const BACKPLANE_CONNECTED: &str = "submux_backplane_connected";
-pub const BACKPLANE_RECONNECTS: &str = "submux_backplane_reconnects_total";
+/// `Content-Type` of [`render_prometheus`]'s output (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Counters and gauges of one route. Shared by its actor and sessions; updates are relaxed
-/// atomic adds (no lock on the hot path).
-#[derive(Debug, Default)]
-pub struct RouteMetrics {
-    pub sessions: AtomicI64,
-    pub client_subscriptions: AtomicI64,
-    pub topics: AtomicI64,
-    pub upstream_connections: AtomicI64,
-    /// Index into the route's `upstreams` of the primary connection's current upstream.
-    pub active_upstream: AtomicUsize,
-    pub notifications_in: AtomicU64,
-    pub frames_out: AtomicU64,
-    pub slow_client_closes: AtomicU64,
-    pub upstream_reconnects: AtomicU64,
-    /// Client sessions ended, by [`CloseReason`].
-    pub closes: [AtomicU64; CloseReason::ALL.len()],
-    /// Gap notices announced after an upstream connection was replaced.
-    pub gap_notices: AtomicU64,
-    /// Times a lagging client that opted in skipped to the latest notification.
-    pub coalesced: AtomicU64,
-    /// Moves back to the primary upstream after running on a backup.
-    pub upstream_failbacks: AtomicU64,
-    /// Connections replaced because a steady stream went silent.
-    pub upstream_stalls: AtomicU64,
-    pub upstream_connect_failures: AtomicU64,
-    pub upstream_subscribes: AtomicU64,
-    pub upstream_unsubscribes: AtomicU64,
-    pub requests: AtomicU64,
-    pub request_errors: AtomicU64,
-    pub unknown_notifications: AtomicU64,
-    pub malformed_upstream: AtomicU64,
-    /// Sum of resubscribe latencies (µs) and their count.
-    pub resubscribe_micros: AtomicU64,
-    pub resubscribes: AtomicU64,
-    /// Sum of forwarded request latencies (µs); the count is `requests`.
-    pub request_micros: AtomicU64,
-    /// Channel routes: channels held (with clients or buffered messages).
-    pub channels: AtomicI64,
-    /// Channel routes: pushes accepted (delivered, or forwarded to LNbits).
-    pub pushes: AtomicU64,
-    /// Channel routes: messages replayed to clients reconnecting with `?since=`.
-    pub replayed_frames: AtomicU64,
-    /// Channel routes: 1 while the Redis backplane subscription is up.
-    pub backplane_connected: AtomicI64,
-    pub backplane_reconnects: AtomicU64,
+/// Upper bounds (seconds) of the latency histograms.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency: the running total in µs (exported as a `*_seconds_total` counter) and a
+/// histogram of the observations. `fetch_add(µs, _)` records one observation, so that it
+/// stands where a plain `AtomicU64` sum stood.
+#[derive(Debug)]
+pub struct Latency {
+    micros: AtomicU64,
+    histogram: Histogram,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            micros: AtomicU64::new(0),
+            histogram: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl Latency {
+    /// Record one observation of `us` microseconds; returns the previous total.
+    pub fn fetch_add(&self, us: u64, order: Ordering) -> u64 {
+        self.histogram.observe(us as f64 / 1e6);
+        self.micros.fetch_add(us, order)
+    }
+    /// The total of all observations, in µs.
+    pub fn load(&self, order: Ordering) -> u64 {
+        self.micros.load(order)
+    }
+}
+
+/// Declares [`RouteMetrics`] and what `/metrics` exports from it, one line per metric:
+/// gauges (`AtomicI64`), counters (`AtomicU64`; the name ends in `_total`), latencies
+/// ([`Latency`]: a `*_seconds_total` counter and a histogram), then fields that are not
+/// exported. `closes` (by [`CloseReason`]) is added by hand.
+macro_rules! route_metrics {
+    (
+        gauges { $($g:ident: $g_name:literal, $g_help:literal;)* }
+        counters { $($c:ident: $c_name:literal, $c_help:literal;)* }
+        latencies { $($l:ident: $l_sum:literal, $l_sum_help:literal, $l_hist:literal, $l_help:literal;)* }
+        internal { $($(#[$i_doc:meta])* $i:ident: $i_ty:ty;)* }
+    ) => {
+        /// Counters and gauges of one route. Shared by its actor and sessions; updates are
+        /// relaxed atomic adds (no lock on the hot path).
+        #[derive(Debug, Default)]
+        pub struct RouteMetrics {
+            $(#[doc = $g_help] pub $g: AtomicI64,)*
+            $(#[doc = $c_help] pub $c: AtomicU64,)*
+            $(#[doc = $l_help] pub $l: Latency,)*
+            /// Client sessions ended, by [`CloseReason`] (`submux_client_closes_total`).
+            pub closes: [AtomicU64; CloseReason::ALL.len()],
+            $($(#[$i_doc])* pub $i: $i_ty,)*
+        }
+
+        /// Exported gauges: name, help, value.
+        const GAUGES: &[Series<i64>] = &[$(($g_name, $g_help, |m| m.$g.load(Relaxed)),)*];
+        /// Exported counters: name (with `_total`), help, value.
+        const COUNTERS: &[Series<u64>] = &[$(($c_name, $c_help, |m| m.$c.load(Relaxed)),)*];
+        /// Exported latencies: sum counter (name, help), histogram (name, help), the latency.
+        const LATENCIES: &[LatencySeries] =
+            &[$((($l_sum, $l_sum_help), ($l_hist, $l_help), |m| &m.$l),)*];
+    };
+}
+
+/// One exported series: name, help text, how to read it from a route's metrics.
+type Series<T> = (&'static str, &'static str, fn(&RouteMetrics) -> T);
+type LatencySeries = (
+    (&'static str, &'static str),
+    (&'static str, &'static str),
+    fn(&RouteMetrics) -> &Latency,
+);
+
+const CLIENT_CLOSES: (&str, &str) = (
+    "submux_client_closes_total",
+    "Client sessions ended, by reason.",
+);
+
+route_metrics! {
+    gauges {
+        sessions: "submux_sessions", "Connected client sessions.";
+        client_subscriptions: "submux_client_subscriptions", "Subscriptions held by clients.";
+        topics: "submux_topics", "Deduplicated upstream subscriptions (topics).";
+        upstream_connections: "submux_upstream_connections", "Open upstream connections.";
+        channels: "submux_channels",
+            "Channels held by a channel route (LNbits), with clients or buffered messages.";
+        backplane_connected: "submux_backplane_connected",
+            "1 while the Redis backplane subscription of a channel route is up.";
+    }
+    counters {
+        gap_notices: "submux_gap_notices_total",
+            "Gaps announced to opted-in clients after an upstream connection was replaced.";
+        coalesced: "submux_coalesced_total",
+            "Times a lagging client that opted in (?coalesce=1) skipped to the latest.";
+        upstream_failbacks: "submux_upstream_failbacks_total",
+            "Moves back to the primary upstream after running on a backup.";
+        upstream_stalls: "submux_upstream_stalls_total",
+            "Upstream connections replaced because a steady stream went silent.";
+        notifications_in: "submux_notifications_in_total", "Notifications received from upstreams.";
+        frames_out: "submux_frames_out_total", "Frames written to clients.";
+        slow_client_closes: "submux_slow_client_closes_total", "Clients closed for not keeping up.";
+        upstream_reconnects: "submux_upstream_reconnects_total",
+            "Upstream connections lost and re-established.";
+        upstream_connect_failures: "submux_upstream_connect_failures_total",
+            "Failed upstream connection attempts.";
+        upstream_subscribes: "submux_upstream_subscribes_total", "Subscribe requests sent upstream.";
+        upstream_unsubscribes: "submux_upstream_unsubscribes_total",
+            "Unsubscribe requests sent upstream.";
+        requests: "submux_requests_total", "Client calls forwarded upstream.";
+        request_errors: "submux_request_errors_total",
+            "Forwarded calls answered with a submux error.";
+        unknown_notifications: "submux_unknown_notifications_total",
+            "Upstream notifications for no known topic.";
+        malformed_upstream: "submux_malformed_upstream_frames_total",
+            "Upstream frames that could not be parsed.";
+        pushes: "submux_pushes_total", "Pushes accepted by a channel route.";
+        replayed_frames: "submux_replayed_frames_total",
+            "Messages replayed to channel clients reconnecting with ?since=.";
+        backplane_reconnects: "submux_backplane_reconnects_total",
+            "Redis backplane subscriptions lost and re-established.";
+    }
+    latencies {
+        resubscribe_micros:
+            "submux_resubscribe_seconds_total",
+            "Total seconds spent resubscribing topics after reconnects.",
+            "submux_resubscribe_duration_seconds",
+            "Seconds from resubscribing a topic after a reconnect to its first notification.";
+        request_micros:
+            "submux_request_seconds_total", "Total seconds forwarded calls spent upstream.",
+            "submux_request_duration_seconds", "Seconds each forwarded call spent upstream.";
+    }
+    internal {
+        /// Index into the route's `upstreams` of the primary connection's current upstream.
+        active_upstream: AtomicUsize;
+        /// Resubscribes timed in `resubscribe_micros` (its histogram counts them too).
+        resubscribes: AtomicU64;
+    }
 }
 
 /// Why a client session ended (label of `submux_client_closes_total`).
@@ -133,162 +212,65 @@ impl RouteMetrics {
     }
 }
 
-/// One exported series: name, help text, how to read it from a route's metrics.
-type Series<T> = (&'static str, &'static str, fn(&RouteMetrics) -> T);
+/// The routes' metrics as one `prometheus-client` collector, read at scrape time.
+#[derive(Debug)]
+struct Routes(Vec<(Arc<str>, Arc<RouteMetrics>)>);
 
-/// Render all routes' metrics in the Prometheus text format.
-pub fn render_prometheus(routes: &[(&str, &RouteMetrics)]) -> String {
+impl Collector for Routes {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder appends `_total` to counters; the table names them as exported.
+        let counter_name = |n: &'static str| n.strip_suffix("_total").unwrap_or(n);
+        for (name, help, get) in GAUGES {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (route, m) in &self.0 {
+                let labels = [("route", &**route)];
+                ConstGauge::new(get(m)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, get) in COUNTERS {
+            let name = counter_name(name);
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (route, m) in &self.0 {
+                let labels = [("route", &**route)];
+                ConstCounter::new(get(m)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for ((name, help), _, get) in LATENCIES {
+            let name = counter_name(name);
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (route, m) in &self.0 {
+                let labels = [("route", &**route)];
+                let seconds = get(m).load(Relaxed) as f64 / 1e6;
+                ConstCounter::new(seconds).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let (name, help) = CLIENT_CLOSES;
+        let name = counter_name(name);
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (route, m) in &self.0 {
+            for (why, n) in CloseReason::ALL.iter().zip(&m.closes) {
+                let labels = [("route", &**route), ("reason", why.label())];
+                ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (_, (name, help), get) in LATENCIES {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (route, m) in &self.0 {
+                let labels = [("route", &**route)];
+                get(m).histogram.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Render all routes' metrics in the Prometheus text format ([`CONTENT_TYPE`]).
+pub fn render_prometheus(routes: Vec<(Arc<str>, Arc<RouteMetrics>)>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Routes(routes)));
     let mut out = String::new();
-    let gauges: [Series<i64>; 6] = [
-        (SESSIONS, "Connected client sessions.", |m| {
-            m.sessions.load(Relaxed)
-        }),
-        (
-            CLIENT_SUBSCRIPTIONS,
-            "Subscriptions held by clients.",
-            |m| m.client_subscriptions.load(Relaxed),
-        ),
-        (
-            TOPICS,
-            "Deduplicated upstream subscriptions (topics).",
-            |m| m.topics.load(Relaxed),
-        ),
-        (UPSTREAM_CONNECTIONS, "Open upstream connections.", |m| {
-            m.upstream_connections.load(Relaxed)
-        }),
-        (
-            CHANNELS,
-            "Channels held by a channel route (LNbits), with clients or buffered messages.",
-            |m| m.channels.load(Relaxed),
-        ),
-        (
-            BACKPLANE_CONNECTED,
-            "1 while the Redis backplane subscription of a channel route is up.",
-            |m| m.backplane_connected.load(Relaxed),
-        ),
-    ];
-    for (name, help, get) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (route, m) in routes {
-            let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
-        }
-    }
-    let counters: [Series<f64>; 20] = [
-        (
-            GAP_NOTICES,
-            "Gaps announced to opted-in clients after an upstream connection was replaced.",
-            |m| m.gap_notices.load(Relaxed) as f64,
-        ),
-        (
-            COALESCED,
-            "Times a lagging client that opted in (?coalesce=1) skipped to the latest.",
-            |m| m.coalesced.load(Relaxed) as f64,
-        ),
-        (
-            UPSTREAM_FAILBACKS,
-            "Moves back to the primary upstream after running on a backup.",
-            |m| m.upstream_failbacks.load(Relaxed) as f64,
-        ),
-        (
-            UPSTREAM_STALLS,
-            "Upstream connections replaced because a steady stream went silent.",
-            |m| m.upstream_stalls.load(Relaxed) as f64,
-        ),
-        (
-            NOTIFICATIONS_IN,
-            "Notifications received from upstreams.",
-            |m| m.notifications_in.load(Relaxed) as f64,
-        ),
-        (FRAMES_OUT, "Frames written to clients.", |m| {
-            m.frames_out.load(Relaxed) as f64
-        }),
-        (
-            SLOW_CLIENT_CLOSES,
-            "Clients closed for not keeping up.",
-            |m| m.slow_client_closes.load(Relaxed) as f64,
-        ),
-        (
-            UPSTREAM_RECONNECTS,
-            "Upstream connections lost and re-established.",
-            |m| m.upstream_reconnects.load(Relaxed) as f64,
-        ),
-        (
-            UPSTREAM_CONNECT_FAILURES,
-            "Failed upstream connection attempts.",
-            |m| m.upstream_connect_failures.load(Relaxed) as f64,
-        ),
-        (
-            UPSTREAM_SUBSCRIBES,
-            "Subscribe requests sent upstream.",
-            |m| m.upstream_subscribes.load(Relaxed) as f64,
-        ),
-        (
-            UPSTREAM_UNSUBSCRIBES,
-            "Unsubscribe requests sent upstream.",
-            |m| m.upstream_unsubscribes.load(Relaxed) as f64,
-        ),
-        (REQUESTS, "Client calls forwarded upstream.", |m| {
-            m.requests.load(Relaxed) as f64
-        }),
-        (
-            REQUEST_ERRORS,
-            "Forwarded calls answered with a submux error.",
-            |m| m.request_errors.load(Relaxed) as f64,
-        ),
-        (
-            UNKNOWN_NOTIFICATIONS,
-            "Upstream notifications for no known topic.",
-            |m| m.unknown_notifications.load(Relaxed) as f64,
-        ),
-        (
-            MALFORMED_UPSTREAM,
-            "Upstream frames that could not be parsed.",
-            |m| m.malformed_upstream.load(Relaxed) as f64,
-        ),
-        (
-            RESUBSCRIBE_SECONDS,
-            "Total seconds spent resubscribing topics after reconnects.",
-            |m| m.resubscribe_micros.load(Relaxed) as f64 / 1e6,
-        ),
-        (
-            REQUEST_SECONDS,
-            "Total seconds forwarded calls spent upstream.",
-            |m| m.request_micros.load(Relaxed) as f64 / 1e6,
-        ),
-        (PUSHES, "Pushes accepted by a channel route.", |m| {
-            m.pushes.load(Relaxed) as f64
-        }),
-        (
-            REPLAYED_FRAMES,
-            "Messages replayed to channel clients reconnecting with ?since=.",
-            |m| m.replayed_frames.load(Relaxed) as f64,
-        ),
-        (
-            BACKPLANE_RECONNECTS,
-            "Redis backplane subscriptions lost and re-established.",
-            |m| m.backplane_reconnects.load(Relaxed) as f64,
-        ),
-    ];
-    for (name, help, get) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (route, m) in routes {
-            let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", get(m));
-        }
-    }
-    let name = CLIENT_CLOSES;
-    let _ = writeln!(
-        out,
-        "# HELP {name} Client sessions ended, by reason.\n# TYPE {name} counter"
-    );
-    for (route, m) in routes {
-        for (i, why) in CloseReason::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}{{route=\"{route}\",reason=\"{}\"}} {}",
-                why.label(),
-                m.closes[i].load(Relaxed)
-            );
-        }
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "metrics not rendered");
     }
     out
 }
@@ -341,15 +323,114 @@ mod tests {
 
     #[test]
     fn prometheus_text_has_types_and_labels() {
-        let m = RouteMetrics::default();
+        let m = Arc::new(RouteMetrics::default());
         RouteMetrics::inc(&m.frames_out);
-        let text = render_prometheus(&[("/eth", &m)]);
+        let render = || render_prometheus(vec![(Arc::from("/eth"), m.clone())]);
+        let text = render();
         assert!(text.contains("# TYPE submux_frames_out_total counter"));
         assert!(text.contains("submux_frames_out_total{route=\"/eth\"} 1\n"));
+        assert!(text.contains("# TYPE submux_topics gauge"));
         assert!(text.contains("submux_topics{route=\"/eth\"} 0\n"));
         m.count_close(CloseReason::Slow);
-        let text = render_prometheus(&[("/eth", &m)]);
+        let text = render();
         assert!(text.contains("submux_client_closes_total{route=\"/eth\",reason=\"slow\"} 1\n"));
         assert!(text.contains("submux_client_closes_total{route=\"/eth\",reason=\"idle\"} 0\n"));
+    }
+
+    #[test]
+    fn latencies_are_sums_and_histograms() {
+        let m = Arc::new(RouteMetrics::default());
+        m.request_micros.fetch_add(2_000, Relaxed);
+        m.request_micros.fetch_add(500_000, Relaxed);
+        assert_eq!(m.request_micros.load(Relaxed), 502_000);
+        let text = render_prometheus(vec![(Arc::from("/eth"), m)]);
+        assert!(text.contains("# TYPE submux_request_seconds_total counter"));
+        assert!(text.contains("submux_request_seconds_total{route=\"/eth\"} 0.502\n"));
+        assert!(text.contains("# TYPE submux_request_duration_seconds histogram"));
+        for line in [
+            "submux_request_duration_seconds_bucket{route=\"/eth\",le=\"0.001\"} 0\n",
+            "submux_request_duration_seconds_bucket{route=\"/eth\",le=\"0.0025\"} 1\n",
+            "submux_request_duration_seconds_bucket{route=\"/eth\",le=\"0.5\"} 2\n",
+            "submux_request_duration_seconds_bucket{route=\"/eth\",le=\"+Inf\"} 2\n",
+            "submux_request_duration_seconds_sum{route=\"/eth\"} 0.502\n",
+            "submux_request_duration_seconds_count{route=\"/eth\"} 2\n",
+            "submux_resubscribe_duration_seconds_count{route=\"/eth\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    /// Every name `/metrics` has exported since before prometheus-client (docs/operations.md lists them),
+    /// once each, with a HELP and a TYPE line, for every route.
+    #[test]
+    fn every_documented_metric_is_exported() {
+        let names = [
+            ("submux_sessions", "gauge"),
+            ("submux_client_subscriptions", "gauge"),
+            ("submux_topics", "gauge"),
+            ("submux_upstream_connections", "gauge"),
+            ("submux_channels", "gauge"),
+            ("submux_backplane_connected", "gauge"),
+            ("submux_gap_notices_total", "counter"),
+            ("submux_coalesced_total", "counter"),
+            ("submux_upstream_failbacks_total", "counter"),
+            ("submux_upstream_stalls_total", "counter"),
+            ("submux_notifications_in_total", "counter"),
+            ("submux_frames_out_total", "counter"),
+            ("submux_slow_client_closes_total", "counter"),
+            ("submux_upstream_reconnects_total", "counter"),
+            ("submux_upstream_connect_failures_total", "counter"),
+            ("submux_upstream_subscribes_total", "counter"),
+            ("submux_upstream_unsubscribes_total", "counter"),
+            ("submux_requests_total", "counter"),
+            ("submux_request_errors_total", "counter"),
+            ("submux_unknown_notifications_total", "counter"),
+            ("submux_malformed_upstream_frames_total", "counter"),
+            ("submux_resubscribe_seconds_total", "counter"),
+            ("submux_request_seconds_total", "counter"),
+            ("submux_pushes_total", "counter"),
+            ("submux_replayed_frames_total", "counter"),
+            ("submux_backplane_reconnects_total", "counter"),
+            ("submux_client_closes_total", "counter"),
+            ("submux_resubscribe_duration_seconds", "histogram"),
+            ("submux_request_duration_seconds", "histogram"),
+        ];
+        let routes = ["/eth", "/api/v1/ws"];
+        let text = render_prometheus(
+            routes
+                .iter()
+                .map(|r| (Arc::from(*r), Arc::new(RouteMetrics::default())))
+                .collect(),
+        );
+        let docs = include_str!("../docs/operations.md");
+        for (name, kind) in names {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} {kind}\n")).count(),
+                1,
+                "{name}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}"
+            );
+            let sample = if kind == "histogram" {
+                format!("{name}_count{{")
+            } else {
+                format!("{name}{{")
+            };
+            for r in routes {
+                assert!(
+                    text.contains(&format!("{sample}route=\"{r}\"")),
+                    "{name} for {r}"
+                );
+            }
+            assert!(
+                docs.contains(&format!("`{name}")),
+                "docs/operations.md documents {name}"
+            );
+        }
+        let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(families, names.len(), "no metric left undocumented here");
     }
 }

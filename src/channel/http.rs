@@ -5,8 +5,8 @@
 
 use super::{session, ChannelError, ChannelRoute};
 use crate::dialect::lnbits::{
-    parse_target, percent_encode, push_text, render_detail, render_sent, ItemId, PushError,
-    PushVia, SocketOptions, Target,
+    parse_target, push_text, render_detail, render_sent, ItemId, PushError, PushVia, SocketOptions,
+    Target,
 };
 use crate::server::{check_origin, cors, is_ws_upgrade, upgrade, AppState};
 use crate::telemetry::{redact_url, RouteMetrics};
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 /// Response header: the channel's last sequence number (on the 101 of a channel socket and
 /// on a hub-mode push answer, where it is the pushed message's number).
@@ -149,16 +150,13 @@ fn authorized(route: &ChannelRoute, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    constant_time_eq(got.trim().as_bytes(), want.as_bytes())
+    token_matches(got.trim(), want)
 }
 
-/// Compare without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
-    }
-    diff == 0
+/// Compare without an early exit on the first differing byte (only the lengths may differ
+/// in time).
+fn token_matches(got: &str, want: &str) -> bool {
+    got.as_bytes().ct_eq(want.as_bytes()).into()
 }
 
 async fn push(
@@ -267,7 +265,7 @@ impl PushForwarder {
         let mut last = None;
         for i in 0..n {
             let (base, shown) = &self.bases[(start + i) % n];
-            let url = format!("{base}/{item}?data={}", percent_encode(text));
+            let url = format!("{base}/{item}?data={}", crate::query::encode(text));
             let uri: axum::http::Uri = match url.parse() {
                 Ok(u) => u,
                 Err(e) => {
@@ -296,14 +294,14 @@ impl PushForwarder {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::token_matches;
 
     #[test]
     fn token_comparison() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cres", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
-        assert!(!constant_time_eq(b"", b"s3cret"));
-        assert!(!constant_time_eq(b"s3crets3cret", b"s3cret"));
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cres", "s3cret"));
+        assert!(!token_matches("s3cre", "s3cret"));
+        assert!(!token_matches("", "s3cret"));
+        assert!(!token_matches("s3crets3cret", "s3cret"));
     }
 }

@@ -1,52 +1,23 @@
-//! Base58 with a caller-chosen alphabet: Solana keys use Bitcoin's, XRP Ledger addresses
-//! use Ripple's (and add a double-SHA-256 checksum, see [`check_decode`]).
+//! Base58 with a caller-chosen alphabet, by the `bs58` crate: Solana keys use Bitcoin's,
+//! XRP Ledger addresses use Ripple's (and add a double-SHA-256 checksum, see
+//! [`check_decode`]; computed with `ring`, already a dependency, rather than bs58's `check`
+//! feature, which would bring a second SHA-256 implementation).
+
+use bs58::Alphabet;
 
 /// Bitcoin's alphabet (Solana keys and signatures).
-pub const BITCOIN: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+pub const BITCOIN: &Alphabet = Alphabet::BITCOIN;
 /// Ripple's alphabet (XRP Ledger classic addresses, seeds, node keys).
-pub const RIPPLE: &[u8; 58] = b"rpshnaf39wBUDNEGHJKLM4PQRST7VWXYZ2bcdeCg65jkm8oFqi1tuvAxyz";
+pub const RIPPLE: &Alphabet = Alphabet::RIPPLE;
 
 /// Decode; `None` on a character outside the alphabet.
-pub fn decode(s: &str, alphabet: &[u8; 58]) -> Option<Vec<u8>> {
-    let mut bytes: Vec<u8> = Vec::with_capacity(s.len());
-    for c in s.bytes() {
-        let mut carry = alphabet.iter().position(|&a| a == c)? as u32;
-        for b in bytes.iter_mut().rev() {
-            carry += (*b as u32) * 58;
-            *b = (carry & 0xff) as u8;
-            carry >>= 8;
-        }
-        while carry > 0 {
-            bytes.insert(0, (carry & 0xff) as u8);
-            carry >>= 8;
-        }
-    }
-    let zeros = s.bytes().take_while(|&c| c == alphabet[0]).count();
-    let mut out = vec![0u8; zeros];
-    out.extend(bytes.into_iter().skip_while(|&b| b == 0));
-    Some(out)
+pub fn decode(s: &str, alphabet: &Alphabet) -> Option<Vec<u8>> {
+    bs58::decode(s).with_alphabet(alphabet).into_vec().ok()
 }
 
 /// Encode.
-pub fn encode(bytes: &[u8], alphabet: &[u8; 58]) -> String {
-    let mut digits: Vec<u8> = Vec::new();
-    for &b in bytes {
-        let mut carry = b as u32;
-        for d in digits.iter_mut() {
-            carry += (*d as u32) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-    let mut s = String::with_capacity(zeros + digits.len());
-    s.extend(std::iter::repeat_n(alphabet[0] as char, zeros));
-    s.extend(digits.iter().rev().map(|&d| alphabet[d as usize] as char));
-    s
+pub fn encode(bytes: &[u8], alphabet: &Alphabet) -> String {
+    bs58::encode(bytes).with_alphabet(alphabet).into_string()
 }
 
 fn checksum(payload: &[u8]) -> [u8; 4] {
@@ -59,14 +30,14 @@ fn checksum(payload: &[u8]) -> [u8; 4] {
 }
 
 /// Base58Check (payload + first 4 bytes of SHA-256²), as XRP Ledger encodes addresses.
-pub fn check_encode(payload: &[u8], alphabet: &[u8; 58]) -> String {
+pub fn check_encode(payload: &[u8], alphabet: &Alphabet) -> String {
     let mut buf = payload.to_vec();
     buf.extend_from_slice(&checksum(payload));
     encode(&buf, alphabet)
 }
 
 /// Decode Base58Check; `None` on a bad character, a short input or a wrong checksum.
-pub fn check_decode(s: &str, alphabet: &[u8; 58]) -> Option<Vec<u8>> {
+pub fn check_decode(s: &str, alphabet: &Alphabet) -> Option<Vec<u8>> {
     let mut buf = decode(s, alphabet)?;
     if buf.len() < 5 {
         return None;
@@ -119,5 +90,37 @@ mod tests {
             check_decode("rrrrrrrrrrrrrrrrrrrrrhoLvTp", RIPPLE).unwrap(),
             vec![0u8; 21]
         );
+        // The account "one" (account id 0…01).
+        let mut one = vec![0u8; 21];
+        one[20] = 1;
+        assert_eq!(check_encode(&one, RIPPLE), "rrrrrrrrrrrrrrrrrrrrBZbvji");
+        assert_eq!(
+            check_decode("rrrrrrrrrrrrrrrrrrrrBZbvji", RIPPLE).unwrap(),
+            one
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        // Characters outside the alphabet (Bitcoin's has no 0, O, I, l).
+        for bad in ["0", "O", "I", "l", "abc!", "é"] {
+            assert!(decode(bad, BITCOIN).is_none(), "{bad}");
+        }
+        // Bitcoin-alphabet text is not a valid Ripple address (different alphabet).
+        assert!(check_decode("1HB5XMLmzFVj8ALj6mfBsbifRoD4miY36v", RIPPLE).is_none());
+        // Too short to hold a checksum, empty, or a truncated address.
+        assert!(check_decode("", RIPPLE).is_none());
+        assert!(check_decode("rrrr", RIPPLE).is_none());
+        assert!(check_decode("rHb9CJAWyB4rj91VRWn96DkukG4bwdty", RIPPLE).is_none());
+    }
+
+    #[test]
+    fn known_bitcoin_alphabet_vectors() {
+        assert_eq!(encode(b"Hello World!", BITCOIN), "2NEpo7TZRRrLZSi2U");
+        assert_eq!(
+            decode("2NEpo7TZRRrLZSi2U", BITCOIN).unwrap(),
+            b"Hello World!".to_vec()
+        );
+        assert_eq!(encode(&[0, 0, 0, 1], BITCOIN), "1112");
     }
 }

@@ -13,6 +13,7 @@
 //! Channel routes do not use the JSON-RPC-shaped [`super::Dialect`] trait: the URL path is
 //! the subscription and frames are never parsed.
 
+use crate::query::{self, DecodeError};
 use std::sync::Arc;
 
 /// Longest accepted item id (LNbits keys are 32 hex characters, payment hashes 64).
@@ -78,6 +79,15 @@ pub enum PushError {
     Unauthorized,
 }
 
+impl From<DecodeError> for PushError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::BadEncoding => PushError::BadEncoding,
+            DecodeError::NotUtf8 => PushError::NotUtf8,
+        }
+    }
+}
+
 impl PushError {
     /// The HTTP status for this refusal.
     pub fn status(&self) -> u16 {
@@ -105,66 +115,16 @@ pub fn parse_target(rest: &str) -> Result<Target, PushError> {
         Some((item, data)) => (item, Some(data)),
         None => (rest, None),
     };
-    let item = ItemId::parse(&percent_decode(item, false)?)?;
+    let item = ItemId::parse(&query::decode(item, false)?)?;
     match data {
         None => Ok(Target::Channel(item)),
         // LNbits' `{data}` is one path segment (Starlette's default converter).
         Some(d) if d.is_empty() || d.contains('/') => Err(PushError::NotFound),
-        Some(d) => Ok(Target::PushPath(item, percent_decode(d, false)?)),
+        Some(d) => Ok(Target::PushPath(
+            item,
+            query::decode(d, false)?.into_owned(),
+        )),
     }
-}
-
-/// Percent-decode (and, in query strings, `+` as space) into UTF-8 text.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, PushError> {
-    if !(s.contains('%') || plus_is_space && s.contains('+')) {
-        return Ok(s.to_string());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3).ok_or(PushError::BadEncoding)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return Err(PushError::BadEncoding);
-                }
-                let hex = std::str::from_utf8(hex).map_err(|_| PushError::BadEncoding)?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| PushError::BadEncoding)?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| PushError::NotUtf8)
-}
-
-/// Percent-encode a query component (everything but RFC 3986 unreserved characters).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3 / 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The first value of query parameter `name`, decoded; `None` when absent.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<Result<String, PushError>> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v, true))
-    })
 }
 
 /// Options a WebSocket client may add to its URL (all submux's own; LNbits ignores queries).
@@ -178,13 +138,13 @@ pub struct SocketOptions {
 
 impl SocketOptions {
     pub fn parse(query: Option<&str>) -> Result<SocketOptions, PushError> {
-        let since = match query_param(query, "since") {
+        let since = match query::param(query, "since") {
             None => None,
             Some(v) => Some(v?.trim().parse::<u64>().map_err(|_| PushError::BadSince)?),
         };
-        let wrap = match query_param(query, "seq") {
+        let wrap = match query::param(query, "seq") {
             None => false,
-            Some(v) => !matches!(v?.as_str(), "0" | "false" | "no"),
+            Some(v) => !matches!(&*v?, "0" | "false" | "no"),
         };
         Ok(SocketOptions { since, wrap })
     }
@@ -206,8 +166,8 @@ pub enum PushVia<'a> {
 pub fn push_text(via: PushVia<'_>, max_bytes: usize) -> Result<String, PushError> {
     let text = match via {
         PushVia::Path(d) => d.to_string(),
-        PushVia::Post { query, body } => match query_param(query, "data") {
-            Some(d) => d?,
+        PushVia::Post { query, body } => match query::param(query, "data") {
+            Some(d) => d?.into_owned(),
             None if body.is_empty() => return Err(PushError::MissingData),
             None => std::str::from_utf8(body)
                 .map_err(|_| PushError::NotUtf8)?
@@ -387,14 +347,7 @@ mod tests {
                 },
                 8,
             );
-            let _ = percent_decode(&s, true);
         }
-        assert_eq!(percent_decode("%+1", false), Err(PushError::BadEncoding));
-    }
-
-    #[test]
-    fn percent_round_trip() {
-        let s = "{\"pending\": false, \"status\": \"success\"} é+&=";
-        assert_eq!(percent_decode(&percent_encode(s), true).unwrap(), s);
+        assert_eq!(parse_target("abc/%+1"), Err(PushError::BadEncoding));
     }
 }

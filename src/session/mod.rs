@@ -89,14 +89,9 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     pub fn from_query(query: Option<&str>) -> Self {
-        let on = |name: &str| {
-            query.into_iter().flat_map(|q| q.split('&')).any(|kv| {
-                matches!(kv.split_once('='), Some((k, v)) if k == name && matches!(v, "1" | "true" | "yes"))
-            })
-        };
         ClientOptions {
-            coalesce: on("coalesce"),
-            gap_notices: on("gap_notices"),
+            coalesce: crate::query::flag(query, "coalesce"),
+            gap_notices: crate::query::flag(query, "gap_notices"),
         }
     }
 }

@@ -9,6 +9,14 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 const KEY: &str = "k-alice-0123456789";
 
 async fn keyed_submux(sim: &submux::sim::ethereum::EthSim, required: bool) -> submux::Running {
+    submux_with_key(sim, required, KEY).await
+}
+
+async fn submux_with_key(
+    sim: &submux::sim::ethereum::EthSim,
+    required: bool,
+    key: &str,
+) -> submux::Running {
     let raw = RawConfig {
         server: ServerConfig {
             allowed_origins: vec!["https://app.example".into()],
@@ -21,7 +29,7 @@ async fn keyed_submux(sim: &submux::sim::ethereum::EthSim, required: bool) -> su
             required,
             keys: vec![ApiKeyConfig {
                 name: "alice".into(),
-                key: KEY.into(),
+                key: key.into(),
                 max_connections: 2,
                 max_subscriptions: 2,
             }],
@@ -140,4 +148,55 @@ async fn optional_keys_and_the_origin_allowlist() {
     try_connect(&base, &[("origin", "https://app.example")])
         .await
         .expect("allowed origin");
+}
+
+/// `?api_key=` is percent-decoded: a key with `+ = % &` works when the client encodes it, on
+/// WebSockets and POSTs alike; sent raw, its `+` reads as a space (form encoding).
+#[tokio::test]
+async fn query_keys_are_percent_decoded() {
+    const ODD_KEY: &str = "k+alice=50%&ok";
+    let sim = sim().await;
+    let mux = submux_with_key(&sim, true, ODD_KEY).await;
+    let base = mux.ws_url("/eth");
+    let encoded = submux::query::encode(ODD_KEY);
+    assert_eq!(encoded, "k%2Balice%3D50%25%26ok");
+    let mut c = try_connect(&format!("{base}?api_key={encoded}"), &[])
+        .await
+        .expect("percent-encoded key");
+    assert!(c.call("eth_chainId", json!([])).await["result"].is_string());
+    // Encoded letters decode too.
+    try_connect(&format!("{base}?api_key=%6B%2Balice%3D50%25%26ok"), &[])
+        .await
+        .expect("encoded letters");
+    assert_eq!(
+        try_connect(&format!("{base}?api_key=k+alice%3D50%25%26ok"), &[])
+            .await
+            .err(),
+        Some(401),
+        "a raw + is a space"
+    );
+    assert_eq!(
+        try_connect(&format!("{base}?api_key=k%zz"), &[])
+            .await
+            .err(),
+        Some(401),
+        "bad encoding"
+    );
+    // The HTTP JSON-RPC path reads the same key.
+    let http = crate::lnbits_util::http(
+        "POST",
+        &mux.http_url(&format!("/eth?api_key={encoded}")),
+        &[("content-type", "application/json")],
+        br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
+    )
+    .await;
+    assert_eq!(http.status, 200, "{}", http.body);
+    let refused = crate::lnbits_util::http(
+        "POST",
+        &mux.http_url("/eth?api_key=k+alice"),
+        &[("content-type", "application/json")],
+        br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
+    )
+    .await;
+    assert_eq!(refused.status, 401);
 }

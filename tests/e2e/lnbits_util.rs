@@ -111,13 +111,13 @@ fn dechunk(mut s: &str) -> String {
 
 /// `GET {base}/{item}/{data}` (data percent-encoded here).
 pub async fn push_get(base: &str, item: &str, data: &str) -> HttpAnswer {
-    let enc = submux::dialect::lnbits::percent_encode(data);
+    let enc = submux::query::encode(data);
     http("GET", &format!("{base}/{item}/{enc}"), &[], b"").await
 }
 
 /// `POST {base}/{item}?data=…`.
 pub async fn push_query(base: &str, item: &str, data: &str) -> HttpAnswer {
-    let enc = submux::dialect::lnbits::percent_encode(data);
+    let enc = submux::query::encode(data);
     http("POST", &format!("{base}/{item}?data={enc}"), &[], b"").await
 }
 
