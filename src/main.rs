@@ -47,6 +47,9 @@ fn main() -> std::process::ExitCode {
         let listen = std::env::var("SUBMUX_LISTEN").ok();
         return match RawConfig::load(path).and_then(|c| c.validate(listen.as_deref())) {
             Ok(s) => {
+                for w in &s.warnings {
+                    eprintln!("submux: warning: {w}");
+                }
                 println!(
                     "{}: ok ({} route{}, listen {})",
                     path.display(),
@@ -161,6 +164,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = raw
         .validate(listen.as_deref())
         .context("invalid configuration")?;
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     let routes: Vec<(String, DialectKind)> = settings
         .routes
         .iter()
