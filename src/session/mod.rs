@@ -15,9 +15,15 @@
 //! receive pushes through one ordered mailbox (see [`Mailbox`]) whose overflow closes the
 //! client the same way. As on rippled, a push may precede the subscribe reply.
 
+mod admission;
 pub mod edge;
+mod http;
 pub mod limits;
 pub mod socket;
+mod subscriptions;
+
+pub use http::{handle_http, render_reply};
+use subscriptions::join_set;
 
 use crate::auth::ApiKey;
 use crate::config::Settings;
@@ -329,104 +335,6 @@ where
         }
     }
 
-    /// Over the request rate, a request becomes its limit error (id-less ones are dropped,
-    /// as they cannot be answered).
-    fn rate_limit(&mut self, msg: ClientMsg, now: Instant) -> ClientMsg {
-        let Some(bucket) = self.bucket.as_mut() else {
-            return msg;
-        };
-        let id = match &msg {
-            ClientMsg::Subscribe { id, .. }
-            | ClientMsg::Unsubscribe { id, .. }
-            | ClientMsg::Call { id: Some(id), .. } => Some(id.clone()),
-            ClientMsg::Join { id, .. } => Some(id.clone()),
-            ClientMsg::Call { id: None, .. } | ClientMsg::Leave { .. } => None,
-            ClientMsg::Error { .. } | ClientMsg::Ignore | ClientMsg::Reply(_) => return msg,
-        };
-        if bucket.try_take(now) {
-            return msg;
-        }
-        match id {
-            Some(id) => ClientMsg::Error {
-                id,
-                error: self.dialect.error_for(Condition::LimitExceeded(format!(
-                    "max {} requests per second per connection",
-                    self.settings.max_requests_per_second
-                ))),
-            },
-            None => ClientMsg::Ignore,
-        }
-    }
-
-    fn over_inflight(&self, id: &RequestId) -> Option<String> {
-        let max = self.settings.max_inflight_per_connection;
-        (self.inflight.len() >= max).then(|| {
-            let e = self.dialect.error_for(Condition::LimitExceeded(format!(
-                "max {max} requests in flight per connection"
-            )));
-            self.dialect.render_error(id, &e)
-        })
-    }
-
-    /// Reserve `n` subscriptions against the client's API key; the error reply if over.
-    fn over_key(&self, id: &RequestId, n: usize) -> Option<String> {
-        let key = self.key.as_ref()?;
-        if n == 0 || key.take_subscriptions(n) {
-            return None;
-        }
-        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
-            "max {} subscriptions for API key {}",
-            key.max_subscriptions, key.name
-        )));
-        Some(self.dialect.render_error(id, &e))
-    }
-
-    /// Subscriptions held changed by `delta`: the route gauge, and the API key's count
-    /// (increments were reserved by [`over_key`] already).
-    ///
-    /// [`over_key`]: Session::over_key
-    fn sub_count(&self, delta: i64) {
-        RouteMetrics::add(&self.route.metrics.client_subscriptions, delta);
-        if delta < 0 {
-            if let Some(k) = &self.key {
-                k.release_subscriptions(delta.unsigned_abs() as usize);
-            }
-        }
-    }
-
-    /// Give back reservations that did not become subscriptions.
-    fn unreserve(&self, n: usize) {
-        if let (Some(k), true) = (&self.key, n > 0) {
-            k.release_subscriptions(n);
-        }
-    }
-
-    fn unsubscribe(&mut self, id: &RequestId, sub: &ClientSubId) -> String {
-        match self.by_client_id.remove(sub) {
-            Some(local) => {
-                self.streams.remove(&local);
-                self.subs.remove(&local); // drops the guard: releases the topic
-                self.sub_count(-1);
-                self.dialect.render_unsubscribed(id)
-            }
-            None => {
-                let e = self.dialect.error_for(Condition::SubscriptionNotFound);
-                self.dialect.render_error(id, &e)
-            }
-        }
-    }
-
-    /// This session's mailbox for content-routed pushes, made on first use.
-    fn mailbox(&mut self) -> Mailbox {
-        if let Some(m) = &self.mailbox {
-            return m.clone();
-        }
-        let (tx, rx) = Mailbox::channel(self.settings.client_queue_len, self.options.gap_notices);
-        self.mailbox = Some(tx.clone());
-        self.mailbox_rx = Some(rx);
-        tx
-    }
-
     /// Write content-routed pushes: this one and whatever else is queued (up to a batch).
     async fn on_push(&mut self, frame: WireText) -> Result<(), End> {
         let mut next = Some(frame);
@@ -482,87 +390,6 @@ where
     }
 
     /// Turn one finished item into its reply part; confirmed subscriptions are registered
-    /// and queued in `activate` (they deliver only after the reply is written).
-    fn settle(
-        &mut self,
-        item: Item,
-        parts: &mut Vec<String>,
-        activate: &mut Vec<(
-            u64,
-            tokio::sync::broadcast::Receiver<Notice>,
-            Option<Notice>,
-        )>,
-    ) {
-        match item {
-            Item::Held(guards, reserved, inner) => {
-                let mut added = 0;
-                for (k, g) in guards {
-                    if self.held.insert(k, g).is_none() {
-                        added += 1;
-                    }
-                }
-                self.sub_count(added as i64);
-                self.unreserve(reserved.saturating_sub(added));
-                self.settle(*inner, parts, activate);
-            }
-            Item::Rendered(r) => parts.push(r),
-            Item::Nothing => {}
-            Item::Reply(id, res) => parts.push(render_reply(&*self.dialect, &id, res)),
-            Item::Joined(id, Err(e)) => {
-                self.unreserve(1);
-                parts.push(self.dialect.render_error(&id, &e.to_rpc(&*self.dialect)));
-            }
-            Item::Joined(id, Ok(j)) => {
-                let coalesce = j.steady && self.options.coalesce;
-                let (local, client_id) = self.register(j.public_id.clone(), j.guard, coalesce);
-                parts.push(self.dialect.render_subscribed(&id, &client_id));
-                activate.push((local, j.rx, j.replay));
-            }
-        }
-    }
-
-    /// Record a new subscription; its client id is the topic's public id unless this
-    /// client already holds that topic (then a fresh id, spliced into every frame).
-    fn register(
-        &mut self,
-        public_id: ClientSubId,
-        guard: ReleaseGuard,
-        coalesce: bool,
-    ) -> (u64, ClientSubId) {
-        let local = self.next_local;
-        self.next_local += 1;
-        let (client_id, splice) = if self.by_client_id.contains_key(&public_id) {
-            let mut id = self.dialect.mint_sub_id();
-            while self.by_client_id.contains_key(&id) {
-                id = self.dialect.mint_sub_id();
-            }
-            (id, true)
-        } else {
-            (public_id, false)
-        };
-        self.by_client_id.insert(client_id.clone(), local);
-        self.subs.insert(
-            local,
-            Local {
-                client_id: client_id.clone(),
-                splice,
-                coalesce,
-                _guard: guard,
-            },
-        );
-        self.sub_count(1);
-        (local, client_id)
-    }
-
-    fn frame_for(&self, local: u64, n: &Notice) -> WireText {
-        match self.subs.get(&local) {
-            Some(l) if l.splice => {
-                WireText::from(splice(&n.frame, n.id_range.clone(), l.client_id.as_str()))
-            }
-            _ => n.frame.clone(),
-        }
-    }
-
     async fn on_notice(
         &mut self,
         local: u64,
@@ -620,94 +447,4 @@ where
         }
         Ok(())
     }
-}
-
-/// Render a forwarded call's outcome with the client's own id.
-pub fn render_reply(
-    dialect: &dyn Dialect,
-    id: &RequestId,
-    res: Result<UpstreamReply, HubError>,
-) -> String {
-    match res {
-        Ok(r) => dialect.splice_id(&r.text, r.id_range, id),
-        Err(e) => dialect.render_error(id, &e.to_rpc(dialect)),
-    }
-}
-
-/// Serve one HTTP POST body (single or batch); `None` when nothing is to be answered.
-pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
-    let dialect = route.dialect.clone();
-    let over_ws = dialect.calls_over_websocket();
-    let msgs = match dialect.parse_client(body, Transport::Http) {
-        ClientFrame::Invalid(e) => return Some(dialect.render_error(&RequestId::null(), &e)),
-        ClientFrame::Single(m) => (vec![m], false),
-        ClientFrame::Batch(ms) => (ms, true),
-    };
-    let (msgs, batch) = msgs;
-    let futs = msgs.into_iter().map(|m| {
-        let dialect = dialect.clone();
-        async move {
-            match m {
-                ClientMsg::Error { id, error } => Some(dialect.render_error(&id, &error)),
-                ClientMsg::Ignore => None,
-                ClientMsg::Leave { reply, .. } | ClientMsg::Reply(reply) => Some(reply),
-                ClientMsg::Unsubscribe { id, .. }
-                | ClientMsg::Subscribe { id, .. }
-                | ClientMsg::Join { id, .. } => {
-                    let e = dialect.error_for(Condition::SubscriptionNotFound);
-                    Some(dialect.render_error(&id, &e))
-                }
-                ClientMsg::Call { id: None, call } => {
-                    route.notify(call);
-                    None
-                }
-                ClientMsg::Call { id: Some(id), .. } if !over_ws => {
-                    let e = dialect.error_for(Condition::NoHttpUpstream);
-                    Some(dialect.render_error(&id, &e))
-                }
-                ClientMsg::Call { id: Some(id), call } => {
-                    Some(render_reply(&*dialect, &id, route.call(call).await))
-                }
-            }
-        }
-    });
-    let parts: Vec<String> = join_all(futs).await.into_iter().flatten().collect();
-    if batch {
-        (!parts.is_empty()).then(|| dialect.render_batch(&parts))
-    } else {
-        parts.into_iter().next().map(|p| dialect.http_reply(p))
-    }
-}
-
-/// Join a set of content-routed keys, then produce the answer: the first join error, or
-/// the dialect's rendered reply, or the upstream's answer to the follow-up call.
-async fn join_set(
-    route: RouteHandle,
-    mailbox: Mailbox,
-    id: RequestId,
-    keys: Vec<SubscriptionKey>,
-    then: Answer,
-    context: Option<Arc<str>>,
-) -> Item {
-    let reserved = keys.len();
-    let (guards, error) = if keys.is_empty() {
-        (Vec::new(), None)
-    } else {
-        match route.join(keys, mailbox).await {
-            Ok(j) => (j.guards, j.error),
-            Err(e) => (Vec::new(), Some(e)),
-        }
-    };
-    let answer = match (error, then) {
-        (Some(e), _) => {
-            let d = &*route.dialect;
-            Item::Rendered(d.render_join_error(&id, context.as_deref(), &e.to_rpc(d)))
-        }
-        (None, Answer::Rendered(r)) => Item::Rendered(r),
-        (None, Answer::Call(call)) => {
-            let res = route.call(call).await;
-            Item::Reply(id, res)
-        }
-    };
-    Item::Held(guards, reserved, Box::new(answer))
 }
