@@ -126,6 +126,8 @@ pub async fn run<S>(
 {
     let metrics = route.metrics.clone();
     RouteMetrics::add(&metrics.sessions, 1);
+    // Heights are read upstream only while some session wants gap notices.
+    let _gaps = options.gap_notices.then(|| route.listen_for_gaps());
     let mut s = Session {
         dialect: route.dialect.clone(),
         route,

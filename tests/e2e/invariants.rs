@@ -40,6 +40,15 @@ fn dialects_do_no_io() {
     }
 }
 
+const NOT_SANS_IO: [&str; 6] = [
+    "tokio",
+    ".await",
+    "async fn",
+    "Instant::now",
+    "SystemTime",
+    "std::net",
+];
+
 /// The topic table and the channel replay buffer are sans-IO too: events in, actions out,
 /// time as an argument.
 #[test]
@@ -48,8 +57,25 @@ fn topic_table_is_sans_io() {
         let text =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
         let text = text.split("#[cfg(test)]").next().unwrap();
-        for banned in ["tokio", ".await", "Instant::now", "SystemTime"] {
+        for banned in NOT_SANS_IO {
             assert!(!text.contains(banned), "{file} uses {banned}");
+        }
+    }
+}
+
+/// The route core (every file of `src/hub/core/` but its test module) runs on the time
+/// it is given: no runtime, no socket, no clock.
+#[test]
+fn route_core_is_sans_io() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hub/core");
+    let files = sources(&dir);
+    assert!(files.len() >= 2, "route core files not found");
+    for (path, text) in files {
+        if path.ends_with("tests.rs") {
+            continue; // declared `#[cfg(test)] mod tests;`
+        }
+        for banned in NOT_SANS_IO {
+            assert!(!text.contains(banned), "{path} uses {banned}");
         }
     }
 }

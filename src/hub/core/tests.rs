@@ -1,0 +1,1 @@
+//! Route core tests on simulated time.
