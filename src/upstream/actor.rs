@@ -2,25 +2,23 @@
 //! that writes to a route's upstream sockets. One `select!` loop turns commands, releases,
 //! upstream frames, connect results and a steady tick into core events, then carries out
 //! the core's actions (connect, send, ping, close). Answers and deliveries go through
-//! [`Fan`], the core's [`Outbox`]: oneshot replies, broadcast rings, session mailboxes.
+//! [`Fan`], the core's `Outbox`: oneshot replies, broadcast rings, session mailboxes.
 
 use super::connect::{connect, inbound, Inbound, UpstreamStream};
+use super::fan::Fan;
 use crate::config::RouteSettings;
-use crate::dialect::{Dialect, SubscriptionKey};
-use crate::hub::core::{Action, Event, Outbox, RouteCore, Subscribed};
-use crate::hub::table::{SlotId, TopicId};
-use crate::hub::{
-    Command, HubError, Joined, Mailbox, Notice, Release, ReleaseGuard, RouteHandle, SetJoined,
-    UpstreamReply,
-};
+use crate::dialect::Dialect;
+use crate::hub::core::{Action, Event, RouteCore};
+use crate::hub::table::SlotId;
+use crate::hub::{Command, HubError, Release, RouteHandle};
 use crate::telemetry::{redact_url, RouteMetrics};
 use futures_util::stream::{self, BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::StreamMap;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
@@ -35,73 +33,6 @@ const TICK: Duration = Duration::from_millis(100);
 
 type ReadItem = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
 type Sink = SplitSink<UpstreamStream, Message>;
-
-/// The shell's side of answers and deliveries (all non-blocking).
-pub struct Fan {
-    release_tx: mpsc::UnboundedSender<Release>,
-    /// Broadcast capacity of a new topic (1 for content-routed topics: they use mailboxes).
-    ring: usize,
-}
-
-impl Outbox for Fan {
-    type Topic = broadcast::Sender<Notice>;
-    type Mailbox = Mailbox;
-    type SubscribeReply = oneshot::Sender<Result<Joined, HubError>>;
-    type JoinReply = oneshot::Sender<Result<SetJoined, HubError>>;
-    type CallReply = oneshot::Sender<Result<UpstreamReply, HubError>>;
-
-    fn new_topic(&mut self) -> Self::Topic {
-        broadcast::channel(self.ring).0
-    }
-    fn broadcast(&mut self, topic: &Self::Topic, notice: Notice) {
-        let _ = topic.send(notice); // no receivers is fine (topic lingering)
-    }
-    fn mailbox_id(&self, mailbox: &Mailbox) -> u64 {
-        mailbox.id()
-    }
-    fn wants_gaps(&self, mailbox: &Mailbox) -> bool {
-        mailbox.wants_gap_notices()
-    }
-    fn push(&mut self, mailbox: &Mailbox, frame: Utf8Bytes) {
-        mailbox.deliver(frame);
-    }
-    fn subscribed(
-        &mut self,
-        reply: Self::SubscribeReply,
-        result: Result<Subscribed<'_, Self::Topic>, HubError>,
-    ) {
-        let joined = result.map(|s| Joined {
-            topic: s.topic,
-            public_id: s.public_id,
-            // An ended one-shot: the stream ends right after the replay.
-            rx: s
-                .fan
-                .map_or_else(|| broadcast::channel(1).1, |tx| tx.subscribe()),
-            replay: s.replay,
-            steady: s.steady,
-            guard: ReleaseGuard::new(s.topic, self.release_tx.clone()),
-        });
-        let _ = reply.send(joined);
-    }
-    fn joined(
-        &mut self,
-        reply: Self::JoinReply,
-        mailbox: u64,
-        keys: Vec<(SubscriptionKey, TopicId)>,
-        error: Option<HubError>,
-    ) {
-        let guards = (keys.into_iter())
-            .map(|(k, t)| {
-                let guard = ReleaseGuard::for_session(t, mailbox, self.release_tx.clone());
-                (k, guard)
-            })
-            .collect();
-        let _ = reply.send(Ok(SetJoined { guards, error }));
-    }
-    fn answered(&mut self, reply: Self::CallReply, result: Result<UpstreamReply, HubError>) {
-        let _ = reply.send(result);
-    }
-}
 
 struct ConnectResult {
     slot: SlotId,
@@ -145,7 +76,7 @@ pub fn spawn_route(
     } else {
         settings.client_queue_len
     };
-    let fan = Fan { release_tx, ring };
+    let fan = Fan::new(release_tx, ring);
     let span = tracing::info_span!("route", path = %settings.path);
     let core = RouteCore::new(
         settings.clone(),

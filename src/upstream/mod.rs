@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod backoff;
 pub mod connect;
+pub mod fan;
 pub mod http;
 
 pub use actor::spawn_route;
