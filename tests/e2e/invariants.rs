@@ -85,6 +85,9 @@ fn route_core_is_sans_io() {
 fn no_unwrap_in_library_code() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     for (path, text) in sources(&dir) {
+        if path.ends_with("/tests.rs") {
+            continue; // a test module in a file of its own (`#[cfg(test)] mod tests;`)
+        }
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
         for (i, line) in code.lines().enumerate() {
             let l = line.trim_start();

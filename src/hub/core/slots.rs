@@ -36,7 +36,7 @@ pub(super) struct Slot {
     last_failback: Instant,
     failback_in_flight: bool,
     /// Height of the last steady notification (block, slot, ledger) on this slot.
-    last_height: Option<u64>,
+    pub(super) last_height: Option<u64>,
     /// After a connection was replaced: where the possible gap starts (`Some(None)`:
     /// unknown), until the first steady notification on the new connection closes it.
     gap_from: Option<Option<u64>>,
@@ -294,7 +294,8 @@ impl<O: Outbox> RouteCore<O> {
             return; // the slot moved on, or requests are in flight: try again later
         }
         info!(slot = slot.0, "primary upstream is back: failing back");
-        s.gap_from = Some(s.last_height.map(|h| h + 1));
+        let gaps = self.gap_listeners.load(Relaxed) > 0;
+        s.gap_from = gaps.then(|| s.last_height.map(|h| h + 1));
         s.generation += 1;
         s.upstream = 0;
         self.actions.push_back(Action::Close { slot });
@@ -319,7 +320,9 @@ impl<O: Outbox> RouteCore<O> {
             .get(s.upstream)
             .map(|u| redact_url(u));
         warn!(slot = slot.0, upstream = ?url, %reason, "upstream connection lost");
-        s.gap_from = Some(s.last_height.map(|h| h + 1));
+        // A gap is opened only when someone will be told of it.
+        let gaps = self.gap_listeners.load(Relaxed) > 0;
+        s.gap_from = gaps.then(|| s.last_height.map(|h| h + 1));
         s.state = SlotState::Idle;
         self.actions.push_back(Action::Drop { slot });
         RouteMetrics::add(&self.metrics.upstream_connections, -1);
