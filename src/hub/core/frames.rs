@@ -139,10 +139,12 @@ impl<O: Outbox> RouteCore<O> {
             if t.key.flags().replay_last || is_final {
                 t.data.last = Some(notice.clone());
             }
-            // No receivers is fine (all clients gone, topic lingering).
-            self.out.broadcast(&t.data.fan, notice.clone());
             if is_final {
-                self.ended.insert(t.key.clone(), (notice, now));
+                self.ended.insert(t.key.clone(), (notice.clone(), now));
+            }
+            // No receivers is fine (all clients gone, topic lingering).
+            self.out.broadcast(&t.data.fan, notice);
+            if is_final {
                 drop(self.table.end(id));
             }
         }
