@@ -1,9 +1,9 @@
 //! Dedup and refcount: the handle sessions use to reach a route's upstream actor.
 //!
 //! The hub is an immutable map built at start-up: route path → [`RouteHandle`]. Each route
-//! has exactly one actor that owns its [`table::TopicTable`], so every key has one home and
-//! dedup is exact without a global lock; a new subscribe can never race the last release
-//! because both are messages to the same owner.
+//! has exactly one actor, whose sans-IO [`core::RouteCore`] owns its [`table::TopicTable`],
+//! so every key has one home and dedup is exact without a global lock; a new subscribe can
+//! never race the last release because both are messages to the same owner.
 
 pub mod core;
 pub mod subscription;

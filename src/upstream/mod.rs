@@ -1,5 +1,5 @@
-//! Upstream side: the route actor (owns sockets, topic table, pending requests), the
-//! connector and the pure backoff policy.
+//! Upstream side: the route actor (the I/O shell around the route core: sockets, connect
+//! tasks, the tick), the core's outbox, the connector and the pure backoff policy.
 
 pub mod actor;
 pub mod backoff;
