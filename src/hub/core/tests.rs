@@ -728,3 +728,87 @@ fn shutdown_answers_calls_unsubscribes_and_closes() {
     assert_eq!(h.metrics.upstream_connections.load(Relaxed), 0);
     assert_eq!(h.topics(), 0);
 }
+
+#[test]
+fn content_routed_pushes_go_once_per_group_and_stop_at_release() {
+    let mut h = H::new(settings(DialectKind::Xrpl));
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg =
+        r#"{"id":1,"command":"subscribe","streams":["transactions","transactions_proposed"]}"#;
+    let keys = h.keys(msg);
+    let acts = h.ev(Event::Join {
+        keys,
+        mailbox: (7, false),
+        reply: 1,
+    });
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1, "one batched subscribe");
+    let id = req_id(&s[0].1);
+    h.text(
+        0,
+        format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#),
+    );
+    assert_eq!(h.out().joined[0].1.len(), 2);
+    let tx = |hash: &str| {
+        format!(
+            r#"{{"type":"transaction","validated":true,"hash":"{hash}","ledger_index":5,"engine_result":"tesSUCCESS","meta":{{}}}}"#
+        )
+    };
+    h.text(0, tx("A1"));
+    assert_eq!(h.out().pushes.len(), 2, "one copy per matched group");
+    h.text(0, tx("A1"));
+    assert_eq!(h.out().pushes.len(), 2, "the node's repeat is dropped");
+    let validated = (h.core.table.on_slot(SlotId(0)))
+        .find(|(_, t)| format!("{:?}", t.key).contains("\"transactions\""))
+        .map(|(id, _)| id)
+        .unwrap();
+    h.ev(Event::Release {
+        topic: validated,
+        mailbox: Some(7),
+    });
+    h.text(0, tx("B2"));
+    assert_eq!(h.out().pushes.len(), 3, "only the group still held");
+}
+
+#[test]
+fn an_extra_connection_opens_at_the_cap_and_closes_when_idle() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.topics_per_upstream_connection = 1;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    let logs = r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["logs",{}]}"#;
+    let acts = h.subscribe(logs, 2);
+    assert!(sent(&acts).is_empty());
+    let (_, upstream, delay) = connect_of(&acts, 1);
+    assert_eq!((upstream, delay), (0, Duration::ZERO));
+    let acts = h.connect(&acts, 1);
+    let (slot, req) = sent(&acts)[0].clone();
+    assert_eq!(slot, 1, "the new topic subscribes on the new connection");
+    h.text(1, ok(req_id(&req), "0xb"));
+    assert_eq!(h.metrics.upstream_connections.load(Relaxed), 2);
+    let topic = h.out().subscribed[1].1.as_ref().unwrap().topic;
+    h.ev(Event::Release {
+        topic,
+        mailbox: None,
+    });
+    let acts = h.tick(2_000);
+    let (slot, unsub) = sent(&acts)[0].clone();
+    assert_eq!(
+        (slot, unsub["method"].as_str()),
+        (1, Some("eth_unsubscribe"))
+    );
+    assert!(h.tick(2_100).is_empty(), "the unsubscribe is in flight");
+    h.text(
+        1,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":true}}"#,
+            req_id(&unsub)
+        ),
+    );
+    assert_eq!(h.tick(2_200), vec![Action::Close { slot: SlotId(1) }]);
+    assert_eq!(h.metrics.upstream_connections.load(Relaxed), 1);
+}
