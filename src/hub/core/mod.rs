@@ -14,6 +14,11 @@
 //! per-topic fan-out (`Outbox::Topic`) and reply senders as associated types. Doing them
 //! synchronously keeps their order without bookkeeping (a subscriber's receiver is taken
 //! before the next notification of its topic is sent). Tests use a recording outbox.
+//!
+//! Timers: the shell calls [`RouteCore::handle_timeout`] on a steady tick (100 ms, the
+//! resolution the actor always had); every due deadline is handled then. There is no
+//! `poll_timeout`: the earliest deadline would cost a scan of every topic per event.
+//! Metrics are the route's `RouteMetrics` atomics, updated where the decisions are made.
 
 mod frames;
 mod sessions;
