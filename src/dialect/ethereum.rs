@@ -592,9 +592,24 @@ impl Dialect for Ethereum {
     }
 
     fn height(&self, text: &str) -> Option<u64> {
-        let v: serde_json::Value = serde_json::from_str(text).ok()?;
-        let n = v.pointer("/params/result/number")?.as_str()?;
-        u64::from_str_radix(n.strip_prefix("0x")?, 16).ok()
+        // Borrowed fields only: no tree, no allocation; everything else is skipped.
+        #[derive(serde::Deserialize)]
+        struct Frame<'a> {
+            #[serde(borrow)]
+            params: Params<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow)]
+            result: Head<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow, default)]
+            number: Option<&'a str>,
+        }
+        let f: Frame = serde_json::from_str(text).ok()?;
+        u64::from_str_radix(f.params.result.number?.strip_prefix("0x")?, 16).ok()
     }
 
     fn render_gap(
@@ -981,5 +996,17 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
+    }
+
+    #[test]
+    fn height_reads_the_head_number_only() {
+        let d = Ethereum::new();
+        let head = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":{"parentHash":"0xab","logs":[{"number":"0x9"}],"number":"0x1b4","extra":{"a":[1,2]}}}}"#;
+        assert_eq!(d.height(head), Some(0x1b4));
+        let log = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":{"address":"0x1"}}}"#;
+        assert_eq!(d.height(log), None);
+        assert_eq!(d.height(r#"{"params":{"result":false}}"#), None);
+        assert_eq!(d.height(r#"{"params":{"result":{"number":"12"}}}"#), None);
+        assert_eq!(d.height("not json"), None);
     }
 }

@@ -542,11 +542,29 @@ impl Dialect for Solana {
     }
 
     fn height(&self, text: &str) -> Option<u64> {
-        let v: serde_json::Value = serde_json::from_str(text).ok()?;
-        let r = v.pointer("/params/result")?;
-        r.get("slot")
-            .and_then(|s| s.as_u64())
-            .or_else(|| r.as_u64())
+        // Borrowed fields only: the result stays raw text until its slot is read.
+        #[derive(serde::Deserialize)]
+        struct Frame<'a> {
+            #[serde(borrow)]
+            params: Params<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow)]
+            result: &'a RawValue,
+        }
+        #[derive(serde::Deserialize)]
+        struct Slot {
+            #[serde(default)]
+            slot: Option<u64>,
+        }
+        let f: Frame = serde_json::from_str(text).ok()?;
+        let r = f.params.result.get();
+        if r.starts_with('{') {
+            serde_json::from_str::<Slot>(r).ok()?.slot
+        } else {
+            r.parse().ok() // rootNotification: the slot itself
+        }
     }
 
     fn render_gap(
@@ -860,5 +878,18 @@ mod tests {
         let b: u64 = s.mint_sub_id().as_str().parse().unwrap();
         assert_ne!(a, b);
         assert!(b < (1 << 53));
+    }
+
+    #[test]
+    fn height_reads_slot_and_root_notifications() {
+        let d = Solana::new();
+        let slot = r#"{"jsonrpc":"2.0","method":"slotNotification","params":{"result":{"parent":74,"root":43,"slot":75},"subscription":0}}"#;
+        assert_eq!(d.height(slot), Some(75));
+        let root = r#"{"jsonrpc":"2.0","method":"rootNotification","params":{"result":42,"subscription":0}}"#;
+        assert_eq!(d.height(root), Some(42));
+        let account = r#"{"jsonrpc":"2.0","method":"accountNotification","params":{"result":{"context":{"slot":5},"value":null},"subscription":0}}"#;
+        assert_eq!(d.height(account), None);
+        assert_eq!(d.height(r#"{"params":{"result":1.5}}"#), None);
+        assert_eq!(d.height("[]"), None);
     }
 }

@@ -1192,9 +1192,17 @@ impl Dialect for Xrpl {
         if !text.contains("\"ledgerClosed\"") {
             return None; // cheap filter: only ledger closes carry the height
         }
-        let v: Value = serde_json::from_str(text).ok()?;
-        (v.get("type")?.as_str()? == "ledgerClosed")
-            .then(|| v.get("ledger_index")?.as_u64())
+        // Borrowed fields only: no tree, no allocation; everything else is skipped.
+        #[derive(serde::Deserialize)]
+        struct Closed<'a> {
+            #[serde(rename = "type", borrow, default)]
+            kind: Option<&'a str>,
+            #[serde(default)]
+            ledger_index: Option<u64>,
+        }
+        let c: Closed = serde_json::from_str(text).ok()?;
+        (c.kind? == "ledgerClosed")
+            .then_some(c.ledger_index)
             .flatten()
     }
 
@@ -1811,5 +1819,15 @@ mod tests {
         );
         assert_eq!(canonical_currency("").as_deref(), Some("XRP"));
         assert_eq!(canonical_currency("EURO"), None);
+    }
+
+    #[test]
+    fn height_reads_ledger_closes_only() {
+        let d = Xrpl::new();
+        let closed = r#"{"fee_base":10,"ledger_hash":"AB","ledger_index":7,"ledger_time":1,"type":"ledgerClosed","validated_ledgers":"1-7"}"#;
+        assert_eq!(d.height(closed), Some(7));
+        let tx = r#"{"type":"transaction","ledger_index":7,"meta":{"x":"ledgerClosed"}}"#;
+        assert_eq!(d.height(tx), None);
+        assert_eq!(d.height(r#"{"type":"ledgerClosed"}"#), None);
     }
 }

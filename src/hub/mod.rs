@@ -1,10 +1,11 @@
 //! Dedup and refcount: the handle sessions use to reach a route's upstream actor.
 //!
 //! The hub is an immutable map built at start-up: route path → [`RouteHandle`]. Each route
-//! has exactly one actor that owns its [`table::TopicTable`], so every key has one home and
-//! dedup is exact without a global lock; a new subscribe can never race the last release
-//! because both are messages to the same owner.
+//! has exactly one actor, whose sans-IO [`core::RouteCore`] owns its [`table::TopicTable`],
+//! so every key has one home and dedup is exact without a global lock; a new subscribe can
+//! never race the last release because both are messages to the same owner.
 
+pub mod core;
 pub mod subscription;
 pub mod table;
 pub mod wire;
@@ -12,11 +13,13 @@ pub mod wire;
 use crate::dialect::{Call, Condition, Dialect, RpcError, SubscriptionKey};
 use crate::telemetry::RouteMetrics;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 pub use subscription::{Joined, Mailbox, MailboxRx, Release, ReleaseGuard, SetJoined};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+/// The shared frame buffer every layer passes around (a refcounted UTF-8 buffer, no I/O).
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub use wire::WireText;
 
 /// One notification as every session of a topic sends it: the frame carries the topic's
@@ -100,6 +103,8 @@ pub struct RouteHandle {
     /// Forwarder for HTTP POSTs when the route has `http_upstream`.
     pub http: Option<Arc<crate::upstream::http::HttpForwarder>>,
     cmd: mpsc::Sender<Command>,
+    /// Sessions that asked for gap notices; the route reads heights only while some do.
+    gap_listeners: Arc<AtomicUsize>,
     /// Upper bound on waiting for the actor's answer (the actor enforces its own timeouts;
     /// this only guards against a wedged actor).
     answer_timeout: Duration,
@@ -120,8 +125,20 @@ impl RouteHandle {
             upstreams: Arc::from(Vec::new()),
             http: None,
             cmd,
+            gap_listeners: Arc::new(AtomicUsize::new(0)),
             answer_timeout,
         }
+    }
+
+    /// The counter of sessions that asked for gap notices (shared with the route core).
+    pub fn gap_listeners(&self) -> Arc<AtomicUsize> {
+        self.gap_listeners.clone()
+    }
+
+    /// Count this session as wanting gap notices for as long as the guard lives.
+    pub fn listen_for_gaps(&self) -> GapListener {
+        self.gap_listeners.fetch_add(1, Ordering::Relaxed);
+        GapListener(self.gap_listeners.clone())
     }
 
     /// Record the (redacted) upstream URLs for status views.
@@ -187,6 +204,16 @@ impl RouteHandle {
         {
             tracing::debug!(route = %self.path, "dropped client notification: actor queue full");
         }
+    }
+}
+
+/// A session's registration as a gap-notice listener; dropping it unregisters.
+#[derive(Debug)]
+pub struct GapListener(Arc<AtomicUsize>);
+
+impl Drop for GapListener {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,5 +1,5 @@
 //! The sans-IO topic table: dedup, refcounts, linger, resubscribe. Events in, actions out,
-//! time passed in as an argument. The upstream actor is its only owner.
+//! time passed in as an argument. The route core (`super::core`) is its only owner.
 //!
 //! A topic is one deduplicated upstream subscription. Its lifecycle:
 //! created (waiters queued, subscribe sent when its slot is up) → confirmed (upstream id
@@ -41,7 +41,7 @@ pub struct Topic<W, T> {
     idle_since: Option<Instant>,
     created: Instant,
     waiters: Vec<W>,
-    /// Owner-defined data (the actor keeps the fan-out sender and public id here).
+    /// Owner-defined data (the route core keeps the fan-out, public id and timers here).
     pub data: T,
 }
 

@@ -115,6 +115,8 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Heights are read upstream only while some session wants gap notices.
+    let _gaps = options.gap_notices.then(|| route.listen_for_gaps());
     let sock = ClientSocket::new(
         ws,
         route.metrics.clone(),

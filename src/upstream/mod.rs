@@ -1,9 +1,10 @@
-//! Upstream side: the route actor (owns sockets, topic table, pending requests), the
-//! connector and the pure backoff policy.
+//! Upstream side: the route actor (the I/O shell around the route core: sockets, connect
+//! tasks, the tick), the core's outbox, the connector and the pure backoff policy.
 
 pub mod actor;
 pub mod backoff;
 pub mod connect;
+pub mod fan;
 pub mod http;
 
 pub use actor::spawn_route;

@@ -1,0 +1,341 @@
+//! Upstream frames in (notifications, responses, content-routed pushes) and the
+//! subscribe/unsubscribe requests out, with the resubscribe give-up policy.
+
+use super::{Outbox, Pending, RouteCore, RESUBSCRIBE_GIVE_UP};
+use crate::dialect::{splice, Group, SubscriptionKey, UpstreamFrame, UpstreamSubId};
+use crate::hub::table::{Confirmed, Failed, SlotId, TopicId};
+use crate::hub::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
+use crate::telemetry::RouteMetrics;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tracing::{debug, warn};
+
+impl<O: Outbox> RouteCore<O> {
+    pub(super) fn on_text(&mut self, slot: SlotId, text: Utf8Bytes, now: Instant) {
+        match self.dialect.parse_upstream(&text) {
+            UpstreamFrame::Notification {
+                sub,
+                id_range,
+                is_final,
+            } => self.on_notification(slot, &text, &sub, id_range, is_final, now),
+            UpstreamFrame::Response {
+                id,
+                id_range,
+                outcome,
+            } => {
+                let Some(p) = self.pending.remove(&id.0) else {
+                    debug!(
+                        id = id.0,
+                        "response to no pending request (late or duplicate)"
+                    );
+                    return;
+                };
+                match p {
+                    Pending::Call { reply, sent, .. } => {
+                        let us = now.duration_since(sent).as_micros() as u64;
+                        self.metrics.request_micros.fetch_add(us, Relaxed);
+                        let reply_text = UpstreamReply {
+                            text: text.clone(),
+                            id_range,
+                        };
+                        self.out.answered(reply, Ok(reply_text));
+                    }
+                    Pending::Subscribe { topics, .. } => {
+                        for (topic, key) in topics {
+                            let result = outcome
+                                .clone()
+                                .map(|r| self.dialect.parse_subscribe_result(&key, &text[r]));
+                            self.on_subscribe_outcome(slot, topic, key, result, now);
+                        }
+                    }
+                    Pending::Unsubscribe { .. } => {
+                        if let Err(e) = outcome {
+                            debug!(error = %e, "upstream unsubscribe failed");
+                        }
+                    }
+                }
+            }
+            UpstreamFrame::Routed { targets, identity } => {
+                let repeat = identity.is_some_and(|id| {
+                    (self.slots.get_mut(slot.0)).is_some_and(|s| !s.recent.insert(id))
+                });
+                if repeat {
+                    return; // the node's own per-group copy: clients get theirs from us
+                }
+                // Only steady streams (ledger closes) carry a height, and only their
+                // silence matters for stall detection: read it only when needed.
+                let gaps = self.gaps_wanted();
+                if gaps || self.settings.stall_timeout.is_some() {
+                    if let Some(h) = self.dialect.height(&text) {
+                        if gaps {
+                            self.on_height(slot, h);
+                        }
+                        for (up, _) in &targets {
+                            for i in self.table.route(slot, up).to_vec() {
+                                if let Some(t) = self.table.get_mut(i) {
+                                    t.data.last_notice = now;
+                                }
+                            }
+                        }
+                    }
+                }
+                if !gaps {
+                    self.forget_height(slot);
+                }
+                self.deliver_routed(slot, text, &targets)
+            }
+            UpstreamFrame::Other => {}
+            UpstreamFrame::Malformed(why) => {
+                RouteMetrics::inc(&self.metrics.malformed_upstream);
+                warn!(%why, "malformed upstream frame");
+            }
+        }
+    }
+
+    fn on_notification(
+        &mut self,
+        slot: SlotId,
+        text: &Utf8Bytes,
+        sub: &UpstreamSubId,
+        id_range: std::ops::Range<usize>,
+        is_final: bool,
+        now: Instant,
+    ) {
+        let topics = self.table.route(slot, sub).to_vec();
+        if self.gaps_wanted() {
+            let steady =
+                (topics.iter()).any(|id| self.table.get(*id).is_some_and(|t| t.key.flags().steady));
+            if steady {
+                if let Some(h) = self.dialect.height(text) {
+                    self.on_height(slot, h);
+                }
+            }
+        } else {
+            self.forget_height(slot);
+        }
+        if topics.is_empty() {
+            RouteMetrics::inc(&self.metrics.unknown_notifications);
+            debug!(sub = %sub.0, "notification for no known topic");
+            return;
+        }
+        for id in topics {
+            let Some(t) = self.table.get_mut(id) else {
+                continue;
+            };
+            RouteMetrics::inc(&self.metrics.notifications_in);
+            let public = t.data.public_id.as_str();
+            let start = id_range.start;
+            let notice = Notice {
+                frame: WireText::from(splice(text, id_range.clone(), public)),
+                id_range: start..start + public.len(),
+                gap: false,
+            };
+            t.data.last_notice = now;
+            if let Some(since) = t.data.resubscribing_since.take() {
+                let us = now.duration_since(since).as_micros() as u64;
+                self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
+                RouteMetrics::inc(&self.metrics.resubscribes);
+            }
+            if t.key.flags().replay_last || is_final {
+                t.data.last = Some(notice.clone());
+            }
+            if is_final {
+                self.ended.insert(t.key.clone(), (notice.clone(), now));
+            }
+            // No receivers is fine (all clients gone, topic lingering).
+            self.out.broadcast(&t.data.fan, notice);
+            if is_final {
+                drop(self.table.end(id));
+            }
+        }
+        if is_final {
+            self.store_topics();
+        }
+    }
+
+    fn on_subscribe_outcome(
+        &mut self,
+        slot: SlotId,
+        topic: TopicId,
+        key: SubscriptionKey,
+        result: Result<Option<UpstreamSubId>, String>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
+                Confirmed::Waiters(waiters) => {
+                    if let Some(t) = self.table.get_mut(topic) {
+                        t.data.refused_since = None;
+                    }
+                    self.reset_backoff(slot);
+                    for w in waiters {
+                        self.resolve(w, topic, Ok(()));
+                    }
+                }
+                Confirmed::Stale => self.send_unsubscribes(vec![(slot, key, up)], now),
+            },
+            Ok(None) => {
+                let e =
+                    r#"{"code":-32603,"message":"upstream returned an invalid subscription id"}"#;
+                self.fail_topic(topic, HubError::Upstream(e.into()), now);
+            }
+            Err(raw) => self.fail_topic(topic, HubError::Upstream(raw), now),
+        }
+    }
+
+    /// A content-routed push: every session holding a matching key gets the frame once
+    /// per matched group, in arrival order (one mailbox per session keeps it ordered).
+    fn deliver_routed(
+        &mut self,
+        slot: SlotId,
+        text: Utf8Bytes,
+        targets: &[(UpstreamSubId, Group)],
+    ) {
+        RouteMetrics::inc(&self.metrics.notifications_in);
+        // Encoded once; every holder's session writes the same frame.
+        let text = WireText::from(text);
+        if let [(up, _)] = targets {
+            // One target: each holder once, no bookkeeping.
+            for &id in self.table.route(slot, up) {
+                if let Some(t) = self.table.get(id) {
+                    for mb in t.data.subscribers.values() {
+                        self.out.push(mb, text.clone());
+                    }
+                }
+            }
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for (up, group) in targets {
+            let bit = 1u8 << (group.0 & 7);
+            for &id in self.table.route(slot, up) {
+                if let Some(t) = self.table.get(id) {
+                    for &mb in t.data.subscribers.keys() {
+                        scratch.entry(mb).or_insert((id, 0)).1 |= bit;
+                    }
+                }
+            }
+        }
+        for (mb, (topic, groups)) in scratch.drain() {
+            let Some(mailbox) = (self.table.get(topic)).and_then(|t| t.data.subscribers.get(&mb))
+            else {
+                continue;
+            };
+            for _ in 0..groups.count_ones() {
+                self.out.push(mailbox, text.clone());
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// A subscribe was refused. A live topic's resubscribe is not given up at once: the
+    /// answer may be a rate limit or a broken node. Replace the connection (failing over)
+    /// and resubscribe there; only after RESUBSCRIBE_GIVE_UP of refusals does it end.
+    pub(super) fn fail_topic(&mut self, topic: TopicId, err: HubError, now: Instant) {
+        let retry = self.table.get_mut(topic).and_then(|t| {
+            let since = *t.data.refused_since.get_or_insert(now);
+            (t.confirmed() && now.duration_since(since) < RESUBSCRIBE_GIVE_UP)
+                .then(|| now.duration_since(since))
+        });
+        if let Some(refused_for) = retry {
+            if let Some(slot) = self.table.keep_for_retry(topic) {
+                warn!(topic = topic.0, error = %err, ?refused_for, "resubscribe refused; replacing the upstream connection");
+                if !self.dead.iter().any(|(s, _)| *s == slot) {
+                    self.dead
+                        .push((slot, format!("resubscribe refused: {err}")));
+                }
+                return;
+            }
+        }
+        match self.table.on_subscribe_failed(topic) {
+            Failed::Rejected(waiters, data) => {
+                drop(data);
+                for w in waiters {
+                    self.resolve(w, topic, Err(err.clone()));
+                }
+            }
+            Failed::Ended(data) => {
+                warn!(topic = topic.0, error = %err, "resubscribe failed; subscription ended for its clients");
+                drop(data);
+            }
+            Failed::Unknown => {}
+        }
+        self.store_topics();
+    }
+
+    /// Subscribe `topics` on `slot`: one request each, or batches of up to the dialect's
+    /// maximum (keys flagged `solo` always alone).
+    pub(super) fn send_subscribes(&mut self, topics: Vec<TopicId>, slot: SlotId, now: Instant) {
+        let max = self.dialect.subscribe_batch_max().max(1);
+        let mut batch: Vec<(TopicId, SubscriptionKey)> = Vec::new();
+        for id in topics {
+            let Some(t) = self.table.get(id) else {
+                continue;
+            };
+            let item = (id, t.key.clone());
+            if item.1.flags().solo {
+                self.send_subscribe(vec![item], slot, now);
+                continue;
+            }
+            batch.push(item);
+            if batch.len() == max {
+                self.send_subscribe(std::mem::take(&mut batch), slot, now);
+            }
+        }
+        if !batch.is_empty() {
+            self.send_subscribe(batch, slot, now);
+        }
+    }
+
+    fn send_subscribe(
+        &mut self,
+        topics: Vec<(TopicId, SubscriptionKey)>,
+        slot: SlotId,
+        now: Instant,
+    ) {
+        let req = self.next_id();
+        let keys: Vec<&SubscriptionKey> = topics.iter().map(|(_, k)| k).collect();
+        let text = self.dialect.render_upstream_subscribe(&keys, req);
+        let deadline = now + self.settings.subscribe_timeout;
+        let p = Pending::Subscribe {
+            topics,
+            slot,
+            deadline,
+        };
+        self.pending.insert(req.0, p);
+        RouteMetrics::inc(&self.metrics.upstream_subscribes);
+        self.send(slot, text);
+    }
+
+    /// Unsubscribe upstream ids nobody needs any more, batched per slot where the dialect
+    /// allows it.
+    pub(super) fn send_unsubscribes(
+        &mut self,
+        mut items: Vec<(SlotId, SubscriptionKey, UpstreamSubId)>,
+        now: Instant,
+    ) {
+        items.sort_by_key(|(slot, _, _)| *slot);
+        let max = self.dialect.subscribe_batch_max().max(1);
+        let mut start = 0;
+        while start < items.len() {
+            let slot = items[start].0;
+            let mut end = start + 1;
+            while end < items.len() && items[end].0 == slot && end - start < max {
+                end += 1;
+            }
+            if self.table.slot_up(slot) {
+                let req = self.next_id();
+                let refs: Vec<(&SubscriptionKey, &UpstreamSubId)> =
+                    items[start..end].iter().map(|(_, k, u)| (k, u)).collect();
+                if let Some(text) = self.dialect.render_upstream_unsubscribe(&refs, req) {
+                    let deadline = now + self.settings.request_timeout;
+                    self.pending
+                        .insert(req.0, Pending::Unsubscribe { slot, deadline });
+                    RouteMetrics::inc(&self.metrics.upstream_unsubscribes);
+                    self.send(slot, text);
+                }
+            } // else the connection is gone, and with it the subscriptions
+            start = end;
+        }
+    }
+}

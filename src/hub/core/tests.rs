@@ -1,0 +1,814 @@
+//! Route core tests on simulated time: no runtime, no sockets. A recording outbox stands
+//! in for the shell; frames are the real dialects'.
+
+use super::*;
+use crate::config::LnbitsSettings;
+use crate::dialect::{ClientFrame, ClientMsg, DialectKind, Transport};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Sub {
+    topic: TopicId,
+    public_id: String,
+    fan: Option<u64>,
+    replay: Option<String>,
+    steady: bool,
+}
+
+/// Records everything the core answers and delivers.
+#[derive(Default)]
+struct Rec {
+    topics_made: u64,
+    /// (topic fan, frame, gap)
+    notices: Vec<(u64, String, bool)>,
+    /// (mailbox, frame)
+    pushes: Vec<(u64, String)>,
+    subscribed: Vec<(u32, Result<Sub, HubError>)>,
+    /// (reply, keys held, error)
+    joined: Vec<(u32, Vec<String>, Option<HubError>)>,
+    answered: Vec<(u32, Result<String, HubError>)>,
+}
+
+impl Outbox for Rec {
+    type Topic = u64;
+    /// (id, wants gap notices)
+    type Mailbox = (u64, bool);
+    type SubscribeReply = u32;
+    type JoinReply = u32;
+    type CallReply = u32;
+
+    fn new_topic(&mut self) -> u64 {
+        self.topics_made += 1;
+        self.topics_made
+    }
+    fn broadcast(&mut self, topic: &u64, n: Notice) {
+        self.notices
+            .push((*topic, n.frame.as_str().to_owned(), n.gap));
+    }
+    fn mailbox_id(&self, m: &(u64, bool)) -> u64 {
+        m.0
+    }
+    fn wants_gaps(&self, m: &(u64, bool)) -> bool {
+        m.1
+    }
+    fn push(&mut self, m: &(u64, bool), frame: WireText) {
+        self.pushes.push((m.0, frame.as_str().to_owned()));
+    }
+    fn subscribed(&mut self, reply: u32, r: Result<Subscribed<'_, u64>, HubError>) {
+        let r = r.map(|s| Sub {
+            topic: s.topic,
+            public_id: s.public_id.as_str().to_owned(),
+            fan: s.fan.copied(),
+            replay: s.replay.map(|n| n.frame.as_str().to_owned()),
+            steady: s.steady,
+        });
+        self.subscribed.push((reply, r));
+    }
+    fn joined(
+        &mut self,
+        reply: u32,
+        _mailbox: u64,
+        keys: Vec<(SubscriptionKey, TopicId)>,
+        error: Option<HubError>,
+    ) {
+        let keys = keys.iter().map(|(k, _)| format!("{k:?}")).collect();
+        self.joined.push((reply, keys, error));
+    }
+    fn answered(&mut self, reply: u32, r: Result<UpstreamReply, HubError>) {
+        self.answered
+            .push((reply, r.map(|u| u.text.as_str().to_owned())));
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn settings(kind: DialectKind) -> RouteSettings {
+    RouteSettings {
+        path: "/r".into(),
+        dialect: kind,
+        upstreams: vec!["ws://primary".into(), "ws://backup".into()],
+        http_upstream: None,
+        request_timeout: ms(10_000),
+        subscribe_timeout: ms(5_000),
+        linger: ms(2_000),
+        max_upstream_connections: 2,
+        topics_per_upstream_connection: 0,
+        upstream_ping_interval: ms(10_000),
+        upstream_idle_timeout: ms(30_000),
+        connect_timeout: ms(5_000),
+        backoff_initial: ms(100),
+        backoff_max: ms(5_000),
+        upstream_max_message_bytes: 1 << 20,
+        client_queue_len: 16,
+        lnbits: LnbitsSettings::default(),
+        failback_interval: None,
+        stall_timeout: None,
+    }
+}
+
+/// A core on simulated time.
+struct H {
+    core: RouteCore<Rec>,
+    t0: Instant,
+    now: Instant,
+    gaps: Arc<AtomicUsize>,
+    dialect: Arc<dyn Dialect>,
+    metrics: Arc<RouteMetrics>,
+}
+
+impl H {
+    fn new(s: RouteSettings) -> H {
+        let dialect = s.dialect.build().expect("a dialect");
+        let metrics = Arc::new(RouteMetrics::default());
+        let gaps = Arc::new(AtomicUsize::new(0));
+        let t0 = Instant::now();
+        let core = RouteCore::new(
+            s,
+            dialect.clone(),
+            metrics.clone(),
+            Rec::default(),
+            gaps.clone(),
+            7,
+            t0,
+        );
+        H {
+            core,
+            t0,
+            now: t0,
+            gaps,
+            dialect,
+            metrics,
+        }
+    }
+    fn eth() -> H {
+        H::new(settings(DialectKind::Ethereum))
+    }
+    fn out(&self) -> &Rec {
+        self.core.outbox()
+    }
+    fn at(&mut self, t: u64) {
+        self.now = self.t0 + ms(t);
+    }
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.core.poll_action()).collect()
+    }
+    fn ev(&mut self, e: Event<Rec>) -> Vec<Action> {
+        self.core.handle(e, self.now);
+        self.actions()
+    }
+    fn tick(&mut self, t: u64) -> Vec<Action> {
+        self.at(t);
+        self.core.handle_timeout(self.now);
+        self.actions()
+    }
+    fn generation(&self, slot: usize) -> u64 {
+        self.core.slots[slot].generation
+    }
+    /// Answer the connect in `acts` for `slot` with an open connection.
+    fn connect(&mut self, acts: &[Action], slot: usize) -> Vec<Action> {
+        let (generation, _, _) = connect_of(acts, slot);
+        self.ev(Event::Connected {
+            slot: SlotId(slot),
+            generation,
+        })
+    }
+    fn lose(&mut self, slot: usize) -> Vec<Action> {
+        let generation = self.generation(slot);
+        self.ev(Event::Lost {
+            slot: SlotId(slot),
+            generation,
+            reason: "test".into(),
+        })
+    }
+    fn text(&mut self, slot: usize, text: impl Into<String>) -> Vec<Action> {
+        let generation = self.generation(slot);
+        self.ev(Event::Text {
+            slot: SlotId(slot),
+            generation,
+            text: Utf8Bytes::from(text.into()),
+        })
+    }
+    fn key(&self, msg: &str) -> SubscriptionKey {
+        match self.dialect.parse_client(msg, Transport::WebSocket) {
+            ClientFrame::Single(ClientMsg::Subscribe { key, .. }) => key,
+            other => panic!("{other:?}"),
+        }
+    }
+    fn keys(&self, msg: &str) -> Vec<SubscriptionKey> {
+        match self.dialect.parse_client(msg, Transport::WebSocket) {
+            ClientFrame::Single(ClientMsg::Join { keys, .. }) => keys,
+            other => panic!("{other:?}"),
+        }
+    }
+    fn subscribe(&mut self, msg: &str, reply: u32) -> Vec<Action> {
+        let key = self.key(msg);
+        self.ev(Event::Subscribe { key, reply })
+    }
+    fn call(&mut self, reply: u32) -> Vec<Action> {
+        let call = Call {
+            method: "eth_blockNumber".into(),
+            params: Some("[]".into()),
+            class: 0,
+        };
+        self.ev(Event::Call {
+            call,
+            reply: Some(reply),
+        })
+    }
+    /// Slot 0 up; `newHeads` subscribed (reply 1) and confirmed as upstream id `0xa`.
+    fn with_heads() -> H {
+        let mut h = H::eth();
+        let acts = h.actions();
+        h.connect(&acts, 0);
+        let acts = h.subscribe(HEADS, 1);
+        let id = req_id(&sent(&acts)[0].1);
+        h.text(0, ok(id, "0xa"));
+        assert!(matches!(h.out().subscribed[..], [(1, Ok(_))]));
+        h
+    }
+    fn topics(&self) -> usize {
+        self.core.table.len()
+    }
+}
+
+const HEADS: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
+
+fn ok(id: u64, sub: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"{sub}"}}"#)
+}
+fn refused(id: u64) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":"no"}}}}"#)
+}
+fn head(sub: &str, n: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{{"number":"0x{n:x}"}}}}}}"#
+    )
+}
+
+fn connect_of(acts: &[Action], slot: usize) -> (u64, usize, Duration) {
+    (acts.iter())
+        .find_map(|a| match a {
+            Action::Connect {
+                slot: s,
+                generation,
+                upstream,
+                delay,
+            } if s.0 == slot => Some((*generation, *upstream, *delay)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no connect for slot {slot} in {acts:?}"))
+}
+fn sent(acts: &[Action]) -> Vec<(usize, Value)> {
+    (acts.iter())
+        .filter_map(|a| match a {
+            Action::Send { slot, text } => Some((slot.0, serde_json::from_str(text).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+fn req_id(v: &Value) -> u64 {
+    v["id"].as_u64().unwrap()
+}
+fn dropped(acts: &[Action], slot: usize) -> bool {
+    acts.contains(&Action::Drop { slot: SlotId(slot) })
+}
+
+#[test]
+fn joins_share_one_topic_and_make_its_ring_only_once() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    assert_eq!(sent(&acts).len(), 1);
+    // Joins while pending and after confirmation: no second upstream subscribe, no ring.
+    assert!(h.subscribe(HEADS, 2).is_empty());
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    assert!(h.subscribe(HEADS, 3).is_empty());
+    assert_eq!(h.out().topics_made, 1);
+    let subs = &h.out().subscribed;
+    assert_eq!(subs.len(), 3);
+    let ids: Vec<_> = subs
+        .iter()
+        .map(|(_, s)| s.as_ref().unwrap().public_id.clone())
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]));
+    assert!(subs[0].1.as_ref().unwrap().steady);
+    h.text(0, head("0xa", 5));
+    assert_eq!(h.out().notices.len(), 1);
+    assert!(h.out().notices[0].1.contains(&ids[0]));
+}
+
+#[test]
+fn resubscribe_refusals_replace_the_connection_until_60s_then_end_the_topic() {
+    let mut h = H::with_heads();
+    let acts = h.lose(0);
+    assert!(dropped(&acts, 0));
+    assert_eq!(connect_of(&acts, 0).1, 1, "fails over to the backup");
+    let acts = h.connect(&acts, 0);
+    let id = req_id(&sent(&acts)[0].1);
+    h.at(1_000);
+    let acts = h.text(0, refused(id));
+    assert!(
+        dropped(&acts, 0),
+        "a refused resubscribe replaces the connection"
+    );
+    assert_eq!(h.topics(), 1, "the topic is kept");
+    // Still refused 59 s later: kept. Refused past 60 s: it ends.
+    h.at(60_000);
+    let acts = h.connect(&acts, 0);
+    let id = req_id(&sent(&acts)[0].1);
+    let acts = h.text(0, refused(id));
+    assert!(dropped(&acts, 0));
+    assert_eq!(h.topics(), 1);
+    h.at(61_000);
+    let acts = h.connect(&acts, 0);
+    let id = req_id(&sent(&acts)[0].1);
+    let acts = h.text(0, refused(id));
+    assert!(!dropped(&acts, 0), "the connection stays");
+    assert_eq!(h.topics(), 0, "given up");
+    assert_eq!(h.out().subscribed.len(), 1, "clients were told nothing new");
+}
+
+#[test]
+fn an_accepted_resubscribe_resets_the_refusal_clock() {
+    let mut h = H::with_heads();
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, refused(req_id(&sent(&acts)[0].1)));
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"));
+    // A refusal 70 s later starts a new clock: the topic is kept.
+    h.at(70_000);
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, refused(req_id(&sent(&acts)[0].1)));
+    assert!(dropped(&acts, 0));
+    assert_eq!(h.topics(), 1);
+}
+
+#[test]
+fn one_shot_final_notification_serves_late_joiners_until_the_ttl() {
+    let mut s = settings(DialectKind::Solana);
+    (s.upstream_idle_timeout, s.upstream_ping_interval) = (ms(600_000), ms(600_000));
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let sig =
+        "2EBVM6cB8vAAD93Ktr6Vd8p67XPbQzCJX47MpReuiCXJAtcjaxpvWpcg9Ege1Nr5Tk3a2GFrByT7WPBjdsTycY9b";
+    let msg =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"signatureSubscribe","params":["{sig}"]}}"#);
+    let acts = h.subscribe(&msg, 1);
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(0, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":5}}"#));
+    let fin = r#"{"jsonrpc":"2.0","method":"signatureNotification","params":{"result":{"context":{"slot":9},"value":{"err":null}},"subscription":5}}"#;
+    let acts = h.text(0, fin);
+    assert!(sent(&acts).is_empty(), "a one-shot is not unsubscribed");
+    assert_eq!(h.out().notices.len(), 1);
+    assert_eq!(h.topics(), 0);
+    // A late joiner gets the final notification under a fresh id, without a topic.
+    h.at(59_000);
+    h.tick(59_000);
+    let acts = h.subscribe(&msg, 2);
+    assert!(acts.is_empty());
+    let (_, late) = h.out().subscribed.last().unwrap().clone();
+    let late = late.unwrap();
+    assert_eq!(late.fan, None);
+    let replay: Value = serde_json::from_str(late.replay.as_deref().unwrap()).unwrap();
+    assert_eq!(replay["params"]["result"]["context"]["slot"], 9);
+    assert_eq!(replay["params"]["subscription"].to_string(), late.public_id);
+    // After the TTL the key subscribes upstream again.
+    h.tick(60_000);
+    let acts = h.subscribe(&msg, 3);
+    assert_eq!(sent(&acts).len(), 1);
+}
+
+#[test]
+fn linger_expiry_unsubscribes_upstream() {
+    let mut h = H::with_heads();
+    h.at(1_000);
+    h.ev(Event::Release {
+        topic: h.out().subscribed[0].1.as_ref().unwrap().topic,
+        mailbox: None,
+    });
+    assert!(sent(&h.tick(2_900)).is_empty(), "still lingering");
+    let acts = h.tick(3_000);
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1["method"], "eth_unsubscribe");
+    assert_eq!(s[0].1["params"][0], "0xa");
+    assert_eq!(h.topics(), 0);
+    assert_eq!(h.metrics.topics.load(Relaxed), 0);
+}
+
+#[test]
+fn a_silent_steady_topic_is_a_stall() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.stall_timeout = Some(ms(5_000));
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    h.at(3_000);
+    h.text(0, head("0xa", 1));
+    assert!(!dropped(&h.tick(7_900), 0));
+    let acts = h.tick(8_000);
+    assert!(dropped(&acts, 0), "{acts:?}");
+    assert_eq!(h.metrics.upstream_stalls.load(Relaxed), 1);
+}
+
+#[test]
+fn set_join_answers_with_the_keys_that_joined_and_the_first_error() {
+    let mut h = H::new(settings(DialectKind::Xrpl));
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger","peer_status"]}"#);
+    let acts = h.ev(Event::Join {
+        keys,
+        mailbox: (7, false),
+        reply: 9,
+    });
+    let s = sent(&acts);
+    assert_eq!(s.len(), 2, "peer_status goes alone");
+    for (_, req) in &s {
+        let id = req_id(req);
+        let text = if req.to_string().contains("peer_status") {
+            format!(
+                r#"{{"id":{id},"status":"error","type":"response","error":"noPermission","error_code":6,"error_message":"You don't have permission for this command."}}"#
+            )
+        } else {
+            format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#)
+        };
+        h.text(0, text);
+    }
+    let (reply, held, error) = h.out().joined[0].clone();
+    assert_eq!(reply, 9);
+    assert_eq!(held.len(), 1);
+    assert!(held[0].contains("ledger"), "{held:?}");
+    assert!(matches!(error, Some(HubError::Upstream(e)) if e.contains("noPermission")));
+    assert_eq!(h.topics(), 1);
+    // Pushes for the held key reach the mailbox.
+    h.text(0, r#"{"type":"ledgerClosed","ledger_index":5,"ledger_hash":"AB","ledger_time":1,"fee_base":10,"reserve_base":1,"reserve_inc":1,"validated_ledgers":"1-5","txn_count":0}"#);
+    assert_eq!(h.out().pushes.len(), 1);
+    assert_eq!(h.out().pushes[0].0, 7);
+}
+
+#[test]
+fn a_call_past_its_deadline_times_out_and_its_late_answer_is_ignored() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.call(5);
+    let id = req_id(&sent(&acts)[0].1);
+    h.tick(9_900);
+    assert!(h.out().answered.is_empty());
+    h.tick(10_000);
+    assert_eq!(h.out().answered, vec![(5, Err(HubError::Timeout))]);
+    h.text(
+        0,
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"0x1"}}"#),
+    );
+    assert_eq!(h.out().answered.len(), 1);
+    assert_eq!(h.metrics.request_errors.load(Relaxed), 1);
+}
+
+#[test]
+fn waiting_calls_expire_or_go_out_when_a_connection_comes() {
+    let mut h = H::eth();
+    let connect = h.actions();
+    assert!(
+        sent(&h.call(1)).is_empty(),
+        "nothing connected: the call waits"
+    );
+    h.at(5_000);
+    h.call(2);
+    h.tick(10_000);
+    assert_eq!(h.out().answered, vec![(1, Err(HubError::Unavailable))]);
+    h.at(10_001);
+    let acts = h.connect(&connect, 0);
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1, "the waiting call is flushed on connect");
+    let id = req_id(&s[0].1);
+    let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"0x1"}}"#);
+    h.text(0, answer.clone());
+    assert_eq!(h.out().answered[1], (2, Ok(answer)));
+}
+
+#[test]
+fn an_unanswered_subscribe_marks_the_connection_hung() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    h.subscribe(HEADS, 1);
+    assert!(!dropped(&h.tick(4_900), 0));
+    let acts = h.tick(5_000);
+    assert!(dropped(&acts, 0), "the hung connection is replaced");
+    assert_eq!(connect_of(&acts, 0).1, 1);
+    // The client's wait is bounded by the subscribe timeout.
+    h.tick(5_100);
+    assert_eq!(h.out().subscribed, vec![(1, Err(HubError::Unavailable))]);
+}
+
+#[test]
+fn reconnects_back_off_and_fail_over_to_the_next_upstream() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    let (g, up, delay) = connect_of(&acts, 0);
+    assert_eq!((up, delay), (0, Duration::ZERO));
+    let fail = |h: &mut H, generation| {
+        h.ev(Event::ConnectFailed {
+            slot: SlotId(0),
+            generation,
+            reason: "refused".into(),
+        })
+    };
+    let acts = fail(&mut h, g);
+    let (g2, up, d1) = connect_of(&acts, 0);
+    assert_eq!(up, 1);
+    assert!(d1 >= ms(50) && d1 < ms(100), "{d1:?}");
+    let acts = fail(&mut h, g2);
+    let (_, up, d2) = connect_of(&acts, 0);
+    assert_eq!(up, 0, "wraps around the list");
+    assert!(d2 >= ms(100) && d2 < ms(200), "{d2:?}");
+    assert!(fail(&mut h, g).is_empty(), "a stale result is ignored");
+    assert_eq!(h.metrics.upstream_connect_failures.load(Relaxed), 2);
+    let acts = h.connect(&acts, 0);
+    assert!(matches!(acts[0], Action::Install { .. }));
+    // Nothing to resubscribe: the backoff restarts at once.
+    let acts = h.lose(0);
+    let (_, up, d) = connect_of(&acts, 0);
+    assert_eq!(up, 1);
+    assert!(d < ms(100), "{d:?}");
+    h.connect(&acts, 0);
+    assert_eq!(h.metrics.upstream_reconnects.load(Relaxed), 1);
+    assert_eq!(h.metrics.upstream_connections.load(Relaxed), 1);
+    assert_eq!(h.metrics.active_upstream.load(Relaxed), 1);
+}
+
+#[test]
+fn fail_back_waits_until_nothing_is_in_flight() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.failback_interval = Some(ms(1_000));
+    let mut h = H::new(s);
+    let acts = h.actions();
+    let (g, _, _) = connect_of(&acts, 0);
+    let acts = h.ev(Event::ConnectFailed {
+        slot: SlotId(0),
+        generation: g,
+        reason: "down".into(),
+    });
+    h.connect(&acts, 0); // on the backup
+    assert!(h.tick(900).is_empty());
+    let acts = h.tick(1_000);
+    let probe = Action::Probe {
+        slot: SlotId(0),
+        generation: h.generation(0),
+    };
+    assert_eq!(acts, vec![probe.clone()]);
+    assert!(h.tick(1_500).is_empty(), "one probe at a time");
+    // The primary is back, but a call is in flight: stay.
+    let call = h.call(1);
+    let generation = h.generation(0);
+    let stay = Event::Probed {
+        slot: SlotId(0),
+        generation,
+        ok: true,
+    };
+    assert!(h.ev(stay).is_empty());
+    let id = req_id(&sent(&call)[0].1);
+    h.text(
+        0,
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"0x1"}}"#),
+    );
+    // The probe fails: stay.
+    assert_eq!(h.tick(2_500), vec![probe.clone()]);
+    let no = Event::Probed {
+        slot: SlotId(0),
+        generation,
+        ok: false,
+    };
+    assert!(h.ev(no).is_empty());
+    // Idle and the primary answers: make before break.
+    assert_eq!(h.tick(3_500), vec![probe]);
+    let acts = h.ev(Event::Probed {
+        slot: SlotId(0),
+        generation,
+        ok: true,
+    });
+    assert_eq!(acts[0], Action::Close { slot: SlotId(0) });
+    assert_eq!(
+        acts[1],
+        Action::Install {
+            slot: SlotId(0),
+            generation: generation + 1
+        }
+    );
+    assert_eq!(h.metrics.upstream_failbacks.load(Relaxed), 1);
+    assert_eq!(h.metrics.active_upstream.load(Relaxed), 0);
+    assert_eq!(h.metrics.upstream_connections.load(Relaxed), 1);
+}
+
+#[test]
+fn gap_notices_name_the_heights_that_may_be_missing() {
+    let mut h = H::with_heads();
+    h.gaps.store(1, Relaxed);
+    h.text(0, head("0xa", 10));
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"));
+    h.text(0, head("0xb", 15));
+    let n = &h.out().notices;
+    assert_eq!(n.len(), 3);
+    assert!(n[1].2, "a gap notice");
+    let gap: Value = serde_json::from_str(&n[1].1).unwrap();
+    assert_eq!(gap["params"]["result"]["fromBlock"], "0xb");
+    assert_eq!(gap["params"]["result"]["toBlock"], "0xe");
+    assert!(!n[2].2);
+    assert_eq!(h.metrics.gap_notices.load(Relaxed), 1);
+    // Nothing missed (the next height follows on): no notice.
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    h.text(0, head("0xc", 16));
+    assert_eq!(h.out().notices.len(), 4);
+    assert_eq!(h.metrics.gap_notices.load(Relaxed), 1);
+}
+
+#[test]
+fn without_gap_listeners_heights_are_not_read_and_nothing_is_announced() {
+    let mut h = H::with_heads();
+    h.text(0, head("0xa", 10));
+    assert_eq!(h.core.slots[0].last_height, None);
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"));
+    // Nobody listened when the connection went: no gap is opened, so a listener
+    // arriving now is not told of one it cannot date.
+    h.gaps.store(1, Relaxed);
+    h.text(0, head("0xb", 15));
+    assert!(h.out().notices.iter().all(|n| !n.2));
+    assert_eq!(h.metrics.gap_notices.load(Relaxed), 0);
+}
+
+#[test]
+fn a_notification_for_an_unknown_id_is_counted_and_dropped() {
+    let mut h = H::with_heads();
+    h.text(0, head("0xdead", 1));
+    assert!(h.out().notices.is_empty());
+    assert_eq!(h.metrics.unknown_notifications.load(Relaxed), 1);
+}
+
+#[test]
+fn a_duplicate_response_is_ignored() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(0, ok(id, "0xa"));
+    let again = h.text(0, ok(id, "0xb"));
+    assert!(again.is_empty());
+    assert_eq!(h.out().subscribed.len(), 1);
+    h.text(0, head("0xb", 1));
+    assert!(h.out().notices.is_empty(), "only the first id counts");
+}
+
+#[test]
+fn quiet_connections_are_pinged_and_silent_ones_replaced() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    assert!(h.tick(9_900).is_empty());
+    assert_eq!(h.tick(10_000), vec![Action::Ping { slot: SlotId(0) }]);
+    let generation = h.generation(0);
+    h.at(15_000);
+    h.ev(Event::Activity {
+        slot: SlotId(0),
+        generation,
+    }); // the pong
+    assert!(
+        h.tick(24_900).is_empty(),
+        "heard from under 10 s ago: no ping"
+    );
+    assert!(!dropped(&h.tick(44_900), 0));
+    assert!(dropped(&h.tick(45_000), 0), "silent for 30 s");
+}
+
+#[test]
+fn frames_of_a_replaced_connection_are_ignored() {
+    let mut h = H::with_heads();
+    let old = h.generation(0);
+    let acts = h.lose(0);
+    h.connect(&acts, 0);
+    h.ev(Event::Text {
+        slot: SlotId(0),
+        generation: old,
+        text: Utf8Bytes::from(head("0xa", 3)),
+    });
+    assert!(h.out().notices.is_empty());
+    let lost = Event::Lost {
+        slot: SlotId(0),
+        generation: old,
+        reason: "late".into(),
+    };
+    assert!(h.ev(lost).is_empty());
+}
+
+#[test]
+fn shutdown_answers_calls_unsubscribes_and_closes() {
+    let mut h = H::with_heads();
+    h.call(4);
+    let acts = h.ev(Event::Shutdown);
+    assert_eq!(h.out().answered, vec![(4, Err(HubError::ShuttingDown))]);
+    let s = sent(&acts);
+    assert_eq!(s[0].1["method"], "eth_unsubscribe");
+    assert_eq!(acts.last(), Some(&Action::Close { slot: SlotId(0) }));
+    assert_eq!(h.metrics.upstream_connections.load(Relaxed), 0);
+    assert_eq!(h.topics(), 0);
+}
+
+#[test]
+fn content_routed_pushes_go_once_per_group_and_stop_at_release() {
+    let mut h = H::new(settings(DialectKind::Xrpl));
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg =
+        r#"{"id":1,"command":"subscribe","streams":["transactions","transactions_proposed"]}"#;
+    let keys = h.keys(msg);
+    let acts = h.ev(Event::Join {
+        keys,
+        mailbox: (7, false),
+        reply: 1,
+    });
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1, "one batched subscribe");
+    let id = req_id(&s[0].1);
+    h.text(
+        0,
+        format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#),
+    );
+    assert_eq!(h.out().joined[0].1.len(), 2);
+    let tx = |hash: &str| {
+        format!(
+            r#"{{"type":"transaction","validated":true,"hash":"{hash}","ledger_index":5,"engine_result":"tesSUCCESS","meta":{{}}}}"#
+        )
+    };
+    h.text(0, tx("A1"));
+    assert_eq!(h.out().pushes.len(), 2, "one copy per matched group");
+    h.text(0, tx("A1"));
+    assert_eq!(h.out().pushes.len(), 2, "the node's repeat is dropped");
+    let validated = (h.core.table.on_slot(SlotId(0)))
+        .find(|(_, t)| format!("{:?}", t.key).contains("\"transactions\""))
+        .map(|(id, _)| id)
+        .unwrap();
+    h.ev(Event::Release {
+        topic: validated,
+        mailbox: Some(7),
+    });
+    h.text(0, tx("B2"));
+    assert_eq!(h.out().pushes.len(), 3, "only the group still held");
+}
+
+#[test]
+fn an_extra_connection_opens_at_the_cap_and_closes_when_idle() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.topics_per_upstream_connection = 1;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    let logs = r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["logs",{}]}"#;
+    let acts = h.subscribe(logs, 2);
+    assert!(sent(&acts).is_empty());
+    let (_, upstream, delay) = connect_of(&acts, 1);
+    assert_eq!((upstream, delay), (0, Duration::ZERO));
+    let acts = h.connect(&acts, 1);
+    let (slot, req) = sent(&acts)[0].clone();
+    assert_eq!(slot, 1, "the new topic subscribes on the new connection");
+    h.text(1, ok(req_id(&req), "0xb"));
+    assert_eq!(h.metrics.upstream_connections.load(Relaxed), 2);
+    let topic = h.out().subscribed[1].1.as_ref().unwrap().topic;
+    h.ev(Event::Release {
+        topic,
+        mailbox: None,
+    });
+    let acts = h.tick(2_000);
+    let (slot, unsub) = sent(&acts)[0].clone();
+    assert_eq!(
+        (slot, unsub["method"].as_str()),
+        (1, Some("eth_unsubscribe"))
+    );
+    assert!(h.tick(2_100).is_empty(), "the unsubscribe is in flight");
+    h.text(
+        1,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":true}}"#,
+            req_id(&unsub)
+        ),
+    );
+    assert_eq!(h.tick(2_200), vec![Action::Close { slot: SlotId(1) }]);
+    assert_eq!(h.metrics.upstream_connections.load(Relaxed), 1);
+}
