@@ -242,28 +242,19 @@ fn test_code_is_stripped_and_nothing_else() {
 }
 
 /// Files stay small enough to read: at most 700 lines of non-test code (blank and comment
-/// lines not counted). The files listed here are over it today and are being split (see
-/// ARCHITECTURE.md); each may only shrink.
+/// lines not counted), with no exceptions.
 #[test]
 fn no_source_file_over_700_lines() {
     const LIMIT: usize = 700;
-    const SHRINKING: &[(&str, usize)] = &[
-        ("src/dialect/xrpl.rs", 1155),
-    ];
-    let mut over = Vec::new();
-    for (path, code) in sources("src") {
-        let n = code.lines().filter(|l| !l.trim().is_empty()).count();
-        let cap = SHRINKING
-            .iter()
-            .find(|(p, _)| *p == path)
-            .map_or(LIMIT, |(_, cap)| *cap);
-        if n > cap {
-            over.push(format!("{path}: {n} lines (at most {cap})"));
-        }
-    }
+    let over: Vec<String> = sources("src")
+        .into_iter()
+        .map(|(path, code)| (path, code.lines().filter(|l| !l.trim().is_empty()).count()))
+        .filter(|(_, n)| *n > LIMIT)
+        .map(|(path, n)| format!("{path}: {n} lines"))
+        .collect();
     assert!(
         over.is_empty(),
-        "files over their size:\n{}",
+        "files over {LIMIT} lines of code:\n{}",
         over.join("\n")
     );
 }
