@@ -77,6 +77,20 @@ pub fn flag(query: Option<&str>, name: &str) -> bool {
     })
 }
 
+/// Short random strings over the characters that matter to paths and queries (escapes,
+/// separators, multi-byte and control characters), for the parsers' panic tests.
+#[cfg(test)]
+pub(crate) fn random_inputs(count: usize) -> impl Iterator<Item = String> {
+    let alphabet: Vec<char> = "ab0Z_-.%+/=&?#é☕ \u{0}2Ff".chars().collect();
+    let mut rng = fastrand::Rng::with_seed(7);
+    (0..count).map(move |_| {
+        let n = rng.usize(0..24);
+        (0..n)
+            .map(|_| alphabet[rng.usize(..alphabet.len())])
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,13 +158,7 @@ mod tests {
     /// Random queries never panic the parsers.
     #[test]
     fn random_input() {
-        let alphabet: Vec<char> = "ab0Z_-.%+/=&?#é☕ \u{0}2Ff".chars().collect();
-        let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..20_000 {
-            let n = rng.usize(0..24);
-            let s: String = (0..n)
-                .map(|_| alphabet[rng.usize(..alphabet.len())])
-                .collect();
+        for s in random_inputs(20_000) {
             let _ = decode(&s, true);
             let _ = param(Some(&s), "a");
             let _ = flag(Some(&s), "a");

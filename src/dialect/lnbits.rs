@@ -331,13 +331,7 @@ mod tests {
     /// Random paths and queries never panic the parsers.
     #[test]
     fn parsers_survive_random_input() {
-        let alphabet: Vec<char> = "ab0Z_-.%+/=&?#é☕ \u{0}2Ff".chars().collect();
-        let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..20_000 {
-            let n = rng.usize(0..24);
-            let s: String = (0..n)
-                .map(|_| alphabet[rng.usize(..alphabet.len())])
-                .collect();
+        for s in crate::query::random_inputs(20_000) {
             let _ = parse_target(&s);
             let _ = SocketOptions::parse(Some(&s));
             let _ = push_text(
