@@ -15,6 +15,7 @@
 //! receive pushes through one ordered mailbox (see [`Mailbox`]) whose overflow closes the
 //! client the same way. As on rippled, a push may precede the subscribe reply.
 
+pub mod deflate;
 pub mod edge;
 pub mod limits;
 pub mod socket;
