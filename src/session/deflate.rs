@@ -368,6 +368,11 @@ impl Inflater {
             (false, _, _) => false,
         };
         if deflated {
+            if h[0] & 0x30 != 0 {
+                return Err(DeflateError::Protocol(
+                    "RSV2 or RSV3 set without an extension",
+                ));
+            }
             if !masked {
                 return Err(DeflateError::Protocol("an unmasked client frame"));
             }
@@ -430,9 +435,14 @@ impl Inflater {
                 // A final block (BFINAL) ends this deflate stream; what follows starts anew.
                 z.reset(false);
             }
-            let stuck = used == 0 && produced == 0 && status != Status::StreamEnd;
-            if (input.is_empty() && produced < spare) || stuck {
+            if input.is_empty() && produced < spare {
                 return Ok(());
+            }
+            if used == 0 && produced == 0 && status != Status::StreamEnd {
+                return match input.is_empty() {
+                    true => Ok(()),
+                    false => Err(DeflateError::Corrupt("no progress".into())),
+                };
             }
         }
     }
@@ -862,6 +872,7 @@ mod tests {
             ]
             .concat(),
             vec![0xc1, 0x01, 0x00],
+            client_frame(true, true, 1 | 0x20, b"x", [1; 4]),
         ];
         for input in cases {
             let mut inf = Inflater::new(&agreement(false), 1 << 20);
