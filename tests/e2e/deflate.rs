@@ -302,6 +302,15 @@ async fn routes_without_deflate_and_bad_offers_get_the_plain_protocol() {
         assert_eq!(reply["id"], json!(id));
         assert!(reply["result"].is_string(), "{reply}");
     }
+    // server_max_window_bits=10: a message over 1 KiB goes uncompressed (a message
+    // compressed alone may refer back as far as its own length).
+    z.z.reset();
+    z.send_compressed(&eth_subscribe(4, json!(["newHeads"])))
+        .await;
+    assert_eq!(z.json().await.1["id"], json!(4));
+    sim.emit_block();
+    let (compressed, head) = z.message().await;
+    assert!(head.len() > 1024 && !compressed, "{} bytes", head.len());
 }
 
 #[tokio::test]
