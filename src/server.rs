@@ -397,20 +397,22 @@ where
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let connections = state.connections.clone();
+    let max_frame = state.settings.max_frame_bytes;
     let cfg = crate::upstream::connect::ws_config(
-        state.settings.max_frame_bytes,
+        max_frame,
         crate::upstream::connect::CLIENT_READ_BUFFER,
     );
+    let (deflate, deflate_answer) = negotiate_deflate(state, route_path, &req).unzip();
     state.tracker.spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        Edge::new(TokioIo::new(upgraded)),
-                        Role::Server,
-                        Some(cfg),
-                    )
-                    .await;
+                    let io = TokioIo::new(upgraded);
+                    let edge = match deflate {
+                        Some(agreement) => Edge::deflating(io, agreement, max_frame),
+                        None => Edge::new(io),
+                    };
+                    let ws = WebSocketStream::from_raw_socket(edge, Role::Server, Some(cfg)).await;
                     serve(ws).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -421,16 +423,39 @@ where
         }
         .instrument(span),
     );
-    Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
         .header(
             header::SEC_WEBSOCKET_ACCEPT,
             derive_accept_key(key.as_bytes()),
-        )
-        .body(Body::empty())
+        );
+    if let Some(answer) = deflate_answer {
+        resp = resp.header(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+    }
+    resp.body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// permessage-deflate for this client: only on a route that enables it, and only if the
+/// client offered it (RFC 7692; see [`session::deflate::negotiate`]).
+fn negotiate_deflate(
+    state: &AppState,
+    route_path: &str,
+    req: &Request,
+) -> Option<(session::deflate::Agreement, String)> {
+    let route = state
+        .settings
+        .routes
+        .iter()
+        .find(|r| r.path == route_path)?;
+    let offers = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    session::deflate::negotiate(offers, route.deflate?)
 }
 
 async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Response {

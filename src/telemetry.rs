@@ -119,6 +119,14 @@ route_metrics! {
             "Upstream connections replaced because a steady stream went silent.";
         notifications_in: "submux_notifications_in_total", "Notifications received from upstreams.";
         frames_out: "submux_frames_out_total", "Frames written to clients.";
+        deflate_compressions: "submux_deflate_compressions_total",
+            "Messages compressed for permessage-deflate clients (once per message, shared).";
+        deflated_frames_out: "submux_deflated_frames_out_total",
+            "Frames written compressed (permessage-deflate).";
+        deflated_plain_bytes: "submux_deflated_plain_bytes_total",
+            "Bytes the compressed frames would have taken uncompressed.";
+        deflated_wire_bytes: "submux_deflated_wire_bytes_total",
+            "Bytes the compressed frames took on the wire.";
         slow_client_closes: "submux_slow_client_closes_total", "Clients closed for not keeping up.";
         upstream_reconnects: "submux_upstream_reconnects_total",
             "Upstream connections lost and re-established.";
@@ -377,6 +385,10 @@ mod tests {
             ("submux_upstream_stalls_total", "counter"),
             ("submux_notifications_in_total", "counter"),
             ("submux_frames_out_total", "counter"),
+            ("submux_deflate_compressions_total", "counter"),
+            ("submux_deflated_frames_out_total", "counter"),
+            ("submux_deflated_plain_bytes_total", "counter"),
+            ("submux_deflated_wire_bytes_total", "counter"),
             ("submux_slow_client_closes_total", "counter"),
             ("submux_upstream_reconnects_total", "counter"),
             ("submux_upstream_connect_failures_total", "counter"),

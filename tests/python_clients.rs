@@ -4,6 +4,9 @@
 //!   paths at once; `AsyncJsonRpcClient` posts account_info over HTTP.
 //! - web3.py (tests/python/test_web3_py.py): `AsyncWeb3` + `WebSocketProvider` (binary
 //!   frames, as web3.py sends them) for calls and a newHeads subscription.
+//! - websockets (tests/python/test_deflate_py.py, a web3.py dependency): permessage-deflate
+//!   negotiated by the library's defaults on a route that enables it; a compressing and a
+//!   plain client receive the same `newHeads` and `logs` notifications; bytes saved printed.
 //!
 //! Needs the virtualenv tests/python/.venv with tests/python/requirements.txt installed
 //! (`scripts/test` creates it). A missing virtualenv fails the tests; it never skips them.
@@ -42,4 +45,9 @@ fn xrpl_py_sees_the_same_through_submux_as_directly() {
 #[test]
 fn web3_py_sees_the_same_through_submux_as_directly() {
     run_script("tests/python/test_web3_py.py");
+}
+
+#[test]
+fn websockets_negotiates_permessage_deflate_and_sees_the_same_as_a_plain_client() {
+    run_script("tests/python/test_deflate_py.py");
 }

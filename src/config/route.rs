@@ -46,6 +46,12 @@ pub struct RouteConfig {
     /// still answers pings means a stalled upstream: fail over (0 = off).
     #[serde(default)]
     pub stall_timeout_ms: u64,
+    /// Answer clients that offer permessage-deflate (RFC 7692) with it.
+    #[serde(default)]
+    pub permessage_deflate: bool,
+    /// With it, messages shorter than this still go uncompressed.
+    #[serde(default = "crate::session::deflate::default_min_bytes")]
+    pub deflate_min_bytes: usize,
     /// `[route.lnbits]`: keys of `dialect = "lnbits"` routes only (an error elsewhere);
     /// absent ones take the defaults of [`LnbitsSettings::default`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +149,8 @@ impl RouteConfig {
             max_channels: None,
             failback_interval_ms: d::failback_interval_ms(),
             stall_timeout_ms: 0,
+            permessage_deflate: false,
+            deflate_min_bytes: crate::session::deflate::default_min_bytes(),
         }
     }
 }
@@ -171,6 +179,8 @@ pub struct RouteSettings {
     pub lnbits: LnbitsSettings,
     pub failback_interval: Option<Duration>,
     pub stall_timeout: Option<Duration>,
+    /// permessage-deflate for clients that offer it (`None`: off).
+    pub deflate: Option<crate::session::deflate::DeflateSettings>,
 }
 
 impl RouteConfig {
@@ -311,6 +321,11 @@ impl RouteConfig {
             lnbits,
             failback_interval: (r.failback_interval_ms > 0).then(|| ms(r.failback_interval_ms)),
             stall_timeout: (r.stall_timeout_ms > 0).then(|| ms(r.stall_timeout_ms)),
+            deflate: r
+                .permessage_deflate
+                .then_some(crate::session::deflate::DeflateSettings {
+                    min_bytes: r.deflate_min_bytes,
+                }),
         })
     }
 }

@@ -2,20 +2,32 @@
 //! (RFC 6455 §5.1), so the header and payload bytes of a notification are the same for
 //! every client that receives it with the same id: the route encodes them once per topic,
 //! and every session writes the same shared buffer (a reference count, no copy).
+//!
+//! The same holds for its permessage-deflate form: submux compresses every message on its
+//! own (`server_no_context_takeover`), so the compressed frame is computed once, by the first
+//! compressing session that writes it, and shared by the others.
 
 use bytes::Bytes;
 use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// One text frame, header and payload in one buffer, with the payload as text.
+/// One text frame, header and payload in one buffer, with the payload as text; a clone is
+/// a reference count.
 #[derive(Debug, Clone)]
-pub struct WireText {
+pub struct WireText(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     /// The whole frame as written to a client socket.
     wire: Bytes,
     /// The payload: the same buffer from the end of the header.
     text: Utf8Bytes,
+    /// The compressed frame (permessage-deflate), once a compressing client needed it;
+    /// `None` inside when compressing does not make it smaller.
+    deflated: OnceLock<Option<Bytes>>,
 }
 
 impl WireText {
@@ -37,28 +49,41 @@ impl WireText {
         let payload = wire.slice(wire.len() - text.len()..);
         // Valid by construction (copied from a &str); checked once per frame, not per client.
         let text = Utf8Bytes::try_from(payload).unwrap_or_else(|_| Utf8Bytes::from(text));
-        WireText { wire, text }
+        WireText(Arc::new(Inner {
+            wire,
+            text,
+            deflated: OnceLock::new(),
+        }))
     }
 
     /// The complete frame (header and payload).
     pub fn wire(&self) -> &Bytes {
-        &self.wire
+        &self.0.wire
     }
 
     pub fn as_str(&self) -> &str {
-        self.text.as_str()
+        self.0.text.as_str()
     }
 
     /// The payload as tungstenite text (shares the buffer).
     pub fn text(&self) -> &Utf8Bytes {
-        &self.text
+        &self.0.text
+    }
+
+    /// The compressed frame: `compress` runs on the payload the first time any holder asks
+    /// (once per message, whatever the number of clients); `None` when it declined.
+    pub fn deflated(&self, compress: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<&Bytes> {
+        self.0
+            .deflated
+            .get_or_init(|| compress(self.0.text.as_bytes()))
+            .as_ref()
     }
 }
 
 impl Deref for WireText {
     type Target = str;
     fn deref(&self) -> &str {
-        self.text.as_str()
+        self.0.text.as_str()
     }
 }
 
@@ -102,5 +127,24 @@ mod tests {
             assert_eq!(&*ours, text.as_str());
             let _ = Message::Text(ours.text().clone());
         }
+    }
+
+    /// Clones share one compressed frame, computed once.
+    #[test]
+    fn compressed_once_for_every_clone() {
+        let frame = WireText::new(&"x".repeat(1000));
+        let copy = frame.clone();
+        let mut runs = 0;
+        let a = frame
+            .deflated(|t| {
+                runs += 1;
+                Some(Bytes::copy_from_slice(&t[..3]))
+            })
+            .cloned();
+        let b = copy.deflated(|_| unreachable!("computed once")).cloned();
+        assert_eq!(
+            (runs, a.as_deref(), b.as_deref()),
+            (1, Some(&b"xxx"[..]), Some(&b"xxx"[..]))
+        );
     }
 }

@@ -3,7 +3,11 @@
 //! bypass tungstenite: [`Edge::write_frames`] writes shared, pre-encoded frames with
 //! vectored writes, after whatever control bytes tungstenite left, so bytes reach the wire
 //! in the order they were written. One task owns the edge: nothing here is shared.
+//!
+//! With permessage-deflate agreed, reads go through an [`Inflater`]: tungstenite then sees
+//! each compressed client message as one uncompressed frame.
 
+use super::deflate::{Agreement, Inflater};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -27,7 +31,20 @@ pub struct Edge<S> {
     /// The front frame of the last write is partly on the wire: nothing else may be
     /// written until its remainder is (the stream would be corrupt).
     partial: bool,
+    /// permessage-deflate, when agreed in the handshake.
+    deflate: Option<Box<Deflating>>,
 }
+
+/// The deflate state of a compressing client.
+struct Deflating {
+    agreement: Agreement,
+    inflater: Inflater,
+    /// What one read from the socket takes, before the inflater.
+    scratch: Box<[u8]>,
+}
+
+/// Bytes taken from the socket per read when inflating.
+const SCRATCH: usize = 4 * 1024;
 
 impl<S> Edge<S> {
     pub fn new(io: S) -> Edge<S> {
@@ -35,7 +52,25 @@ impl<S> Edge<S> {
             io,
             control: Vec::new(),
             partial: false,
+            deflate: None,
         }
+    }
+
+    /// An edge for a client that agreed on permessage-deflate; compressed messages inflate
+    /// to at most `max_message` bytes.
+    pub fn deflating(io: S, agreement: Agreement, max_message: usize) -> Edge<S> {
+        let mut edge = Edge::new(io);
+        edge.deflate = Some(Box::new(Deflating {
+            agreement,
+            inflater: Inflater::new(&agreement, max_message),
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
+        }));
+        edge
+    }
+
+    /// What the client agreed on, if it compresses.
+    pub fn deflate(&self) -> Option<Agreement> {
+        self.deflate.as_ref().map(|d| d.agreement)
     }
 }
 
@@ -108,7 +143,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Edge<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        let Some(d) = this.deflate.as_deref_mut() else {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        };
+        loop {
+            let ready = d.inflater.output();
+            if !ready.is_empty() {
+                let n = ready.len().min(buf.remaining());
+                buf.put_slice(&ready[..n]);
+                d.inflater.consume(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = ReadBuf::new(&mut d.scratch);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut raw))?;
+            if raw.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            // The error travels to the session inside the io::Error (see ClientSocket::read).
+            d.inflater.push(raw.filled()).map_err(io::Error::other)?;
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //! client the same way. As on rippled, a push may precede the subscribe reply.
 
 mod admission;
+pub mod deflate;
 pub mod edge;
 mod http;
 pub mod limits;

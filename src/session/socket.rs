@@ -9,13 +9,19 @@
 //! still reads, and writes its control frames); a flush also happens once the fed bytes
 //! reach [`WRITE_BUDGET`]. A socket that accepts no write within `write_timeout` makes the
 //! client slow ([`End::Slow`]).
+//!
+//! A client that agreed on permessage-deflate gets the compressed form of every frame of
+//! at least the route's `deflate_min_bytes` (computed once per message and shared, see
+//! [`super::deflate`]); its compressed input is inflated under tungstenite by the [`Edge`].
 
+use super::deflate::{compress_frame, Agreement, DeflateError};
 use super::edge::Edge;
 use crate::hub::WireText;
 use crate::telemetry::{CloseReason, RouteMetrics};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,6 +43,8 @@ pub const CLOSE_SLOW: u16 = 1008;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for an oversized frame (RFC 6455 1009, message too big).
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a broken compressed message (RFC 6455 1002, protocol error).
+pub const CLOSE_PROTOCOL: u16 = 1002;
 
 /// Why a session ends. Each reason has one close code (or none), one metric label and one
 /// reason text, so no caller classifies strings.
@@ -50,6 +58,8 @@ pub enum End {
     Slow(String),
     /// A frame over the size limit: 1009.
     TooBig(String),
+    /// A compressed message that cannot be read: 1002.
+    Protocol(String),
     /// The client stopped answering pings: 1001.
     Idle,
     /// The server is shutting down: 1001.
@@ -65,6 +75,7 @@ impl End {
             End::ClientGone | End::Failed(_) => None,
             End::Slow(why) => Some((CLOSE_SLOW, format!("slow client: {why}"))),
             End::TooBig(why) => Some((CLOSE_TOO_BIG, format!("frame too large: {why}"))),
+            End::Protocol(why) => Some((CLOSE_PROTOCOL, format!("protocol error: {why}"))),
             End::Idle => Some((CLOSE_GOING_AWAY, "client did not answer pings".into())),
             End::Shutdown => Some((CLOSE_GOING_AWAY, "server shutting down".into())),
             End::Gone(what) => Some((CLOSE_GOING_AWAY, (*what).into())),
@@ -75,7 +86,7 @@ impl End {
     pub fn metric(&self) -> CloseReason {
         match self {
             End::ClientGone => CloseReason::Client,
-            End::Failed(_) => CloseReason::Error,
+            End::Failed(_) | End::Protocol(_) => CloseReason::Error,
             End::Slow(_) => CloseReason::Slow,
             End::TooBig(_) => CloseReason::TooBig,
             End::Idle => CloseReason::Idle,
@@ -103,6 +114,8 @@ pub struct ClientSocket<S> {
     write_timeout: Duration,
     idle_timeout: Duration,
     last_rx: Instant,
+    /// permessage-deflate, when the client agreed on it.
+    deflate: Option<Agreement>,
 }
 
 impl<S> ClientSocket<S>
@@ -120,6 +133,7 @@ where
     ) -> Self {
         RouteMetrics::add(&metrics.sessions, 1);
         ClientSocket {
+            deflate: ws.get_ref().deflate(),
             ws,
             out: VecDeque::new(),
             out_bytes: 0,
@@ -142,8 +156,7 @@ where
             }
             Some(Ok(Message::Close(_))) | None => Err(End::ClientGone),
             Some(Ok(_)) => Ok(Read::Control),
-            Some(Err(WsError::Capacity(e))) => Err(End::TooBig(e.to_string())),
-            Some(Err(e)) => Err(End::Failed(format!("read error: {e}"))),
+            Some(Err(e)) => Err(read_error(e)),
         }
     }
 
@@ -159,7 +172,7 @@ where
     /// Queue one encoded text frame (counted in `submux_frames_out_total`); written by the
     /// next [`flush`](ClientSocket::flush) at the latest.
     pub async fn feed(&mut self, frame: &WireText) -> Result<(), End> {
-        let wire = frame.wire().clone();
+        let wire = self.encoded(frame);
         self.out_bytes += wire.len();
         self.out.push_back(wire);
         RouteMetrics::inc(&self.metrics.frames_out);
@@ -167,6 +180,30 @@ where
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// The bytes this client gets for `frame`: its compressed form for a compressing client
+    /// (when at least the threshold and smaller compressed), else the plain frame.
+    fn encoded(&self, frame: &WireText) -> Bytes {
+        let plain = frame.wire();
+        if !self.deflate.is_some_and(|a| a.compresses(frame.len())) {
+            return plain.clone();
+        }
+        let m = &self.metrics;
+        let deflated = frame.deflated(|text| {
+            RouteMetrics::inc(&m.deflate_compressions);
+            compress_frame(text)
+        });
+        match deflated {
+            Some(z) => {
+                RouteMetrics::inc(&m.deflated_frames_out);
+                m.deflated_plain_bytes
+                    .fetch_add(plain.len() as u64, Relaxed);
+                m.deflated_wire_bytes.fetch_add(z.len() as u64, Relaxed);
+                z.clone()
+            }
+            None => plain.clone(),
+        }
     }
 
     /// Encode and queue a frame of this client's own (a reply).
@@ -249,6 +286,21 @@ where
     }
 }
 
+/// How a failed read ends the session: an oversized message (tungstenite's limit, or an
+/// [`Edge`] inflating past it) 1009, a broken compressed message 1002, else no close frame.
+fn read_error(e: WsError) -> End {
+    let deflate = match &e {
+        WsError::Capacity(c) => return End::TooBig(c.to_string()),
+        WsError::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<DeflateError>()),
+        _ => None,
+    };
+    match deflate {
+        Some(d @ DeflateError::TooBig { .. }) => End::TooBig(d.to_string()),
+        Some(d) => End::Protocol(d.to_string()),
+        None => End::Failed(format!("read error: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +319,11 @@ mod tests {
                 End::TooBig("big".into()),
                 Some(CLOSE_TOO_BIG),
                 CloseReason::TooBig,
+            ),
+            (
+                End::Protocol("bad".into()),
+                Some(CLOSE_PROTOCOL),
+                CloseReason::Error,
             ),
             (End::Idle, Some(CLOSE_GOING_AWAY), CloseReason::Idle),
             (End::Shutdown, Some(CLOSE_GOING_AWAY), CloseReason::Shutdown),

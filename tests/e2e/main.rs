@@ -3,6 +3,7 @@
 mod auth;
 mod common;
 mod dedup;
+mod deflate;
 mod faults;
 mod invariants;
 mod limits;

@@ -105,6 +105,7 @@ fn settings(kind: DialectKind) -> RouteSettings {
         lnbits: LnbitsSettings::default(),
         failback_interval: None,
         stall_timeout: None,
+        deflate: None,
     }
 }
 
