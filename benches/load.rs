@@ -579,7 +579,12 @@ async fn main() {
     }
     let o = Opts::parse();
     let u = unpaced::Opts::parse(o.quick);
-    if common::arg::<String>("--only").as_deref() == Some("unpaced") {
+    let only = common::arg::<String>("--only");
+    if only.as_deref().is_some_and(|w| w != "unpaced") {
+        eprintln!("--only takes one value: unpaced");
+        std::process::exit(2);
+    }
+    if only.is_some() {
         let section = unpaced::report(&u, &unpaced::run_all(&u).await);
         let out = format!(
             "# submux load benchmark, unpaced fan-out only ({})\n\n`cargo bench --bench load -- --only unpaced{}` on {} cores; simulator and clients in the bench process, relay and submux in child processes.\n\n{section}",
