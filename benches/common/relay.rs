@@ -98,7 +98,7 @@ impl Relay {
     /// in; anything else is a reply to a subscribe.
     fn upstream_frame(&self, text: &str) {
         const PAT: &str = "\"subscription\":\"";
-        let head = &text[..text.len().min(96)];
+        let head = text.get(..96).unwrap_or(text);
         let at = head.find(PAT).map(|i| i + PAT.len());
         let Some((start, end)) = at.and_then(|s| Some((s, s + text[s..].find('"')?))) else {
             let id = serde_json::from_str::<Value>(text)
