@@ -173,9 +173,16 @@ async fn open(
     s.write_all(&frame(1, req.as_bytes()))
         .await
         .map_err(|e| sub_err(e.to_string()))?;
-    let (op, reply) = read_frame(&mut s)
-        .await
-        .map_err(|e| sub_err(e.to_string()))?;
+    let (op, reply) = loop {
+        match read_frame(&mut s).await {
+            Ok((9, ping)) => s
+                .write_all(&frame(10, &ping))
+                .await
+                .map_err(|e| sub_err(e.to_string()))?,
+            Ok(f) => break f,
+            Err(e) => return Err(sub_err(e.to_string())),
+        }
+    };
     if op != 1 || !reply.windows(10).any(|w| w == b"\"result\":\"") {
         return Err(sub_err(format!(
             "subscribe answered {}",
