@@ -1,4 +1,4 @@
-//! End-to-end load benchmark: `cargo bench --bench load [-- --quick]`.
+//! End-to-end load benchmark: `cargo bench --bench load [-- --quick] [--only unpaced]`.
 //!
 //! Runs the simulated Ethereum node and the WebSocket clients in this process and submux as
 //! a child process (the release binary built by cargo for this bench), then the same
@@ -7,11 +7,17 @@
 //! they are submux's own, not the clients' or the simulator's.
 //!
 //! Workloads: fan-out throughput (paced by the slowest client), latency at a moderate
-//! rate, request round trips, resident memory per idle subscribed client, and LNbits
+//! rate, request round trips, resident memory per idle subscribed client, LNbits
 //! channels (many channels with several clients each, pushes over HTTP; submux is the
-//! channel server there, so there is no direct run to compare with).
+//! channel server there, so there is no direct run to compare with), and the unpaced
+//! fan-out of issue 13 (see `load/unpaced.rs`: direct, a thin splice-and-forward relay
+//! and submux, several runs each; `--only unpaced` runs just that, `--unpaced-clients N`,
+//! `--notifications N`, `--reps N`, `--queue-len N` change it). This binary is also the
+//! relay: re-executed with `--relay-child UPSTREAM` it serves as one (`common/relay.rs`).
 
 mod common;
+#[path = "load/unpaced.rs"]
+mod unpaced;
 
 use common::{connect, cpu_secs, proc_field, request, verdict, Submux, Ws};
 use futures_util::{SinkExt, StreamExt};
@@ -565,10 +571,38 @@ async fn channel_workload(mux: &Submux, o: &Opts) -> Channels {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if common::relay::run_if_child().await {
+        return;
+    }
     if !common::invoked_as_bench("load") {
         return;
     }
     let o = Opts::parse();
+    let u = unpaced::Opts::parse(o.quick);
+    let only = common::arg::<String>("--only");
+    if only.as_deref().is_some_and(|w| w != "unpaced") {
+        eprintln!("--only takes one value: unpaced");
+        std::process::exit(2);
+    }
+    if only.is_some() {
+        let section = unpaced::report(&u, &unpaced::run_all(&u).await);
+        let out = format!(
+            "# submux load benchmark, unpaced fan-out only ({})\n\n`cargo bench --bench load -- --only unpaced{}` on {} cores; simulator and clients in the bench process, relay and submux in child processes.\n\n{section}",
+            if o.quick { "quick" } else { "full" },
+            if o.quick { " --quick" } else { "" },
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        print!("{out}");
+        common::write_result(
+            if o.quick {
+                "unpaced-quick.md"
+            } else {
+                "unpaced.md"
+            },
+            &out,
+        );
+        return;
+    }
     let sim = EthSim::start(EthSimConfig {
         contracts: (1..=o.topics as u64).map(contract_address).collect(),
         pending_per_block: 0,
@@ -638,6 +672,8 @@ async fn main() {
     let ch = channel_workload(&mux, &o).await;
     eprintln!("memory: {} idle subscribed clients …", o.idle_clients);
     let (kib, before, after) = memory(&mux.url(), pid, o.idle_clients).await;
+    drop(mux);
+    let unpaced = unpaced::report(&u, &unpaced::run_all(&u).await);
 
     let added_p99 = l_mux.p99 as i64 - l_dir.p99 as i64;
     let mut out = String::new();
@@ -739,8 +775,9 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "\nDirect fan-out means the node renders and writes one frame per subscriber (as geth does); through submux the node sends one frame per topic and submux fans it out, splicing nothing when ids coincide. Machines here are shared and noisy (±15%): compare ratios within one run."
+        "\nDirect fan-out means the node renders and writes one frame per subscriber (as geth does); through submux the node sends one frame per topic and submux fans it out, splicing nothing when ids coincide. Machines here are shared and noisy (±15%): compare ratios within one run.\n"
     );
+    out.push_str(&unpaced);
     print!("{out}");
     common::write_result(if o.quick { "quick.md" } else { "latest.md" }, &out);
 }

@@ -3,6 +3,8 @@
 //! small WebSocket client.
 #![allow(dead_code)] // each bench uses its own subset
 
+pub mod relay;
+
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -78,16 +80,27 @@ pub struct Submux {
 
 impl Submux {
     pub fn start(eth: &str, sol_ws: &str, xrpl_ws: &str) -> Submux {
+        Submux::with_config(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_connections_per_ip = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n\n[[route]]\npath = \"/xrpl\"\ndialect = \"xrpl\"\nupstreams = [\"{xrpl_ws}\"]\n\n[[route]]\npath = \"/api/v1/ws\"\ndialect = \"lnbits\"\n"
+        ))
+    }
+
+    /// submux with only an `/eth` route over `eth`, `client_queue_len` as given and
+    /// connection limits high enough for `max_clients` from one address.
+    pub fn eth_only(eth: &str, client_queue_len: usize, max_clients: usize) -> Submux {
+        Submux::with_config(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = {max_clients}\nmax_connections_per_ip = {max_clients}\nmax_requests_per_second = 0\nclient_queue_len = {client_queue_len}\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n"
+        ))
+    }
+
+    /// submux with the given TOML configuration (its `listen` must be port 0).
+    pub fn with_config(toml: &str) -> Submux {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!("submux-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let cfg = dir.join("bench.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 19000\nmax_connections_per_ip = 19000\nmax_requests_per_second = 0\n\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"{eth}\"]\n\n[[route]]\npath = \"/sol\"\ndialect = \"solana\"\nupstreams = [\"{sol_ws}\"]\n\n[[route]]\npath = \"/xrpl\"\ndialect = \"xrpl\"\nupstreams = [\"{xrpl_ws}\"]\n\n[[route]]\npath = \"/api/v1/ws\"\ndialect = \"lnbits\"\n"
-            ),
-        )
-        .expect("config");
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cfg = dir.join(format!("bench-{n}.toml"));
+        std::fs::write(&cfg, toml).expect("config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_submux"))
             .arg("--config")
             .arg(&cfg)
@@ -219,4 +232,92 @@ pub async fn try_request(
             other => return Err(format!("connection ended: {other:?}")),
         }
     }
+}
+
+/// CPU time of process `pid`'s live threads whose name starts with `prefix` ("" for all),
+/// in seconds at nanosecond resolution (`/proc/PID/task/*/schedstat`). Threads that have
+/// exited no longer count: use it for deltas over a window in which none exits.
+pub fn threads_cpu_secs(pid: u32, prefix: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.starts_with(prefix))
+        })
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            s.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 1e9
+}
+
+/// The median and the range of some figures (`NaN`s left out).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            return Spread {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+                n: 0,
+            };
+        }
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        };
+        Spread {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+            n: v.len(),
+        }
+    }
+
+    /// `median (min–max)` with `decimals` decimals and thousands separators; `—` if empty.
+    pub fn show(&self, decimals: usize, unit: &str) -> String {
+        if self.n == 0 {
+            return "—".into();
+        }
+        let f = |x: f64| thousands(x, decimals);
+        if self.n == 1 {
+            return format!("{}{unit}", f(self.median));
+        }
+        format!("{}{unit} ({}–{})", f(self.median), f(self.min), f(self.max))
+    }
+}
+
+/// `x` with `decimals` decimals and a comma every three digits.
+pub fn thousands(x: f64, decimals: usize) -> String {
+    let s = format!("{:.*}", decimals, x.abs());
+    let (int, frac) = s.split_once('.').map_or((s.as_str(), ""), |(i, f)| (i, f));
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    if x < 0.0 {
+        out.insert(0, '-');
+    }
+    out
 }
