@@ -2,11 +2,39 @@
 //! (or HTTP request); the per-key counters are shared atomics touched on connect,
 //! disconnect and subscription changes only, never per notification.
 
-use crate::config::{expand_env, AuthConfig};
+use crate::env::expand_env;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// `[auth]`: optional API keys. Clients present a key in the path (`/eth/KEY`), as
+/// `Authorization: Bearer KEY` or as `?api_key=KEY`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Refuse clients without a key (HTTP 401). Unknown keys are always refused.
+    pub required: bool,
+    #[serde(rename = "key")]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[auth.key]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// The secret; `${NAME}` takes it from the environment.
+    pub key: String,
+    /// Open WebSockets with this key at once (0 = no per-key cap).
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Subscriptions held by all of this key's connections together (0 = no cap).
+    #[serde(default)]
+    pub max_subscriptions: usize,
+}
 
 /// One configured key's limits and live usage.
 #[derive(Debug)]
@@ -165,7 +193,6 @@ pub fn presented<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiKeyConfig;
 
     fn keys(required: bool, max_conn: usize, max_subs: usize) -> Keys {
         let cfg = AuthConfig {

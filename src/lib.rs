@@ -10,6 +10,8 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod dialect;
+pub mod env;
+pub mod gate;
 pub mod hub;
 pub mod query;
 pub mod server;
@@ -24,7 +26,6 @@ use crate::config::Settings;
 use crate::hub::Hub;
 use crate::telemetry::RouteMetrics;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -149,11 +150,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
     let state = server::AppState {
         hub: hub.clone(),
         channels: channels.clone().into(),
-        settings: Arc::new(settings),
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-        connections: Arc::new(AtomicUsize::new(0)),
-        per_ip: Arc::default(),
+        gate: gate::Gate::new(Arc::new(settings), shutdown.clone(), tracker.clone()),
         draining: draining.clone(),
         started: std::time::Instant::now(),
     };

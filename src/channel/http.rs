@@ -8,7 +8,7 @@ use crate::dialect::lnbits::{
     parse_target, push_text, render_detail, render_sent, ItemId, PushError, PushVia, SocketOptions,
     Target,
 };
-use crate::server::{check_origin, cors, is_ws_upgrade, upgrade, AppState};
+use crate::gate::{check_origin, cors, is_ws_upgrade, upgrade, Gate};
 use crate::telemetry::{redact_url, RouteMetrics};
 use crate::upstream::http::{HttpForwardError, HttpForwarder};
 use axum::extract::Request;
@@ -26,7 +26,7 @@ pub const SEQ_HEADER: &str = "x-submux-seq";
 pub const GAP_HEADER: &str = "x-submux-replay-gap";
 
 /// Serve any request under a channel route's path.
-pub async fn serve(state: AppState, route: ChannelRoute, req: Request) -> Response {
+pub async fn serve(state: Gate, route: ChannelRoute, req: Request) -> Response {
     // `server.allowed_origins` applies here too; API keys (`[auth]`) do not: LNbits' own
     // clients cannot present one (pushes have `push_token`).
     let (origin, restricted) = match check_origin(&state, &req) {
@@ -107,7 +107,7 @@ fn unavailable(e: &ChannelError) -> Response {
 
 /// Join the channel first (so the replay and the live stream meet without a gap, and a full
 /// route is refused before the handshake), then switch protocols.
-async fn connect(state: AppState, route: ChannelRoute, item: ItemId, req: Request) -> Response {
+async fn connect(state: Gate, route: ChannelRoute, item: ItemId, req: Request) -> Response {
     let opts = match SocketOptions::parse(req.uri().query()) {
         Ok(o) => o,
         Err(e) => return refuse(&e),

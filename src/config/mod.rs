@@ -13,7 +13,9 @@ pub use lnbits::{BackplaneConfig, BackplaneSettings, LnbitsRouteConfig, LnbitsSe
 pub use route::{RouteConfig, RouteSettings};
 pub use server::{IpNet, ServerConfig};
 
+pub use crate::auth::{ApiKeyConfig, AuthConfig};
 use crate::dialect::DialectKind;
+pub use crate::env::expand_env;
 use crate::telemetry::redact_url;
 use lnbits::backplane_settings;
 use serde::{Deserialize, Serialize};
@@ -49,33 +51,6 @@ pub struct RawConfig {
     /// The TOML text this came from, for line numbers in errors.
     #[serde(skip)]
     pub source: Option<String>,
-}
-
-/// `[auth]`: optional API keys. Clients present a key in the path (`/eth/KEY`), as
-/// `Authorization: Bearer KEY` or as `?api_key=KEY`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Refuse clients without a key (HTTP 401). Unknown keys are always refused.
-    pub required: bool,
-    #[serde(rename = "key")]
-    pub keys: Vec<ApiKeyConfig>,
-}
-
-/// One `[[auth.key]]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// Shown in logs and metrics instead of the key.
-    pub name: String,
-    /// The secret; `${NAME}` takes it from the environment.
-    pub key: String,
-    /// Open WebSockets with this key at once (0 = no per-key cap).
-    #[serde(default)]
-    pub max_connections: usize,
-    /// Subscriptions held by all of this key's connections together (0 = no cap).
-    #[serde(default)]
-    pub max_subscriptions: usize,
 }
 
 /// Validated server settings.
@@ -116,26 +91,6 @@ pub(super) const RESERVED: [&str; 6] = [
     "/status",
     "/status.json",
 ];
-
-/// Expand `${NAME}` from the environment (so API keys can stay out of config files).
-/// Returns the name of the first variable that is not set.
-pub fn expand_env(s: &str, get: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[i..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        out.push_str(&get(name).ok_or_else(|| name.to_string())?);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
 
 pub(super) fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
