@@ -6,6 +6,7 @@
 //! [`server`] (HTTP front); [`sim`] holds the simulated upstream nodes. Channel routes
 //! (LNbits) live in [`channel`], beside the JSON-RPC layers.
 
+pub mod ask;
 pub mod auth;
 pub mod channel;
 pub mod config;

@@ -161,15 +161,10 @@ impl ChannelRoute {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, ChannelError>>) -> Command,
     ) -> Result<T, ChannelError> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(make(tx))
-            .await
-            .map_err(|_| ChannelError::ShuttingDown)?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ChannelError::ShuttingDown),
-            Err(_) => Err(ChannelError::Timeout),
+        match crate::ask::ask(&self.cmd, ANSWER_TIMEOUT, make).await {
+            Ok(answer) => answer,
+            Err(crate::ask::NoAnswer::Gone) => Err(ChannelError::ShuttingDown),
+            Err(crate::ask::NoAnswer::Timeout) => Err(ChannelError::Timeout),
         }
     }
 
