@@ -8,7 +8,7 @@
 use super::{ChannelRoute, Command};
 use crate::dialect::lnbits::ItemId;
 use crate::telemetry::RouteMetrics;
-use crate::upstream::backoff::Backoff;
+use crate::upstream::backoff::Failover;
 use crate::upstream::connect::{connect, inbound, Inbound, UpstreamStream};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;
@@ -38,11 +38,11 @@ enum End {
 
 async fn run(route: ChannelRoute, item: ItemId, cancel: CancellationToken) {
     let s = route.settings.clone();
-    let mut backoff = Backoff::new(s.backoff_initial, s.backoff_max);
-    let mut index = 0;
+    let mut failover = Failover::new(s.upstreams.len(), s.backoff_initial, s.backoff_max);
     let mut connected_before = false;
     let m = route.metrics.clone();
     loop {
+        let index = failover.current();
         let base = &s.upstreams[index];
         let url = format!("{}/{}", base.trim_end_matches('/'), item);
         let attempt = tokio::select! {
@@ -56,7 +56,7 @@ async fn run(route: ChannelRoute, item: ItemId, cancel: CancellationToken) {
                     info!(upstream = %route.upstreams[index], "channel upstream reconnected");
                 }
                 connected_before = true;
-                backoff.reset();
+                failover.succeeded();
                 RouteMetrics::add(&m.upstream_connections, 1);
                 m.active_upstream.store(index, Relaxed);
                 let end = pump(ws, &route, &item, &cancel).await;
@@ -71,8 +71,7 @@ async fn run(route: ChannelRoute, item: ItemId, cancel: CancellationToken) {
                 debug!(error = %e, "channel upstream connect failed");
             }
         }
-        index = (index + 1) % s.upstreams.len();
-        let delay = backoff.next_delay(fastrand::f64());
+        let delay = failover.failed(fastrand::f64());
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}

@@ -37,6 +37,49 @@ impl Backoff {
     }
 }
 
+/// Which upstream to try next, and when: after every failure the next URL of the route's
+/// list, after a capped exponential backoff per consecutive failure; the backoff restarts
+/// once a connection proves useful; a fail-back returns to the first URL. The one policy
+/// of every upstream connection: the route core's slots and the LNbits channel sockets.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    count: usize,
+    index: usize,
+    backoff: Backoff,
+}
+
+impl Failover {
+    pub fn new(count: usize, initial: Duration, max: Duration) -> Self {
+        Failover {
+            count: count.max(1),
+            index: 0,
+            backoff: Backoff::new(initial, max),
+        }
+    }
+
+    /// The upstream (index into the list) the current or next attempt uses.
+    pub fn current(&self) -> usize {
+        self.index
+    }
+
+    /// A connection failed or was lost: move to the next upstream; the delay before trying
+    /// it (`jitter` is a uniform draw from [0, 1)).
+    pub fn failed(&mut self, jitter: f64) -> Duration {
+        self.index = (self.index + 1) % self.count;
+        self.backoff.next_delay(jitter)
+    }
+
+    /// The connection proved useful: the next failure starts the backoff afresh.
+    pub fn succeeded(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// Fail back to the primary (the first upstream).
+    pub fn to_primary(&mut self) {
+        self.index = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +111,22 @@ mod tests {
         for _ in 0..200 {
             assert!(b.next_delay(0.5) <= Duration::from_secs(30));
         }
+    }
+
+    #[test]
+    fn failover_walks_the_list_and_backs_off_until_success() {
+        let ms = Duration::from_millis;
+        let mut f = Failover::new(3, ms(100), ms(1000));
+        assert_eq!(f.current(), 0);
+        assert_eq!(f.failed(0.0), ms(50));
+        assert_eq!(f.current(), 1);
+        assert_eq!(f.failed(0.0), ms(100));
+        assert_eq!(f.current(), 2);
+        assert_eq!(f.failed(0.0), ms(200));
+        assert_eq!(f.current(), 0, "wraps to the first");
+        f.succeeded();
+        assert_eq!(f.failed(0.0), ms(50), "backoff restarted");
+        f.to_primary();
+        assert_eq!(f.current(), 0);
     }
 }

@@ -6,7 +6,7 @@ use super::{Action, Outbox, Pending, RouteCore};
 use crate::hub::table::SlotId;
 use crate::hub::{Notice, WireText};
 use crate::telemetry::{redact_url, RouteMetrics};
-use crate::upstream::backoff::Backoff;
+use crate::upstream::backoff::Failover;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ pub(super) enum SlotState {
 pub(super) struct Slot {
     pub(super) state: SlotState,
     /// Index into the route's upstream list used by the current/next attempt.
-    pub(super) upstream: usize,
-    backoff: Backoff,
+    /// Which upstream the current or next attempt uses, and the backoff before it.
+    pub(super) failover: Failover,
     /// Bumped per connection attempt: stale connect results and frames are ignored.
     pub(super) generation: u64,
     last_rx: Instant,
@@ -73,8 +73,11 @@ impl<O: Outbox> RouteCore<O> {
         while self.slots.len() <= slot.0 {
             self.slots.push(Slot {
                 state: SlotState::Idle,
-                upstream: 0,
-                backoff: Backoff::new(self.settings.backoff_initial, self.settings.backoff_max),
+                failover: Failover::new(
+                    self.settings.upstreams.len(),
+                    self.settings.backoff_initial,
+                    self.settings.backoff_max,
+                ),
                 generation: 0,
                 last_rx: now,
                 last_ping: now,
@@ -105,7 +108,7 @@ impl<O: Outbox> RouteCore<O> {
         self.actions.push_back(Action::Connect {
             slot,
             generation: s.generation,
-            upstream: s.upstream,
+            upstream: s.failover.current(),
             delay,
         });
     }
@@ -129,7 +132,6 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     pub(super) fn on_connect_failed(&mut self, slot: SlotId, generation: u64, reason: &str) {
-        let n = self.settings.upstreams.len().max(1);
         let Some(s) = self.slots.get_mut(slot.0) else {
             return;
         };
@@ -137,12 +139,11 @@ impl<O: Outbox> RouteCore<O> {
             return;
         }
         RouteMetrics::inc(&self.metrics.upstream_connect_failures);
-        s.upstream = (s.upstream + 1) % n;
-        let delay = s.backoff.next_delay(self.rng.f64());
+        let delay = s.failover.failed(self.rng.f64());
         let next = self
             .settings
             .upstreams
-            .get(s.upstream)
+            .get(s.failover.current())
             .map(|u| redact_url(u));
         warn!(slot = slot.0, %reason, next_upstream = ?next, retry_in = ?delay, "upstream connect failed");
         self.schedule_connect(slot, delay);
@@ -174,13 +175,15 @@ impl<O: Outbox> RouteCore<O> {
         s.was_connected = true;
         s.recent = Recent::default();
         if slot.0 == 0 {
-            self.metrics.active_upstream.store(s.upstream, Relaxed);
+            self.metrics
+                .active_upstream
+                .store(s.failover.current(), Relaxed);
         }
         RouteMetrics::add(&self.metrics.upstream_connections, 1);
         let url = self
             .settings
             .upstreams
-            .get(s.upstream)
+            .get(s.failover.current())
             .map(|u| redact_url(u));
         info!(slot = slot.0, upstream = ?url, "upstream connected");
         let ids = self.table.on_slot_up(slot);
@@ -188,7 +191,7 @@ impl<O: Outbox> RouteCore<O> {
         // nothing to resubscribe, else at the first confirmed (re)subscribe, so a node
         // that accepts connections but refuses subscriptions is retried ever more slowly.
         if ids.is_empty() {
-            self.slots[slot.0].backoff.reset();
+            self.slots[slot.0].failover.succeeded();
         }
         for &id in &ids {
             if let Some(t) = self.table.get_mut(id) {
@@ -211,7 +214,7 @@ impl<O: Outbox> RouteCore<O> {
 
     pub(super) fn reset_backoff(&mut self, slot: SlotId) {
         if let Some(s) = self.slots.get_mut(slot.0) {
-            s.backoff.reset();
+            s.failover.succeeded();
         }
     }
 
@@ -281,8 +284,9 @@ impl<O: Outbox> RouteCore<O> {
             return;
         };
         s.failback_in_flight = false;
-        let current =
-            s.state == SlotState::Connected && s.generation == generation && s.upstream != 0;
+        let current = s.state == SlotState::Connected
+            && s.generation == generation
+            && s.failover.current() != 0;
         if !ok {
             debug!(
                 slot = slot.0,
@@ -297,7 +301,7 @@ impl<O: Outbox> RouteCore<O> {
         let gaps = self.gap_listeners.load(Relaxed) > 0;
         s.gap_from = gaps.then(|| s.last_height.map(|h| h + 1));
         s.generation += 1;
-        s.upstream = 0;
+        s.failover.to_primary();
         self.actions.push_back(Action::Close { slot });
         drop(self.table.on_slot_down(slot));
         RouteMetrics::add(&self.metrics.upstream_connections, -1);
@@ -317,7 +321,7 @@ impl<O: Outbox> RouteCore<O> {
         let url = self
             .settings
             .upstreams
-            .get(s.upstream)
+            .get(s.failover.current())
             .map(|u| redact_url(u));
         warn!(slot = slot.0, upstream = ?url, %reason, "upstream connection lost");
         // A gap is opened only when someone will be told of it.
@@ -339,10 +343,8 @@ impl<O: Outbox> RouteCore<O> {
         }
         drop(self.table.on_slot_down(slot));
         self.store_topics();
-        let n = self.settings.upstreams.len().max(1);
         let s = &mut self.slots[slot.0];
-        s.upstream = (s.upstream + 1) % n;
-        let delay = s.backoff.next_delay(self.rng.f64());
+        let delay = s.failover.failed(self.rng.f64());
         self.schedule_connect(slot, delay);
     }
 
@@ -359,7 +361,7 @@ impl<O: Outbox> RouteCore<O> {
         if let Some(every) = self.settings.failback_interval {
             for (i, s) in self.slots.iter_mut().enumerate() {
                 if s.state == SlotState::Connected
-                    && s.upstream != 0
+                    && s.failover.current() != 0
                     && !s.failback_in_flight
                     && now.duration_since(s.last_failback) >= every
                 {
