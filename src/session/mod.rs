@@ -1,20 +1,21 @@
 //! One client connection: a single `select!` loop over client frames, finished requests,
 //! subscription notifications, pings and shutdown. Only this task writes to its socket.
 //!
-//! Ordering: a subscription's receiver is polled only after its subscribe reply has been
+//! Everything it is sent arrives on a [`Delivery`] (one `StreamMap` of them): an
+//! id-routed subscription's topic ring, or, for content-routed dialects (XRPL, whose
+//! subscriptions are named by key instead of by id), the session's one ordered mailbox.
+//!
+//! Ordering: a subscription's ring is polled only after its subscribe reply has been
 //! written (and after the whole batch reply for batches), so a client never sees a
 //! notification before the id that names it. Notifications that arrive meanwhile wait in
-//! the receiver's bounded queue.
+//! the ring's bounded queue. The mailbox is read from its creation: as on rippled, a push
+//! may precede the subscribe reply.
 //!
-//! Overflow policy: each subscription's queue holds `client_queue_len` notifications (the
-//! topic's broadcast capacity). A client that falls further behind, or whose socket does
-//! not accept a write within `write_timeout`, is closed with code 1008 and a reason and
-//! counted in `submux_slow_client_closes_total`; other clients never wait for it.
-//!
-//! Content-routed dialects (XRPL) name their subscriptions by key instead of by id, and
-//! receive pushes through one ordered mailbox per session (see [`Mailbox`]), read like
-//! any other [`Delivery`] and closing the client the same way on overflow. It is read
-//! from its creation: as on rippled, a push may precede the subscribe reply.
+//! Overflow policy: every delivery holds `client_queue_len` notifications. A client that
+//! falls further behind, or whose socket does not accept a write within `write_timeout`,
+//! is closed with code 1008 and a reason and counted in `submux_slow_client_closes_total`
+//! (a steady topic of a `?coalesce=1` client skips to the newest instead); other clients
+//! never wait for it.
 
 mod admission;
 pub mod edge;

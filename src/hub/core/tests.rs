@@ -432,7 +432,7 @@ fn a_silent_steady_topic_is_a_stall() {
 }
 
 #[test]
-fn set_join_answers_with_the_keys_that_joined_and_the_first_error() {
+fn a_set_subscribe_answers_with_the_keys_that_joined_and_the_first_error() {
     let mut h = H::new(settings(DialectKind::Xrpl));
     let acts = h.actions();
     h.connect(&acts, 0);
@@ -670,6 +670,60 @@ fn a_notification_for_an_unknown_id_is_counted_and_dropped() {
     h.text(0, head("0xdead", 1));
     assert!(h.out().notices.is_empty());
     assert_eq!(h.metrics.unknown_notifications.load(Relaxed), 1);
+}
+
+#[test]
+fn a_one_key_subscribe_is_the_degenerate_set() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, refused(req_id(&sent(&acts)[0].1)));
+    let logs = r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["logs",{}]}"#;
+    let acts = h.subscribe(logs, 2);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"));
+    let answers = &h.out().subscribed;
+    // Refused: nothing joined, the error. Accepted: one key, its ring, no mailbox.
+    assert!(matches!(&answers[0], (1, None, j, Some(HubError::Upstream(_))) if j.is_empty()));
+    let (reply, mailbox, joined, error) = &answers[1];
+    assert_eq!((*reply, *mailbox, joined.len(), error), (2, None, 1, &None));
+    assert!(joined[0].key.contains("logs") && joined[0].fan.is_some());
+}
+
+#[test]
+fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
+    let mut h = H::new(settings(DialectKind::Xrpl));
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = r#"{"id":1,"command":"subscribe","streams":["ledger","transactions"]}"#;
+    let keys = h.keys(msg);
+    let acts = h.ev(Event::Subscribe {
+        keys: keys.clone(),
+        mailbox: Some((7, false)),
+        reply: 1,
+    });
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(
+        0,
+        format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#),
+    );
+    // A second session's set: both topics live, no upstream request, answered at once.
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, false)),
+        reply: 2,
+    });
+    assert!(sent(&acts).is_empty());
+    let (reply, mailbox, joined, error) = h.out().subscribed[1].clone();
+    assert_eq!((reply, mailbox, joined.len(), error), (2, Some(8), 2, None));
+    h.text(0, r#"{"type":"ledgerClosed","ledger_index":5,"ledger_hash":"AB","ledger_time":1,"fee_base":10,"reserve_base":1,"reserve_inc":1,"validated_ledgers":"1-5","txn_count":0}"#);
+    let to: Vec<u64> = h.out().pushes.iter().map(|(m, _)| *m).collect();
+    assert_eq!(to.len(), 2);
+    assert!(to.contains(&7) && to.contains(&8), "{to:?}");
+    assert!(
+        h.out().notices.is_empty(),
+        "content-routed: nothing on the rings"
+    );
 }
 
 #[test]
