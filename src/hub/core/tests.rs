@@ -157,6 +157,13 @@ impl H {
     fn eth() -> H {
         H::new(settings(DialectKind::Ethereum))
     }
+    /// A core whose slot 0 is connected.
+    fn connected(kind: DialectKind) -> H {
+        let mut h = H::new(settings(kind));
+        let acts = h.actions();
+        h.connect(&acts, 0);
+        h
+    }
     fn out(&self) -> &Rec {
         self.core.outbox()
     }
@@ -250,6 +257,10 @@ const HEADS: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params"
 fn ok(id: u64, sub: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"{sub}"}}"#)
 }
+fn xrpl_ok(id: u64) -> String {
+    format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#)
+}
+const LEDGER_CLOSED: &str = r#"{"type":"ledgerClosed","ledger_index":5,"ledger_hash":"AB","ledger_time":1,"fee_base":10,"reserve_base":1,"reserve_inc":1,"validated_ledgers":"1-5","txn_count":0}"#;
 fn refused(id: u64) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":"no"}}}}"#)
 }
@@ -433,9 +444,7 @@ fn a_silent_steady_topic_is_a_stall() {
 
 #[test]
 fn a_set_subscribe_answers_with_the_keys_that_joined_and_the_first_error() {
-    let mut h = H::new(settings(DialectKind::Xrpl));
-    let acts = h.actions();
-    h.connect(&acts, 0);
+    let mut h = H::connected(DialectKind::Xrpl);
     let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger","peer_status"]}"#);
     let acts = h.ev(Event::Subscribe {
         keys,
@@ -451,7 +460,7 @@ fn a_set_subscribe_answers_with_the_keys_that_joined_and_the_first_error() {
                 r#"{{"id":{id},"status":"error","type":"response","error":"noPermission","error_code":6,"error_message":"You don't have permission for this command."}}"#
             )
         } else {
-            format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#)
+            xrpl_ok(id)
         };
         h.text(0, text);
     }
@@ -462,7 +471,7 @@ fn a_set_subscribe_answers_with_the_keys_that_joined_and_the_first_error() {
     assert!(matches!(error, Some(HubError::Upstream(e)) if e.contains("noPermission")));
     assert_eq!(h.topics(), 1);
     // Pushes for the held key reach the mailbox.
-    h.text(0, r#"{"type":"ledgerClosed","ledger_index":5,"ledger_hash":"AB","ledger_time":1,"fee_base":10,"reserve_base":1,"reserve_inc":1,"validated_ledgers":"1-5","txn_count":0}"#);
+    h.text(0, LEDGER_CLOSED);
     assert_eq!(h.out().pushes.len(), 1);
     assert_eq!(h.out().pushes[0].0, 7);
 }
@@ -674,9 +683,7 @@ fn a_notification_for_an_unknown_id_is_counted_and_dropped() {
 
 #[test]
 fn a_one_key_subscribe_is_the_degenerate_set() {
-    let mut h = H::eth();
-    let acts = h.actions();
-    h.connect(&acts, 0);
+    let mut h = H::connected(DialectKind::Ethereum);
     let acts = h.subscribe(HEADS, 1);
     h.text(0, refused(req_id(&sent(&acts)[0].1)));
     let logs = r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["logs",{}]}"#;
@@ -692,9 +699,7 @@ fn a_one_key_subscribe_is_the_degenerate_set() {
 
 #[test]
 fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
-    let mut h = H::new(settings(DialectKind::Xrpl));
-    let acts = h.actions();
-    h.connect(&acts, 0);
+    let mut h = H::connected(DialectKind::Xrpl);
     let msg = r#"{"id":1,"command":"subscribe","streams":["ledger","transactions"]}"#;
     let keys = h.keys(msg);
     let acts = h.ev(Event::Subscribe {
@@ -703,10 +708,7 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
         reply: 1,
     });
     let id = req_id(&sent(&acts)[0].1);
-    h.text(
-        0,
-        format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#),
-    );
+    h.text(0, xrpl_ok(id));
     // A second session's set: both topics live, no upstream request, answered at once.
     let acts = h.ev(Event::Subscribe {
         keys,
@@ -716,7 +718,7 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
     assert!(sent(&acts).is_empty());
     let (reply, mailbox, joined, error) = h.out().subscribed[1].clone();
     assert_eq!((reply, mailbox, joined.len(), error), (2, Some(8), 2, None));
-    h.text(0, r#"{"type":"ledgerClosed","ledger_index":5,"ledger_hash":"AB","ledger_time":1,"fee_base":10,"reserve_base":1,"reserve_inc":1,"validated_ledgers":"1-5","txn_count":0}"#);
+    h.text(0, LEDGER_CLOSED);
     let to: Vec<u64> = h.out().pushes.iter().map(|(m, _)| *m).collect();
     assert_eq!(to.len(), 2);
     assert!(to.contains(&7) && to.contains(&8), "{to:?}");
@@ -797,9 +799,7 @@ fn shutdown_answers_calls_unsubscribes_and_closes() {
 
 #[test]
 fn content_routed_pushes_go_once_per_group_and_stop_at_release() {
-    let mut h = H::new(settings(DialectKind::Xrpl));
-    let acts = h.actions();
-    h.connect(&acts, 0);
+    let mut h = H::connected(DialectKind::Xrpl);
     let msg =
         r#"{"id":1,"command":"subscribe","streams":["transactions","transactions_proposed"]}"#;
     let keys = h.keys(msg);
@@ -811,10 +811,7 @@ fn content_routed_pushes_go_once_per_group_and_stop_at_release() {
     let s = sent(&acts);
     assert_eq!(s.len(), 1, "one batched subscribe");
     let id = req_id(&s[0].1);
-    h.text(
-        0,
-        format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#),
-    );
+    h.text(0, xrpl_ok(id));
     assert_eq!(h.out().subscribed[0].2.len(), 2);
     let tx = |hash: &str| {
         format!(
