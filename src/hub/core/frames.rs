@@ -20,7 +20,7 @@ impl<O: Outbox> RouteCore<O> {
                 ..
             } => {
                 for (sub, _) in &targets {
-                    self.on_notification(slot, &text, sub, id_range.clone(), is_final, now);
+                    self.on_push_by_id(slot, &text, sub, id_range.clone(), is_final, now);
                 }
             }
             UpstreamFrame::Notification {
@@ -28,7 +28,7 @@ impl<O: Outbox> RouteCore<O> {
                 id_range: None,
                 identity,
                 ..
-            } => self.on_routed(slot, text, targets, identity, now),
+            } => self.on_push_by_content(slot, text, targets, identity, now),
             UpstreamFrame::Response {
                 id,
                 id_range,
@@ -74,7 +74,9 @@ impl<O: Outbox> RouteCore<O> {
         }
     }
 
-    fn on_notification(
+    /// An id-routed push: every topic the upstream id names gets it, its public id
+    /// spliced in and encoded once, on the topic's ring.
+    fn on_push_by_id(
         &mut self,
         slot: SlotId,
         text: &Utf8Bytes,
@@ -137,7 +139,7 @@ impl<O: Outbox> RouteCore<O> {
 
     /// A content-routed push: dropped if it is the node's own repeat on this connection,
     /// else delivered to the mailboxes of the sessions holding a matching key.
-    fn on_routed(
+    fn on_push_by_content(
         &mut self,
         slot: SlotId,
         text: Utf8Bytes,
