@@ -25,7 +25,7 @@ pub mod socket;
 mod subscriptions;
 
 pub use http::{handle_http, render_reply};
-use subscriptions::{subscribe, Activation, SubName, MAILBOX};
+use subscriptions::{Activation, SubName, MAILBOX};
 
 use crate::auth::ApiKey;
 use crate::config::Settings;
@@ -258,39 +258,14 @@ where
                     keys,
                     then,
                     context,
-                } => {
-                    // A content-routed key already held is a no-op; an id-routed key held
-                    // already is a second subscription under a fresh id.
-                    let by_content = self.dialect.routing() == Routing::ByContent;
-                    let mut new: Vec<SubscriptionKey> = Vec::with_capacity(keys.len());
-                    for k in keys {
-                        let held = by_content
-                            && (new.contains(&k)
-                                || self.by_name.contains_key(&SubName::Key(k.clone())));
-                        if !held {
-                            new.push(k);
-                        }
-                    }
-                    let max = self.settings.max_subscriptions_per_connection;
-                    if self.subs.len() + self.pending_subscribes + subscribes + new.len() > max {
-                        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
-                            "max {max} subscriptions per connection"
-                        )));
-                        let r = self.dialect.render_error(&id, &e);
-                        async move { Item::Rendered(r) }.boxed()
-                    } else if let Some(r) = self.over_inflight(&id) {
-                        async move { Item::Rendered(r) }.boxed()
-                    } else if let Some(r) = self.over_key(&id, new.len()) {
-                        async move { Item::Rendered(r) }.boxed()
-                    } else {
+                } => match self.start_subscribe(id, keys, then, context, subscribes) {
+                    Ok((n, fut)) => {
                         any_async = true;
-                        subscribes += new.len();
-                        let mailbox = by_content.then(|| self.mailbox());
-                        let route = self.route.clone();
-                        async move { subscribe(route, mailbox, id, new, then, context).await }
-                            .boxed()
+                        subscribes += n;
+                        fut
                     }
-                }
+                    Err(r) => async move { Item::Rendered(r) }.boxed(),
+                },
             };
             futs.push(item);
         }

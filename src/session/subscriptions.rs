@@ -24,6 +24,48 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// Admit a subscribe (per-connection cap, requests in flight, the API key's cap) and
+    /// start it: the number of keys reserved and the future, or the error reply.
+    /// `batched`: subscribes this frame started already.
+    pub(super) fn start_subscribe(
+        &mut self,
+        id: RequestId,
+        keys: Vec<SubscriptionKey>,
+        then: Answer,
+        context: Option<Arc<str>>,
+        batched: usize,
+    ) -> Result<(usize, BoxFuture<'static, Item>), String> {
+        // A content-routed key already held is a no-op; an id-routed key held already is
+        // a second subscription under a fresh id.
+        let by_content = self.dialect.routing() == Routing::ByContent;
+        let mut new: Vec<SubscriptionKey> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let held = by_content
+                && (new.contains(&k) || self.by_name.contains_key(&SubName::Key(k.clone())));
+            if !held {
+                new.push(k);
+            }
+        }
+        let max = self.settings.max_subscriptions_per_connection;
+        if self.subs.len() + self.pending_subscribes + batched + new.len() > max {
+            let e = self.dialect.error_for(Condition::LimitExceeded(format!(
+                "max {max} subscriptions per connection"
+            )));
+            return Err(self.dialect.render_error(&id, &e));
+        }
+        if let Some(r) = self.over_inflight(&id) {
+            return Err(r);
+        }
+        if let Some(r) = self.over_key(&id, new.len()) {
+            return Err(r);
+        }
+        let n = new.len();
+        let mailbox = by_content.then(|| self.mailbox());
+        let route = self.route.clone();
+        let fut = async move { subscribe(route, mailbox, id, new, then, context).await };
+        Ok((n, fut.boxed()))
+    }
+
     pub(super) fn unsubscribe(&mut self, id: &RequestId, sub: &ClientSubId) -> String {
         if self.drop_sub(&SubName::Id(sub.clone())) {
             self.dialect.render_unsubscribed(id)
@@ -159,7 +201,7 @@ where
 /// Subscribe to `keys` (none: all held already), then produce the answer: the first
 /// error, or the dialect's rendered reply, or the upstream's answer to the follow-up
 /// call, or the subscribed reply naming the new subscription.
-pub(super) async fn subscribe(
+async fn subscribe(
     route: RouteHandle,
     mailbox: Option<Mailbox>,
     id: RequestId,
