@@ -540,6 +540,14 @@ mod tests {
     }
 
     #[test]
+    fn each_dialect_declares_its_routing() {
+        let routing = |k: DialectKind| k.build().map(|d| d.routing());
+        assert_eq!(routing(DialectKind::Ethereum), Some(Routing::ById));
+        assert_eq!(routing(DialectKind::Solana), Some(Routing::ById));
+        assert_eq!(routing(DialectKind::Xrpl), Some(Routing::ByContent));
+    }
+
+    #[test]
     fn keys_compare_by_method_and_params_only() {
         let a = SubscriptionKey::new("eth_subscribe", "[\"newHeads\"]", KeyFlags::default());
         let b = SubscriptionKey::new(
