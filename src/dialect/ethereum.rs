@@ -85,7 +85,7 @@ impl Ethereum {
             let namespace = method.split('_').next().unwrap_or_default();
             return match parse_subscribe(namespace, params) {
                 Ok(key) => match id {
-                    Some(id) => ClientMsg::Subscribe { id, key },
+                    Some(id) => ClientMsg::subscribe(id, key),
                     None => ClientMsg::Ignore,
                 },
                 Err(e) => err(id, e),
@@ -661,7 +661,7 @@ mod tests {
         match single(&format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":{params}}}"#
         )) {
-            ClientMsg::Subscribe { key, .. } => Ok(key),
+            ClientMsg::Subscribe { mut keys, .. } if keys.len() == 1 => Ok(keys.remove(0)),
             ClientMsg::Error { error, .. } => Err(error),
             other => panic!("{other:?}"),
         }
@@ -736,10 +736,12 @@ mod tests {
             let text = serde_json::to_string(&v).unwrap();
             match eth().parse_upstream(&text) {
                 UpstreamFrame::Notification {
-                    sub,
-                    id_range,
+                    targets,
+                    id_range: Some(id_range),
                     is_final,
+                    ..
                 } => {
+                    let sub = &targets[0].0;
                     assert_eq!(&text[id_range.clone()], &*sub.0, "{name}");
                     assert_eq!(
                         serde_json::from_str::<Value>(&sub.0).unwrap(),

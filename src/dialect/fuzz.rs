@@ -127,12 +127,12 @@ fn check_client(d: &dyn Dialect, text: &str) {
             let rendered = match &m {
                 ClientMsg::Reply(r)
                 | ClientMsg::Leave { reply: r, .. }
-                | ClientMsg::Join {
+                | ClientMsg::Subscribe {
                     then: super::Answer::Rendered(r),
                     ..
                 } => Some(r.clone()),
                 ClientMsg::Call { call, .. }
-                | ClientMsg::Join {
+                | ClientMsg::Subscribe {
                     then: super::Answer::Call(call),
                     ..
                 } if d.kind() == DialectKind::Xrpl => {
@@ -154,7 +154,10 @@ fn check_client(d: &dyn Dialect, text: &str) {
 
 pub(crate) fn check_upstream(d: &dyn Dialect, text: &str) {
     match d.parse_upstream(text) {
-        UpstreamFrame::Notification { id_range, .. } => {
+        UpstreamFrame::Notification {
+            id_range: Some(id_range),
+            ..
+        } => {
             assert!(text.is_char_boundary(id_range.start) && text.is_char_boundary(id_range.end));
             let _ = super::splice(text, id_range, "\"0x1\"");
         }
@@ -168,7 +171,7 @@ pub(crate) fn check_upstream(d: &dyn Dialect, text: &str) {
             }
             let _ = d.splice_id(text, id_range, &super::RequestId("\"x\"".into()));
         }
-        UpstreamFrame::Routed { .. } => {}
+        UpstreamFrame::Notification { id_range: None, .. } => {}
         UpstreamFrame::Other | UpstreamFrame::Malformed(_) => {}
     }
 }

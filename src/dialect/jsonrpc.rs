@@ -272,11 +272,11 @@ pub fn parse_upstream(
         let (Some(sub), Some(result)) = (p.subscription, p.result) else {
             return UpstreamFrame::Malformed("notification without subscription/result".into());
         };
-        return UpstreamFrame::Notification {
-            sub: UpstreamSubId(sub.get().into()),
-            id_range: subslice_range(text, sub.get()),
-            is_final: is_final(&method, result.get()),
-        };
+        return UpstreamFrame::by_id(
+            UpstreamSubId(sub.get().into()),
+            subslice_range(text, sub.get()),
+            is_final(&method, result.get()),
+        );
     }
     let Some(id) = env.id else {
         return UpstreamFrame::Other;
@@ -354,7 +354,12 @@ mod tests {
         }
         let text = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":{"a":1}}}"#;
         match parse_upstream(text, |m| m.ends_with("_subscription"), |_, _| false) {
-            UpstreamFrame::Notification { sub, id_range, .. } => {
+            UpstreamFrame::Notification {
+                targets,
+                id_range: Some(id_range),
+                ..
+            } => {
+                let sub = &targets[0].0;
                 assert_eq!(sub.0.as_ref(), "\"0x1\"");
                 assert_eq!(&text[id_range], "\"0x1\"");
             }

@@ -248,9 +248,18 @@ impl RpcError {
 /// One message from a client, after parsing.
 #[derive(Debug, Clone)]
 pub enum ClientMsg {
+    /// Subscribe to one or more keys, then answer with `then`. Id-routed dialects name
+    /// exactly one key and answer [`Answer::Subscribed`]; content-routed ones (XRPL) add a
+    /// set of keys to the client's subscriptions (keys it already holds are no-ops). A key
+    /// that fails upstream turns the answer into that error; the others stay subscribed,
+    /// as on rippled, where a subscribe failing part-way keeps its earlier parts.
     Subscribe {
         id: RequestId,
-        key: SubscriptionKey,
+        keys: Vec<SubscriptionKey>,
+        then: Answer,
+        /// What the dialect needs to render a subscribe error as the node would (XRPL: the
+        /// envelope and the echoed request); see [`Dialect::render_subscribe_error`].
+        context: Option<Arc<str>>,
     },
     Unsubscribe {
         id: RequestId,
@@ -271,18 +280,6 @@ pub enum ClientMsg {
     /// Answer with this text, rendered by the dialect already (XRPL errors echo the
     /// whole request, so they are rendered where the request is parsed).
     Reply(String),
-    /// Content-routed dialects (XRPL): add these keys to the client's subscription set
-    /// (keys it already holds are no-ops), then answer with `then`. A key that fails
-    /// upstream turns the answer into that error; the others stay subscribed, as on
-    /// rippled, where a subscribe failing part-way keeps its earlier parts.
-    Join {
-        id: RequestId,
-        keys: Vec<SubscriptionKey>,
-        then: Answer,
-        /// What the dialect needs to render a join error as the node would (XRPL: the
-        /// envelope and the echoed request); see [`Dialect::render_join_error`].
-        context: Option<Arc<str>>,
-    },
     /// Content-routed dialects: drop these keys from the client's set, then answer.
     Leave {
         keys: Vec<SubscriptionKey>,
@@ -290,9 +287,24 @@ pub enum ClientMsg {
     },
 }
 
-/// How a set change is answered once its keys are joined.
+impl ClientMsg {
+    /// An id-routed subscribe: one key, answered with the client's subscription id.
+    pub fn subscribe(id: RequestId, key: SubscriptionKey) -> Self {
+        ClientMsg::Subscribe {
+            id,
+            keys: vec![key],
+            then: Answer::Subscribed,
+            context: None,
+        }
+    }
+}
+
+/// How a subscribe is answered once its keys are joined.
 #[derive(Debug, Clone)]
 pub enum Answer {
+    /// The dialect's subscribed reply naming the client's subscription id
+    /// ([`Dialect::render_subscribed`]; id-routed dialects).
+    Subscribed,
     /// This reply, rendered by the dialect already (success or a validation error).
     Rendered(String),
     /// The upstream's answer to this call (XRPL: `ledger`/`server` streams and book
@@ -320,26 +332,49 @@ pub enum UpstreamFrame {
         /// `Ok(result range)` or `Err(error object text)`.
         outcome: Result<Range<usize>, String>,
     },
-    /// A push for a topic; `id_range` is where the subscription id sits.
+    /// A push: delivered to the clients of every topic named in `targets`, once per
+    /// client per [`Group`]. Id-routed dialects name the one upstream subscription id the
+    /// push carries (group 0); content-routed ones (XRPL) every key the push matches.
     Notification {
-        sub: UpstreamSubId,
-        id_range: Range<usize>,
+        targets: Vec<(UpstreamSubId, Group)>,
+        /// Where the subscription id sits (id-routed: the topic's public id is spliced in
+        /// there); `None`: the frame is delivered verbatim (content-routed).
+        id_range: Option<Range<usize>>,
         /// The upstream ends the subscription with this notification (one-shots).
         is_final: bool,
+        /// The message's identity (content-routed): the node itself sends one copy per
+        /// group a connection matches, so repeats of the same identity on a connection are
+        /// dropped (submux re-creates the copies each client is owed).
+        identity: Option<Box<str>>,
     },
     /// Valid JSON that submux has no use for (logged and counted).
     Other,
-    /// A content-routed push (XRPL): delivered verbatim to every client holding one of
-    /// the keys whose route ids are listed, once per client per [`Group`].
-    Routed {
-        targets: Vec<(UpstreamSubId, Group)>,
-        /// The message's identity: the node itself sends one copy per group a connection
-        /// matches, so repeats of the same identity on a connection are dropped (submux
-        /// re-creates the copies each client is owed).
-        identity: Option<Box<str>>,
-    },
     /// Not parseable.
     Malformed(String),
+}
+
+impl UpstreamFrame {
+    /// An id-routed push for upstream subscription `sub`, whose id sits at `id_range`.
+    pub fn by_id(sub: UpstreamSubId, id_range: Range<usize>, is_final: bool) -> Self {
+        UpstreamFrame::Notification {
+            targets: vec![(sub, Group(0))],
+            id_range: Some(id_range),
+            is_final,
+            identity: None,
+        }
+    }
+}
+
+/// How a dialect's upstream pushes find their clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// Each push names the upstream subscription it belongs to (Ethereum, Solana): a
+    /// topic's clients share one ring and one encoded frame, with the topic's public id.
+    ById,
+    /// Pushes carry no subscription id (XRPL): the dialect names the keys each push
+    /// matches, and every session gets it, verbatim, once per matched group, in upstream
+    /// order, through one ordered mailbox per session.
+    ByContent,
 }
 
 /// Delivery group of a content-routed push: a client matching several targets of one
@@ -352,6 +387,11 @@ pub struct Group(pub u8);
 /// Protocol knowledge of one dialect. Implementations are pure: no I/O, no awaiting.
 pub trait Dialect: Send + Sync + 'static {
     fn kind(&self) -> DialectKind;
+
+    /// How this dialect's pushes are routed to clients.
+    fn routing(&self) -> Routing {
+        Routing::ById
+    }
 
     /// Parse one client text frame.
     fn parse_client(&self, text: &str, transport: Transport) -> ClientFrame;
@@ -386,7 +426,7 @@ pub trait Dialect: Send + Sync + 'static {
     /// Parse one upstream text frame.
     fn parse_upstream(&self, text: &str) -> UpstreamFrame;
     /// The upstream subscription id of `key` from a successful subscribe result (content-
-    /// routed dialects derive it from the key: it is what [`UpstreamFrame::Routed`] names).
+    /// routed dialects derive it from the key: it is what a content-routed [`UpstreamFrame::Notification`] names).
     fn parse_subscribe_result(&self, key: &SubscriptionKey, result: &str) -> Option<UpstreamSubId>;
     /// Put the client's id where the upstream's sits (`id_range`) in an upstream answer.
     fn splice_id(&self, text: &str, id_range: Range<usize>, id: &RequestId) -> String {
@@ -408,8 +448,8 @@ pub trait Dialect: Send + Sync + 'static {
     /// Error shapes for conditions submux itself detects.
     fn error_for(&self, cond: Condition) -> RpcError;
 
-    /// A join failed upstream: the error as the node would have answered the request.
-    fn render_join_error(
+    /// A subscribe failed upstream: the error as the node would have answered the request.
+    fn render_subscribe_error(
         &self,
         id: &RequestId,
         _context: Option<&str>,
@@ -497,6 +537,14 @@ mod tests {
     fn splice_replaces_exactly_the_range() {
         assert_eq!(splice("ab\"x\"cd", 2..5, "\"yy\""), "ab\"yy\"cd");
         assert_eq!(splice("xyz", 0..0, "a"), "axyz");
+    }
+
+    #[test]
+    fn each_dialect_declares_its_routing() {
+        let routing = |k: DialectKind| k.build().map(|d| d.routing());
+        assert_eq!(routing(DialectKind::Ethereum), Some(Routing::ById));
+        assert_eq!(routing(DialectKind::Solana), Some(Routing::ById));
+        assert_eq!(routing(DialectKind::Xrpl), Some(Routing::ByContent));
     }
 
     #[test]

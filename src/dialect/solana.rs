@@ -116,9 +116,9 @@ impl Solana {
                 return err(e);
             }
             return match canonical(kind, &args) {
-                Ok(params) => Some(ClientMsg::Subscribe {
+                Ok(params) => Some(ClientMsg::subscribe(
                     id,
-                    key: SubscriptionKey::new(
+                    SubscriptionKey::new(
                         method,
                         params,
                         KeyFlags {
@@ -126,7 +126,7 @@ impl Solana {
                             ..KeyFlags::default()
                         },
                     ),
-                }),
+                )),
                 Err(e) => err(e),
             };
         }
@@ -621,7 +621,7 @@ mod tests {
         match single(&format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#
         )) {
-            ClientMsg::Subscribe { key, .. } => Ok(key),
+            ClientMsg::Subscribe { mut keys, .. } if keys.len() == 1 => Ok(keys.remove(0)),
             ClientMsg::Error { error, .. } => Err(error),
             other => panic!("{other:?}"),
         }
@@ -662,7 +662,7 @@ mod tests {
                     assert_eq!(&got, expected, "{note}");
                 }
                 ClientMsg::Ignore => assert!(expected.is_null(), "{note}"),
-                ClientMsg::Subscribe { .. } => {
+                ClientMsg::Subscribe { ref keys, .. } if keys.len() == 1 => {
                     // Errors that only the node knows (disabled methods, node cap) pass
                     // through from upstream; local parsing accepts the request.
                     assert!(
@@ -674,7 +674,7 @@ mod tests {
                 }
                 ClientMsg::Unsubscribe { .. } => assert!(note.contains("unsubscribe"), "{note}"),
                 ClientMsg::Call { .. } => panic!("{note}: parsed as a call"),
-                ClientMsg::Join { .. } | ClientMsg::Leave { .. } => {
+                ClientMsg::Subscribe { .. } | ClientMsg::Leave { .. } => {
                     panic!("{note}: parsed as a set change")
                 }
             }
@@ -697,10 +697,12 @@ mod tests {
             let text = serde_json::to_string(&v).unwrap();
             match sol().parse_upstream(&text) {
                 UpstreamFrame::Notification {
-                    sub,
-                    id_range,
+                    targets,
+                    id_range: Some(id_range),
                     is_final,
+                    ..
                 } => {
+                    let sub = &targets[0].0;
                     assert_eq!(&text[id_range.clone()], &*sub.0, "{name}");
                     assert_eq!(
                         is_final,
@@ -723,7 +725,11 @@ mod tests {
     #[test]
     fn u64_max_survives_the_splice_byte_for_byte() {
         let text = r#"{"jsonrpc":"2.0","method":"accountNotification","params":{"result":{"context":{"slot":1},"value":{"lamports":100,"data":"","owner":"11111111111111111111111111111111","executable":false,"rentEpoch":18446744073709551615,"space":0}},"subscription":0}}"#;
-        let UpstreamFrame::Notification { id_range, .. } = sol().parse_upstream(text) else {
+        let UpstreamFrame::Notification {
+            id_range: Some(id_range),
+            ..
+        } = sol().parse_upstream(text)
+        else {
             panic!()
         };
         let out = crate::dialect::splice(text, id_range, "12");

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-pub use subscription::{Joined, Mailbox, MailboxRx, Release, ReleaseGuard, SetJoined};
+pub use subscription::{Delivered, Delivery, Joined, Mailbox, Release, ReleaseGuard, Subscribed};
 use tokio::sync::{mpsc, oneshot};
 /// The shared frame buffer every layer passes around (a refcounted UTF-8 buffer, no I/O).
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -75,15 +75,13 @@ impl HubError {
 /// Messages to a route actor.
 #[derive(Debug)]
 pub enum Command {
+    /// Join one or more keys (id-routed dialects: exactly one). Content-routed keys
+    /// deliver through the session's `mailbox`; id-routed ones pass none and each get
+    /// their topic's ring.
     Subscribe {
-        key: SubscriptionKey,
-        reply: oneshot::Sender<Result<Joined, HubError>>,
-    },
-    /// Join a set of content-routed keys for one session's mailbox (XRPL).
-    Join {
         keys: Vec<SubscriptionKey>,
-        mailbox: Mailbox,
-        reply: oneshot::Sender<Result<SetJoined, HubError>>,
+        mailbox: Option<Mailbox>,
+        reply: oneshot::Sender<Subscribed>,
     },
     /// `reply: None` forwards a JSON-RPC notification (no answer expected).
     Call {
@@ -155,7 +153,7 @@ impl RouteHandle {
 
     async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, HubError>>) -> Command,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, HubError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
@@ -163,28 +161,25 @@ impl RouteHandle {
             .await
             .map_err(|_| HubError::ShuttingDown)?;
         match tokio::time::timeout(self.answer_timeout, rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(HubError::ShuttingDown),
             Err(_) => Err(HubError::Timeout),
         }
     }
 
-    pub async fn subscribe(&self, key: SubscriptionKey) -> Result<Joined, HubError> {
-        self.ask(|reply| Command::Subscribe { key, reply }).await
-    }
-
-    /// Join content-routed keys; pushes for them go to `mailbox`.
-    pub async fn join(
+    /// Join `keys`; content-routed pushes for them go to `mailbox`. What could not be
+    /// joined is the answer's error.
+    pub async fn subscribe(
         &self,
         keys: Vec<SubscriptionKey>,
-        mailbox: Mailbox,
-    ) -> Result<SetJoined, HubError> {
-        self.ask(|reply| Command::Join {
+        mailbox: Option<Mailbox>,
+    ) -> Subscribed {
+        let ask = self.ask(|reply| Command::Subscribe {
             keys,
             mailbox,
             reply,
-        })
-        .await
+        });
+        ask.await.unwrap_or_else(Subscribed::failed)
     }
 
     pub async fn call(&self, call: Call) -> Result<UpstreamReply, HubError> {
@@ -192,7 +187,7 @@ impl RouteHandle {
             call,
             reply: Some(reply),
         })
-        .await
+        .await?
     }
 
     /// Forward a notification (fire and forget; dropped if the actor's queue is full).

@@ -18,7 +18,6 @@ where
             ClientMsg::Subscribe { id, .. }
             | ClientMsg::Unsubscribe { id, .. }
             | ClientMsg::Call { id: Some(id), .. } => Some(id.clone()),
-            ClientMsg::Join { id, .. } => Some(id.clone()),
             ClientMsg::Call { id: None, .. } | ClientMsg::Leave { .. } => None,
             ClientMsg::Error { .. } | ClientMsg::Ignore | ClientMsg::Reply(_) => return msg,
         };

@@ -31,9 +31,7 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
                 ClientMsg::Error { id, error } => Some(dialect.render_error(&id, &error)),
                 ClientMsg::Ignore => None,
                 ClientMsg::Leave { reply, .. } | ClientMsg::Reply(reply) => Some(reply),
-                ClientMsg::Unsubscribe { id, .. }
-                | ClientMsg::Subscribe { id, .. }
-                | ClientMsg::Join { id, .. } => {
+                ClientMsg::Unsubscribe { id, .. } | ClientMsg::Subscribe { id, .. } => {
                     let e = dialect.error_for(Condition::SubscriptionNotFound);
                     Some(dialect.render_error(&id, &e))
                 }

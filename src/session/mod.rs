@@ -1,19 +1,21 @@
 //! One client connection: a single `select!` loop over client frames, finished requests,
 //! subscription notifications, pings and shutdown. Only this task writes to its socket.
 //!
-//! Ordering: a subscription's receiver is polled only after its subscribe reply has been
+//! Everything it is sent arrives on a [`Delivery`] (one `StreamMap` of them): an
+//! id-routed subscription's topic ring, or, for content-routed dialects (XRPL, whose
+//! subscriptions are named by key instead of by id), the session's one ordered mailbox.
+//!
+//! Ordering: a subscription's ring is polled only after its subscribe reply has been
 //! written (and after the whole batch reply for batches), so a client never sees a
 //! notification before the id that names it. Notifications that arrive meanwhile wait in
-//! the receiver's bounded queue.
+//! the ring's bounded queue. The mailbox is read from its creation: as on rippled, a push
+//! may precede the subscribe reply.
 //!
-//! Overflow policy: each subscription's queue holds `client_queue_len` notifications (the
-//! topic's broadcast capacity). A client that falls further behind, or whose socket does
-//! not accept a write within `write_timeout`, is closed with code 1008 and a reason and
-//! counted in `submux_slow_client_closes_total`; other clients never wait for it.
-//!
-//! Content-routed dialects (XRPL) hold a *set* of keys instead of subscription ids, and
-//! receive pushes through one ordered mailbox (see [`Mailbox`]) whose overflow closes the
-//! client the same way. As on rippled, a push may precede the subscribe reply.
+//! Overflow policy: every delivery holds `client_queue_len` notifications. A client that
+//! falls further behind, or whose socket does not accept a write within `write_timeout`,
+//! is closed with code 1008 and a reason and counted in `submux_slow_client_closes_total`
+//! (a steady topic of a `?coalesce=1` client skips to the newest instead); other clients
+//! never wait for it.
 
 mod admission;
 pub mod deflate;
@@ -24,30 +26,28 @@ pub mod socket;
 mod subscriptions;
 
 pub use http::{handle_http, render_reply};
-use subscriptions::join_set;
+use subscriptions::{Activation, SubName, MAILBOX};
 
 use crate::auth::ApiKey;
 use crate::config::Settings;
 use crate::dialect::{
-    splice, Answer, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId,
+    splice, Answer, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, RequestId, Routing,
     SubscriptionKey, Transport,
 };
 use crate::hub::{
-    HubError, Joined, Mailbox, MailboxRx, Notice, ReleaseGuard, RouteHandle, UpstreamReply,
-    WireText,
+    Delivered, Delivery, HubError, Joined, Mailbox, Notice, ReleaseGuard, RouteHandle, Subscribed,
+    UpstreamReply, WireText,
 };
 use crate::telemetry::RouteMetrics;
 use edge::Edge;
 use futures_util::future::{join_all, BoxFuture};
-use futures_util::stream::{self, BoxStream, FuturesUnordered};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use socket::Read;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamMap;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -59,11 +59,12 @@ const WRITE_BATCH: usize = 64;
 /// One finished piece of a request (a batch has several).
 enum Item {
     Rendered(String),
-    Joined(RequestId, Result<Joined, HubError>),
     Reply(RequestId, Result<UpstreamReply, HubError>),
-    /// A set join finished: keep these keys (of so many reserved), then answer with the
-    /// inner item.
-    Held(Vec<(SubscriptionKey, ReleaseGuard)>, usize, Box<Item>),
+    /// A subscribe finished: hold the keys that joined (of so many reserved), then answer
+    /// with the inner item.
+    Held(Vec<Joined>, usize, Box<Item>),
+    /// The subscribed reply naming the subscription just held (id-routed dialects).
+    Subscribed(RequestId),
     Nothing,
 }
 
@@ -73,9 +74,10 @@ struct Outcome {
     subscribes: usize,
 }
 
-/// A subscription this client holds.
+/// A subscription this client holds, whichever the routing.
 struct Local {
-    client_id: ClientSubId,
+    /// What the client calls it: the id it was given, or the key (content-routed).
+    name: SubName,
     /// The frame carries the topic's public id, not ours: splice on every notification.
     splice: bool,
     /// Falling behind skips to the latest notification instead of closing the client.
@@ -103,8 +105,6 @@ impl ClientOptions {
     }
 }
 
-type SubStream = BoxStream<'static, Option<Result<Notice, BroadcastStreamRecvError>>>;
-
 /// Serve one upgraded WebSocket until it closes.
 pub async fn run<S>(
     ws: WebSocketStream<Edge<S>>,
@@ -130,15 +130,13 @@ pub async fn run<S>(
         settings,
         sock,
         subs: HashMap::new(),
-        by_client_id: HashMap::new(),
+        by_name: HashMap::new(),
         streams: StreamMap::new(),
         next_local: 0,
         inflight: FuturesUnordered::new(),
         pending_subscribes: 0,
         bucket: None,
-        held: HashMap::new(),
         mailbox: None,
-        mailbox_rx: None,
         key,
         options,
     };
@@ -150,7 +148,7 @@ pub async fn run<S>(
         ));
     }
     let end = s.serve(shutdown).await;
-    let n = (s.subs.len() + s.held.len()) as i64;
+    let n = s.subs.len() as i64;
     s.sub_count(-n);
     // Release this client's subscriptions before the close handshake.
     let Session { sock, .. } = s;
@@ -162,30 +160,23 @@ struct Session<S> {
     dialect: Arc<dyn Dialect>,
     settings: Arc<Settings>,
     sock: ClientSocket<S>,
+    /// Everything this client holds, by local number, whichever the routing.
     subs: HashMap<u64, Local>,
-    by_client_id: HashMap<ClientSubId, u64>,
-    streams: StreamMap<u64, SubStream>,
+    /// The local number of each name the client uses.
+    by_name: HashMap<SubName, u64>,
+    /// What the session reads: each id-routed subscription's ring (by its local number,
+    /// only once its reply is written), and the mailbox ([`MAILBOX`]) once made.
+    streams: StreamMap<u64, Delivery>,
     next_local: u64,
     inflight: FuturesUnordered<BoxFuture<'static, Outcome>>,
     pending_subscribes: usize,
     /// Request rate limit (None when unlimited).
     bucket: Option<limits::TokenBucket>,
-    /// Content-routed keys this client holds (XRPL subscription sets).
-    held: HashMap<SubscriptionKey, ReleaseGuard>,
-    /// Where the route delivers this client's content-routed pushes (made on first join).
+    /// Where the route delivers this client's content-routed pushes (made on first use).
     mailbox: Option<Mailbox>,
-    mailbox_rx: Option<MailboxRx>,
     /// The API key this client presented (per-key subscription cap).
     key: Option<Arc<ApiKey>>,
     options: ClientOptions,
-}
-
-/// The next content-routed push, or never when the session has no mailbox.
-async fn next_push(rx: &mut Option<MailboxRx>) -> Option<WireText> {
-    match rx {
-        Some(r) => r.rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl<S> Session<S>
@@ -206,7 +197,6 @@ where
                 },
                 Some(outcome) = self.inflight.next() => self.on_outcome(outcome).await,
                 Some((local, item)) = self.streams.next() => self.on_notice(local, item).await,
-                Some(frame) = next_push(&mut self.mailbox_rx) => self.on_push(frame).await,
                 _ = ping.tick() => self.sock.keepalive().await,
             };
             if let Err(end) = step {
@@ -259,66 +249,24 @@ where
                     }
                 }
                 ClientMsg::Leave { keys, reply } => {
-                    for k in &keys {
-                        if self.held.remove(k).is_some() {
-                            self.sub_count(-1);
-                        }
+                    for k in keys {
+                        self.drop_sub(&SubName::Key(k));
                     }
                     async move { Item::Rendered(reply) }.boxed()
                 }
-                ClientMsg::Join {
+                ClientMsg::Subscribe {
                     id,
                     keys,
                     then,
                     context,
-                } => {
-                    let mut new: Vec<SubscriptionKey> = Vec::with_capacity(keys.len());
-                    for k in keys {
-                        if !self.held.contains_key(&k) && !new.contains(&k) {
-                            new.push(k);
-                        }
-                    }
-                    let max = self.settings.max_subscriptions_per_connection;
-                    if self.subs.len() + self.held.len() + self.pending_subscribes + new.len() > max
-                    {
-                        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
-                            "max {max} subscriptions per connection"
-                        )));
-                        let r = self.dialect.render_error(&id, &e);
-                        async move { Item::Rendered(r) }.boxed()
-                    } else if let Some(r) = self.over_inflight(&id) {
-                        async move { Item::Rendered(r) }.boxed()
-                    } else if let Some(r) = self.over_key(&id, new.len()) {
-                        async move { Item::Rendered(r) }.boxed()
-                    } else {
+                } => match self.start_subscribe(id, keys, then, context, subscribes) {
+                    Ok((n, fut)) => {
                         any_async = true;
-                        let n = new.len();
                         subscribes += n;
-                        let mailbox = self.mailbox();
-                        let route = self.route.clone();
-                        async move { join_set(route, mailbox, id, new, then, context).await }
-                            .boxed()
+                        fut
                     }
-                }
-                ClientMsg::Subscribe { id, key } => {
-                    let max = self.settings.max_subscriptions_per_connection;
-                    if self.subs.len() + self.pending_subscribes + subscribes >= max {
-                        let e = self.dialect.error_for(Condition::LimitExceeded(format!(
-                            "max {max} subscriptions per connection"
-                        )));
-                        let r = self.dialect.render_error(&id, &e);
-                        async move { Item::Rendered(r) }.boxed()
-                    } else if let Some(r) = self.over_inflight(&id) {
-                        async move { Item::Rendered(r) }.boxed()
-                    } else if let Some(r) = self.over_key(&id, 1) {
-                        async move { Item::Rendered(r) }.boxed()
-                    } else {
-                        subscribes += 1;
-                        any_async = true;
-                        let route = self.route.clone();
-                        async move { Item::Joined(id, route.subscribe(key).await) }.boxed()
-                    }
-                }
+                    Err(r) => async move { Item::Rendered(r) }.boxed(),
+                },
             };
             futs.push(item);
         }
@@ -338,30 +286,10 @@ where
         }
     }
 
-    /// Write content-routed pushes: this one and whatever else is queued (up to a batch).
-    async fn on_push(&mut self, frame: WireText) -> Result<(), End> {
-        let mut next = Some(frame);
-        let mut written = 0;
-        while let Some(frame) = next.take() {
-            if self.mailbox_rx.as_ref().is_some_and(MailboxRx::lagged) {
-                return Err(self.sock.slow(&format!(
-                    "fell behind: more than {} pushes queued",
-                    self.settings.client_queue_len
-                )));
-            }
-            self.sock.feed(&frame).await?;
-            written += 1;
-            if written < WRITE_BATCH {
-                next = self.mailbox_rx.as_mut().and_then(|r| r.rx.try_recv().ok());
-            }
-        }
-        self.sock.flush().await
-    }
-
     async fn on_outcome(&mut self, outcome: Outcome) -> Result<(), End> {
         self.pending_subscribes -= outcome.subscribes;
         let mut parts = Vec::with_capacity(outcome.items.len());
-        let mut activate = Vec::new();
+        let mut activate: Vec<Activation> = Vec::new();
         for item in outcome.items {
             self.settle(item, &mut parts, &mut activate);
         }
@@ -377,42 +305,33 @@ where
             self.sock.flush().await?;
         }
         // Only now may this request's subscriptions deliver.
-        for (local, rx, replay) in activate {
+        for (local, delivery, replay) in activate {
             if let Some(n) = replay {
                 let frame = self.frame_for(local, &n);
                 self.sock.feed(&frame).await?;
                 self.sock.flush().await?;
             }
-            let s: SubStream = BroadcastStream::new(rx)
-                .map(Some)
-                .chain(stream::once(async { None }))
-                .boxed();
-            self.streams.insert(local, s);
+            self.streams.insert(local, delivery);
         }
         Ok(())
     }
 
-    /// Turn one finished item into its reply part; confirmed subscriptions are registered
-    async fn on_notice(
-        &mut self,
-        local: u64,
-        item: Option<Result<Notice, BroadcastStreamRecvError>>,
-    ) -> Result<(), End> {
+    /// Write what the deliveries hold: this notification and whatever else is ready (up
+    /// to a batch), then flush once.
+    async fn on_notice(&mut self, local: u64, item: Delivered) -> Result<(), End> {
         let mut next = Some((local, item));
         let mut written = 0;
         while let Some((local, item)) = next.take() {
             match item {
                 Some(Ok(n)) if n.gap && !self.options.gap_notices => {}
                 Some(Ok(n)) => {
-                    if self.subs.contains_key(&local) {
+                    if local == MAILBOX || self.subs.contains_key(&local) {
                         let frame = self.frame_for(local, &n);
                         self.sock.feed(&frame).await?;
                         written += 1;
                     }
                 }
-                Some(Err(BroadcastStreamRecvError::Lagged(_)))
-                    if self.subs.get(&local).is_some_and(|l| l.coalesce) =>
-                {
+                Some(Err(_)) if self.subs.get(&local).is_some_and(|l| l.coalesce) => {
                     // Opted in: skip what was missed and write only the newest.
                     RouteMetrics::inc(&self.route.metrics.coalesced);
                     let mut latest = None;
@@ -427,7 +346,7 @@ where
                         written += 1;
                     }
                 }
-                Some(Err(BroadcastStreamRecvError::Lagged(missed))) => {
+                Some(Err(missed)) => {
                     return Err(self.sock.slow(&format!(
                         "fell {missed} notifications behind (queue holds {})",
                         self.settings.client_queue_len
@@ -435,9 +354,8 @@ where
                 }
                 None => {
                     // The topic ended (one-shot finished or upstream refused to resubscribe).
-                    if let Some(l) = self.subs.remove(&local) {
-                        self.by_client_id.remove(&l.client_id);
-                        self.sub_count(-1);
+                    if let Some(name) = self.subs.get(&local).map(|l| l.name.clone()) {
+                        self.drop_sub(&name);
                     }
                 }
             }

@@ -7,10 +7,10 @@
 use super::connect::{connect, inbound, Inbound, UpstreamStream};
 use super::fan::Fan;
 use crate::config::RouteSettings;
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, Routing};
 use crate::hub::core::{Action, Event, RouteCore};
 use crate::hub::table::SlotId;
-use crate::hub::{Command, HubError, Release, RouteHandle};
+use crate::hub::{Command, HubError, Release, RouteHandle, Subscribed};
 use crate::telemetry::{redact_url, RouteMetrics};
 use futures_util::stream::{self, BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -71,10 +71,10 @@ pub fn spawn_route(
             Err(e) => warn!(error = %e, "http_upstream unusable; HTTP POSTs will be refused"),
         }
     }
-    let ring = if dialect.subscribe_batch_max() > 1 {
-        1
-    } else {
-        settings.client_queue_len
+    // Content-routed topics deliver through session mailboxes, never their ring.
+    let ring = match dialect.routing() {
+        Routing::ById => settings.client_queue_len,
+        Routing::ByContent => 1,
     };
     let fan = Fan::new(release_tx, ring);
     let span = tracing::info_span!("route", path = %settings.path);
@@ -144,8 +144,9 @@ impl Actor {
         cmd_rx.close();
         while let Ok(cmd) = cmd_rx.try_recv() {
             match cmd {
-                Command::Subscribe { reply, .. } => drop(reply.send(Err(HubError::ShuttingDown))),
-                Command::Join { reply, .. } => drop(reply.send(Err(HubError::ShuttingDown))),
+                Command::Subscribe { reply, .. } => {
+                    drop(reply.send(Subscribed::failed(HubError::ShuttingDown)))
+                }
                 Command::Call { reply, .. } => {
                     if let Some(r) = reply {
                         let _ = r.send(Err(HubError::ShuttingDown));
@@ -323,12 +324,11 @@ impl Actor {
 
 fn command_event(cmd: Command) -> Event<Fan> {
     match cmd {
-        Command::Subscribe { key, reply } => Event::Subscribe { key, reply },
-        Command::Join {
+        Command::Subscribe {
             keys,
             mailbox,
             reply,
-        } => Event::Join {
+        } => Event::Subscribe {
             keys,
             mailbox,
             reply,

@@ -2,11 +2,10 @@
 //! oneshot senders, notifications to each topic's broadcast ring, content-routed pushes
 //! to session mailboxes. All of it non-blocking.
 
-use crate::dialect::SubscriptionKey;
-use crate::hub::core::{Outbox, Subscribed};
-use crate::hub::table::TopicId;
+use crate::hub::core::{KeyJoined, Outbox};
 use crate::hub::{
-    HubError, Joined, Mailbox, Notice, Release, ReleaseGuard, SetJoined, UpstreamReply, WireText,
+    Delivery, HubError, Joined, Mailbox, Notice, Release, ReleaseGuard, Subscribed, UpstreamReply,
+    WireText,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -26,8 +25,7 @@ impl Fan {
 impl Outbox for Fan {
     type Topic = broadcast::Sender<Notice>;
     type Mailbox = Mailbox;
-    type SubscribeReply = oneshot::Sender<Result<Joined, HubError>>;
-    type JoinReply = oneshot::Sender<Result<SetJoined, HubError>>;
+    type SubscribeReply = oneshot::Sender<Subscribed>;
     type CallReply = oneshot::Sender<Result<UpstreamReply, HubError>>;
 
     fn new_topic(&mut self) -> Self::Topic {
@@ -48,35 +46,27 @@ impl Outbox for Fan {
     fn subscribed(
         &mut self,
         reply: Self::SubscribeReply,
-        result: Result<Subscribed<'_, Self::Topic>, HubError>,
-    ) {
-        let joined = result.map(|s| Joined {
-            topic: s.topic,
-            public_id: s.public_id,
-            // An ended one-shot: the stream ends right after the replay.
-            rx: s
-                .fan
-                .map_or_else(|| broadcast::channel(1).1, |tx| tx.subscribe()),
-            replay: s.replay,
-            steady: s.steady,
-            guard: ReleaseGuard::new(s.topic, self.release_tx.clone()),
-        });
-        let _ = reply.send(joined);
-    }
-    fn joined(
-        &mut self,
-        reply: Self::JoinReply,
-        mailbox: u64,
-        keys: Vec<(SubscriptionKey, TopicId)>,
+        mailbox: Option<u64>,
+        joined: Vec<KeyJoined<'_, Self::Topic>>,
         error: Option<HubError>,
     ) {
-        let guards = (keys.into_iter())
-            .map(|(k, t)| {
-                let guard = ReleaseGuard::for_session(t, mailbox, self.release_tx.clone());
-                (k, guard)
+        let joined = (joined.into_iter())
+            .map(|j| Joined {
+                key: j.key,
+                public_id: j.public_id,
+                // Content-routed keys deliver through the session's mailbox; an ended
+                // one-shot's stream ends right after the replay.
+                delivery: mailbox.is_none().then(|| {
+                    Delivery::ring(
+                        (j.fan).map_or_else(|| broadcast::channel(1).1, |tx| tx.subscribe()),
+                    )
+                }),
+                replay: j.replay,
+                steady: j.steady,
+                guard: ReleaseGuard::new(j.topic, mailbox, self.release_tx.clone()),
             })
             .collect();
-        let _ = reply.send(Ok(SetJoined { guards, error }));
+        let _ = reply.send(Subscribed { joined, error });
     }
     fn answered(&mut self, reply: Self::CallReply, result: Result<UpstreamReply, HubError>) {
         let _ = reply.send(result);

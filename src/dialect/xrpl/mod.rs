@@ -4,7 +4,7 @@
 //! order books, and every push is routed by its content. So each stream, account and book
 //! is a key of its own (`streams:"ledger"`, `accounts:"r…"`, `accounts_proposed:"r…"`,
 //! `books:{…}`), a client subscribe joins a set of keys, and each upstream message names
-//! the keys it belongs to ([`UpstreamFrame::Routed`]) with the delivery group rippled
+//! the keys it belongs to (a [`UpstreamFrame::Notification`] without an id range) with the delivery group rippled
 //! deduplicates within (a transaction reaches a connection once over all its accounts,
 //! once over all its books, and once per transaction stream).
 //!
@@ -17,8 +17,8 @@
 use super::base58::{check_decode, check_encode, RIPPLE};
 use super::{
     Answer, Call, ClientFrame, ClientMsg, ClientSubId, Condition, Dialect, DialectKind, Group,
-    KeyFlags, RequestId, RpcError, SubscriptionKey, Transport, UpstreamFrame, UpstreamReqId,
-    UpstreamSubId,
+    KeyFlags, RequestId, Routing, RpcError, SubscriptionKey, Transport, UpstreamFrame,
+    UpstreamReqId, UpstreamSubId,
 };
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -194,7 +194,12 @@ impl Dialect for Xrpl {
         format!("[{}]", parts.join(","))
     }
 
-    fn render_join_error(&self, id: &RequestId, context: Option<&str>, error: &RpcError) -> String {
+    fn render_subscribe_error(
+        &self,
+        id: &RequestId,
+        context: Option<&str>,
+        error: &RpcError,
+    ) -> String {
         let plain = self.render_error(id, error);
         let Some(ctx) = context else {
             return plain;
@@ -245,6 +250,10 @@ impl Dialect for Xrpl {
         } else {
             format!("{{\"id\":{id},{rest}")
         }
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::ByContent
     }
 
     fn subscribe_batch_max(&self) -> usize {
@@ -301,7 +310,12 @@ impl Dialect for Xrpl {
             },
             _ => return UpstreamFrame::Other,
         };
-        UpstreamFrame::Routed { targets, identity }
+        UpstreamFrame::Notification {
+            targets,
+            id_range: None,
+            is_final: false,
+            identity,
+        }
     }
 
     fn parse_subscribe_result(

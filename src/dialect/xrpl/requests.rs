@@ -455,7 +455,7 @@ pub(super) fn set_change(
         // For an error from the node: the envelope rippled builds around it.
         let mut envelope = echoed(req);
         envelope.insert("request".into(), echo_request(req, true));
-        ClientMsg::Join {
+        ClientMsg::Subscribe {
             id,
             keys: set.keys,
             then,
@@ -464,7 +464,7 @@ pub(super) fn set_change(
     } else {
         let reply = match then {
             Answer::Rendered(r) => r,
-            Answer::Call(_) => request_success(req, "{}"),
+            Answer::Call(_) | Answer::Subscribed => request_success(req, "{}"),
         };
         ClientMsg::Leave {
             keys: set.keys,

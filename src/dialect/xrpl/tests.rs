@@ -20,7 +20,7 @@ fn ws(text: &str) -> ClientMsg {
 fn reply_of(msg: &ClientMsg) -> String {
     match msg {
         ClientMsg::Reply(r) => r.clone(),
-        ClientMsg::Join {
+        ClientMsg::Subscribe {
             then: Answer::Rendered(r),
             ..
         } => r.clone(),
@@ -71,7 +71,7 @@ fn rendered_keys_are_sorted_and_ids_exact() {
 
 #[test]
 fn subscribe_keys_are_per_item_and_per_api_version() {
-    let ClientMsg::Join { keys, then, id, .. } = ws(&format!(
+    let ClientMsg::Subscribe { keys, then, id, .. } = ws(&format!(
         r#"{{"id":1,"command":"subscribe","streams":["transactions","rt_transactions"],"accounts":["{ALICE}","{BOB}"],"rt_accounts":["{ALICE}"],"api_version":2}}"#
     )) else {
         panic!()
@@ -90,7 +90,7 @@ fn subscribe_keys_are_per_item_and_per_api_version() {
         ]
     );
     // Default API version 1 is another class: never the same key.
-    let ClientMsg::Join { keys: v1, .. } = ws(&format!(
+    let ClientMsg::Subscribe { keys: v1, .. } = ws(&format!(
         r#"{{"id":1,"command":"subscribe","accounts":["{ALICE}"]}}"#
     )) else {
         panic!()
@@ -104,7 +104,7 @@ fn an_error_part_way_keeps_the_earlier_parts() {
     let msg = ws(&format!(
         r#"{{"id":1,"command":"subscribe","streams":["ledger"],"accounts":["{ALICE}","rBad"]}}"#
     ));
-    let ClientMsg::Join { keys, then, .. } = &msg else {
+    let ClientMsg::Subscribe { keys, then, .. } = &msg else {
         panic!()
     };
     assert_eq!(keys.len(), 1, "ledger stays subscribed, as on rippled");
@@ -114,7 +114,7 @@ fn an_error_part_way_keeps_the_earlier_parts() {
 
 #[test]
 fn ledger_server_and_snapshots_ask_the_node_again() {
-    let ClientMsg::Join { then, keys, .. } = ws(
+    let ClientMsg::Subscribe { then, keys, .. } = ws(
         r#"{"id":3,"command":"subscribe","streams":["ledger","transactions"],"books":[{"taker_pays":{"currency":"XRP"},"taker_gets":{"currency":"usd","issuer":"rhub8VRN55s94qWKDv6jmDy1pUykJzF3wq"},"snapshot":true,"both":true}],"api_version":2}"#,
     ) else {
         panic!()
@@ -272,7 +272,7 @@ fn upstream_set_requests_batch_and_skip_book_changes() {
 
 fn routed(v: &Value) -> Vec<(String, u8)> {
     let text = serde_json::to_string(v).unwrap();
-    let UpstreamFrame::Routed { targets, .. } = Xrpl.parse_upstream(&text) else {
+    let UpstreamFrame::Notification { targets, .. } = Xrpl.parse_upstream(&text) else {
         panic!("not routed: {text}")
     };
     targets
@@ -357,7 +357,7 @@ fn offers_route_to_the_book_that_listens() {
     ));
     let t = routed(&msg);
     // TakerGets XRP, TakerPays USD → the subscription {taker_pays: XRP, taker_gets: USD}.
-    let ClientMsg::Join { keys, .. } = ws(
+    let ClientMsg::Subscribe { keys, .. } = ws(
         r#"{"id":1,"command":"subscribe","books":[{"taker_pays":{"currency":"XRP"},"taker_gets":{"currency":"USD","issuer":"rhub8VRN55s94qWKDv6jmDy1pUykJzF3wq"}}]}"#,
     ) else {
         panic!()

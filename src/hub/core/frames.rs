@@ -1,4 +1,4 @@
-//! Upstream frames in (notifications, responses, content-routed pushes) and the
+//! Upstream frames in (notifications by id or by content, responses) and the
 //! subscribe/unsubscribe requests out, with the resubscribe give-up policy.
 
 use super::{Outbox, Pending, RouteCore, RESUBSCRIBE_GIVE_UP};
@@ -14,10 +14,21 @@ impl<O: Outbox> RouteCore<O> {
     pub(super) fn on_text(&mut self, slot: SlotId, text: Utf8Bytes, now: Instant) {
         match self.dialect.parse_upstream(&text) {
             UpstreamFrame::Notification {
-                sub,
-                id_range,
+                targets,
+                id_range: Some(id_range),
                 is_final,
-            } => self.on_notification(slot, &text, &sub, id_range, is_final, now),
+                ..
+            } => {
+                for (sub, _) in &targets {
+                    self.on_push_by_id(slot, &text, sub, id_range.clone(), is_final, now);
+                }
+            }
+            UpstreamFrame::Notification {
+                targets,
+                id_range: None,
+                identity,
+                ..
+            } => self.on_push_by_content(slot, text, targets, identity, now),
             UpstreamFrame::Response {
                 id,
                 id_range,
@@ -55,35 +66,6 @@ impl<O: Outbox> RouteCore<O> {
                     }
                 }
             }
-            UpstreamFrame::Routed { targets, identity } => {
-                let repeat = identity.is_some_and(|id| {
-                    (self.slots.get_mut(slot.0)).is_some_and(|s| !s.recent.insert(id))
-                });
-                if repeat {
-                    return; // the node's own per-group copy: clients get theirs from us
-                }
-                // Only steady streams (ledger closes) carry a height, and only their
-                // silence matters for stall detection: read it only when needed.
-                let gaps = self.gaps_wanted();
-                if gaps || self.settings.stall_timeout.is_some() {
-                    if let Some(h) = self.dialect.height(&text) {
-                        if gaps {
-                            self.on_height(slot, h);
-                        }
-                        for (up, _) in &targets {
-                            for i in self.table.route(slot, up).to_vec() {
-                                if let Some(t) = self.table.get_mut(i) {
-                                    t.data.last_notice = now;
-                                }
-                            }
-                        }
-                    }
-                }
-                if !gaps {
-                    self.forget_height(slot);
-                }
-                self.deliver_routed(slot, text, &targets)
-            }
             UpstreamFrame::Other => {}
             UpstreamFrame::Malformed(why) => {
                 RouteMetrics::inc(&self.metrics.malformed_upstream);
@@ -92,7 +74,9 @@ impl<O: Outbox> RouteCore<O> {
         }
     }
 
-    fn on_notification(
+    /// An id-routed push: every topic the upstream id names gets it, its public id
+    /// spliced in and encoded once, on the topic's ring.
+    fn on_push_by_id(
         &mut self,
         slot: SlotId,
         text: &Utf8Bytes,
@@ -153,6 +137,44 @@ impl<O: Outbox> RouteCore<O> {
         }
     }
 
+    /// A content-routed push: dropped if it is the node's own repeat on this connection,
+    /// else delivered to the mailboxes of the sessions holding a matching key.
+    fn on_push_by_content(
+        &mut self,
+        slot: SlotId,
+        text: Utf8Bytes,
+        targets: Vec<(UpstreamSubId, Group)>,
+        identity: Option<Box<str>>,
+        now: Instant,
+    ) {
+        let repeat = identity
+            .is_some_and(|id| (self.slots.get_mut(slot.0)).is_some_and(|s| !s.recent.insert(id)));
+        if repeat {
+            return; // the node's own per-group copy: clients get theirs from us
+        }
+        // Only steady streams (ledger closes) carry a height, and only their
+        // silence matters for stall detection: read it only when needed.
+        let gaps = self.gaps_wanted();
+        if gaps || self.settings.stall_timeout.is_some() {
+            if let Some(h) = self.dialect.height(&text) {
+                if gaps {
+                    self.on_height(slot, h);
+                }
+                for (up, _) in &targets {
+                    for i in self.table.route(slot, up).to_vec() {
+                        if let Some(t) = self.table.get_mut(i) {
+                            t.data.last_notice = now;
+                        }
+                    }
+                }
+            }
+        }
+        if !gaps {
+            self.forget_height(slot);
+        }
+        self.deliver_routed(slot, text, &targets)
+    }
+
     fn on_subscribe_outcome(
         &mut self,
         slot: SlotId,
@@ -169,7 +191,7 @@ impl<O: Outbox> RouteCore<O> {
                     }
                     self.reset_backoff(slot);
                     for w in waiters {
-                        self.resolve(w, topic, Ok(()));
+                        self.resolve(w, Ok(()));
                     }
                 }
                 Confirmed::Stale => self.send_unsubscribes(vec![(slot, key, up)], now),
@@ -251,7 +273,7 @@ impl<O: Outbox> RouteCore<O> {
             Failed::Rejected(waiters, data) => {
                 drop(data);
                 for w in waiters {
-                    self.resolve(w, topic, Err(err.clone()));
+                    self.resolve(w, Err(err.clone()));
                 }
             }
             Failed::Ended(data) => {

@@ -5,7 +5,7 @@
 //!
 //! The core owns everything a route decides: the [`TopicTable`] (dedup, refcount,
 //! linger), the topic lifecycle around it (resubscribe and its give-up, the one-shot
-//! cache, stall detection, gap detection), set joins, the pending-request map with its
+//! cache, stall detection, gap detection), subscribes of one key or a set, the pending-request map with its
 //! deadlines, calls waiting for a connection, and every slot's connection state, backoff
 //! (jitter from an owned seeded RNG), ping, idle and fail-back timing.
 //!
@@ -53,8 +53,6 @@ pub trait Outbox {
     type Mailbox: Clone;
     /// Where a subscribe's answer goes.
     type SubscribeReply;
-    /// Where a set join's answer goes.
-    type JoinReply;
     /// Where a call's answer goes.
     type CallReply;
 
@@ -65,25 +63,21 @@ pub trait Outbox {
     fn wants_gaps(&self, mailbox: &Self::Mailbox) -> bool;
     /// Queue a frame in a session's mailbox.
     fn push(&mut self, mailbox: &Self::Mailbox, frame: WireText);
+    /// A subscribe finished: the keys that joined (held by `mailbox` when content-routed)
+    /// and the first error. Keys whose topic failed are left out.
     fn subscribed(
         &mut self,
         reply: Self::SubscribeReply,
-        result: Result<Subscribed<'_, Self::Topic>, HubError>,
-    );
-    /// A set join finished: the keys held (each by `mailbox` on its topic), and the first
-    /// error. Keys whose topic failed are left out.
-    fn joined(
-        &mut self,
-        reply: Self::JoinReply,
-        mailbox: u64,
-        keys: Vec<(SubscriptionKey, TopicId)>,
+        mailbox: Option<u64>,
+        joined: Vec<KeyJoined<'_, Self::Topic>>,
         error: Option<HubError>,
     );
     fn answered(&mut self, reply: Self::CallReply, result: Result<UpstreamReply, HubError>);
 }
 
-/// A confirmed subscription, for the shell to hand to its session.
-pub struct Subscribed<'a, T> {
+/// One key of a finished subscribe, for the shell to hand to its session.
+pub struct KeyJoined<'a, T> {
+    pub key: SubscriptionKey,
     pub topic: TopicId,
     pub public_id: ClientSubId,
     /// The topic's fan-out; `None` for an ended one-shot (its stream ends after `replay`).
@@ -95,14 +89,11 @@ pub struct Subscribed<'a, T> {
 /// Something that happened: a session command, a release, or news from a connection.
 /// `generation` names the connection attempt an event is about; stale ones are ignored.
 pub enum Event<O: Outbox> {
+    /// Join `keys` (id-routed: one); content-routed ones for `mailbox`.
     Subscribe {
-        key: SubscriptionKey,
-        reply: O::SubscribeReply,
-    },
-    Join {
         keys: Vec<SubscriptionKey>,
-        mailbox: O::Mailbox,
-        reply: O::JoinReply,
+        mailbox: Option<O::Mailbox>,
+        reply: O::SubscribeReply,
     },
     /// `reply: None` forwards a client notification (dropped when nothing is connected).
     Call {
@@ -186,20 +177,24 @@ pub enum Action {
     },
 }
 
-/// Who waits for a topic's confirmation.
-enum Waiter<O: Outbox> {
-    One(O::SubscribeReply),
-    /// A key of a set join, by set id.
-    Set(u64),
+/// Who waits for a topic's confirmation: a subscribe, by its number.
+type Waiter = u64;
+
+/// A subscribe waiting for some of its keys to be confirmed.
+struct Subscribing<O: Outbox> {
+    remaining: usize,
+    keys: Vec<KeyEntry>,
+    mailbox: Option<u64>,
+    error: Option<HubError>,
+    reply: O::SubscribeReply,
 }
 
-/// A set join waiting for some of its keys to be confirmed.
-struct SetJoin<O: Outbox> {
-    remaining: usize,
-    keys: Vec<(SubscriptionKey, TopicId)>,
-    mailbox: u64,
-    error: Option<HubError>,
-    reply: O::JoinReply,
+/// One key of a [`Subscribing`]: its topic, or the final notification of a one-shot that
+/// just ended (served under a fresh id, without a topic).
+struct KeyEntry {
+    key: SubscriptionKey,
+    topic: TopicId,
+    ended: Option<(ClientSubId, Notice)>,
 }
 
 /// Per-topic data kept in the table.
@@ -260,13 +255,13 @@ pub struct RouteCore<O: Outbox> {
     dialect: Arc<dyn Dialect>,
     metrics: Arc<RouteMetrics>,
     out: O,
-    table: TopicTable<Waiter<O>, TopicData<O>>,
+    table: TopicTable<Waiter, TopicData<O>>,
     slots: Vec<Slot>,
     pending: HashMap<u64, Pending<O>>,
     waiting_calls: VecDeque<(Call, O::CallReply, Instant)>,
     next_req: u64,
-    set_joins: HashMap<u64, SetJoin<O>>,
-    next_set: u64,
+    subscribing: HashMap<u64, Subscribing<O>>,
+    next_subscribe: u64,
     /// Reused per content-routed push: mailbox id → (a topic it holds, groups matched).
     scratch: HashMap<u64, (TopicId, u8)>,
     /// Final notifications of ended one-shot topics, for late joiners (bounded by TTL).
@@ -306,8 +301,8 @@ impl<O: Outbox> RouteCore<O> {
             pending: HashMap::new(),
             waiting_calls: VecDeque::new(),
             next_req: 1,
-            set_joins: HashMap::new(),
-            next_set: 1,
+            subscribing: HashMap::new(),
+            next_subscribe: 1,
             scratch: HashMap::new(),
             ended: HashMap::new(),
             dead: Vec::new(),
@@ -331,12 +326,11 @@ impl<O: Outbox> RouteCore<O> {
 
     pub fn handle(&mut self, event: Event<O>, now: Instant) {
         match event {
-            Event::Subscribe { key, reply } => self.on_subscribe(key, reply, now),
-            Event::Join {
+            Event::Subscribe {
                 keys,
                 mailbox,
                 reply,
-            } => self.on_join(keys, mailbox, reply, now),
+            } => self.on_subscribe(keys, mailbox, reply, now),
             Event::Call { call, reply } => self.on_call(call, reply, now),
             Event::Release { topic, mailbox } => {
                 if let (Some(mb), Some(t)) = (mailbox, self.table.get_mut(topic)) {
@@ -394,7 +388,7 @@ impl<O: Outbox> RouteCore<O> {
         // Linger expiry and subscribe waits that never got a connection.
         let tick = self.table.on_tick(now);
         for w in tick.expired {
-            self.resolve(w, TopicId(0), Err(HubError::Unavailable));
+            self.resolve(w, Err(HubError::Unavailable));
         }
         drop(tick.removed);
         self.send_unsubscribes(tick.unsubscribe, now);
@@ -455,9 +449,9 @@ impl<O: Outbox> RouteCore<O> {
         for (_, reply, _) in std::mem::take(&mut self.waiting_calls) {
             self.out.answered(reply, Err(HubError::ShuttingDown));
         }
-        // Waiting subscribes and set joins are dropped unanswered: the shell's senders
-        // close, which its sessions read as shutting down.
-        self.set_joins.clear();
+        // Waiting subscribes are dropped unanswered: the shell's senders close, which its
+        // sessions read as shutting down.
+        self.subscribing.clear();
         let (unsub, data) = self.table.drain();
         drop(data);
         let n = unsub.len();

@@ -1,9 +1,10 @@
-//! Session commands: subscribe (with the one-shot cache), set joins, calls (sent, or
-//! waiting for a connection), and the answers when topics are confirmed or fail.
+//! Session commands: subscribes (one key or a set, with the one-shot cache), calls (sent,
+//! or waiting for a connection), and the answers when topics are confirmed or fail.
 
 use super::slots::SlotState;
 use super::{
-    Outbox, Pending, RouteCore, SetJoin, Subscribed, TopicData, Waiter, ENDED_TTL, WAITING_CALLS,
+    KeyEntry, KeyJoined, Outbox, Pending, RouteCore, Subscribing, TopicData, Waiter, ENDED_TTL,
+    WAITING_CALLS,
 };
 use crate::dialect::{splice, Call, ClientSubId, SubscriptionKey};
 use crate::hub::table::{Action as TableAction, Join, SlotId, TopicId};
@@ -13,45 +14,78 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 impl<O: Outbox> RouteCore<O> {
+    /// Join every key: a live topic at once, a new one created and subscribed upstream
+    /// (batched per connection where the dialect allows). The answer goes out when the
+    /// last key is confirmed or has failed.
     pub(super) fn on_subscribe(
         &mut self,
-        key: SubscriptionKey,
+        keys: Vec<SubscriptionKey>,
+        mailbox: Option<O::Mailbox>,
         reply: O::SubscribeReply,
         now: Instant,
     ) {
-        if let Some((public_id, notice)) = self.join_ended(&key, now) {
-            let ended = Subscribed {
-                topic: TopicId(0),
-                public_id,
-                fan: None,
-                replay: Some(notice),
-                steady: false,
+        let waiter: Waiter = self.next_subscribe;
+        self.next_subscribe += 1;
+        let mb = mailbox.as_ref().map(|m| self.out.mailbox_id(m));
+        let mut sub = Subscribing::<O> {
+            remaining: 0,
+            keys: Vec::with_capacity(keys.len()),
+            mailbox: mb,
+            error: None,
+            reply,
+        };
+        let mut to_send: HashMap<SlotId, Vec<TopicId>> = HashMap::new();
+        for key in keys {
+            if let Some(ended) = self.join_ended(&key, now) {
+                let (topic, ended) = (TopicId(0), Some(ended));
+                sub.keys.push(KeyEntry { key, topic, ended });
+                continue;
+            }
+            let (dialect, out) = (&self.dialect, &mut self.out);
+            let joined = (self.table).subscribe(key.clone(), waiter, now, || {
+                TopicData::new(dialect.as_ref(), out, now)
+            });
+            let topic = match joined {
+                Ok(Join::Ready(id, _)) => id,
+                Ok(Join::Queued(id, action)) => {
+                    sub.remaining += 1;
+                    match action {
+                        Some(TableAction::Subscribe { topic, slot }) => {
+                            to_send.entry(slot).or_default().push(topic);
+                        }
+                        Some(TableAction::OpenSlot(slot)) => self.ensure_connecting(slot, now),
+                        None => {
+                            if let Some(slot) = self.table.get(id).map(|t| t.slot) {
+                                self.ensure_connecting(slot, now);
+                            }
+                        }
+                    }
+                    id
+                }
+                Err((e, _)) => {
+                    sub.error.get_or_insert(HubError::Full(e.to_string()));
+                    continue;
+                }
             };
-            return self.out.subscribed(reply, Ok(ended));
+            if let (Some(m), Some(mb), Some(t)) = (&mailbox, mb, self.table.get_mut(topic)) {
+                t.data.subscribers.insert(mb, m.clone());
+            }
+            sub.keys.push(KeyEntry {
+                key,
+                topic,
+                ended: None,
+            });
         }
-        let (dialect, out) = (&self.dialect, &mut self.out);
-        let joined = (self.table).subscribe(key, Waiter::One(reply), now, || {
-            TopicData::new(dialect.as_ref(), out, now)
-        });
         self.store_topics();
-        match joined {
-            Ok(Join::Ready(id, w)) => self.resolve(w, id, Ok(())),
-            Ok(Join::Queued(_, Some(TableAction::Subscribe { topic, slot }))) => {
-                self.send_subscribes(vec![topic], slot, now);
-            }
-            Ok(Join::Queued(_, Some(TableAction::OpenSlot(slot)))) => {
-                self.ensure_connecting(slot, now);
-            }
-            Ok(Join::Queued(id, None)) => {
-                if let Some(slot) = self.table.get(id).map(|t| t.slot) {
-                    self.ensure_connecting(slot, now);
-                }
-            }
-            Err((e, w)) => {
-                if let Waiter::One(w) = w {
-                    self.out.subscribed(w, Err(HubError::Full(e.to_string())));
-                }
-            }
+        let done = sub.remaining == 0;
+        self.subscribing.insert(waiter, sub);
+        let mut to_send: Vec<_> = to_send.into_iter().collect();
+        to_send.sort_by_key(|(slot, _)| *slot);
+        for (slot, topics) in to_send {
+            self.send_subscribes(topics, slot, now);
+        }
+        if done {
+            self.finish_subscribe(waiter);
         }
     }
 
@@ -78,117 +112,51 @@ impl<O: Outbox> RouteCore<O> {
         Some((public_id, notice))
     }
 
-    pub(super) fn on_join(
-        &mut self,
-        keys: Vec<SubscriptionKey>,
-        mailbox: O::Mailbox,
-        reply: O::JoinReply,
-        now: Instant,
-    ) {
-        let set = self.next_set;
-        self.next_set += 1;
-        let mb = self.out.mailbox_id(&mailbox);
-        let mut join = SetJoin::<O> {
-            remaining: 0,
-            keys: Vec::with_capacity(keys.len()),
-            mailbox: mb,
-            error: None,
-            reply,
-        };
-        let mut to_send: HashMap<SlotId, Vec<TopicId>> = HashMap::new();
-        for key in keys {
-            let (dialect, out) = (&self.dialect, &mut self.out);
-            let joined = (self.table).subscribe(key.clone(), Waiter::Set(set), now, || {
-                TopicData::new(dialect.as_ref(), out, now)
-            });
-            let topic = match joined {
-                Ok(Join::Ready(id, _)) => id,
-                Ok(Join::Queued(id, action)) => {
-                    join.remaining += 1;
-                    match action {
-                        Some(TableAction::Subscribe { topic, slot }) => {
-                            to_send.entry(slot).or_default().push(topic);
-                        }
-                        Some(TableAction::OpenSlot(slot)) => self.ensure_connecting(slot, now),
-                        None => {
-                            if let Some(slot) = self.table.get(id).map(|t| t.slot) {
-                                self.ensure_connecting(slot, now);
-                            }
-                        }
-                    }
-                    id
-                }
-                Err((e, _)) => {
-                    join.error.get_or_insert(HubError::Full(e.to_string()));
-                    continue;
-                }
-            };
-            if let Some(t) = self.table.get_mut(topic) {
-                t.data.subscribers.insert(mb, mailbox.clone());
-            }
-            join.keys.push((key, topic));
-        }
-        self.store_topics();
-        let done = join.remaining == 0;
-        self.set_joins.insert(set, join);
-        let mut to_send: Vec<_> = to_send.into_iter().collect();
-        to_send.sort_by_key(|(slot, _)| *slot);
-        for (slot, topics) in to_send {
-            self.send_subscribes(topics, slot, now);
-        }
-        if done {
-            self.finish_set(set);
-        }
-    }
-
-    /// A waiter's topic was confirmed (`Ok`) or failed.
-    pub(super) fn resolve(
-        &mut self,
-        waiter: Waiter<O>,
-        topic: TopicId,
-        outcome: Result<(), HubError>,
-    ) {
-        match waiter {
-            Waiter::One(reply) => {
-                let t = outcome.and_then(|()| self.table.get(topic).ok_or(HubError::Unavailable));
-                let result = t.map(|t| Subscribed {
-                    topic,
-                    public_id: t.data.public_id.clone(),
-                    fan: Some(&t.data.fan),
-                    replay: if t.key.flags().replay_last {
-                        t.data.last.clone()
-                    } else {
-                        None
-                    },
-                    steady: t.key.flags().steady,
-                });
-                self.out.subscribed(reply, result);
-            }
-            Waiter::Set(set) => {
-                let Some(j) = self.set_joins.get_mut(&set) else {
-                    return;
-                };
-                j.remaining = j.remaining.saturating_sub(1);
-                if let Err(e) = outcome {
-                    j.error.get_or_insert(e);
-                }
-                if j.remaining == 0 {
-                    self.finish_set(set);
-                }
-            }
-        }
-    }
-
-    /// Answer a set join with the keys whose topic still exists, so the client never
-    /// believes it holds a key that failed.
-    pub(super) fn finish_set(&mut self, set: u64) {
-        let Some(j) = self.set_joins.remove(&set) else {
+    /// One key of a waiting subscribe was confirmed (`Ok`) or failed.
+    pub(super) fn resolve(&mut self, waiter: Waiter, outcome: Result<(), HubError>) {
+        let Some(s) = self.subscribing.get_mut(&waiter) else {
             return;
         };
-        let keys = (j.keys.into_iter())
-            .filter(|(_, topic)| self.table.get(*topic).is_some())
-            .collect();
-        self.out.joined(j.reply, j.mailbox, keys, j.error);
+        s.remaining = s.remaining.saturating_sub(1);
+        if let Err(e) = outcome {
+            s.error.get_or_insert(e);
+        }
+        if s.remaining == 0 {
+            self.finish_subscribe(waiter);
+        }
+    }
+
+    /// Answer a subscribe with the keys whose topic still exists, so the client never
+    /// believes it holds a key that failed. Done synchronously with the last
+    /// confirmation, so a subscriber's ring is taken before its topic's next notification.
+    fn finish_subscribe(&mut self, waiter: Waiter) {
+        let Some(s) = self.subscribing.remove(&waiter) else {
+            return;
+        };
+        let mut joined = Vec::with_capacity(s.keys.len());
+        for e in s.keys {
+            if let Some((public_id, notice)) = e.ended {
+                joined.push(KeyJoined {
+                    key: e.key,
+                    topic: e.topic,
+                    public_id,
+                    fan: None,
+                    replay: Some(notice),
+                    steady: false,
+                });
+            } else if let Some(t) = self.table.get(e.topic) {
+                let flags = t.key.flags();
+                joined.push(KeyJoined {
+                    key: e.key,
+                    topic: e.topic,
+                    public_id: t.data.public_id.clone(),
+                    fan: Some(&t.data.fan),
+                    replay: flags.replay_last.then(|| t.data.last.clone()).flatten(),
+                    steady: flags.steady,
+                });
+            }
+        }
+        self.out.subscribed(s.reply, s.mailbox, joined, s.error);
     }
 
     pub(super) fn on_call(&mut self, call: Call, reply: Option<O::CallReply>, now: Instant) {

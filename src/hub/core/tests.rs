@@ -8,12 +8,16 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Sub {
+    key: String,
     topic: TopicId,
     public_id: String,
     fan: Option<u64>,
     replay: Option<String>,
     steady: bool,
 }
+
+/// One subscribe answer: (reply, mailbox, keys joined, error).
+type Answered = (u32, Option<u64>, Vec<Sub>, Option<HubError>);
 
 /// Records everything the core answers and delivers.
 #[derive(Default)]
@@ -23,9 +27,7 @@ struct Rec {
     notices: Vec<(u64, String, bool)>,
     /// (mailbox, frame)
     pushes: Vec<(u64, String)>,
-    subscribed: Vec<(u32, Result<Sub, HubError>)>,
-    /// (reply, keys held, error)
-    joined: Vec<(u32, Vec<String>, Option<HubError>)>,
+    subscribed: Vec<Answered>,
     answered: Vec<(u32, Result<String, HubError>)>,
 }
 
@@ -34,7 +36,6 @@ impl Outbox for Rec {
     /// (id, wants gap notices)
     type Mailbox = (u64, bool);
     type SubscribeReply = u32;
-    type JoinReply = u32;
     type CallReply = u32;
 
     fn new_topic(&mut self) -> u64 {
@@ -54,29 +55,40 @@ impl Outbox for Rec {
     fn push(&mut self, m: &(u64, bool), frame: WireText) {
         self.pushes.push((m.0, frame.as_str().to_owned()));
     }
-    fn subscribed(&mut self, reply: u32, r: Result<Subscribed<'_, u64>, HubError>) {
-        let r = r.map(|s| Sub {
-            topic: s.topic,
-            public_id: s.public_id.as_str().to_owned(),
-            fan: s.fan.copied(),
-            replay: s.replay.map(|n| n.frame.as_str().to_owned()),
-            steady: s.steady,
-        });
-        self.subscribed.push((reply, r));
-    }
-    fn joined(
+    fn subscribed(
         &mut self,
         reply: u32,
-        _mailbox: u64,
-        keys: Vec<(SubscriptionKey, TopicId)>,
+        mailbox: Option<u64>,
+        joined: Vec<KeyJoined<'_, u64>>,
         error: Option<HubError>,
     ) {
-        let keys = keys.iter().map(|(k, _)| format!("{k:?}")).collect();
-        self.joined.push((reply, keys, error));
+        let joined = (joined.into_iter())
+            .map(|s| Sub {
+                key: format!("{:?}", s.key),
+                topic: s.topic,
+                public_id: s.public_id.as_str().to_owned(),
+                fan: s.fan.copied(),
+                replay: s.replay.map(|n| n.frame.as_str().to_owned()),
+                steady: s.steady,
+            })
+            .collect();
+        self.subscribed.push((reply, mailbox, joined, error));
     }
     fn answered(&mut self, reply: u32, r: Result<UpstreamReply, HubError>) {
         self.answered
             .push((reply, r.map(|u| u.text.as_str().to_owned())));
+    }
+}
+
+impl Rec {
+    /// Each subscribe answer as a one-key subscribe sees it: the key, or the error.
+    fn one(&self) -> Vec<(u32, Result<Sub, HubError>)> {
+        (self.subscribed.iter())
+            .map(|(reply, _, joined, error)| match (joined.first(), error) {
+                (Some(s), None) => (*reply, Ok(s.clone())),
+                (_, e) => (*reply, Err(e.clone().unwrap_or(HubError::Unavailable))),
+            })
+            .collect()
     }
 }
 
@@ -146,6 +158,13 @@ impl H {
     fn eth() -> H {
         H::new(settings(DialectKind::Ethereum))
     }
+    /// A core whose slot 0 is connected.
+    fn connected(kind: DialectKind) -> H {
+        let mut h = H::new(settings(kind));
+        let acts = h.actions();
+        h.connect(&acts, 0);
+        h
+    }
     fn out(&self) -> &Rec {
         self.core.outbox()
     }
@@ -191,21 +210,21 @@ impl H {
             text: Utf8Bytes::from(text.into()),
         })
     }
-    fn key(&self, msg: &str) -> SubscriptionKey {
-        match self.dialect.parse_client(msg, Transport::WebSocket) {
-            ClientFrame::Single(ClientMsg::Subscribe { key, .. }) => key,
-            other => panic!("{other:?}"),
-        }
-    }
     fn keys(&self, msg: &str) -> Vec<SubscriptionKey> {
         match self.dialect.parse_client(msg, Transport::WebSocket) {
-            ClientFrame::Single(ClientMsg::Join { keys, .. }) => keys,
+            ClientFrame::Single(ClientMsg::Subscribe { keys, .. }) => keys,
             other => panic!("{other:?}"),
         }
     }
+    /// An id-routed subscribe (one key, no mailbox).
     fn subscribe(&mut self, msg: &str, reply: u32) -> Vec<Action> {
-        let key = self.key(msg);
-        self.ev(Event::Subscribe { key, reply })
+        let keys = self.keys(msg);
+        assert_eq!(keys.len(), 1);
+        self.ev(Event::Subscribe {
+            keys,
+            mailbox: None,
+            reply,
+        })
     }
     fn call(&mut self, reply: u32) -> Vec<Action> {
         let call = Call {
@@ -226,7 +245,7 @@ impl H {
         let acts = h.subscribe(HEADS, 1);
         let id = req_id(&sent(&acts)[0].1);
         h.text(0, ok(id, "0xa"));
-        assert!(matches!(h.out().subscribed[..], [(1, Ok(_))]));
+        assert!(matches!(h.out().one()[..], [(1, Ok(_))]));
         h
     }
     fn topics(&self) -> usize {
@@ -239,6 +258,10 @@ const HEADS: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params"
 fn ok(id: u64, sub: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"{sub}"}}"#)
 }
+fn xrpl_ok(id: u64) -> String {
+    format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#)
+}
+const LEDGER_CLOSED: &str = r#"{"type":"ledgerClosed","ledger_index":5,"ledger_hash":"AB","ledger_time":1,"fee_base":10,"reserve_base":1,"reserve_inc":1,"validated_ledgers":"1-5","txn_count":0}"#;
 fn refused(id: u64) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":"no"}}}}"#)
 }
@@ -288,7 +311,7 @@ fn joins_share_one_topic_and_make_its_ring_only_once() {
     h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
     assert!(h.subscribe(HEADS, 3).is_empty());
     assert_eq!(h.out().topics_made, 1);
-    let subs = &h.out().subscribed;
+    let subs = &h.out().one();
     assert_eq!(subs.len(), 3);
     let ids: Vec<_> = subs
         .iter()
@@ -329,7 +352,7 @@ fn resubscribe_refusals_replace_the_connection_until_60s_then_end_the_topic() {
     let acts = h.text(0, refused(id));
     assert!(!dropped(&acts, 0), "the connection stays");
     assert_eq!(h.topics(), 0, "given up");
-    assert_eq!(h.out().subscribed.len(), 1, "clients were told nothing new");
+    assert_eq!(h.out().one().len(), 1, "clients were told nothing new");
 }
 
 #[test]
@@ -373,7 +396,7 @@ fn one_shot_final_notification_serves_late_joiners_until_the_ttl() {
     h.tick(59_000);
     let acts = h.subscribe(&msg, 2);
     assert!(acts.is_empty());
-    let (_, late) = h.out().subscribed.last().unwrap().clone();
+    let (_, late) = h.out().one().last().unwrap().clone();
     let late = late.unwrap();
     assert_eq!(late.fan, None);
     let replay: Value = serde_json::from_str(late.replay.as_deref().unwrap()).unwrap();
@@ -390,7 +413,7 @@ fn linger_expiry_unsubscribes_upstream() {
     let mut h = H::with_heads();
     h.at(1_000);
     h.ev(Event::Release {
-        topic: h.out().subscribed[0].1.as_ref().unwrap().topic,
+        topic: h.out().one()[0].1.as_ref().unwrap().topic,
         mailbox: None,
     });
     assert!(sent(&h.tick(2_900)).is_empty(), "still lingering");
@@ -421,14 +444,12 @@ fn a_silent_steady_topic_is_a_stall() {
 }
 
 #[test]
-fn set_join_answers_with_the_keys_that_joined_and_the_first_error() {
-    let mut h = H::new(settings(DialectKind::Xrpl));
-    let acts = h.actions();
-    h.connect(&acts, 0);
+fn a_set_subscribe_answers_with_the_keys_that_joined_and_the_first_error() {
+    let mut h = H::connected(DialectKind::Xrpl);
     let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger","peer_status"]}"#);
-    let acts = h.ev(Event::Join {
+    let acts = h.ev(Event::Subscribe {
         keys,
-        mailbox: (7, false),
+        mailbox: Some((7, false)),
         reply: 9,
     });
     let s = sent(&acts);
@@ -440,18 +461,18 @@ fn set_join_answers_with_the_keys_that_joined_and_the_first_error() {
                 r#"{{"id":{id},"status":"error","type":"response","error":"noPermission","error_code":6,"error_message":"You don't have permission for this command."}}"#
             )
         } else {
-            format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#)
+            xrpl_ok(id)
         };
         h.text(0, text);
     }
-    let (reply, held, error) = h.out().joined[0].clone();
-    assert_eq!(reply, 9);
+    let (reply, mailbox, held, error) = h.out().subscribed[0].clone();
+    assert_eq!((reply, mailbox), (9, Some(7)));
     assert_eq!(held.len(), 1);
-    assert!(held[0].contains("ledger"), "{held:?}");
+    assert!(held[0].key.contains("ledger"), "{held:?}");
     assert!(matches!(error, Some(HubError::Upstream(e)) if e.contains("noPermission")));
     assert_eq!(h.topics(), 1);
     // Pushes for the held key reach the mailbox.
-    h.text(0, r#"{"type":"ledgerClosed","ledger_index":5,"ledger_hash":"AB","ledger_time":1,"fee_base":10,"reserve_base":1,"reserve_inc":1,"validated_ledgers":"1-5","txn_count":0}"#);
+    h.text(0, LEDGER_CLOSED);
     assert_eq!(h.out().pushes.len(), 1);
     assert_eq!(h.out().pushes[0].0, 7);
 }
@@ -509,7 +530,7 @@ fn an_unanswered_subscribe_marks_the_connection_hung() {
     assert_eq!(connect_of(&acts, 0).1, 1);
     // The client's wait is bounded by the subscribe timeout.
     h.tick(5_100);
-    assert_eq!(h.out().subscribed, vec![(1, Err(HubError::Unavailable))]);
+    assert_eq!(h.out().one(), vec![(1, Err(HubError::Unavailable))]);
 }
 
 #[test]
@@ -662,6 +683,53 @@ fn a_notification_for_an_unknown_id_is_counted_and_dropped() {
 }
 
 #[test]
+fn a_one_key_subscribe_is_the_degenerate_set() {
+    let mut h = H::connected(DialectKind::Ethereum);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, refused(req_id(&sent(&acts)[0].1)));
+    let logs = r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["logs",{}]}"#;
+    let acts = h.subscribe(logs, 2);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"));
+    let answers = &h.out().subscribed;
+    // Refused: nothing joined, the error. Accepted: one key, its ring, no mailbox.
+    assert!(matches!(&answers[0], (1, None, j, Some(HubError::Upstream(_))) if j.is_empty()));
+    let (reply, mailbox, joined, error) = &answers[1];
+    assert_eq!((*reply, *mailbox, joined.len(), error), (2, None, 1, &None));
+    assert!(joined[0].key.contains("logs") && joined[0].fan.is_some());
+}
+
+#[test]
+fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
+    let mut h = H::connected(DialectKind::Xrpl);
+    let msg = r#"{"id":1,"command":"subscribe","streams":["ledger","transactions"]}"#;
+    let keys = h.keys(msg);
+    let acts = h.ev(Event::Subscribe {
+        keys: keys.clone(),
+        mailbox: Some((7, false)),
+        reply: 1,
+    });
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(0, xrpl_ok(id));
+    // A second session's set: both topics live, no upstream request, answered at once.
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, false)),
+        reply: 2,
+    });
+    assert!(sent(&acts).is_empty());
+    let (reply, mailbox, joined, error) = h.out().subscribed[1].clone();
+    assert_eq!((reply, mailbox, joined.len(), error), (2, Some(8), 2, None));
+    h.text(0, LEDGER_CLOSED);
+    let to: Vec<u64> = h.out().pushes.iter().map(|(m, _)| *m).collect();
+    assert_eq!(to.len(), 2);
+    assert!(to.contains(&7) && to.contains(&8), "{to:?}");
+    assert!(
+        h.out().notices.is_empty(),
+        "content-routed: nothing on the rings"
+    );
+}
+
+#[test]
 fn a_duplicate_response_is_ignored() {
     let mut h = H::eth();
     let acts = h.actions();
@@ -671,7 +739,7 @@ fn a_duplicate_response_is_ignored() {
     h.text(0, ok(id, "0xa"));
     let again = h.text(0, ok(id, "0xb"));
     assert!(again.is_empty());
-    assert_eq!(h.out().subscribed.len(), 1);
+    assert_eq!(h.out().one().len(), 1);
     h.text(0, head("0xb", 1));
     assert!(h.out().notices.is_empty(), "only the first id counts");
 }
@@ -732,25 +800,20 @@ fn shutdown_answers_calls_unsubscribes_and_closes() {
 
 #[test]
 fn content_routed_pushes_go_once_per_group_and_stop_at_release() {
-    let mut h = H::new(settings(DialectKind::Xrpl));
-    let acts = h.actions();
-    h.connect(&acts, 0);
+    let mut h = H::connected(DialectKind::Xrpl);
     let msg =
         r#"{"id":1,"command":"subscribe","streams":["transactions","transactions_proposed"]}"#;
     let keys = h.keys(msg);
-    let acts = h.ev(Event::Join {
+    let acts = h.ev(Event::Subscribe {
         keys,
-        mailbox: (7, false),
+        mailbox: Some((7, false)),
         reply: 1,
     });
     let s = sent(&acts);
     assert_eq!(s.len(), 1, "one batched subscribe");
     let id = req_id(&s[0].1);
-    h.text(
-        0,
-        format!(r#"{{"id":{id},"status":"success","type":"response","result":{{}}}}"#),
-    );
-    assert_eq!(h.out().joined[0].1.len(), 2);
+    h.text(0, xrpl_ok(id));
+    assert_eq!(h.out().subscribed[0].2.len(), 2);
     let tx = |hash: &str| {
         format!(
             r#"{{"type":"transaction","validated":true,"hash":"{hash}","ledger_index":5,"engine_result":"tesSUCCESS","meta":{{}}}}"#
@@ -791,7 +854,7 @@ fn an_extra_connection_opens_at_the_cap_and_closes_when_idle() {
     assert_eq!(slot, 1, "the new topic subscribes on the new connection");
     h.text(1, ok(req_id(&req), "0xb"));
     assert_eq!(h.metrics.upstream_connections.load(Relaxed), 2);
-    let topic = h.out().subscribed[1].1.as_ref().unwrap().topic;
+    let topic = h.out().one()[1].1.as_ref().unwrap().topic;
     h.ev(Event::Release {
         topic,
         mailbox: None,

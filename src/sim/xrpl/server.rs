@@ -172,7 +172,7 @@ pub(super) fn handle_ws(inner: &Inner, conn: Option<u64>, text: &str) -> String 
     let mut st = inner.lock();
     match msg {
         ClientMsg::Reply(r) => r,
-        ClientMsg::Join { keys, then, .. } => {
+        ClientMsg::Subscribe { keys, then, .. } => {
             inner.counters.subscribe_requests.fetch_add(1, Relaxed);
             let Some(c) = conn.and_then(|c| st.conns.get_mut(&c)) else {
                 return error_with(&req, INVALID_PARAMS, Value::Null);
@@ -193,6 +193,7 @@ pub(super) fn handle_ws(inner: &Inner, conn: Option<u64>, text: &str) -> String 
             }
             match then {
                 Answer::Rendered(r) => r,
+                Answer::Subscribed => request_success(&req, "{}"),
                 Answer::Call(call) => {
                     let parts: Value = serde_json::from_str(call.params.as_deref().unwrap_or("{}"))
                         .unwrap_or_default();
