@@ -8,10 +8,12 @@
 
 pub mod ask;
 pub mod auth;
+pub mod backoff;
 pub mod channel;
 pub mod config;
 pub mod dialect;
 pub mod env;
+pub mod forward;
 pub mod gate;
 pub mod hub;
 pub mod query;

@@ -18,10 +18,10 @@
 //! The client is the `redis` crate (tokio, multiplexed connection + RESP2 pub/sub).
 
 use super::{ChannelError, ChannelRoute, Command};
+use crate::backoff::Backoff;
 use crate::config::BackplaneSettings;
 use crate::dialect::lnbits::ItemId;
 use crate::telemetry::{redact_url, RouteMetrics};
-use crate::upstream::backoff::Backoff;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

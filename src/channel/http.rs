@@ -8,9 +8,9 @@ use crate::dialect::lnbits::{
     parse_target, push_text, render_detail, render_sent, ItemId, PushError, PushVia, SocketOptions,
     Target,
 };
+use crate::forward::{HttpForwardError, HttpForwarder};
 use crate::gate::{check_origin, cors, is_ws_upgrade, upgrade, Gate};
 use crate::telemetry::{redact_url, RouteMetrics};
-use crate::upstream::http::{HttpForwardError, HttpForwarder};
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};

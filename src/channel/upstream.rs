@@ -6,9 +6,9 @@
 //! never reads what clients send), only pings and the closing handshake.
 
 use super::{ChannelRoute, Command};
+use crate::backoff::Failover;
 use crate::dialect::lnbits::ItemId;
 use crate::telemetry::RouteMetrics;
-use crate::upstream::backoff::Failover;
 use crate::upstream::connect::{connect, inbound, Inbound, UpstreamStream};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;

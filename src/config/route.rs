@@ -50,7 +50,7 @@ pub struct RouteConfig {
     #[serde(default)]
     pub permessage_deflate: bool,
     /// With it, messages shorter than this still go uncompressed.
-    #[serde(default = "crate::session::deflate::default_min_bytes")]
+    #[serde(default = "d::deflate_min_bytes")]
     pub deflate_min_bytes: usize,
     /// `[route.lnbits]`: keys of `dialect = "lnbits"` routes only (an error elsewhere);
     /// absent ones take the defaults of [`LnbitsSettings::default`].
@@ -73,7 +73,17 @@ pub struct RouteConfig {
 }
 
 /// Route defaults (serde needs functions).
+/// A route's permessage-deflate settings (`permessage_deflate = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateSettings {
+    /// Messages shorter than this are sent uncompressed (`deflate_min_bytes`).
+    pub min_bytes: usize,
+}
+
 pub(super) mod d {
+    pub fn deflate_min_bytes() -> usize {
+        256
+    }
     pub fn request_timeout_ms() -> u64 {
         30_000
     }
@@ -150,7 +160,7 @@ impl RouteConfig {
             failback_interval_ms: d::failback_interval_ms(),
             stall_timeout_ms: 0,
             permessage_deflate: false,
-            deflate_min_bytes: crate::session::deflate::default_min_bytes(),
+            deflate_min_bytes: d::deflate_min_bytes(),
         }
     }
 }
@@ -180,7 +190,7 @@ pub struct RouteSettings {
     pub failback_interval: Option<Duration>,
     pub stall_timeout: Option<Duration>,
     /// permessage-deflate for clients that offer it (`None`: off).
-    pub deflate: Option<crate::session::deflate::DeflateSettings>,
+    pub deflate: Option<DeflateSettings>,
 }
 
 impl RouteConfig {
@@ -321,11 +331,9 @@ impl RouteConfig {
             lnbits,
             failback_interval: (r.failback_interval_ms > 0).then(|| ms(r.failback_interval_ms)),
             stall_timeout: (r.stall_timeout_ms > 0).then(|| ms(r.stall_timeout_ms)),
-            deflate: r
-                .permessage_deflate
-                .then_some(crate::session::deflate::DeflateSettings {
-                    min_bytes: r.deflate_min_bytes,
-                }),
+            deflate: r.permessage_deflate.then_some(DeflateSettings {
+                min_bytes: r.deflate_min_bytes,
+            }),
         })
     }
 }

@@ -99,7 +99,7 @@ pub struct RouteHandle {
     /// The route's upstream URLs, redacted, in failover order (for status views).
     pub upstreams: Arc<[String]>,
     /// Forwarder for HTTP POSTs when the route has `http_upstream`.
-    pub http: Option<Arc<crate::upstream::http::HttpForwarder>>,
+    pub http: Option<Arc<crate::forward::HttpForwarder>>,
     cmd: mpsc::Sender<Command>,
     /// Sessions that asked for gap notices; the route reads heights only while some do.
     gap_listeners: Arc<AtomicUsize>,
@@ -146,7 +146,7 @@ impl RouteHandle {
     }
 
     /// Attach an HTTP forwarder (routes with `http_upstream`).
-    pub fn with_http(mut self, http: crate::upstream::http::HttpForwarder) -> Self {
+    pub fn with_http(mut self, http: crate::forward::HttpForwarder) -> Self {
         self.http = Some(Arc::new(http));
         self
     }
@@ -155,16 +155,12 @@ impl RouteHandle {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, HubError> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(make(tx))
+        crate::ask::ask(&self.cmd, self.answer_timeout, make)
             .await
-            .map_err(|_| HubError::ShuttingDown)?;
-        match tokio::time::timeout(self.answer_timeout, rx).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(HubError::ShuttingDown),
-            Err(_) => Err(HubError::Timeout),
-        }
+            .map_err(|no| match no {
+                crate::ask::NoAnswer::Gone => HubError::ShuttingDown,
+                crate::ask::NoAnswer::Timeout => HubError::Timeout,
+            })
     }
 
     /// Join `keys`; content-routed pushes for them go to `mailbox`. What could not be

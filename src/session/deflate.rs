@@ -25,17 +25,7 @@ const LEVEL: u32 = 1;
 /// Inflated bytes produced per step (bounds the overshoot past the cap).
 const CHUNK: usize = 16 * 1024;
 
-/// `deflate_min_bytes` when not configured.
-pub fn default_min_bytes() -> usize {
-    256
-}
-
-/// A route's permessage-deflate settings (`permessage_deflate = true`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeflateSettings {
-    /// Messages shorter than this are sent uncompressed (`deflate_min_bytes`).
-    pub min_bytes: usize,
-}
+pub use crate::config::DeflateSettings;
 
 /// What one client and submux agreed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

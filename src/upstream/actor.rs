@@ -62,7 +62,7 @@ pub fn spawn_route(
     );
     handle = handle.with_upstreams(settings.upstreams.iter().map(|u| redact_url(u)).collect());
     if let Some(url) = &settings.http_upstream {
-        match super::http::HttpForwarder::new(
+        match crate::forward::HttpForwarder::new(
             url,
             settings.request_timeout,
             settings.upstream_max_message_bytes,

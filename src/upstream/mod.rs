@@ -2,9 +2,7 @@
 //! tasks, the tick), the core's outbox, the connector and the pure backoff policy.
 
 pub mod actor;
-pub mod backoff;
 pub mod connect;
 pub mod fan;
-pub mod http;
 
 pub use actor::spawn_route;

@@ -258,3 +258,59 @@ fn no_source_file_over_700_lines() {
         over.join("\n")
     );
 }
+
+/// The top-level modules form layers: no two depend on each other, directly or around a
+/// loop (a dependency is a `crate::name` path in non-test code).
+#[test]
+fn no_module_cycles() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (path, code) in sources("src") {
+        let rel = path.trim_start_matches("src/");
+        let module = rel.split('/').next().unwrap_or(rel).trim_end_matches(".rs");
+        let entry = deps.entry(module.to_string()).or_default();
+        for (i, _) in code.match_indices("crate::") {
+            let name: String = code[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != module {
+                entry.insert(name);
+            }
+        }
+    }
+    // Depth-first search for a back edge; report the loop it closes.
+    fn visit(
+        m: &str,
+        deps: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(m.to_string());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_string());
+        for d in deps.get(m).into_iter().flatten() {
+            if let Some(c) = visit(d, deps, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in deps.keys() {
+        let cycle = visit(m, &deps, &mut Vec::new(), &mut done);
+        assert!(
+            cycle.is_none(),
+            "module cycle: {}",
+            cycle.unwrap_or_default().join(" → ")
+        );
+    }
+}

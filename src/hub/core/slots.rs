@@ -3,10 +3,10 @@
 //! fail-back to the primary, stall detection and gap detection.
 
 use super::{Action, Outbox, Pending, RouteCore};
+use crate::backoff::Failover;
 use crate::hub::table::SlotId;
 use crate::hub::{Notice, WireText};
 use crate::telemetry::{redact_url, RouteMetrics};
-use crate::upstream::backoff::Failover;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
