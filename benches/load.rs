@@ -285,7 +285,8 @@ struct Latency {
 /// time − the simulator's emission stamp, in µs.
 async fn latency(sim: &EthSim, url: &str, o: &Opts) -> Latency {
     let mut tasks = Vec::new();
-    let stop = Arc::new(Notify::new());
+    // Level-triggered: a client busy with a frame when the run ends still sees it.
+    let stop = tokio_util::sync::CancellationToken::new();
     for _ in 0..o.latency_clients {
         let mut ws = connect(url).await;
         subscribe_logs(&mut ws, o.topics).await;
@@ -294,7 +295,7 @@ async fn latency(sim: &EthSim, url: &str, o: &Opts) -> Latency {
             let mut samples: Vec<u64> = Vec::with_capacity(4096);
             loop {
                 tokio::select! {
-                    _ = stop.notified() => break,
+                    _ = stop.cancelled() => break,
                     m = ws.next() => match m {
                         Some(Ok(Message::Text(t))) => {
                             if let Some(s) = stamp(&t) {
@@ -319,7 +320,7 @@ async fn latency(sim: &EthSim, url: &str, o: &Opts) -> Latency {
         sim.emit_block();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.notify_waiters();
+    stop.cancel();
     let mut all = Vec::new();
     for t in tasks {
         let mut s = t.await.unwrap_or_default();
