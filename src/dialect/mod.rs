@@ -393,6 +393,12 @@ pub trait Dialect: Send + Sync + 'static {
         Routing::ById
     }
 
+    /// Whether the node answers an identical subscribe on one connection with the id it
+    /// already gave (one subscription, one notification each) rather than a second one.
+    fn same_params_same_id(&self) -> bool {
+        false
+    }
+
     /// Parse one client text frame.
     fn parse_client(&self, text: &str, transport: Transport) -> ClientFrame;
 

@@ -520,6 +520,13 @@ impl Dialect for Solana {
         jsonrpc::render_request(&call.method, call.params.as_deref(), req)
     }
 
+    /// Agave normalises params and keeps one id per identical subscription, so the same
+    /// subscribe twice on one connection returns the same id and holds one slot
+    /// (agave: rpc/src/rpc_subscription_tracker.rs, `SubscriptionControl::subscribe`).
+    fn same_params_same_id(&self) -> bool {
+        true
+    }
+
     fn calls_over_websocket(&self) -> bool {
         false
     }

@@ -114,6 +114,15 @@ where
                 for j in joined {
                     added += 1;
                     match j.delivery {
+                        // The node's own answer to an identical subscribe on one
+                        // connection: the id it gave already (the extra guard is dropped).
+                        Some(_)
+                            if self.dialect.same_params_same_id()
+                                && self.holds_topic_under(&j.public_id) =>
+                        {
+                            added -= 1;
+                            named = Some(j.public_id);
+                        }
                         Some(delivery) => {
                             let coalesce = j.steady && self.options.coalesce;
                             let (local, client_id) = self.register(j.public_id, j.guard, coalesce);
@@ -170,6 +179,14 @@ where
         };
         let local = self.hold(SubName::Id(client_id.clone()), splice, coalesce, guard);
         (local, client_id)
+    }
+
+    /// Whether this session holds the topic with this public id under that id itself.
+    fn holds_topic_under(&self, public_id: &ClientSubId) -> bool {
+        self.by_name
+            .get(&SubName::Id(public_id.clone()))
+            .and_then(|local| self.subs.get(local))
+            .is_some_and(|l| !l.splice)
     }
 
     fn hold(&mut self, name: SubName, splice: bool, coalesce: bool, guard: ReleaseGuard) -> u64 {

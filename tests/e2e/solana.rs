@@ -269,3 +269,33 @@ async fn http_posts_go_to_http_upstream_or_get_a_clear_error() {
         "{v}"
     );
 }
+
+/// The same subscribe twice on one connection: Agave answers with the id it gave already
+/// and notifies once (one slot); one unsubscribe ends it. Checked on a direct client to
+/// the simulated validator and on a client through submux, side by side.
+#[tokio::test]
+async fn identical_subscribe_on_one_connection_returns_the_same_id() {
+    let (sim, mux) = setup().await;
+    let mut direct = Client::connect(&sim.ws_url()).await;
+    let mut through = Client::connect(&mux.ws_url("/sol")).await;
+    for c in [&mut direct, &mut through] {
+        let first = sub(c, "accountSubscribe", json!([PK])).await;
+        let again = sub(c, "accountSubscribe", json!([PK])).await;
+        assert_eq!(first, again, "the id it gave already");
+    }
+    let metrics = &mux.hub.routes()[0].metrics;
+    assert_eq!(metrics.client_subscriptions.load(Relaxed), 1, "one slot");
+    sim.set_account(PK, 7, SYSTEM_PROGRAM, b"x");
+    for c in [&mut direct, &mut through] {
+        note(c, "accountNotification").await;
+        // Exactly once: the next frame is the answer to this ping-like call.
+        let r = c.call("getVersion", json!([])).await;
+        assert!(r.get("method").is_none(), "a second notification: {r}");
+    }
+    let id = sub(&mut through, "accountSubscribe", json!([PK])).await;
+    let r = through.call("accountUnsubscribe", json!([id])).await;
+    assert_eq!(r["result"], true, "{r}");
+    let r = through.call("accountUnsubscribe", json!([id])).await;
+    assert_eq!(r["error"]["message"], "Invalid subscription id.", "{r}");
+    assert_eq!(metrics.client_subscriptions.load(Relaxed), 0);
+}
