@@ -311,14 +311,41 @@ async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() 
             assert_eq!(until(c, data).await, direct);
         }
     }
-    // A POST without data is refused by submux before LNbits (which answers 400 too).
-    let a = http(
-        "POST",
-        &format!("{}/{inkey}?other=1", http_base(&mux)),
-        &[],
-        b"",
-    )
-    .await;
-    assert_eq!(a.status, 400, "submux checks first: {}", a.body);
+    // Requests LNbits itself refuses get LNbits' own answers from submux, in proxy mode
+    // (where submux checks before forwarding) and in hub mode alike: status, body and the
+    // `allow` header of a 405, side by side with the real LNbits.
+    let lnbits_ws = format!("{}/api/v1/ws", ln.base);
+    for (method, rest) in [
+        ("POST", "/{item}?other=1"),
+        ("POST", "/{item}?data="),
+        ("GET", "/{item}"),
+        ("PUT", "/{item}"),
+        ("PUT", "/{item}/x"),
+        ("GET", "/{item}/x/y"),
+        ("GET", "/{item}%2Fx/y"),
+        ("GET", ""),
+    ] {
+        let theirs = http(
+            method,
+            &format!("{lnbits_ws}{}", rest.replace("{item}", &inkey)),
+            &[],
+            b"",
+        )
+        .await;
+        for (mode, base) in [("proxy", http_base(&mux)), ("hub", http_base(&hub))] {
+            let ours = http(
+                method,
+                &format!("{base}{}", rest.replace("{item}", &inkey)),
+                &[],
+                b"",
+            )
+            .await;
+            assert_eq!(
+                (ours.status, &ours.body, ours.headers.get("allow")),
+                (theirs.status, &theirs.body, theirs.headers.get("allow")),
+                "{method} {rest} ({mode} mode)"
+            );
+        }
+    }
     drop(ln);
 }

@@ -66,20 +66,18 @@ pub async fn serve(state: Gate, route: ChannelRoute, req: Request) -> Response {
             };
             cors(push(&route, &headers, item, via).await)
         }
-        (Method::GET, Target::Channel(_)) => cors(detail(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "connect with a WebSocket, or push with GET {0}/{{item_id}}/{{data}} or POST {0}/{{item_id}}",
-                route.path
-            ),
-        )),
-        _ => {
-            let mut r = detail(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
-            r
-        }
+        // The path matches one of LNbits' routes, the method does not: Starlette's 405
+        // naming the route's method (`{item_id}` is POST over HTTP, `{item_id}/{data}` GET).
+        (_, Target::Channel(_)) => method_not_allowed("POST"),
+        (_, Target::PushPath(..)) => method_not_allowed("GET"),
     }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 fn detail(status: StatusCode, message: &str) -> Response {
@@ -93,7 +91,12 @@ fn detail(status: StatusCode, message: &str) -> Response {
 
 fn refuse(e: &PushError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut r = detail(status, &e.to_string());
+    let mut r = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        e.body(),
+    )
+        .into_response();
     if matches!(e, PushError::Unauthorized) {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -53,20 +53,31 @@ impl std::fmt::Display for ItemId {
 }
 
 /// Why a channel request is refused; each has an HTTP status and a message for the client.
+///
+/// Where LNbits itself refuses the same request, the answer is LNbits' own, as LNbits 1.6.2
+/// gives it (lnbits/lnbits: `lnbits/core/views/websocket_api.py` declares the routes
+/// `WS /{item_id}`, `POST /{item_id}` with a required `data: str` query parameter and
+/// `GET /{item_id}/{data}`; FastAPI/Starlette answer everything else, and LNbits' handler
+/// for request validation errors answers 400): no route → 404 `{"detail":"Not Found"}`, a
+/// POST without `data` → 400 with the validation list. The other refusals guard what
+/// submux adds (strict item ids, a size limit, the push token, `?since=`): their texts are
+/// submux's own, in FastAPI's `{"detail":…}` shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
-    #[error("missing item id: use {{path}}/{{item_id}}")]
+    /// No item id: no LNbits route matches (Starlette's router).
+    #[error("Not Found")]
     EmptyItem,
     #[error("item id is longer than {MAX_ITEM_ID_LEN} characters")]
     ItemTooLong,
     #[error("item id may contain only A-Z a-z 0-9 _ - . (and is not . or ..)")]
     BadItem,
-    #[error("not found: connect to {{path}}/{{item_id}}, push with GET {{path}}/{{item_id}}/{{data}} or POST {{path}}/{{item_id}}")]
+    /// No LNbits route matches (Starlette's router: `{"detail":"Not Found"}`).
+    #[error("Not Found")]
     NotFound,
-    #[error("missing data: GET {{path}}/{{item_id}}/{{data}}, POST {{path}}/{{item_id}}?data=…, or POST the text as the body")]
+    /// A POST with neither `data` nor a body: LNbits' validation error for its required
+    /// query parameter (see [`PushError::body`]).
+    #[error("field required")]
     MissingData,
-    #[error("data is empty")]
-    EmptyData,
     #[error("data exceeds {0} bytes")]
     TooLarge(usize),
     #[error("data is not valid UTF-8 text")]
@@ -88,11 +99,16 @@ impl From<DecodeError> for PushError {
     }
 }
 
+/// LNbits 1.6.2's answer to `POST {path}/{item_id}` without `data` (its handler for
+/// FastAPI's RequestValidationError, pydantic's v1-style entry).
+pub const MISSING_DATA_BODY: &str =
+    r#"{"detail":[{"loc":["query","data"],"msg":"field required","type":"value_error.missing"}]}"#;
+
 impl PushError {
     /// The HTTP status for this refusal.
     pub fn status(&self) -> u16 {
         match self {
-            PushError::NotFound => 404,
+            PushError::NotFound | PushError::EmptyItem => 404,
             PushError::TooLarge(_) => 413,
             PushError::Unauthorized => 401,
             _ => 400,
@@ -115,15 +131,20 @@ pub fn parse_target(rest: &str) -> Result<Target, PushError> {
         Some((item, data)) => (item, Some(data)),
         None => (rest, None),
     };
-    let item = ItemId::parse(&query::decode(item, false)?)?;
+    // Starlette routes on the decoded path, so an encoded `/` separates segments there too.
+    let item = query::decode(item, false)?;
+    if item.contains('/') {
+        return Err(PushError::NotFound);
+    }
+    let item = ItemId::parse(&item)?;
     match data {
         None => Ok(Target::Channel(item)),
         // LNbits' `{data}` is one path segment (Starlette's default converter).
         Some(d) if d.is_empty() || d.contains('/') => Err(PushError::NotFound),
-        Some(d) => Ok(Target::PushPath(
-            item,
-            query::decode(d, false)?.into_owned(),
-        )),
+        Some(d) => match query::decode(d, false)? {
+            d if d.contains('/') => Err(PushError::NotFound),
+            d => Ok(Target::PushPath(item, d.into_owned())),
+        },
     }
 }
 
@@ -174,9 +195,7 @@ pub fn push_text(via: PushVia<'_>, max_bytes: usize) -> Result<String, PushError
                 .to_string(),
         },
     };
-    if text.is_empty() {
-        return Err(PushError::EmptyData);
-    }
+    // An empty `data` is delivered as it is, as LNbits does (`{"sent":true,"data":""}`).
     if text.len() > max_bytes {
         return Err(PushError::TooLarge(max_bytes));
     }
@@ -192,6 +211,16 @@ pub fn json_string(s: &str) -> String {
 /// LNbits' answer to a push: `{"sent":true,"data":"…"}` (FastAPI's JSONResponse is compact).
 pub fn render_sent(data: &str, sent: bool) -> String {
     format!("{{\"sent\":{sent},\"data\":{}}}", json_string(data))
+}
+
+impl PushError {
+    /// The response body: LNbits' own where it has one, else `{"detail":"…"}`.
+    pub fn body(&self) -> String {
+        match self {
+            PushError::MissingData => MISSING_DATA_BODY.to_string(),
+            e => render_detail(&e.to_string()),
+        }
+    }
 }
 
 /// An error body in FastAPI's shape: `{"detail":"…"}`.
@@ -249,7 +278,14 @@ mod tests {
         assert_eq!(parse_target("abc/"), Err(PushError::NotFound));
         assert_eq!(parse_target("abc/x/y"), Err(PushError::NotFound));
         assert_eq!(parse_target(""), Err(PushError::EmptyItem));
-        assert_eq!(parse_target("a%2Fb"), Err(PushError::BadItem));
+        // An encoded `/` splits segments in LNbits' router too: no route matches.
+        assert_eq!(parse_target("a%2Fb"), Err(PushError::NotFound));
+        assert_eq!(parse_target("abc/x%2Fy"), Err(PushError::NotFound));
+        assert_eq!(
+            parse_target("a%40b"),
+            Err(PushError::BadItem),
+            "submux's strict ids"
+        );
         assert_eq!(parse_target("abc/%zz"), Err(PushError::BadEncoding));
         assert_eq!(parse_target("abc/%ff"), Err(PushError::NotUtf8));
     }
@@ -270,7 +306,11 @@ mod tests {
         );
         assert_eq!(post(None, b"body text").unwrap(), "body text");
         assert_eq!(post(Some("other=1"), b""), Err(PushError::MissingData));
-        assert_eq!(post(Some("data="), b""), Err(PushError::EmptyData));
+        assert_eq!(
+            post(Some("data="), b""),
+            Ok(String::new()),
+            "LNbits delivers empty data"
+        );
         assert_eq!(post(None, b"\xff"), Err(PushError::NotUtf8));
         assert_eq!(
             post(None, b"0123456789abcdefX"),
