@@ -470,6 +470,13 @@ pub trait Dialect: Send + Sync + 'static {
         None
     }
 
+    /// The height a notification is kept under in its topic's history (`?since=`): the
+    /// steady streams' [`Dialect::height`] unless a dialect keys more streams (Ethereum
+    /// `logs` by block number). `None`: not kept.
+    fn history_height(&self, text: &str) -> Option<u64> {
+        self.height(text)
+    }
+
     /// A gap notice for subscription `sub` (ignored by content-routed dialects): heights
     /// `from..=to` may have been missed while submux switched upstream connections
     /// (`None` = unknown). Returns the frame and where `sub` sits in it.

@@ -12,6 +12,7 @@ mod lnbits_util;
 mod protocol;
 mod reconnect;
 mod refcount;
+mod resume;
 mod shutdown;
 mod slow_client;
 mod solana;

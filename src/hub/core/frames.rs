@@ -102,6 +102,13 @@ impl<O: Outbox> RouteCore<O> {
             debug!(sub = %sub.0, "notification for no known topic");
             return;
         }
+        // Read once per frame, for every topic's history (`?since=`).
+        let cap = self.settings.history_len;
+        let kept_at = if cap > 0 {
+            self.dialect.history_height(text)
+        } else {
+            None
+        };
         for id in topics {
             let Some(t) = self.table.get_mut(id) else {
                 continue;
@@ -125,6 +132,9 @@ impl<O: Outbox> RouteCore<O> {
             }
             if is_final {
                 self.ended.insert(t.key.clone(), (notice.clone(), now));
+            }
+            if let Some(h) = kept_at {
+                t.data.history.record(h, notice.clone(), cap);
             }
             // No receivers is fine (all clients gone, topic lingering).
             self.out.broadcast(&t.data.fan, notice);

@@ -21,6 +21,7 @@
 //! Metrics are the route's `RouteMetrics` atomics, updated where the decisions are made.
 
 mod frames;
+mod history;
 mod sessions;
 mod slots;
 
@@ -84,6 +85,9 @@ pub struct KeyJoined<'a, T> {
     pub fan: Option<&'a T>,
     pub replay: Option<Notice>,
     pub steady: bool,
+    /// `?since=N`: the gap notice for what the history cannot vouch for (if any), then
+    /// what the topic delivered after N, handed over with the fan-out in one step.
+    pub history: Vec<Notice>,
 }
 
 /// Something that happened: a session command, a release, or news from a connection.
@@ -94,6 +98,8 @@ pub enum Event<O: Outbox> {
         keys: Vec<SubscriptionKey>,
         mailbox: Option<O::Mailbox>,
         reply: O::SubscribeReply,
+        /// `?since=N`: each key joins with what its history holds after height N.
+        since: Option<u64>,
     },
     /// `reply: None` forwards a client notification (dropped when nothing is connected).
     Call {
@@ -187,6 +193,7 @@ struct Subscribing<O: Outbox> {
     mailbox: Option<u64>,
     error: Option<HubError>,
     reply: O::SubscribeReply,
+    since: Option<u64>,
 }
 
 /// One key of a [`Subscribing`]: its topic, or the final notification of a one-shot that
@@ -211,6 +218,8 @@ struct TopicData<O: Outbox> {
     last_notice: Instant,
     /// Since when this topic's resubscribes have been refused (None: not refused).
     refused_since: Option<Instant>,
+    /// Recent notifications by height, for `?since=` (id-routed topics with heights).
+    history: history::History,
 }
 
 enum Pending<O: Outbox> {
@@ -330,7 +339,8 @@ impl<O: Outbox> RouteCore<O> {
                 keys,
                 mailbox,
                 reply,
-            } => self.on_subscribe(keys, mailbox, reply, now),
+                since,
+            } => self.on_subscribe(keys, mailbox, reply, since, now),
             Event::Call { call, reply } => self.on_call(call, reply, now),
             Event::Release { topic, mailbox } => {
                 if let (Some(mb), Some(t)) = (mailbox, self.table.get_mut(topic)) {
@@ -488,6 +498,7 @@ impl<O: Outbox> TopicData<O> {
             subscribers: HashMap::new(),
             last_notice: now,
             refused_since: None,
+            history: history::History::default(),
         }
     }
 }

@@ -212,6 +212,17 @@ impl<O: Outbox> RouteCore<O> {
         }
     }
 
+    /// The slot's connection is replaced: its topics' histories no longer run on without
+    /// a hole, so `?since=` starts from what the next connection delivers.
+    fn clear_histories(&mut self, slot: SlotId) {
+        let ids: Vec<_> = self.table.on_slot(slot).map(|(id, _)| id).collect();
+        for id in ids {
+            if let Some(t) = self.table.get_mut(id) {
+                t.data.history.clear();
+            }
+        }
+    }
+
     pub(super) fn reset_backoff(&mut self, slot: SlotId) {
         if let Some(s) = self.slots.get_mut(slot.0) {
             s.failover.succeeded();
@@ -303,6 +314,7 @@ impl<O: Outbox> RouteCore<O> {
         s.generation += 1;
         s.failover.to_primary();
         self.actions.push_back(Action::Close { slot });
+        self.clear_histories(slot);
         drop(self.table.on_slot_down(slot));
         RouteMetrics::add(&self.metrics.upstream_connections, -1);
         RouteMetrics::inc(&self.metrics.upstream_failbacks);
@@ -341,6 +353,7 @@ impl<O: Outbox> RouteCore<O> {
                 self.out.answered(reply, Err(crate::hub::HubError::Lost));
             }
         }
+        self.clear_histories(slot);
         drop(self.table.on_slot_down(slot));
         self.store_topics();
         let s = &mut self.slots[slot.0];

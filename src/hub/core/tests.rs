@@ -14,6 +14,8 @@ struct Sub {
     fan: Option<u64>,
     replay: Option<String>,
     steady: bool,
+    /// `?since=`: (frame, gap) written before the live stream.
+    history: Vec<(String, bool)>,
 }
 
 /// One subscribe answer: (reply, mailbox, keys joined, error).
@@ -70,6 +72,9 @@ impl Outbox for Rec {
                 fan: s.fan.copied(),
                 replay: s.replay.map(|n| n.frame.as_str().to_owned()),
                 steady: s.steady,
+                history: (s.history.iter())
+                    .map(|n| (n.frame.as_str().to_owned(), n.gap))
+                    .collect(),
             })
             .collect();
         self.subscribed.push((reply, mailbox, joined, error));
@@ -117,6 +122,7 @@ fn settings(kind: DialectKind) -> RouteSettings {
         lnbits: LnbitsSettings::default(),
         failback_interval: None,
         stall_timeout: None,
+        history_len: 1024,
         deflate: None,
     }
 }
@@ -224,6 +230,17 @@ impl H {
             keys,
             mailbox: None,
             reply,
+            since: None,
+        })
+    }
+    /// An id-routed subscribe resuming after height `since`.
+    fn subscribe_since(&mut self, msg: &str, reply: u32, since: u64) -> Vec<Action> {
+        let keys = self.keys(msg);
+        self.ev(Event::Subscribe {
+            keys,
+            mailbox: None,
+            reply,
+            since: Some(since),
         })
     }
     fn call(&mut self, reply: u32) -> Vec<Action> {
@@ -451,6 +468,7 @@ fn a_set_subscribe_answers_with_the_keys_that_joined_and_the_first_error() {
         keys,
         mailbox: Some((7, false)),
         reply: 9,
+        since: None,
     });
     let s = sent(&acts);
     assert_eq!(s.len(), 2, "peer_status goes alone");
@@ -707,6 +725,7 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
         keys: keys.clone(),
         mailbox: Some((7, false)),
         reply: 1,
+        since: None,
     });
     let id = req_id(&sent(&acts)[0].1);
     h.text(0, xrpl_ok(id));
@@ -715,6 +734,7 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
         keys,
         mailbox: Some((8, false)),
         reply: 2,
+        since: None,
     });
     assert!(sent(&acts).is_empty());
     let (reply, mailbox, joined, error) = h.out().subscribed[1].clone();
@@ -808,6 +828,7 @@ fn content_routed_pushes_go_once_per_group_and_stop_at_release() {
         keys,
         mailbox: Some((7, false)),
         reply: 1,
+        since: None,
     });
     let s = sent(&acts);
     assert_eq!(s.len(), 1, "one batched subscribe");
@@ -875,4 +896,122 @@ fn an_extra_connection_opens_at_the_cap_and_closes_when_idle() {
     );
     assert_eq!(h.tick(2_200), vec![Action::Close { slot: SlotId(1) }]);
     assert_eq!(h.metrics.upstream_connections.load(Relaxed), 1);
+}
+
+/// Heights of the (non-gap) frames in `frames`, and the gap ranges.
+fn heights(frames: &[(String, bool)]) -> (Vec<u64>, Vec<(Value, Value)>) {
+    let mut hs = Vec::new();
+    let mut gaps = Vec::new();
+    for (f, gap) in frames {
+        let v: Value = serde_json::from_str(f).unwrap();
+        if *gap {
+            let r = &v["params"]["result"];
+            gaps.push((r["fromBlock"].clone(), r["toBlock"].clone()));
+        } else {
+            let n = v["params"]["result"]["number"].as_str().unwrap();
+            hs.push(u64::from_str_radix(&n[2..], 16).unwrap());
+        }
+    }
+    (hs, gaps)
+}
+
+#[test]
+fn since_joins_with_the_history_after_n_then_the_live_ring_without_gap_or_duplicate() {
+    let mut h = H::with_heads();
+    for n in 10..=20 {
+        h.text(0, head("0xa", n));
+    }
+    // Resume after 14: 15..=20 from the history, in the same step as the ring is taken.
+    h.subscribe_since(HEADS, 2, 14);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(heights(&sub.history), ((15..=20).collect(), vec![]));
+    let public = sub.public_id.clone();
+    assert!(sub.history.iter().all(|(f, _)| f.contains(&public)));
+    // The next live notification goes on the ring: 21 follows 20 at the seam.
+    let before = h.out().notices.len();
+    h.text(0, head("0xa", 21));
+    let live: Vec<_> = h.out().notices[before..].to_vec();
+    assert_eq!(live.len(), 1);
+    assert!(live[0].1.contains("\"0x15\""));
+    assert_eq!(h.metrics.history_replayed.load(Relaxed), 6);
+    // Up to date already: nothing replayed, no gap.
+    h.subscribe_since(HEADS, 3, 21);
+    let (_, Ok(sub)) = h.out().one()[2].clone() else {
+        panic!("joined")
+    };
+    assert!(sub.history.is_empty());
+}
+
+#[test]
+fn history_is_bounded_and_an_older_since_gets_the_gap_notice_first() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.history_len = 4;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    for n in 1..=10 {
+        h.text(0, head("0xa", n));
+    }
+    let t = h.core.table.by_key_data(&h.keys(HEADS)[0]).unwrap();
+    assert_eq!(t.history.len(), 4);
+    h.subscribe_since(HEADS, 2, 2);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let (hs, gaps) = heights(&sub.history);
+    assert_eq!(hs, vec![7, 8, 9, 10]);
+    assert_eq!(gaps, vec![(Value::from("0x3"), Value::from("0x6"))]);
+    assert!(sub.history[0].1, "the gap notice comes first");
+}
+
+#[test]
+fn a_replaced_connection_clears_the_history_and_a_new_topic_announces_an_open_gap() {
+    let mut h = H::with_heads();
+    for n in 1..=5 {
+        h.text(0, head("0xa", n));
+    }
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"));
+    h.text(0, head("0xb", 9));
+    h.subscribe_since(HEADS, 2, 3);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let (hs, gaps) = heights(&sub.history);
+    assert_eq!(hs, vec![9]);
+    assert_eq!(gaps, vec![(Value::from("0x4"), Value::from("0x8"))]);
+    // A topic made by the resuming subscribe has no history: the gap is open-ended.
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{}]}"#;
+    let acts = h.subscribe_since(logs, 3, 3);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    let (_, Ok(sub)) = h.out().one()[2].clone() else {
+        panic!("joined")
+    };
+    let (hs, gaps) = heights(&sub.history);
+    assert!(hs.is_empty());
+    assert_eq!(gaps, vec![(Value::from("0x4"), Value::Null)]);
+}
+
+#[test]
+fn without_since_nothing_is_replayed_and_history_len_0_keeps_nothing() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.history_len = 0;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    h.text(0, head("0xa", 1));
+    let t = h.core.table.by_key_data(&h.keys(HEADS)[0]).unwrap();
+    assert_eq!(t.history.len(), 0);
+    h.subscribe(HEADS, 2);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert!(sub.history.is_empty());
 }
