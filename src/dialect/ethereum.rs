@@ -612,6 +612,21 @@ impl Dialect for Ethereum {
         u64::from_str_radix(f.params.result.number?.strip_prefix("0x")?, 16).ok()
     }
 
+    fn backfills(&self, key: &SubscriptionKey) -> bool {
+        super::backfill::supported(key)
+    }
+
+    fn render_notification(
+        &self,
+        sub: &str,
+        result: &str,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        // geth's notification envelope (rpc/subscription.go), byte for byte.
+        let head = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"#;
+        let frame = format!(r#"{head}{sub},"result":{result}}}}}"#);
+        Some((frame, head.len()..head.len() + sub.len()))
+    }
+
     fn history_height(&self, text: &str) -> Option<u64> {
         // A head's `number`, or a log's `blockNumber` (borrowed fields only).
         #[derive(serde::Deserialize)]

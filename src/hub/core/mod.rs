@@ -20,6 +20,7 @@
 //! `poll_timeout`: the earliest deadline would cost a scan of every topic per event.
 //! Metrics are the route's `RouteMetrics` atomics, updated where the decisions are made.
 
+mod backfill;
 mod frames;
 mod history;
 mod sessions;
@@ -220,6 +221,8 @@ struct TopicData<O: Outbox> {
     refused_since: Option<Instant>,
     /// Recent notifications by height, for `?since=` (id-routed topics with heights).
     history: history::History,
+    /// Topics that are backfilled after a switch (`backfill`, and a dialect that can).
+    track: Option<backfill::Track>,
 }
 
 enum Pending<O: Outbox> {
@@ -239,6 +242,13 @@ enum Pending<O: Outbox> {
         slot: SlotId,
         deadline: Instant,
     },
+    /// A request of a topic's backfill (its answer comes back to the core).
+    Backfill {
+        topic: TopicId,
+        step: backfill::Step,
+        slot: SlotId,
+        deadline: Instant,
+    },
 }
 
 impl<O: Outbox> Pending<O> {
@@ -246,14 +256,16 @@ impl<O: Outbox> Pending<O> {
         match self {
             Pending::Call { slot, .. }
             | Pending::Subscribe { slot, .. }
-            | Pending::Unsubscribe { slot, .. } => *slot,
+            | Pending::Unsubscribe { slot, .. }
+            | Pending::Backfill { slot, .. } => *slot,
         }
     }
     fn deadline(&self) -> Instant {
         match self {
             Pending::Call { deadline, .. }
             | Pending::Subscribe { deadline, .. }
-            | Pending::Unsubscribe { deadline, .. } => *deadline,
+            | Pending::Unsubscribe { deadline, .. }
+            | Pending::Backfill { deadline, .. } => *deadline,
         }
     }
 }
@@ -281,6 +293,8 @@ pub struct RouteCore<O: Outbox> {
     rng: fastrand::Rng,
     /// Sessions that asked for gap notices (heights are read only while there are some).
     gap_listeners: Arc<AtomicUsize>,
+    /// Topics whose backfill is going out, a burst per tick.
+    draining: Vec<TopicId>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -318,6 +332,7 @@ impl<O: Outbox> RouteCore<O> {
             actions: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
             gap_listeners,
+            draining: Vec::new(),
         };
         core.ensure_slot(SlotId(0), now);
         core.schedule_connect(SlotId(0), Duration::ZERO);
@@ -418,6 +433,9 @@ impl<O: Outbox> RouteCore<O> {
                     self.dead
                         .push((slot, "subscribe not answered in time".into()));
                 }
+                Some(Pending::Backfill { topic, step, .. }) => {
+                    self.on_backfill_answer(topic, step, Err(()), now);
+                }
                 Some(Pending::Unsubscribe { .. }) | None => {}
             }
         }
@@ -427,6 +445,7 @@ impl<O: Outbox> RouteCore<O> {
                 self.out.answered(reply, Err(HubError::Unavailable));
             }
         }
+        self.drain_backfills();
         self.check_stalls(now);
         self.slot_timers(now);
         self.store_topics();
@@ -489,7 +508,7 @@ impl<O: Outbox> RouteCore<O> {
 }
 
 impl<O: Outbox> TopicData<O> {
-    fn new(dialect: &dyn Dialect, out: &mut O, now: Instant) -> Self {
+    fn new(dialect: &dyn Dialect, out: &mut O, tracked: bool, now: Instant) -> Self {
         TopicData {
             fan: out.new_topic(),
             public_id: dialect.mint_sub_id(),
@@ -499,6 +518,7 @@ impl<O: Outbox> TopicData<O> {
             last_notice: now,
             refused_since: None,
             history: history::History::default(),
+            track: tracked.then(backfill::Track::default),
         }
     }
 }

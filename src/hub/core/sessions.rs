@@ -43,9 +43,10 @@ impl<O: Outbox> RouteCore<O> {
                 sub.keys.push(KeyEntry { key, topic, ended });
                 continue;
             }
+            let tracked = self.settings.backfill && self.dialect.backfills(&key);
             let (dialect, out) = (&self.dialect, &mut self.out);
             let joined = (self.table).subscribe(key.clone(), waiter, now, || {
-                TopicData::new(dialect.as_ref(), out, now)
+                TopicData::new(dialect.as_ref(), out, tracked, now)
             });
             let topic = match joined {
                 Ok(Join::Ready(id, _)) => id,

@@ -212,13 +212,17 @@ impl<O: Outbox> RouteCore<O> {
         }
     }
 
-    /// The slot's connection is replaced: its topics' histories no longer run on without
-    /// a hole, so `?since=` starts from what the next connection delivers.
+    /// The slot's connection is replaced: backfilled topics note where to fetch from;
+    /// the others' histories no longer run on without a hole, so `?since=` starts from
+    /// what the next connection delivers.
     fn clear_histories(&mut self, slot: SlotId) {
         let ids: Vec<_> = self.table.on_slot(slot).map(|(id, _)| id).collect();
         for id in ids {
             if let Some(t) = self.table.get_mut(id) {
-                t.data.history.clear();
+                match t.data.track.as_mut() {
+                    Some(track) if track.fills() => track.switched(),
+                    _ => t.data.history.clear(),
+                }
             }
         }
     }
@@ -267,6 +271,9 @@ impl<O: Outbox> RouteCore<O> {
         RouteMetrics::inc(&self.metrics.gap_notices);
         let mut told = HashSet::new();
         for (_, t) in self.table.on_slot(slot) {
+            if t.data.track.as_ref().is_some_and(|tr| tr.fills()) {
+                continue; // its backfill announces exactly what it could not fill
+            }
             for mb in t.data.subscribers.values() {
                 if self.out.wants_gaps(mb) && told.insert(self.out.mailbox_id(mb)) {
                     if let Some((frame, _)) = self.dialect.render_gap(&t.data.public_id, from, to) {

@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::LnbitsSettings;
 use crate::dialect::{ClientFrame, ClientMsg, DialectKind, Transport};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 struct Sub {
@@ -123,6 +123,8 @@ fn settings(kind: DialectKind) -> RouteSettings {
         failback_interval: None,
         stall_timeout: None,
         history_len: 1024,
+        backfill: false,
+        backfill_max_blocks: 128,
         deflate: None,
     }
 }
@@ -1014,4 +1016,177 @@ fn without_since_nothing_is_replayed_and_history_len_0_keeps_nothing() {
         panic!("joined")
     };
     assert!(sub.history.is_empty());
+}
+
+fn head_h(sub: &str, n: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{{"number":"0x{n:x}","hash":"0xh{n}"}}}}}}"#
+    )
+}
+fn log_at(sub: &str, n: u64, i: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{}}}}}"#,
+        log_json(n, i)
+    )
+}
+fn log_json(n: u64, i: u64) -> String {
+    format!(
+        r#"{{"address":"0x00000000000000000000000000000000000000ab","blockNumber":"0x{n:x}","blockHash":"0xh{n}","logIndex":"0x{i:x}","removed":false}}"#
+    )
+}
+fn answer(id: u64, result: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
+}
+/// The requests of `method` in `acts`: (id, params).
+fn calls_of(acts: &[Action], method: &str) -> Vec<(u64, Value)> {
+    (sent(acts).into_iter())
+        .filter(|(_, v)| v["method"] == method)
+        .map(|(_, v)| (req_id(&v), v["params"].clone()))
+        .collect()
+}
+/// The notices of a topic fan from `start` on: ("g" for a gap notice with its range, or
+/// the height and log index of a notification).
+fn delivered(h: &H, start: usize) -> Vec<String> {
+    (h.out().notices[start..].iter())
+        .map(|(_, f, gap)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            let r = &v["params"]["result"];
+            if *gap {
+                format!("g{}-{}", r["fromBlock"], r["toBlock"])
+            } else if r["logIndex"].is_string() {
+                format!(
+                    "{}/{}",
+                    r["blockNumber"].as_str().unwrap(),
+                    r["logIndex"].as_str().unwrap()
+                )
+            } else {
+                r["number"].as_str().unwrap().to_owned()
+            }
+        })
+        .collect()
+}
+
+/// Slot 0 up with backfill on (at most `max` blocks) and `msg` subscribed as `0xa`.
+fn backfilling(msg: &str, max: u64) -> H {
+    let mut s = settings(DialectKind::Ethereum);
+    s.backfill = true;
+    s.backfill_max_blocks = max;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(msg, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    h
+}
+
+/// Lose slot 0 and resubscribe on a new connection as `0xb`: the actions after that.
+fn switch(h: &mut H) -> Vec<Action> {
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"))
+}
+
+#[test]
+fn backfill_fetches_the_missed_heads_up_to_the_cap_and_dedupes_the_live_ones() {
+    let mut h = backfilling(HEADS, 3);
+    h.text(0, head_h("0xa", 10));
+    h.text(0, head_h("0xa", 11));
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    assert_eq!(head.len(), 1, "the node's height is asked first");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0x10""#));
+    // 12..=16 missed; the cap keeps the newest 3, the rest is announced.
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    let heights: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
+    assert_eq!(heights, vec![json!("0xe"), json!("0xf"), json!("0x10")]);
+    // Live heads meanwhile are held; 16 also comes back from the fetch.
+    h.text(0, head_h("0xb", 16));
+    h.text(0, head_h("0xb", 17));
+    assert_eq!(
+        h.out().notices.len(),
+        start,
+        "nothing goes out before the backfill"
+    );
+    let block = |n: u64| {
+        format!(
+            r#"{{"number":"0x{n:x}","hash":"0xh{n}","size":"0x1","transactions":[],"uncles":[]}}"#
+        )
+    };
+    h.text(0, answer(fetch[1].0, &block(15)));
+    h.text(0, answer(fetch[0].0, &block(14)));
+    h.text(0, answer(fetch[2].0, &block(16)));
+    assert_eq!(
+        delivered(&h, start),
+        ["g\"0xc\"-\"0xd\"", "0xe", "0xf", "0x10", "0x11"],
+        "in order, the gap first, 16 once"
+    );
+    // A backfilled head reads exactly as a live one (header fields only, the public id).
+    let public = h.out().one()[0].1.clone().unwrap().public_id;
+    assert_eq!(
+        h.out().notices[start + 1].1,
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":{public},"result":{{"number":"0xe","hash":"0xh14"}}}}}}"#
+        )
+    );
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 3);
+    // Live again: straight through.
+    h.text(0, head_h("0xb", 18));
+    assert_eq!(
+        delivered(&h, start).last().map(String::as_str),
+        Some("0x12")
+    );
+}
+
+#[test]
+fn backfill_fetches_logs_over_the_range_with_the_filter_once_each() {
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{"address":"0x00000000000000000000000000000000000000ab"}]}"#;
+    let mut h = backfilling(logs, 128);
+    h.text(0, log_at("0xa", 10, 0));
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let get = calls_of(&acts, "eth_getLogs");
+    assert_eq!(get.len(), 1);
+    assert_eq!(
+        get[0].1[0],
+        json!({"address":["0x00000000000000000000000000000000000000ab"],"fromBlock":"0xa","toBlock":"0xc"}),
+        "the topic's filter (canonical), over the range"
+    );
+    h.text(0, log_at("0xb", 12, 0)); // live, held
+    let all = [(10, 0), (10, 1), (11, 0), (12, 0)]
+        .map(|(n, i)| log_json(n, i))
+        .join(",");
+    h.text(0, answer(get[0].0, &format!("[{all}]")));
+    assert_eq!(delivered(&h, start), ["0xa/0x1", "0xb/0x0", "0xc/0x0"]);
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 3);
+}
+
+#[test]
+fn unanswered_backfill_is_announced_and_backfill_false_fetches_nothing() {
+    let mut h = backfilling(HEADS, 128);
+    h.text(0, head_h("0xa", 10));
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(fetch.len(), 3);
+    // 10 (delivered, fetched again) is no gap; 11 unanswered is.
+    h.text(0, answer(fetch[0].0, "null"));
+    h.text(
+        0,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32000,"message":"no"}}}}"#,
+            fetch[1].0
+        ),
+    );
+    h.text(0, answer(fetch[2].0, r#"{"number":"0xc","hash":"0xh12"}"#));
+    assert_eq!(delivered(&h, start), ["g\"0xb\"-\"0xb\"", "0xc"]);
+    // backfill = false: a switch asks nothing.
+    let mut h = H::with_heads();
+    h.text(0, head_h("0xa", 10));
+    let acts = switch(&mut h);
+    assert!(calls_of(&acts, "eth_blockNumber").is_empty());
 }
