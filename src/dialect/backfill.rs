@@ -8,6 +8,7 @@ use super::{Call, SubscriptionKey};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// One notification result of a subscription, as backfill or the live stream gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,10 +17,11 @@ pub struct Item {
     pub height: u64,
     /// Its place within the height (a log's index; 0 for a head).
     pub index: u64,
-    /// What tells two notifications apart (a head's hash; a log's blockHash, logIndex and
-    /// removed).
-    pub identity: Box<str>,
-    /// The result JSON, exactly as a notification carries it.
+    /// What tells two notifications apart, hashed (a head's hash; a log's blockHash,
+    /// logIndex and removed).
+    pub identity: u64,
+    /// The result JSON, exactly as a notification carries it (empty for a live
+    /// notification: only its identity and height are needed).
     pub result: Box<str>,
 }
 
@@ -180,11 +182,15 @@ pub fn notification_item(frame: &str) -> Option<Item> {
         result: &'a serde_json::value::RawValue,
     }
     let f: Frame = serde_json::from_str(frame).ok()?;
-    item(f.params.result.get())
+    read(f.params.result.get(), false)
 }
 
 /// Read a notification result (a head or a log) as an [`Item`].
 pub fn item(result: &str) -> Option<Item> {
+    read(result, true)
+}
+
+fn read(result: &str, keep: bool) -> Option<Item> {
     #[derive(serde::Deserialize)]
     struct Fields<'a> {
         #[serde(borrow, default)]
@@ -202,19 +208,23 @@ pub fn item(result: &str) -> Option<Item> {
     }
     let num = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
     let f: Fields = serde_json::from_str(result).ok()?;
-    let (height, index, identity) = match (f.log_index, f.number) {
+    let mut h = DefaultHasher::new();
+    let (height, index) = match (f.log_index, f.number) {
         (Some(i), _) => {
-            let id = format!("{}/{i}/{}", f.block_hash?, f.removed);
-            (num(f.block_number?)?, num(i)?, id)
+            (f.block_hash?, i, f.removed).hash(&mut h);
+            (num(f.block_number?)?, num(i)?)
         }
-        (None, Some(n)) => (num(n)?, 0, f.hash?.to_owned()),
+        (None, Some(n)) => {
+            f.hash?.hash(&mut h);
+            (num(n)?, 0)
+        }
         (None, None) => return None,
     };
     Some(Item {
         height,
         index,
-        identity: identity.into(),
-        result: result.into(),
+        identity: h.finish(),
+        result: if keep { result.into() } else { Box::default() },
     })
 }
 
@@ -259,13 +269,20 @@ mod tests {
             &*i[0].result, r#"{"number":"0x2","hash":"0xbb"}"#,
             "order kept"
         );
-        assert_eq!((i[0].height, &*i[0].identity), (2, "0xbb"));
+        assert_eq!(i[0].height, 2);
         let logs = r#"[{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":false}]"#;
         let i = items(logs).unwrap();
+        assert_eq!((i[0].height, i[0].index), (3, 1));
+        let live = r#"{"params":{"result":{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":false}}}"#;
+        let live = notification_item(live).unwrap();
         assert_eq!(
-            (i[0].height, i[0].index, &*i[0].identity),
-            (3, 1, "0xcc/0x1/false")
+            live.identity, i[0].identity,
+            "the same log, fetched or live"
         );
+        assert!(live.result.is_empty(), "a live result is not copied");
+        let removed =
+            r#"[{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":true}]"#;
+        assert_ne!(items(removed).unwrap()[0].identity, i[0].identity);
         assert_eq!(items("null"), None);
     }
 }

@@ -14,7 +14,6 @@ use crate::hub::table::{SlotId, TopicId};
 use crate::hub::{Notice, WireText};
 use crate::telemetry::RouteMetrics;
 use std::collections::{HashSet, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::debug;
@@ -85,15 +84,9 @@ fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
-fn hashed(identity: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    identity.hash(&mut h);
-    h.finish()
-}
-
 impl Track {
     fn delivered(&mut self, item: &Item) {
-        let id = hashed(&item.identity);
+        let id = item.identity;
         if self.last == Some(item.height) {
             self.last_ids.push(id);
         } else {
@@ -341,7 +334,7 @@ impl<O: Outbox> RouteCore<O> {
         }
         for item in run.items {
             let behind = track.last.is_some_and(|l| item.height < l);
-            if behind || !seen.insert(hashed(&item.identity)) {
+            if behind || !seen.insert(item.identity) {
                 continue;
             }
             track.delivered(&item);
@@ -366,7 +359,7 @@ impl<O: Outbox> RouteCore<O> {
         let mut dup = 0u64;
         for (notice, item, kept_at) in run.held {
             if let Some(i) = &item {
-                if !seen.insert(hashed(&i.identity)) {
+                if !seen.insert(i.identity) {
                     dup += 1;
                     continue;
                 }

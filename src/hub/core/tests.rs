@@ -1190,3 +1190,30 @@ fn unanswered_backfill_is_announced_and_backfill_false_fetches_nothing() {
     let acts = switch(&mut h);
     assert!(calls_of(&acts, "eth_blockNumber").is_empty());
 }
+
+#[test]
+fn since_replays_a_solana_slot_stream_from_its_history() {
+    let mut h = H::connected(DialectKind::Solana);
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"slotSubscribe"}"#;
+    let acts = h.subscribe(msg, 1);
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(0, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":3}}"#));
+    for slot in 70..=75 {
+        h.text(
+            0,
+            format!(r#"{{"jsonrpc":"2.0","method":"slotNotification","params":{{"result":{{"parent":{},"root":40,"slot":{slot}}},"subscription":3}}}}"#, slot - 1),
+        );
+    }
+    h.subscribe_since(msg, 2, 72);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let slots: Vec<u64> = (sub.history.iter())
+        .map(|(f, _)| {
+            serde_json::from_str::<Value>(f).unwrap()["params"]["result"]["slot"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(slots, vec![73, 74, 75]);
+}
