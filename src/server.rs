@@ -169,7 +169,10 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
     match *req.method() {
         Method::GET if is_ws_upgrade(&req) => {
             let (settings, shutdown) = (state.gate.settings.clone(), state.gate.shutdown.clone());
-            let options = session::ClientOptions::from_query(req.uri().query());
+            let options = match session::ClientOptions::from_query(req.uri().query()) {
+                Ok(o) => o,
+                Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+            };
             let (path, session_key) = (route.path.clone(), key.clone());
             upgrade(&state.gate, &path, req, key, move |ws| {
                 session::run(ws, route, settings, shutdown, session_key, options)

@@ -111,6 +111,10 @@ route_metrics! {
     counters {
         gap_notices: "submux_gap_notices_total",
             "Gaps announced to opted-in clients after an upstream connection was replaced.";
+        backfilled: "submux_backfilled_total",
+            "Notifications fetched from the node after an upstream switch and delivered.";
+        history_replayed: "submux_history_replayed_total",
+            "Notifications replayed from a topic's history to clients resuming with ?since=.";
         coalesced: "submux_coalesced_total",
             "Times a lagging client that opted in (?coalesce=1) skipped to the latest.";
         upstream_failbacks: "submux_upstream_failbacks_total",
@@ -380,6 +384,8 @@ mod tests {
             ("submux_channels", "gauge"),
             ("submux_backplane_connected", "gauge"),
             ("submux_gap_notices_total", "counter"),
+            ("submux_history_replayed_total", "counter"),
+            ("submux_backfilled_total", "counter"),
             ("submux_coalesced_total", "counter"),
             ("submux_upstream_failbacks_total", "counter"),
             ("submux_upstream_stalls_total", "counter"),

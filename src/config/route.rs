@@ -7,6 +7,11 @@ use crate::telemetry::redact_url;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The largest `history_len` accepted: it bounds each topic's history in memory.
+pub const MAX_HISTORY_LEN: usize = 65_536;
+/// The largest `backfill_max_blocks` accepted: one request per block for `newHeads`.
+pub const MAX_BACKFILL_BLOCKS: u64 = 10_000;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -46,6 +51,17 @@ pub struct RouteConfig {
     /// still answers pings means a stalled upstream: fail over (0 = off).
     #[serde(default)]
     pub stall_timeout_ms: u64,
+    /// Recent notifications kept per id-routed topic with a height, for `?since=`
+    /// (0 = none kept; `?since=` then only announces the gap).
+    #[serde(default = "d::history_len")]
+    pub history_len: usize,
+    /// After an upstream switch, fetch what subscriptions missed (Ethereum `newHeads`
+    /// and `logs`) and deliver it before the live stream resumes.
+    #[serde(default = "d::backfill")]
+    pub backfill: bool,
+    /// At most this many blocks are backfilled; older ones get the gap notice.
+    #[serde(default = "d::backfill_max_blocks")]
+    pub backfill_max_blocks: u64,
     /// Answer clients that offer permessage-deflate (RFC 7692) with it.
     #[serde(default)]
     pub permessage_deflate: bool,
@@ -129,6 +145,15 @@ pub(super) mod d {
     pub fn failback_interval_ms() -> u64 {
         30_000
     }
+    pub fn history_len() -> usize {
+        1024
+    }
+    pub fn backfill() -> bool {
+        true
+    }
+    pub fn backfill_max_blocks() -> u64 {
+        128
+    }
 }
 
 impl RouteConfig {
@@ -159,6 +184,9 @@ impl RouteConfig {
             max_channels: None,
             failback_interval_ms: d::failback_interval_ms(),
             stall_timeout_ms: 0,
+            history_len: d::history_len(),
+            backfill: d::backfill(),
+            backfill_max_blocks: d::backfill_max_blocks(),
             permessage_deflate: false,
             deflate_min_bytes: d::deflate_min_bytes(),
         }
@@ -189,6 +217,11 @@ pub struct RouteSettings {
     pub lnbits: LnbitsSettings,
     pub failback_interval: Option<Duration>,
     pub stall_timeout: Option<Duration>,
+    /// Notifications kept per id-routed topic with a height, for `?since=` (0: none).
+    pub history_len: usize,
+    /// Backfill after a switch (`backfill`), at most `backfill_max_blocks` blocks.
+    pub backfill: bool,
+    pub backfill_max_blocks: u64,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
 }
@@ -298,6 +331,16 @@ impl RouteConfig {
                 return bad(format!("{at}: {name} must be greater than 0"));
             }
         }
+        if r.history_len > MAX_HISTORY_LEN {
+            return bad(format!(
+                "{at}: history_len must be at most {MAX_HISTORY_LEN}"
+            ));
+        }
+        if r.backfill_max_blocks == 0 || r.backfill_max_blocks > MAX_BACKFILL_BLOCKS {
+            return bad(format!(
+                "{at}: backfill_max_blocks must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
+            ));
+        }
         if r.max_upstream_connections == 0 {
             return bad(format!("{at}: max_upstream_connections must be at least 1"));
         }
@@ -331,6 +374,9 @@ impl RouteConfig {
             lnbits,
             failback_interval: (r.failback_interval_ms > 0).then(|| ms(r.failback_interval_ms)),
             stall_timeout: (r.stall_timeout_ms > 0).then(|| ms(r.stall_timeout_ms)),
+            history_len: r.history_len,
+            backfill: r.backfill,
+            backfill_max_blocks: r.backfill_max_blocks,
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),

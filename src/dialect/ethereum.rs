@@ -612,6 +612,45 @@ impl Dialect for Ethereum {
         u64::from_str_radix(f.params.result.number?.strip_prefix("0x")?, 16).ok()
     }
 
+    fn backfills(&self, key: &SubscriptionKey) -> bool {
+        super::backfill::supported(key)
+    }
+
+    fn render_notification(
+        &self,
+        sub: &str,
+        result: &str,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        // geth's notification envelope (rpc/subscription.go), byte for byte.
+        let head = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"#;
+        let frame = format!(r#"{head}{sub},"result":{result}}}}}"#);
+        Some((frame, head.len()..head.len() + sub.len()))
+    }
+
+    fn history_height(&self, text: &str) -> Option<u64> {
+        // A head's `number`, or a log's `blockNumber` (borrowed fields only).
+        #[derive(serde::Deserialize)]
+        struct Frame<'a> {
+            #[serde(borrow)]
+            params: Params<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow)]
+            result: Item<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Item<'a> {
+            #[serde(borrow, default)]
+            number: Option<&'a str>,
+            #[serde(borrow, default, rename = "blockNumber")]
+            block_number: Option<&'a str>,
+        }
+        let f: Frame = serde_json::from_str(text).ok()?;
+        let n = f.params.result.number.or(f.params.result.block_number)?;
+        u64::from_str_radix(n.strip_prefix("0x")?, 16).ok()
+    }
+
     fn render_gap(
         &self,
         sub: &ClientSubId,
@@ -998,6 +1037,17 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
+    }
+
+    #[test]
+    fn history_height_reads_heads_and_logs() {
+        let d = Ethereum::new();
+        let head = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":{"number":"0x1b4","hash":"0x01"}}}"#;
+        assert_eq!(d.history_height(head), Some(0x1b4));
+        let log = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":{"blockNumber":"0x10","logIndex":"0x0"}}}"#;
+        assert_eq!(d.history_height(log), Some(0x10));
+        let tx = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":"0xabc"}}"#;
+        assert_eq!(d.history_height(tx), None);
     }
 
     #[test]

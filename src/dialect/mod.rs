@@ -5,6 +5,7 @@
 //! [`Dialect`] trait, so the session, hub and upstream actor are dialect-agnostic.
 
 mod agave_params;
+pub mod backfill;
 pub mod base58;
 pub mod ethereum;
 pub mod jsonrpc;
@@ -467,6 +468,25 @@ pub trait Dialect: Send + Sync + 'static {
     /// The height (block number, slot, ledger index) a steady stream's notification
     /// carries, for gap notices.
     fn height(&self, _text: &str) -> Option<u64> {
+        None
+    }
+
+    /// The height a notification is kept under in its topic's history (`?since=`): the
+    /// steady streams' [`Dialect::height`] unless a dialect keys more streams (Ethereum
+    /// `logs` by block number). `None`: not kept.
+    fn history_height(&self, text: &str) -> Option<u64> {
+        self.height(text)
+    }
+
+    /// Backfill after an upstream switch: whether this dialect fetches what `key`'s
+    /// subscription missed ([`backfill`]: Ethereum `newHeads` and `logs`).
+    fn backfills(&self, _key: &SubscriptionKey) -> bool {
+        false
+    }
+
+    /// A notification for `sub` carrying `result`, exactly as the node's own would read
+    /// (for backfilled results); the frame and where `sub` sits in it.
+    fn render_notification(&self, _sub: &str, _result: &str) -> Option<(String, Range<usize>)> {
         None
     }
 

@@ -82,6 +82,8 @@ pub enum Command {
         keys: Vec<SubscriptionKey>,
         mailbox: Option<Mailbox>,
         reply: oneshot::Sender<Subscribed>,
+        /// `?since=N`: join with what each topic's history holds after height N.
+        since: Option<u64>,
     },
     /// `reply: None` forwards a JSON-RPC notification (no answer expected).
     Call {
@@ -169,11 +171,13 @@ impl RouteHandle {
         &self,
         keys: Vec<SubscriptionKey>,
         mailbox: Option<Mailbox>,
+        since: Option<u64>,
     ) -> Subscribed {
         let ask = self.ask(|reply| Command::Subscribe {
             keys,
             mailbox,
             reply,
+            since,
         });
         ask.await.unwrap_or_else(Subscribed::failed)
     }

@@ -84,6 +84,8 @@ pub struct Joined {
     pub replay: Option<Notice>,
     /// A steady stream (heads, slots): a client that opted in may skip to the latest.
     pub steady: bool,
+    /// `?since=`: what to write before the live stream (a gap notice first, if any).
+    pub history: Vec<Notice>,
     pub guard: ReleaseGuard,
 }
 

@@ -94,14 +94,30 @@ pub struct ClientOptions {
     /// `?gap_notices=1`: after an upstream switch, a notification naming the block, slot
     /// or ledger range that may have been missed.
     pub gap_notices: bool,
+    /// `?since=N` (decimal or `0x` hex): every subscription opened on this socket first
+    /// delivers what it would have delivered after height N (from the topic's history).
+    pub since: Option<u64>,
 }
 
 impl ClientOptions {
-    pub fn from_query(query: Option<&str>) -> Self {
-        ClientOptions {
+    /// The options in `query`; an unreadable `?since=` is an error (HTTP 400).
+    pub fn from_query(query: Option<&str>) -> Result<Self, String> {
+        let since = match crate::query::param(query, "since") {
+            None => None,
+            Some(v) => {
+                let v = v.map_err(|e| format!("since: {e}"))?;
+                let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => v.parse::<u64>(),
+                };
+                Some(n.map_err(|_| format!("since: {v:?} is not a height (decimal or 0x hex)"))?)
+            }
+        };
+        Ok(ClientOptions {
             coalesce: crate::query::flag(query, "coalesce"),
             gap_notices: crate::query::flag(query, "gap_notices"),
-        }
+            since,
+        })
     }
 }
 
@@ -304,11 +320,23 @@ where
             }
             self.sock.flush().await?;
         }
-        // Only now may this request's subscriptions deliver.
-        for (local, delivery, replay) in activate {
-            if let Some(n) = replay {
-                let frame = self.frame_for(local, &n);
-                self.sock.feed(&frame).await?;
+        // Only now may this request's subscriptions deliver: first what the history holds
+        // after `?since=` (then the last notification is in it), or the replayed last.
+        for (local, delivery, replay, history) in activate {
+            let replay = if history.iter().any(|n| !n.gap) {
+                None
+            } else {
+                replay
+            };
+            let mut fed = false;
+            for n in history.iter().chain(&replay) {
+                if !n.gap || self.options.gap_notices {
+                    let frame = self.frame_for(local, n);
+                    self.sock.feed(&frame).await?;
+                    fed = true;
+                }
+            }
+            if fed {
                 self.sock.flush().await?;
             }
             self.streams.insert(local, delivery);

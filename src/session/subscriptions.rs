@@ -18,7 +18,7 @@ pub(super) enum SubName {
 }
 
 /// A joined subscription's delivery, queued until its reply is written.
-pub(super) type Activation = (u64, Delivery, Option<Notice>);
+pub(super) type Activation = (u64, Delivery, Option<Notice>, Vec<Notice>);
 
 impl<S> Session<S>
 where
@@ -62,7 +62,8 @@ where
         let n = new.len();
         let mailbox = by_content.then(|| self.mailbox());
         let route = self.route.clone();
-        let fut = async move { subscribe(route, mailbox, id, new, then, context).await };
+        let since = self.options.since;
+        let fut = async move { subscribe(route, mailbox, since, id, new, then, context).await };
         Ok((n, fut.boxed()))
     }
 
@@ -126,7 +127,7 @@ where
                         Some(delivery) => {
                             let coalesce = j.steady && self.options.coalesce;
                             let (local, client_id) = self.register(j.public_id, j.guard, coalesce);
-                            activate.push((local, delivery, j.replay));
+                            activate.push((local, delivery, j.replay, j.history));
                             named = Some(client_id);
                         }
                         None => {
@@ -221,6 +222,7 @@ where
 async fn subscribe(
     route: RouteHandle,
     mailbox: Option<Mailbox>,
+    since: Option<u64>,
     id: RequestId,
     keys: Vec<SubscriptionKey>,
     then: Answer,
@@ -230,7 +232,7 @@ async fn subscribe(
     let Subscribed { joined, error } = if keys.is_empty() {
         Subscribed::default()
     } else {
-        route.subscribe(keys, mailbox).await
+        route.subscribe(keys, mailbox, since).await
     };
     let answer = match (error, then) {
         (Some(e), _) => {

@@ -1,13 +1,16 @@
 //! A simulated Ethereum node speaking geth's WebSocket JSON-RPC: blocks on an interval or on
 //! demand, `newHeads`, `logs` (real filter matching), `newPendingTransactions`, `syncing`,
-//! ordinary calls, batches; and fault controls (drop, refuse, hang) for tests.
+//! ordinary calls, batches, and the calls backfill needs from its own chain
+//! (`eth_blockNumber`, `eth_getBlockByNumber`, `eth_getLogs` over the last 4,096 blocks);
+//! and fault controls (drop, refuse, hang) for tests. It keeps producing blocks while
+//! submux is disconnected.
 //!
 //! Each log's `data` carries the emission time in nanoseconds since the Unix epoch, so a
 //! benchmark client can measure end-to-end latency from the payload alone.
 
 use crate::dialect::ethereum::geth_id;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -123,7 +126,19 @@ struct Conn {
 struct State {
     block: u64,
     conns: HashMap<u64, Conn>,
+    /// The logs of the last [`LOGS_KEPT`] blocks, for `eth_getLogs`: (block, logs).
+    logs: VecDeque<(u64, Vec<SimLog>)>,
+    /// The newest block whose logs were dropped.
+    pruned: Option<u64>,
+    /// The first block this node knows.
+    genesis: u64,
 }
+
+/// One emitted log: contract address, topics, and its JSON as notifications carry it.
+type SimLog = (String, Vec<String>, String);
+
+/// Blocks whose logs `eth_getLogs` can still answer (older ones: "pruned").
+const LOGS_KEPT: usize = 4096;
 
 struct Inner {
     cfg: EthSimConfig,
@@ -198,6 +213,9 @@ impl EthSim {
             state: Mutex::new(State {
                 block: 0x100,
                 conns: HashMap::new(),
+                logs: VecDeque::new(),
+                pruned: None,
+                genesis: 0,
             }),
             counters: super::Counters::default(),
             unsubscribe_requests: AtomicU64::new(0),
@@ -282,8 +300,12 @@ impl super::Simulator for EthSim {
     fn clock(&self) -> u64 {
         self.block_number()
     }
+    /// The chain starts over at block `n`: nothing below it is known (a node synced
+    /// from a snapshot at `n`).
     fn set_clock(&self, n: u64) {
-        self.inner.lock().block = n;
+        let mut st = self.inner.lock();
+        st.block = n;
+        st.genesis = n;
     }
     fn subscriptions(&self) -> usize {
         EthSim::subscriptions(self)
@@ -416,7 +438,10 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
         }
         _ => {
             inner.calls.fetch_add(1, Relaxed);
-            let block = inner.lock().block;
+            let (block, genesis) = {
+                let st = inner.lock();
+                (st.block, st.genesis)
+            };
             match method {
                 "eth_chainId" => reply(format!("\"0x{:x}\"", inner.cfg.chain_id)),
                 "net_version" => reply(format!("\"{}\"", inner.cfg.chain_id)),
@@ -438,12 +463,13 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
                         }
                         _ => block,
                     };
-                    if n > block {
+                    if n > block || n < genesis {
                         reply("null".into())
                     } else {
                         reply(block_json(n, true))
                     }
                 }
+                "eth_getLogs" => get_logs(inner, &id, &p(0), block),
                 "eth_sendRawTransaction" => {
                     let data = p(0).as_str().unwrap_or_default().len() as u128;
                     reply(format!(
@@ -462,6 +488,45 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
             }
         }
     }
+}
+
+/// `eth_getLogs` over the kept blocks, with geth's filter matching and block tags.
+fn get_logs(inner: &Inner, id: &Value, q: &Value, head: u64) -> (Option<String>, Vec<String>) {
+    let filter = match LogFilter::parse(q) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                Some(error(id, -32602, &format!("invalid argument 0: {e}"))),
+                vec![],
+            )
+        }
+    };
+    let at = |field: &str, default: u64| match q.get(field).and_then(Value::as_str) {
+        None | Some("latest" | "safe" | "finalized" | "pending") => Some(default),
+        Some("earliest") => Some(0),
+        Some(s) => u64::from_str_radix(s.strip_prefix("0x")?, 16).ok(),
+    };
+    let (Some(from), Some(to)) = (at("fromBlock", head), at("toBlock", head)) else {
+        return (Some(error(id, -32602, "invalid block range")), vec![]);
+    };
+    let st = inner.lock();
+    if st.pruned.is_some_and(|p| from <= p) {
+        let e = "history pruned: logs of these blocks are no longer kept";
+        return (Some(error(id, -32000, e)), vec![]);
+    }
+    let mut out = String::from("[");
+    for (_, logs) in st.logs.iter().filter(|(n, _)| (from..=to).contains(n)) {
+        for (addr, topics, json) in logs {
+            if filter.matches(addr, topics) {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push_str(json);
+            }
+        }
+    }
+    out.push(']');
+    (Some(result(id, &out)), vec![])
 }
 
 fn hash_of(tag: u64, n: u64) -> String {
@@ -540,6 +605,10 @@ fn emit_block(inner: &Inner) -> u64 {
             (format!("\"{h}\""), full)
         })
         .collect();
+    if st.logs.len() == LOGS_KEPT {
+        st.pruned = st.logs.pop_front().map(|(n, _)| n);
+    }
+    st.logs.push_back((n, logs.clone()));
     let mut slow = Vec::new();
     for (cid, c) in st.conns.iter() {
         for (sub, kind) in &c.subs {

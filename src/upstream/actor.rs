@@ -328,10 +328,12 @@ fn command_event(cmd: Command) -> Event<Fan> {
             keys,
             mailbox,
             reply,
+            since,
         } => Event::Subscribe {
             keys,
             mailbox,
             reply,
+            since,
         },
         Command::Call { call, reply } => Event::Call { call, reply },
     }

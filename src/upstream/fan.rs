@@ -63,6 +63,7 @@ impl Outbox for Fan {
                 }),
                 replay: j.replay,
                 steady: j.steady,
+                history: j.history,
                 guard: ReleaseGuard::new(j.topic, mailbox, self.release_tx.clone()),
             })
             .collect();

@@ -65,6 +65,15 @@ trait Chain: 'static {
         other: Option<Value>,
         k: u64,
     ) -> impl Future<Output = ()> + Send;
+    /// submux backfills this chain after a switch: every event the node produced while
+    /// the clients were subscribed must reach them, also those produced while submux was
+    /// disconnected.
+    const BACKFILLS: bool = false;
+    /// Events a node's answer to a call carries (`eth_getBlockByNumber`, `eth_getLogs`:
+    /// what backfill fetched), as `(stream, sequence)`.
+    fn answer_events(_v: &Value) -> Vec<(usize, u64)> {
+        Vec::new()
+    }
 }
 
 fn hex_u64(v: &Value) -> Option<u64> {
@@ -117,6 +126,23 @@ impl Chain for Eth {
         for id in ids.into_iter().chain([other]).flatten() {
             let r = c.call("eth_unsubscribe", json!([id])).await;
             assert_eq!(r["result"], true, "{r}");
+        }
+    }
+    const BACKFILLS: bool = true;
+    fn answer_events(v: &Value) -> Vec<(usize, u64)> {
+        let r = &v["result"];
+        match r {
+            // A block (`eth_getBlockByNumber`): its header is a head.
+            Value::Object(b) if b.contains_key("transactions") => {
+                hex_u64(&b["number"]).map(|n| (0, n)).into_iter().collect()
+            }
+            // Logs (`eth_getLogs`): the value stream is contract 2's.
+            Value::Array(logs) => logs
+                .iter()
+                .filter(|l| l["address"] == json!(contract_address(2)))
+                .filter_map(|l| hex_u64(&l["blockNumber"]).map(|n| (1, n)))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -275,6 +301,8 @@ fn fault_route<C: Chain>(upstreams: Vec<String>) -> RouteConfig {
     r.request_timeout_ms = 1_000;
     r.upstream_ping_interval_ms = 50;
     r.upstream_idle_timeout_ms = 300;
+    // Outages here last up to a second at 250 blocks/s: all of it is backfilled.
+    r.backfill_max_blocks = 1_000;
     r
 }
 
@@ -466,6 +494,9 @@ impl<C: Chain> Rig<C> {
         }
         let sent: Vec<_> = self.sims.iter().map(|s| s.faults().sent()).collect();
         check::<C>(&sent, &received);
+        if C::BACKFILLS && self.sims.len() == 1 {
+            check_backfilled::<C>(&sent[0], last, &received);
+        }
         assert_eq!(metrics.sessions.load(Relaxed), CLIENTS as i64);
         assert_eq!(metrics.topics.load(Relaxed), 2, "both topics live");
         assert_eq!(
@@ -480,14 +511,50 @@ impl<C: Chain> Rig<C> {
 
 type Seen = std::collections::BTreeSet<(usize, u64)>;
 
-/// The events in frames: `(stream, sequence)`.
+/// The events in frames: `(stream, sequence)`, notified or in answers to calls.
 fn events<C: Chain>(frames: &[(u64, String)]) -> Seen {
     frames
         .iter()
-        .filter_map(|(_, f)| serde_json::from_str(f).ok())
-        .filter_map(|v| C::event(&v))
-        .map(|(l, s, _)| (l, s))
+        .filter_map(|(_, f)| serde_json::from_str::<Value>(f).ok())
+        .flat_map(|v| {
+            let notified = C::event(&v).map(|(l, s, _)| (l, s));
+            notified.into_iter().chain(C::answer_events(&v))
+        })
         .collect()
+}
+
+/// Stricter, for a chain submux backfills on one upstream: every event the node produced
+/// from the first one the clients got to the last (`last`), those produced while submux
+/// was disconnected included, reached every client (`check` did exactly once, in order,
+/// under its own id).
+fn check_backfilled<C: Chain>(sent: &submux::sim::Sent, last: u64, received: &[(Ids, Vec<Value>)]) {
+    let delivered = events::<C>(&sent.flushed);
+    for (label, name) in C::LABELS.iter().enumerate() {
+        let Some(first) = delivered
+            .iter()
+            .filter(|(l, _)| *l == label)
+            .map(|(_, s)| *s)
+            .min()
+        else {
+            panic!("no {name} event delivered");
+        };
+        for (n, (_, frames)) in received.iter().enumerate() {
+            let got: std::collections::BTreeSet<u64> = frames
+                .iter()
+                .filter_map(C::event)
+                .filter(|(l, _, _)| *l == label)
+                .map(|(_, s, _)| s)
+                .collect();
+            let missing: Vec<u64> = (first..=last).filter(|s| !got.contains(s)).collect();
+            assert!(
+                missing.is_empty(),
+                "client {n} lost {} {name} events the node produced ({first}..={last}), \
+                 backfill did not bring them: {missing:?}",
+                missing.len()
+            );
+        }
+        eprintln!("{name}: every one of {first}..={last} reached every client");
+    }
 }
 
 /// Poll `cond` for at most `limit`; whether it came to hold.

@@ -1,6 +1,7 @@
 //! Hermetic end-to-end tests: real submux on port 0 against in-process simulators.
 
 mod auth;
+mod backfill;
 mod common;
 mod dedup;
 mod deflate;
@@ -12,6 +13,7 @@ mod lnbits_util;
 mod protocol;
 mod reconnect;
 mod refcount;
+mod resume;
 mod shutdown;
 mod slow_client;
 mod solana;

@@ -167,6 +167,7 @@ async fn clients_that_ask_are_told_which_blocks_may_be_missing_after_a_switch() 
     }
     let mut route = fast_route(vec![primary.url(), backup.url()]);
     route.failback_interval_ms = 0;
+    route.backfill = false; // the notice without backfill (with it: `backfill` tests)
     let mux = submux_with(server_cfg(), vec![route]).await;
     let mut asks = Client::connect(&format!("{}?gap_notices=1", mux.ws_url("/eth"))).await;
     let mut plain = Client::connect(&mux.ws_url("/eth")).await;

@@ -2,7 +2,7 @@
 //! subscribe/unsubscribe requests out, with the resubscribe give-up policy.
 
 use super::{Outbox, Pending, RouteCore, RESUBSCRIBE_GIVE_UP};
-use crate::dialect::{splice, Group, SubscriptionKey, UpstreamFrame, UpstreamSubId};
+use crate::dialect::{backfill, splice, Group, SubscriptionKey, UpstreamFrame, UpstreamSubId};
 use crate::hub::table::{Confirmed, Failed, SlotId, TopicId};
 use crate::hub::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
 use crate::telemetry::RouteMetrics;
@@ -64,6 +64,10 @@ impl<O: Outbox> RouteCore<O> {
                             debug!(error = %e, "upstream unsubscribe failed");
                         }
                     }
+                    Pending::Backfill { topic, step, .. } => {
+                        let result = outcome.map(|r| &text[r]).map_err(|_| ());
+                        self.on_backfill_answer(topic, step, result, now);
+                    }
                 }
             }
             UpstreamFrame::Other => {}
@@ -102,6 +106,17 @@ impl<O: Outbox> RouteCore<O> {
             debug!(sub = %sub.0, "notification for no known topic");
             return;
         }
+        // Read once per frame: the item backfill dedupes by (tracked topics only), and the
+        // height every topic's history (`?since=`) keeps it under.
+        let tracked =
+            (topics.iter()).any(|id| (self.table.get(*id)).is_some_and(|t| t.data.track.is_some()));
+        let item = tracked.then(|| backfill::notification_item(text)).flatten();
+        let cap = self.settings.history_len;
+        let kept_at = match &item {
+            _ if cap == 0 => None,
+            Some(i) => Some(i.height),
+            None => self.dialect.history_height(text),
+        };
         for id in topics {
             let Some(t) = self.table.get_mut(id) else {
                 continue;
@@ -126,8 +141,15 @@ impl<O: Outbox> RouteCore<O> {
             if is_final {
                 self.ended.insert(t.key.clone(), (notice.clone(), now));
             }
-            // No receivers is fine (all clients gone, topic lingering).
-            self.out.broadcast(&t.data.fan, notice);
+            if t.data.track.is_some() {
+                self.deliver_tracked(id, notice, item.clone(), kept_at);
+            } else {
+                if let Some(h) = kept_at {
+                    t.data.history.record(h, notice.clone(), cap);
+                }
+                // No receivers is fine (all clients gone, topic lingering).
+                self.out.broadcast(&t.data.fan, notice);
+            }
             if is_final {
                 drop(self.table.end(id));
             }
@@ -193,6 +215,7 @@ impl<O: Outbox> RouteCore<O> {
                     for w in waiters {
                         self.resolve(w, Ok(()));
                     }
+                    self.start_backfill(topic, slot, now);
                 }
                 Confirmed::Stale => self.send_unsubscribes(vec![(slot, key, up)], now),
             },

@@ -20,7 +20,9 @@
 //! `poll_timeout`: the earliest deadline would cost a scan of every topic per event.
 //! Metrics are the route's `RouteMetrics` atomics, updated where the decisions are made.
 
+mod backfill;
 mod frames;
+mod history;
 mod sessions;
 mod slots;
 
@@ -84,6 +86,9 @@ pub struct KeyJoined<'a, T> {
     pub fan: Option<&'a T>,
     pub replay: Option<Notice>,
     pub steady: bool,
+    /// `?since=N`: the gap notice for what the history cannot vouch for (if any), then
+    /// what the topic delivered after N, handed over with the fan-out in one step.
+    pub history: Vec<Notice>,
 }
 
 /// Something that happened: a session command, a release, or news from a connection.
@@ -94,6 +99,8 @@ pub enum Event<O: Outbox> {
         keys: Vec<SubscriptionKey>,
         mailbox: Option<O::Mailbox>,
         reply: O::SubscribeReply,
+        /// `?since=N`: each key joins with what its history holds after height N.
+        since: Option<u64>,
     },
     /// `reply: None` forwards a client notification (dropped when nothing is connected).
     Call {
@@ -187,6 +194,7 @@ struct Subscribing<O: Outbox> {
     mailbox: Option<u64>,
     error: Option<HubError>,
     reply: O::SubscribeReply,
+    since: Option<u64>,
 }
 
 /// One key of a [`Subscribing`]: its topic, or the final notification of a one-shot that
@@ -211,6 +219,10 @@ struct TopicData<O: Outbox> {
     last_notice: Instant,
     /// Since when this topic's resubscribes have been refused (None: not refused).
     refused_since: Option<Instant>,
+    /// Recent notifications by height, for `?since=` (id-routed topics with heights).
+    history: history::History,
+    /// Topics that are backfilled after a switch (`backfill`, and a dialect that can).
+    track: Option<backfill::Track>,
 }
 
 enum Pending<O: Outbox> {
@@ -230,6 +242,13 @@ enum Pending<O: Outbox> {
         slot: SlotId,
         deadline: Instant,
     },
+    /// A request of a topic's backfill (its answer comes back to the core).
+    Backfill {
+        topic: TopicId,
+        step: backfill::Step,
+        slot: SlotId,
+        deadline: Instant,
+    },
 }
 
 impl<O: Outbox> Pending<O> {
@@ -237,14 +256,16 @@ impl<O: Outbox> Pending<O> {
         match self {
             Pending::Call { slot, .. }
             | Pending::Subscribe { slot, .. }
-            | Pending::Unsubscribe { slot, .. } => *slot,
+            | Pending::Unsubscribe { slot, .. }
+            | Pending::Backfill { slot, .. } => *slot,
         }
     }
     fn deadline(&self) -> Instant {
         match self {
             Pending::Call { deadline, .. }
             | Pending::Subscribe { deadline, .. }
-            | Pending::Unsubscribe { deadline, .. } => *deadline,
+            | Pending::Unsubscribe { deadline, .. }
+            | Pending::Backfill { deadline, .. } => *deadline,
         }
     }
 }
@@ -272,6 +293,8 @@ pub struct RouteCore<O: Outbox> {
     rng: fastrand::Rng,
     /// Sessions that asked for gap notices (heights are read only while there are some).
     gap_listeners: Arc<AtomicUsize>,
+    /// Topics whose backfill is going out, a burst per tick.
+    draining: Vec<TopicId>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -309,6 +332,7 @@ impl<O: Outbox> RouteCore<O> {
             actions: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
             gap_listeners,
+            draining: Vec::new(),
         };
         core.ensure_slot(SlotId(0), now);
         core.schedule_connect(SlotId(0), Duration::ZERO);
@@ -330,7 +354,8 @@ impl<O: Outbox> RouteCore<O> {
                 keys,
                 mailbox,
                 reply,
-            } => self.on_subscribe(keys, mailbox, reply, now),
+                since,
+            } => self.on_subscribe(keys, mailbox, reply, since, now),
             Event::Call { call, reply } => self.on_call(call, reply, now),
             Event::Release { topic, mailbox } => {
                 if let (Some(mb), Some(t)) = (mailbox, self.table.get_mut(topic)) {
@@ -408,6 +433,9 @@ impl<O: Outbox> RouteCore<O> {
                     self.dead
                         .push((slot, "subscribe not answered in time".into()));
                 }
+                Some(Pending::Backfill { topic, step, .. }) => {
+                    self.on_backfill_answer(topic, step, Err(()), now);
+                }
                 Some(Pending::Unsubscribe { .. }) | None => {}
             }
         }
@@ -417,6 +445,7 @@ impl<O: Outbox> RouteCore<O> {
                 self.out.answered(reply, Err(HubError::Unavailable));
             }
         }
+        self.drain_backfills();
         self.check_stalls(now);
         self.slot_timers(now);
         self.store_topics();
@@ -479,7 +508,7 @@ impl<O: Outbox> RouteCore<O> {
 }
 
 impl<O: Outbox> TopicData<O> {
-    fn new(dialect: &dyn Dialect, out: &mut O, now: Instant) -> Self {
+    fn new(dialect: &dyn Dialect, out: &mut O, tracked: bool, now: Instant) -> Self {
         TopicData {
             fan: out.new_topic(),
             public_id: dialect.mint_sub_id(),
@@ -488,6 +517,8 @@ impl<O: Outbox> TopicData<O> {
             subscribers: HashMap::new(),
             last_notice: now,
             refused_since: None,
+            history: history::History::default(),
+            track: tracked.then(backfill::Track::default),
         }
     }
 }

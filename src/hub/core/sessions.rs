@@ -22,6 +22,7 @@ impl<O: Outbox> RouteCore<O> {
         keys: Vec<SubscriptionKey>,
         mailbox: Option<O::Mailbox>,
         reply: O::SubscribeReply,
+        since: Option<u64>,
         now: Instant,
     ) {
         let waiter: Waiter = self.next_subscribe;
@@ -33,6 +34,7 @@ impl<O: Outbox> RouteCore<O> {
             mailbox: mb,
             error: None,
             reply,
+            since,
         };
         let mut to_send: HashMap<SlotId, Vec<TopicId>> = HashMap::new();
         for key in keys {
@@ -41,9 +43,10 @@ impl<O: Outbox> RouteCore<O> {
                 sub.keys.push(KeyEntry { key, topic, ended });
                 continue;
             }
+            let tracked = self.settings.backfill && self.dialect.backfills(&key);
             let (dialect, out) = (&self.dialect, &mut self.out);
             let joined = (self.table).subscribe(key.clone(), waiter, now, || {
-                TopicData::new(dialect.as_ref(), out, now)
+                TopicData::new(dialect.as_ref(), out, tracked, now)
             });
             let topic = match joined {
                 Ok(Join::Ready(id, _)) => id,
@@ -134,6 +137,7 @@ impl<O: Outbox> RouteCore<O> {
             return;
         };
         let mut joined = Vec::with_capacity(s.keys.len());
+        let mut replayed = 0u64;
         for e in s.keys {
             if let Some((public_id, notice)) = e.ended {
                 joined.push(KeyJoined {
@@ -143,9 +147,29 @@ impl<O: Outbox> RouteCore<O> {
                     fan: None,
                     replay: Some(notice),
                     steady: false,
+                    history: Vec::new(),
                 });
             } else if let Some(t) = self.table.get(e.topic) {
                 let flags = t.key.flags();
+                // The history and the fan-out are taken in this one step: the resuming
+                // client gets neither a gap nor a duplicate at the seam.
+                let history = match s.since {
+                    Some(since) if s.mailbox.is_none() => {
+                        let r = t.data.history.since(since);
+                        let gap = r.gap.and_then(|(from, to)| {
+                            let rendered =
+                                self.dialect.render_gap(&t.data.public_id, Some(from), to);
+                            rendered.map(|(frame, id_range)| Notice {
+                                frame: WireText::from(frame),
+                                id_range,
+                                gap: true,
+                            })
+                        });
+                        replayed += r.notices.len() as u64;
+                        gap.into_iter().chain(r.notices).collect()
+                    }
+                    _ => Vec::new(),
+                };
                 joined.push(KeyJoined {
                     key: e.key,
                     topic: e.topic,
@@ -153,9 +177,11 @@ impl<O: Outbox> RouteCore<O> {
                     fan: Some(&t.data.fan),
                     replay: flags.replay_last.then(|| t.data.last.clone()).flatten(),
                     steady: flags.steady,
+                    history,
                 });
             }
         }
+        (self.metrics.history_replayed).fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
         self.out.subscribed(s.reply, s.mailbox, joined, s.error);
     }
 

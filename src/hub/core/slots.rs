@@ -212,6 +212,21 @@ impl<O: Outbox> RouteCore<O> {
         }
     }
 
+    /// The slot's connection is replaced: backfilled topics note where to fetch from;
+    /// the others' histories no longer run on without a hole, so `?since=` starts from
+    /// what the next connection delivers.
+    fn clear_histories(&mut self, slot: SlotId) {
+        let ids: Vec<_> = self.table.on_slot(slot).map(|(id, _)| id).collect();
+        for id in ids {
+            if let Some(t) = self.table.get_mut(id) {
+                match t.data.track.as_mut() {
+                    Some(track) if track.fills() => track.switched(),
+                    _ => t.data.history.clear(),
+                }
+            }
+        }
+    }
+
     pub(super) fn reset_backoff(&mut self, slot: SlotId) {
         if let Some(s) = self.slots.get_mut(slot.0) {
             s.failover.succeeded();
@@ -256,6 +271,9 @@ impl<O: Outbox> RouteCore<O> {
         RouteMetrics::inc(&self.metrics.gap_notices);
         let mut told = HashSet::new();
         for (_, t) in self.table.on_slot(slot) {
+            if t.data.track.as_ref().is_some_and(|tr| tr.fills()) {
+                continue; // its backfill announces exactly what it could not fill
+            }
             for mb in t.data.subscribers.values() {
                 if self.out.wants_gaps(mb) && told.insert(self.out.mailbox_id(mb)) {
                     if let Some((frame, _)) = self.dialect.render_gap(&t.data.public_id, from, to) {
@@ -303,6 +321,7 @@ impl<O: Outbox> RouteCore<O> {
         s.generation += 1;
         s.failover.to_primary();
         self.actions.push_back(Action::Close { slot });
+        self.clear_histories(slot);
         drop(self.table.on_slot_down(slot));
         RouteMetrics::add(&self.metrics.upstream_connections, -1);
         RouteMetrics::inc(&self.metrics.upstream_failbacks);
@@ -341,6 +360,7 @@ impl<O: Outbox> RouteCore<O> {
                 self.out.answered(reply, Err(crate::hub::HubError::Lost));
             }
         }
+        self.clear_histories(slot);
         drop(self.table.on_slot_down(slot));
         self.store_topics();
         let s = &mut self.slots[slot.0];

@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::LnbitsSettings;
 use crate::dialect::{ClientFrame, ClientMsg, DialectKind, Transport};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 struct Sub {
@@ -14,6 +14,8 @@ struct Sub {
     fan: Option<u64>,
     replay: Option<String>,
     steady: bool,
+    /// `?since=`: (frame, gap) written before the live stream.
+    history: Vec<(String, bool)>,
 }
 
 /// One subscribe answer: (reply, mailbox, keys joined, error).
@@ -70,6 +72,9 @@ impl Outbox for Rec {
                 fan: s.fan.copied(),
                 replay: s.replay.map(|n| n.frame.as_str().to_owned()),
                 steady: s.steady,
+                history: (s.history.iter())
+                    .map(|n| (n.frame.as_str().to_owned(), n.gap))
+                    .collect(),
             })
             .collect();
         self.subscribed.push((reply, mailbox, joined, error));
@@ -117,6 +122,9 @@ fn settings(kind: DialectKind) -> RouteSettings {
         lnbits: LnbitsSettings::default(),
         failback_interval: None,
         stall_timeout: None,
+        history_len: 1024,
+        backfill: false,
+        backfill_max_blocks: 128,
         deflate: None,
     }
 }
@@ -224,6 +232,17 @@ impl H {
             keys,
             mailbox: None,
             reply,
+            since: None,
+        })
+    }
+    /// An id-routed subscribe resuming after height `since`.
+    fn subscribe_since(&mut self, msg: &str, reply: u32, since: u64) -> Vec<Action> {
+        let keys = self.keys(msg);
+        self.ev(Event::Subscribe {
+            keys,
+            mailbox: None,
+            reply,
+            since: Some(since),
         })
     }
     fn call(&mut self, reply: u32) -> Vec<Action> {
@@ -451,6 +470,7 @@ fn a_set_subscribe_answers_with_the_keys_that_joined_and_the_first_error() {
         keys,
         mailbox: Some((7, false)),
         reply: 9,
+        since: None,
     });
     let s = sent(&acts);
     assert_eq!(s.len(), 2, "peer_status goes alone");
@@ -707,6 +727,7 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
         keys: keys.clone(),
         mailbox: Some((7, false)),
         reply: 1,
+        since: None,
     });
     let id = req_id(&sent(&acts)[0].1);
     h.text(0, xrpl_ok(id));
@@ -715,6 +736,7 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
         keys,
         mailbox: Some((8, false)),
         reply: 2,
+        since: None,
     });
     assert!(sent(&acts).is_empty());
     let (reply, mailbox, joined, error) = h.out().subscribed[1].clone();
@@ -808,6 +830,7 @@ fn content_routed_pushes_go_once_per_group_and_stop_at_release() {
         keys,
         mailbox: Some((7, false)),
         reply: 1,
+        since: None,
     });
     let s = sent(&acts);
     assert_eq!(s.len(), 1, "one batched subscribe");
@@ -875,4 +898,322 @@ fn an_extra_connection_opens_at_the_cap_and_closes_when_idle() {
     );
     assert_eq!(h.tick(2_200), vec![Action::Close { slot: SlotId(1) }]);
     assert_eq!(h.metrics.upstream_connections.load(Relaxed), 1);
+}
+
+/// Heights of the (non-gap) frames in `frames`, and the gap ranges.
+fn heights(frames: &[(String, bool)]) -> (Vec<u64>, Vec<(Value, Value)>) {
+    let mut hs = Vec::new();
+    let mut gaps = Vec::new();
+    for (f, gap) in frames {
+        let v: Value = serde_json::from_str(f).unwrap();
+        if *gap {
+            let r = &v["params"]["result"];
+            gaps.push((r["fromBlock"].clone(), r["toBlock"].clone()));
+        } else {
+            let n = v["params"]["result"]["number"].as_str().unwrap();
+            hs.push(u64::from_str_radix(&n[2..], 16).unwrap());
+        }
+    }
+    (hs, gaps)
+}
+
+#[test]
+fn since_joins_with_the_history_after_n_then_the_live_ring_without_gap_or_duplicate() {
+    let mut h = H::with_heads();
+    for n in 10..=20 {
+        h.text(0, head("0xa", n));
+    }
+    // Resume after 14: 15..=20 from the history, in the same step as the ring is taken.
+    h.subscribe_since(HEADS, 2, 14);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(heights(&sub.history), ((15..=20).collect(), vec![]));
+    let public = sub.public_id.clone();
+    assert!(sub.history.iter().all(|(f, _)| f.contains(&public)));
+    // The next live notification goes on the ring: 21 follows 20 at the seam.
+    let before = h.out().notices.len();
+    h.text(0, head("0xa", 21));
+    let live: Vec<_> = h.out().notices[before..].to_vec();
+    assert_eq!(live.len(), 1);
+    assert!(live[0].1.contains("\"0x15\""));
+    assert_eq!(h.metrics.history_replayed.load(Relaxed), 6);
+    // Up to date already: nothing replayed, no gap.
+    h.subscribe_since(HEADS, 3, 21);
+    let (_, Ok(sub)) = h.out().one()[2].clone() else {
+        panic!("joined")
+    };
+    assert!(sub.history.is_empty());
+}
+
+#[test]
+fn history_is_bounded_and_an_older_since_gets_the_gap_notice_first() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.history_len = 4;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    for n in 1..=10 {
+        h.text(0, head("0xa", n));
+    }
+    let t = h.core.table.by_key_data(&h.keys(HEADS)[0]).unwrap();
+    assert_eq!(t.history.len(), 4);
+    h.subscribe_since(HEADS, 2, 2);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let (hs, gaps) = heights(&sub.history);
+    assert_eq!(hs, vec![7, 8, 9, 10]);
+    assert_eq!(gaps, vec![(Value::from("0x3"), Value::from("0x6"))]);
+    assert!(sub.history[0].1, "the gap notice comes first");
+}
+
+#[test]
+fn a_replaced_connection_clears_the_history_and_a_new_topic_announces_an_open_gap() {
+    let mut h = H::with_heads();
+    for n in 1..=5 {
+        h.text(0, head("0xa", n));
+    }
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"));
+    h.text(0, head("0xb", 9));
+    h.subscribe_since(HEADS, 2, 3);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let (hs, gaps) = heights(&sub.history);
+    assert_eq!(hs, vec![9]);
+    assert_eq!(gaps, vec![(Value::from("0x4"), Value::from("0x8"))]);
+    // A topic made by the resuming subscribe has no history: the gap is open-ended.
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{}]}"#;
+    let acts = h.subscribe_since(logs, 3, 3);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    let (_, Ok(sub)) = h.out().one()[2].clone() else {
+        panic!("joined")
+    };
+    let (hs, gaps) = heights(&sub.history);
+    assert!(hs.is_empty());
+    assert_eq!(gaps, vec![(Value::from("0x4"), Value::Null)]);
+}
+
+#[test]
+fn without_since_nothing_is_replayed_and_history_len_0_keeps_nothing() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.history_len = 0;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    h.text(0, head("0xa", 1));
+    let t = h.core.table.by_key_data(&h.keys(HEADS)[0]).unwrap();
+    assert_eq!(t.history.len(), 0);
+    h.subscribe(HEADS, 2);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert!(sub.history.is_empty());
+}
+
+fn head_h(sub: &str, n: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{{"number":"0x{n:x}","hash":"0xh{n}"}}}}}}"#
+    )
+}
+fn log_at(sub: &str, n: u64, i: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{}}}}}"#,
+        log_json(n, i)
+    )
+}
+fn log_json(n: u64, i: u64) -> String {
+    format!(
+        r#"{{"address":"0x00000000000000000000000000000000000000ab","blockNumber":"0x{n:x}","blockHash":"0xh{n}","logIndex":"0x{i:x}","removed":false}}"#
+    )
+}
+fn answer(id: u64, result: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
+}
+/// The requests of `method` in `acts`: (id, params).
+fn calls_of(acts: &[Action], method: &str) -> Vec<(u64, Value)> {
+    (sent(acts).into_iter())
+        .filter(|(_, v)| v["method"] == method)
+        .map(|(_, v)| (req_id(&v), v["params"].clone()))
+        .collect()
+}
+/// The notices of a topic fan from `start` on: ("g" for a gap notice with its range, or
+/// the height and log index of a notification).
+fn delivered(h: &H, start: usize) -> Vec<String> {
+    (h.out().notices[start..].iter())
+        .map(|(_, f, gap)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            let r = &v["params"]["result"];
+            if *gap {
+                format!("g{}-{}", r["fromBlock"], r["toBlock"])
+            } else if r["logIndex"].is_string() {
+                format!(
+                    "{}/{}",
+                    r["blockNumber"].as_str().unwrap(),
+                    r["logIndex"].as_str().unwrap()
+                )
+            } else {
+                r["number"].as_str().unwrap().to_owned()
+            }
+        })
+        .collect()
+}
+
+/// Slot 0 up with backfill on (at most `max` blocks) and `msg` subscribed as `0xa`.
+fn backfilling(msg: &str, max: u64) -> H {
+    let mut s = settings(DialectKind::Ethereum);
+    s.backfill = true;
+    s.backfill_max_blocks = max;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(msg, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    h
+}
+
+/// Lose slot 0 and resubscribe on a new connection as `0xb`: the actions after that.
+fn switch(h: &mut H) -> Vec<Action> {
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xb"))
+}
+
+#[test]
+fn backfill_fetches_the_missed_heads_up_to_the_cap_and_dedupes_the_live_ones() {
+    let mut h = backfilling(HEADS, 3);
+    h.text(0, head_h("0xa", 10));
+    h.text(0, head_h("0xa", 11));
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    assert_eq!(head.len(), 1, "the node's height is asked first");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0x10""#));
+    // 12..=16 missed; the cap keeps the newest 3, the rest is announced.
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    let heights: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
+    assert_eq!(heights, vec![json!("0xe"), json!("0xf"), json!("0x10")]);
+    // Live heads meanwhile are held; 16 also comes back from the fetch.
+    h.text(0, head_h("0xb", 16));
+    h.text(0, head_h("0xb", 17));
+    assert_eq!(
+        h.out().notices.len(),
+        start,
+        "nothing goes out before the backfill"
+    );
+    let block = |n: u64| {
+        format!(
+            r#"{{"number":"0x{n:x}","hash":"0xh{n}","size":"0x1","transactions":[],"uncles":[]}}"#
+        )
+    };
+    h.text(0, answer(fetch[1].0, &block(15)));
+    h.text(0, answer(fetch[0].0, &block(14)));
+    h.text(0, answer(fetch[2].0, &block(16)));
+    assert_eq!(
+        delivered(&h, start),
+        ["g\"0xc\"-\"0xd\"", "0xe", "0xf", "0x10", "0x11"],
+        "in order, the gap first, 16 once"
+    );
+    // A backfilled head reads exactly as a live one (header fields only, the public id).
+    let public = h.out().one()[0].1.clone().unwrap().public_id;
+    assert_eq!(
+        h.out().notices[start + 1].1,
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":{public},"result":{{"number":"0xe","hash":"0xh14"}}}}}}"#
+        )
+    );
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 3);
+    // Live again: straight through.
+    h.text(0, head_h("0xb", 18));
+    assert_eq!(
+        delivered(&h, start).last().map(String::as_str),
+        Some("0x12")
+    );
+}
+
+#[test]
+fn backfill_fetches_logs_over_the_range_with_the_filter_once_each() {
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{"address":"0x00000000000000000000000000000000000000ab"}]}"#;
+    let mut h = backfilling(logs, 128);
+    h.text(0, log_at("0xa", 10, 0));
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let get = calls_of(&acts, "eth_getLogs");
+    assert_eq!(get.len(), 1);
+    assert_eq!(
+        get[0].1[0],
+        json!({"address":["0x00000000000000000000000000000000000000ab"],"fromBlock":"0xa","toBlock":"0xc"}),
+        "the topic's filter (canonical), over the range"
+    );
+    h.text(0, log_at("0xb", 12, 0)); // live, held
+    let all = [(10, 0), (10, 1), (11, 0), (12, 0)]
+        .map(|(n, i)| log_json(n, i))
+        .join(",");
+    h.text(0, answer(get[0].0, &format!("[{all}]")));
+    assert_eq!(delivered(&h, start), ["0xa/0x1", "0xb/0x0", "0xc/0x0"]);
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 3);
+}
+
+#[test]
+fn unanswered_backfill_is_announced_and_backfill_false_fetches_nothing() {
+    let mut h = backfilling(HEADS, 128);
+    h.text(0, head_h("0xa", 10));
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(fetch.len(), 3);
+    // 10 (delivered, fetched again) is no gap; 11 unanswered is.
+    h.text(0, answer(fetch[0].0, "null"));
+    h.text(
+        0,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32000,"message":"no"}}}}"#,
+            fetch[1].0
+        ),
+    );
+    h.text(0, answer(fetch[2].0, r#"{"number":"0xc","hash":"0xh12"}"#));
+    assert_eq!(delivered(&h, start), ["g\"0xb\"-\"0xb\"", "0xc"]);
+    // backfill = false: a switch asks nothing.
+    let mut h = H::with_heads();
+    h.text(0, head_h("0xa", 10));
+    let acts = switch(&mut h);
+    assert!(calls_of(&acts, "eth_blockNumber").is_empty());
+}
+
+#[test]
+fn since_replays_a_solana_slot_stream_from_its_history() {
+    let mut h = H::connected(DialectKind::Solana);
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"slotSubscribe"}"#;
+    let acts = h.subscribe(msg, 1);
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(0, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":3}}"#));
+    for slot in 70..=75 {
+        h.text(
+            0,
+            format!(r#"{{"jsonrpc":"2.0","method":"slotNotification","params":{{"result":{{"parent":{},"root":40,"slot":{slot}}},"subscription":3}}}}"#, slot - 1),
+        );
+    }
+    h.subscribe_since(msg, 2, 72);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let slots: Vec<u64> = (sub.history.iter())
+        .map(|(f, _)| {
+            serde_json::from_str::<Value>(f).unwrap()["params"]["result"]["slot"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(slots, vec![73, 74, 75]);
 }

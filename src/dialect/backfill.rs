@@ -1,0 +1,288 @@
+//! **Pure** knowledge for backfill after an upstream switch (issue 14): what to ask a node
+//! for the notifications a subscription missed over a range of heights, how to read its
+//! answer as notification results, and how to tell two notifications apart. Ethereum only
+//! for now: `newHeads` through `eth_getBlockByNumber` per height (header fields only, as
+//! geth's `newHeads` carries them), `logs` through `eth_getLogs` with the topic's filter.
+
+use super::{Call, SubscriptionKey};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// One notification result of a subscription, as backfill or the live stream gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Its height (block number).
+    pub height: u64,
+    /// Its place within the height (a log's index; 0 for a head).
+    pub index: u64,
+    /// What tells two notifications apart, hashed (a head's hash; a log's blockHash,
+    /// logIndex and removed).
+    pub identity: u64,
+    /// The result JSON, exactly as a notification carries it (empty for a live
+    /// notification: only its identity and height are needed).
+    pub result: Box<str>,
+}
+
+/// What a backfillable Ethereum subscription is.
+enum Kind {
+    Heads,
+    /// The filter object of a `logs` subscription.
+    Logs(Map<String, Value>),
+}
+
+fn kind(key: &SubscriptionKey) -> Option<Kind> {
+    if key.method() != "eth_subscribe" {
+        return None;
+    }
+    let params: Vec<Value> = serde_json::from_str(key.params()).ok()?;
+    match params.first()?.as_str()? {
+        "newHeads" if params.len() == 1 => Some(Kind::Heads),
+        "logs" => match params.get(1) {
+            None | Some(Value::Null) => Some(Kind::Logs(Map::new())),
+            Some(Value::Object(m)) => Some(Kind::Logs(m.clone())),
+            Some(_) => None,
+        },
+        _ => None,
+    }
+}
+
+fn hex(n: u64) -> String {
+    format!("0x{n:x}")
+}
+
+fn call(method: &str, params: Value) -> Call {
+    Call {
+        method: method.into(),
+        params: Some(params.to_string().into()),
+        class: 0,
+    }
+}
+
+/// Whether `key`'s subscription can be backfilled.
+pub fn supported(key: &SubscriptionKey) -> bool {
+    kind(key).is_some()
+}
+
+/// The node's current height: `eth_blockNumber`.
+pub fn head_call() -> Call {
+    call("eth_blockNumber", Value::Array(Vec::new()))
+}
+
+/// The answer to [`head_call`].
+pub fn parse_head(result: &str) -> Option<u64> {
+    let s: &str = serde_json::from_str(result).ok()?;
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+/// The calls fetching what `key`'s subscription delivers at heights `from..=to`: one
+/// `eth_getBlockByNumber` per height for `newHeads`, one `eth_getLogs` for `logs`.
+pub fn calls(key: &SubscriptionKey, from: u64, to: u64) -> Option<Vec<Call>> {
+    match kind(key)? {
+        Kind::Heads => Some(
+            (from..=to)
+                .map(|n| {
+                    call(
+                        "eth_getBlockByNumber",
+                        Value::from(vec![Value::from(hex(n)), Value::Bool(false)]),
+                    )
+                })
+                .collect(),
+        ),
+        Kind::Logs(mut filter) => {
+            filter.remove("blockHash");
+            filter.insert("fromBlock".into(), Value::from(hex(from)));
+            filter.insert("toBlock".into(), Value::from(hex(to)));
+            Some(vec![call(
+                "eth_getLogs",
+                Value::from(vec![Value::Object(filter)]),
+            )])
+        }
+    }
+}
+
+/// Fields a block has and a `newHeads` header does not (geth's `RPCMarshalBlock` adds
+/// them to `RPCMarshalHeader`).
+const BLOCK_ONLY: [&str; 5] = [
+    "size",
+    "totalDifficulty",
+    "transactions",
+    "uncles",
+    "withdrawals",
+];
+
+/// The items of an answer to one of [`calls`]: a block (as its header) or a list of logs;
+/// `None` when the answer is not one (a `null` block: the node does not have it).
+pub fn items(result: &str) -> Option<Vec<Item>> {
+    let r = result.trim_start();
+    if r.starts_with('{') {
+        // Fields stay in the node's order and bytes: a backfilled head reads as a live one.
+        let block: Ordered = serde_json::from_str(r).ok()?;
+        let mut text = String::with_capacity(r.len());
+        text.push('{');
+        for (k, v) in block
+            .0
+            .iter()
+            .filter(|(k, _)| !BLOCK_ONLY.contains(&k.as_ref()))
+        {
+            if text.len() > 1 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(k).ok()?);
+            text.push(':');
+            text.push_str(v.get());
+        }
+        text.push('}');
+        Some(vec![item(&text)?])
+    } else if r.starts_with('[') {
+        let logs: Vec<&RawValue> = serde_json::from_str(r).ok()?;
+        logs.iter().map(|l| item(l.get())).collect()
+    } else {
+        None
+    }
+}
+
+/// A JSON object's members in their order, values as raw text.
+struct Ordered<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Ordered<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Ordered<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The [`Item`] a notification frame carries (`params.result`).
+pub fn notification_item(frame: &str) -> Option<Item> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        params: Params<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        result: &'a serde_json::value::RawValue,
+    }
+    let f: Frame = serde_json::from_str(frame).ok()?;
+    read(f.params.result.get(), false)
+}
+
+/// Read a notification result (a head or a log) as an [`Item`].
+pub fn item(result: &str) -> Option<Item> {
+    read(result, true)
+}
+
+fn read(result: &str, keep: bool) -> Option<Item> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow, default)]
+        number: Option<&'a str>,
+        #[serde(borrow, default)]
+        hash: Option<&'a str>,
+        #[serde(borrow, default, rename = "blockNumber")]
+        block_number: Option<&'a str>,
+        #[serde(borrow, default, rename = "blockHash")]
+        block_hash: Option<&'a str>,
+        #[serde(borrow, default, rename = "logIndex")]
+        log_index: Option<&'a str>,
+        #[serde(default)]
+        removed: bool,
+    }
+    let num = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+    let f: Fields = serde_json::from_str(result).ok()?;
+    let mut h = DefaultHasher::new();
+    let (height, index) = match (f.log_index, f.number) {
+        (Some(i), _) => {
+            (f.block_hash?, i, f.removed).hash(&mut h);
+            (num(f.block_number?)?, num(i)?)
+        }
+        (None, Some(n)) => {
+            f.hash?.hash(&mut h);
+            (num(n)?, 0)
+        }
+        (None, None) => return None,
+    };
+    Some(Item {
+        height,
+        index,
+        identity: h.finish(),
+        result: if keep { result.into() } else { Box::default() },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::KeyFlags;
+
+    fn key(params: &str) -> SubscriptionKey {
+        SubscriptionKey::new("eth_subscribe", params, KeyFlags::default())
+    }
+
+    #[test]
+    fn heads_are_fetched_per_height_and_logs_over_the_range_with_the_filter() {
+        let c = calls(&key(r#"["newHeads"]"#), 5, 7).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(&*c[0].method, "eth_getBlockByNumber");
+        assert_eq!(c[2].params.as_deref(), Some(r#"["0x7",false]"#));
+        let c = calls(
+            &key(r#"["logs",{"address":"0xab","topics":["0x1"]}]"#),
+            16,
+            32,
+        )
+        .unwrap();
+        assert_eq!(&*c[0].method, "eth_getLogs");
+        let p: Value = serde_json::from_str(c[0].params.as_deref().unwrap()).unwrap();
+        assert_eq!(p[0]["address"], "0xab");
+        assert_eq!(p[0]["topics"][0], "0x1");
+        assert_eq!(
+            (&p[0]["fromBlock"], &p[0]["toBlock"]),
+            (&Value::from("0x10"), &Value::from("0x20"))
+        );
+        assert!(calls(&key(r#"["newPendingTransactions"]"#), 1, 2).is_none());
+        assert_eq!(parse_head(r#""0x1f""#), Some(31));
+    }
+
+    #[test]
+    fn a_block_becomes_its_header_and_logs_keep_their_identity() {
+        let block = r#"{"number":"0x2","hash":"0xbb","size":"0x1","transactions":[],"uncles":[],"withdrawals":[]}"#;
+        let i = items(block).unwrap();
+        assert_eq!(
+            &*i[0].result, r#"{"number":"0x2","hash":"0xbb"}"#,
+            "order kept"
+        );
+        assert_eq!(i[0].height, 2);
+        let logs = r#"[{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":false}]"#;
+        let i = items(logs).unwrap();
+        assert_eq!((i[0].height, i[0].index), (3, 1));
+        let live = r#"{"params":{"result":{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":false}}}"#;
+        let live = notification_item(live).unwrap();
+        assert_eq!(
+            live.identity, i[0].identity,
+            "the same log, fetched or live"
+        );
+        assert!(live.result.is_empty(), "a live result is not copied");
+        let removed =
+            r#"[{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":true}]"#;
+        assert_ne!(items(removed).unwrap()[0].identity, i[0].identity);
+        assert_eq!(items("null"), None);
+    }
+}

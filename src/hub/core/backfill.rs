@@ -1,0 +1,415 @@
+//! Backfill after an upstream switch (issue 14 part 2): when a topic's connection is
+//! replaced, the core asks the new connection what the topic missed (from the last height
+//! it delivered to the node's current height, at most `backfill_max_blocks`), holds the
+//! topic's live notifications meanwhile, then delivers the fetched ones in order,
+//! deduplicated (by the dialect's identity: block hash; blockHash, logIndex, removed)
+//! against what it delivered before and what arrived live, and then the held live ones.
+//! What lies beyond the cap, or what the node could not answer, is announced with the
+//! gap notice for exactly that range.
+
+use super::{Outbox, Pending, RouteCore};
+use crate::dialect::backfill::{self, Item};
+use crate::dialect::Call;
+use crate::hub::table::{SlotId, TopicId};
+use crate::hub::{Notice, WireText};
+use crate::telemetry::RouteMetrics;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tracing::debug;
+
+/// What a topic that can be backfilled remembers of its stream.
+#[derive(Debug, Default)]
+pub(super) struct Track {
+    /// Height of the last notification delivered (or queued for delivery).
+    last: Option<u64>,
+    /// Identities (hashed) delivered at height `last`: a refetch of that height skips them.
+    last_ids: Vec<u64>,
+    /// After a switch: fetch from this height (inclusive) once resubscribed.
+    from: Option<u64>,
+    run: Option<Run>,
+    /// What a finished backfill queued, going out a burst per tick; live notifications
+    /// queue behind it.
+    out: VecDeque<Out>,
+}
+
+/// One queued notification.
+#[derive(Debug)]
+struct Out {
+    notice: Notice,
+    kept_at: Option<u64>,
+    /// Fetched by the backfill (counted in `submux_backfilled_total`).
+    filled: bool,
+}
+
+/// A backfill in progress.
+#[derive(Debug)]
+struct Run {
+    slot: SlotId,
+    /// Requests sent and not answered yet (at most [`IN_FLIGHT`]).
+    waiting: usize,
+    /// Requests not sent yet.
+    queue: VecDeque<(Step, Call)>,
+    items: Vec<Item>,
+    /// Live notifications that arrived meanwhile, delivered after the fetched ones.
+    held: Vec<(Notice, Option<Item>, Option<u64>)>,
+    /// Ranges announced as missed (beyond the cap, or unanswered).
+    gaps: Vec<(u64, u64)>,
+}
+
+/// Backfill requests of one topic in flight at once: a node is not flooded (nor its
+/// connection's queue, which a node may close as slow), and live notifications keep
+/// their place on the connection.
+const IN_FLIGHT: usize = 16;
+
+/// What a backfill request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The node's current height.
+    Head,
+    /// What the subscription delivered in `from..=to`.
+    Fetch { from: u64, to: u64 },
+}
+
+/// Ranges sorted, adjacent and overlapping ones joined (one notice per missing range).
+fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    gaps.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(gaps.len());
+    for (from, to) in gaps {
+        match out.last_mut() {
+            Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
+            _ => out.push((from, to)),
+        }
+    }
+    out
+}
+
+impl Track {
+    fn delivered(&mut self, item: &Item) {
+        let id = item.identity;
+        if self.last == Some(item.height) {
+            self.last_ids.push(id);
+        } else {
+            self.last = Some(item.height);
+            self.last_ids = vec![id];
+        }
+    }
+
+    /// The connection was replaced: remember where to fetch from (a run in progress is
+    /// dropped; the next one covers its range too).
+    pub(super) fn switched(&mut self) {
+        self.run = None; // (its queue, received already, still goes out)
+        if self.from.is_none() {
+            self.from = self.last;
+        }
+    }
+
+    /// Whether live notifications are held for a run in progress.
+    pub(super) fn holding(&self) -> bool {
+        self.run.is_some() || !self.out.is_empty()
+    }
+
+    /// Whether a switch is followed by a backfill (something was delivered before it):
+    /// the history is kept, and only what the backfill cannot fill is announced.
+    pub(super) fn fills(&self) -> bool {
+        self.last.is_some()
+    }
+
+    pub(super) fn hold(&mut self, notice: Notice, item: Option<Item>, kept_at: Option<u64>) {
+        match &mut self.run {
+            Some(run) => run.held.push((notice, item, kept_at)),
+            None => {
+                if let Some(i) = &item {
+                    self.delivered(i);
+                }
+                self.out.push_back(Out {
+                    notice,
+                    kept_at,
+                    filled: false,
+                });
+            }
+        }
+    }
+}
+
+impl<O: Outbox> RouteCore<O> {
+    /// A live notification of a tracked topic: delivered, or held during a backfill.
+    pub(super) fn deliver_tracked(
+        &mut self,
+        topic: TopicId,
+        notice: Notice,
+        item: Option<Item>,
+        kept_at: Option<u64>,
+    ) {
+        let cap = self.settings.history_len;
+        let Some(t) = self.table.get_mut(topic) else {
+            return;
+        };
+        let Some(track) = t.data.track.as_mut() else {
+            return;
+        };
+        if track.holding() {
+            track.hold(notice, item, kept_at);
+            return;
+        }
+        if let Some(i) = &item {
+            track.delivered(i);
+        }
+        if let Some(h) = kept_at {
+            t.data.history.record(h, notice.clone(), cap);
+        }
+        self.out.broadcast(&t.data.fan, notice);
+    }
+
+    /// The topic was (re)subscribed on `slot`: if it missed something, start fetching it.
+    pub(super) fn start_backfill(&mut self, topic: TopicId, slot: SlotId, now: Instant) {
+        let Some(track) = self
+            .table
+            .get_mut(topic)
+            .and_then(|t| t.data.track.as_mut())
+        else {
+            return;
+        };
+        if track.from.is_none() || track.run.is_some() {
+            return;
+        }
+        track.run = Some(Run {
+            slot,
+            waiting: 1,
+            queue: VecDeque::new(),
+            items: Vec::new(),
+            held: Vec::new(),
+            gaps: Vec::new(),
+        });
+        self.send_backfill(slot, topic, Step::Head, backfill::head_call(), now);
+    }
+
+    fn send_backfill(
+        &mut self,
+        slot: SlotId,
+        topic: TopicId,
+        step: Step,
+        call: Call,
+        now: Instant,
+    ) {
+        let req = self.next_id();
+        let text = self.dialect.render_upstream_call(&call, Some(req));
+        let deadline = now + self.settings.request_timeout;
+        let p = Pending::Backfill {
+            topic,
+            step,
+            slot,
+            deadline,
+        };
+        self.pending.insert(req.0, p);
+        self.send(slot, text);
+    }
+
+    /// An answer to a backfill request (`Err`: an error, or no answer in time).
+    pub(super) fn on_backfill_answer(
+        &mut self,
+        topic: TopicId,
+        step: Step,
+        result: Result<&str, ()>,
+        now: Instant,
+    ) {
+        let max = self.settings.backfill_max_blocks;
+        let Some(t) = self.table.get_mut(topic) else {
+            return;
+        };
+        let key = t.key.clone();
+        let Some(track) = t.data.track.as_mut() else {
+            return;
+        };
+        let (Some(run), Some(from)) = (track.run.as_mut(), track.from) else {
+            return;
+        };
+        run.waiting = run.waiting.saturating_sub(1);
+        let slot = run.slot;
+        let mut to_send = Vec::new();
+        match step {
+            Step::Head => match result.ok().and_then(backfill::parse_head) {
+                Some(to) if to > from => {
+                    // Missed: from+1..=to; `from`, delivered last, is fetched again (a
+                    // block's logs may have been cut off), deduplicated. Beyond the cap
+                    // the oldest part is announced and the newest fetched.
+                    let start = if to - from > max {
+                        run.gaps.push((from + 1, to - max));
+                        to - max + 1
+                    } else {
+                        from
+                    };
+                    let calls = backfill::calls(&key, start, to).unwrap_or_default();
+                    let per = if calls.len() > 1 { 1 } else { to - start + 1 };
+                    for (i, call) in calls.into_iter().enumerate() {
+                        let lo = start + i as u64 * per;
+                        let step = Step::Fetch {
+                            from: lo,
+                            to: (lo + per - 1).min(to),
+                        };
+                        run.queue.push_back((step, call));
+                    }
+                }
+                Some(_) => {} // the new node is not past where we were: nothing missed
+                None => {
+                    debug!(
+                        topic = topic.0,
+                        "backfill: the node did not tell its height"
+                    );
+                    run.gaps.push((from + 1, u64::MAX));
+                }
+            },
+            Step::Fetch { from: lo, to } => match result.ok().and_then(backfill::items) {
+                Some(items) => run.items.extend(items),
+                // The height delivered last is no gap; the rest of the range is.
+                None if lo == from && to > from => run.gaps.push((from + 1, to)),
+                None if lo == from => {}
+                None => run.gaps.push((lo, to)),
+            },
+        }
+        while run.waiting < IN_FLIGHT {
+            let Some(next) = run.queue.pop_front() else {
+                break;
+            };
+            run.waiting += 1;
+            to_send.push(next);
+        }
+        for (step, call) in to_send {
+            self.send_backfill(slot, topic, step, call, now);
+        }
+        if self.backfill_run_done(topic) {
+            self.finish_backfill(topic);
+        }
+    }
+
+    fn backfill_run_done(&self, topic: TopicId) -> bool {
+        (self.table.get(topic))
+            .and_then(|t| t.data.track.as_ref())
+            .and_then(|tr| tr.run.as_ref())
+            .is_some_and(|r| r.waiting == 0 && r.queue.is_empty())
+    }
+
+    /// Queue what was fetched (in order, once), the notices of what could not be, then
+    /// what arrived live meanwhile (without what was fetched already); the queue goes
+    /// out in bursts the topic's ring holds ([`RouteCore::drain_backfills`]).
+    fn finish_backfill(&mut self, topic: TopicId) {
+        let Some(t) = self.table.get_mut(topic) else {
+            return;
+        };
+        let Some(track) = t.data.track.as_mut() else {
+            return;
+        };
+        let Some(mut run) = track.run.take() else {
+            return;
+        };
+        track.from = None;
+        let public = t.data.public_id.clone();
+        run.items.sort_by_key(|i| (i.height, i.index));
+        let mut seen: HashSet<u64> = HashSet::new();
+        if let Some(last) = track.last {
+            if run.items.iter().any(|i| i.height == last) {
+                seen.extend(track.last_ids.iter().copied());
+            }
+        }
+        if !run.gaps.is_empty() {
+            // What follows does not continue what the history holds.
+            t.data.history.clear();
+        }
+        for (from, to) in merged(run.gaps) {
+            let (from, to) = (&from, &to);
+            let to = (*to != u64::MAX).then_some(*to);
+            if let Some((frame, id_range)) = self.dialect.render_gap(&public, Some(*from), to) {
+                RouteMetrics::inc(&self.metrics.gap_notices);
+                let notice = Notice {
+                    frame: WireText::from(frame),
+                    id_range,
+                    gap: true,
+                };
+                track.out.push_back(Out {
+                    notice,
+                    kept_at: None,
+                    filled: false,
+                });
+            }
+        }
+        for item in run.items {
+            let behind = track.last.is_some_and(|l| item.height < l);
+            if behind || !seen.insert(item.identity) {
+                continue;
+            }
+            track.delivered(&item);
+            let Some((frame, id_range)) = self
+                .dialect
+                .render_notification(public.as_str(), &item.result)
+            else {
+                continue;
+            };
+            let notice = Notice {
+                frame: WireText::from(frame),
+                id_range,
+                gap: false,
+            };
+            let kept_at = Some(item.height);
+            track.out.push_back(Out {
+                notice,
+                kept_at,
+                filled: true,
+            });
+        }
+        let mut dup = 0u64;
+        for (notice, item, kept_at) in run.held {
+            if let Some(i) = &item {
+                if !seen.insert(i.identity) {
+                    dup += 1;
+                    continue;
+                }
+                track.delivered(i);
+            }
+            track.out.push_back(Out {
+                notice,
+                kept_at,
+                filled: false,
+            });
+        }
+        debug!(
+            topic = topic.0,
+            queued = track.out.len(),
+            duplicates = dup,
+            "backfill done"
+        );
+        if !self.draining.contains(&topic) {
+            self.draining.push(topic);
+        }
+        self.drain_backfills();
+    }
+
+    /// Send what backfills queued, at most half a ring per topic per call (the shell's
+    /// tick), so a session reading its ring keeps up instead of being closed as slow.
+    pub(super) fn drain_backfills(&mut self) {
+        let cap = self.settings.history_len;
+        let burst = (self.settings.client_queue_len / 2).max(1);
+        let mut draining = std::mem::take(&mut self.draining);
+        draining.retain(|&topic| {
+            let Some(t) = self.table.get_mut(topic) else {
+                return false;
+            };
+            let Some(track) = t.data.track.as_mut() else {
+                return false;
+            };
+            let mut filled = 0;
+            for _ in 0..burst {
+                let Some(o) = track.out.pop_front() else {
+                    break;
+                };
+                if let Some(h) = o.kept_at {
+                    t.data.history.record(h, o.notice.clone(), cap);
+                }
+                filled += u64::from(o.filled);
+                self.out.broadcast(&t.data.fan, o.notice);
+            }
+            self.metrics.backfilled.fetch_add(filled, Relaxed);
+            !track.out.is_empty()
+        });
+        self.draining = draining;
+    }
+}

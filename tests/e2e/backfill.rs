@@ -1,0 +1,96 @@
+//! Backfill after an upstream switch (Ethereum): what the node produced while submux was
+//! disconnected reaches every client, in order, once, under its own id, before the live
+//! stream; beyond `backfill_max_blocks` the opt-in gap notice names the exact range.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use submux::sim::ethereum::contract_address;
+
+fn hex(n: u64) -> String {
+    format!("0x{n:x}")
+}
+
+/// What a client got per subscription id: (gap range or height) in order.
+async fn collect(c: &mut Client, frames: usize) -> HashMap<String, Vec<String>> {
+    let mut by_sub: HashMap<String, Vec<String>> = HashMap::new();
+    for _ in 0..frames {
+        let v: Value = c.recv().await;
+        let sub = v["params"]["subscription"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let r = &v["params"]["result"];
+        let what = if v["method"] == "submux_gap" {
+            format!(
+                "gap {}..{}",
+                r["fromBlock"].as_str().unwrap(),
+                r["toBlock"].as_str().unwrap()
+            )
+        } else if r["logIndex"].is_string() {
+            format!("log {}", r["blockNumber"].as_str().unwrap())
+        } else {
+            format!("head {}", r["number"].as_str().unwrap())
+        };
+        by_sub.entry(sub).or_default().push(what);
+    }
+    by_sub
+}
+
+#[tokio::test]
+async fn blocks_produced_while_disconnected_are_backfilled_and_beyond_the_cap_announced() {
+    let sim = sim().await;
+    let mut route = fast_route(vec![sim.url()]);
+    route.backfill_max_blocks = 4;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    let filter = json!(["logs", {"address": contract_address(2)}]);
+    let mut plain = Client::connect(&mux.ws_url("/eth")).await;
+    let mut asks = Client::connect(&format!("{}?gap_notices=1", mux.ws_url("/eth"))).await;
+    let mut ids = Vec::new();
+    for c in [&mut plain, &mut asks] {
+        ids.push((
+            c.subscribe(json!(["newHeads"])).await,
+            c.subscribe(filter.clone()).await,
+        ));
+    }
+    let n = sim.emit_block();
+    for c in [&mut plain, &mut asks] {
+        collect(c, 2).await;
+    }
+    // Cut: the node keeps producing while submux cannot reach it.
+    sim.set_refuse(true);
+    sim.drop_connections();
+    wait_for("disconnected", || m.upstream_connections.load(Relaxed) == 0).await;
+    for _ in 0..6 {
+        sim.emit_block();
+    }
+    sim.set_refuse(false);
+    wait_for("resubscribed", || sim.subscriptions() == 2).await;
+    wait_for("backfilled", || m.backfilled.load(Relaxed) == 8).await;
+    let live = sim.emit_block();
+    assert_eq!(live, n + 7);
+    let fetched: Vec<u64> = (n + 3..=n + 6).collect();
+    let heads = |extra: &[String]| -> Vec<String> {
+        (extra.iter().cloned())
+            .chain(fetched.iter().map(|b| format!("head {}", hex(*b))))
+            .chain([format!("head {}", hex(live))])
+            .collect()
+    };
+    let logs = |extra: &[String]| -> Vec<String> {
+        (extra.iter().cloned())
+            .chain(fetched.iter().map(|b| format!("log {}", hex(*b))))
+            .chain([format!("log {}", hex(live))])
+            .collect()
+    };
+    // Without notices: the newest 4 missed blocks, then live, each once, under its id.
+    let got = collect(&mut plain, 10).await;
+    assert_eq!(got[&ids[0].0], heads(&[]));
+    assert_eq!(got[&ids[0].1], logs(&[]));
+    // With notices: first the exact range beyond the cap (n+1..=n+2).
+    let gap = [format!("gap {}..{}", hex(n + 1), hex(n + 2))];
+    let got = collect(&mut asks, 12).await;
+    assert_eq!(got[&ids[1].0], heads(&gap));
+    assert_eq!(got[&ids[1].1], logs(&gap));
+}

@@ -1,0 +1,97 @@
+//! `?since=N`: a client that reconnects gets what its subscriptions would have delivered
+//! after height N from the topic's history, then the live stream, without a gap or a
+//! duplicate at the seam.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use submux::sim::ethereum::contract_address;
+
+fn number(v: &Value, field: &str) -> u64 {
+    let n = v["params"]["result"][field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {v}"));
+    u64::from_str_radix(n.trim_start_matches("0x"), 16).expect("hex height")
+}
+
+/// No frame arrives within a short while.
+async fn quiet(c: &mut Client) {
+    let next = tokio::time::timeout(Duration::from_millis(200), c.next_text()).await;
+    assert!(next.is_err(), "unexpected frame: {next:?}");
+}
+
+#[tokio::test]
+async fn since_resumes_new_heads_and_logs_exactly_after_n_then_live() {
+    let sim = sim().await;
+    let mut route = fast_route(vec![sim.url()]);
+    route.linger_ms = 10_000; // the topics (and their histories) outlive the disconnect
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    let filter = json!(["logs", {"address": contract_address(2)}]);
+
+    // A client sees blocks up to N, then goes away.
+    let mut a = Client::connect(&mux.ws_url("/eth")).await;
+    a.subscribe(json!(["newHeads"])).await;
+    a.subscribe(filter.clone()).await;
+    let mut n = 0;
+    for _ in 0..3 {
+        sim.emit_block();
+        for _ in 0..2 {
+            let v = a.notification().await;
+            if v["params"]["result"]["number"].is_string() {
+                n = number(&v, "number");
+            }
+        }
+    }
+    drop(a);
+    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
+
+    // Blocks N+1..=N+k while it is away.
+    let k = 4;
+    let before = m.notifications_in.load(Relaxed);
+    for _ in 0..k {
+        sim.emit_block();
+    }
+    wait_for("submux got them", || {
+        m.notifications_in.load(Relaxed) == before + 2 * k
+    })
+    .await;
+
+    // newHeads, resuming with a decimal height.
+    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
+    let id = heads.subscribe(json!(["newHeads"])).await;
+    for want in n + 1..=n + k {
+        let v = heads.notification().await;
+        assert_eq!(v["params"]["subscription"], json!(id));
+        assert_eq!(number(&v, "number"), want);
+    }
+    // logs, resuming with a hex height.
+    let mut logs = Client::connect(&mux.ws_url(&format!("/eth?since=0x{n:x}"))).await;
+    let lid = logs.subscribe(filter).await;
+    for want in n + 1..=n + k {
+        let v = logs.notification().await;
+        assert_eq!(v["params"]["subscription"], json!(lid));
+        assert_eq!(number(&v, "blockNumber"), want);
+        assert_eq!(v["params"]["result"]["address"], json!(contract_address(2)));
+    }
+    quiet(&mut heads).await;
+    quiet(&mut logs).await;
+    // Then live, right after the seam.
+    sim.emit_block();
+    assert_eq!(number(&heads.notification().await, "number"), n + k + 1);
+    assert_eq!(number(&logs.notification().await, "blockNumber"), n + k + 1);
+    quiet(&mut heads).await;
+    assert_eq!(m.history_replayed.load(Relaxed), 2 * k);
+}
+
+#[tokio::test]
+async fn an_unreadable_since_is_refused_with_400() {
+    let sim = sim().await;
+    let mux = submux(vec![sim.url()]).await;
+    let url = mux.ws_url("/eth?since=tomorrow");
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 400),
+        other => panic!("expected HTTP 400, got {other:?}"),
+    }
+}
