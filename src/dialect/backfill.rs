@@ -112,13 +112,48 @@ const BLOCK_ONLY: [&str; 5] = [
     "withdrawals",
 ];
 
+/// The fields of geth's `newHeads` header, in its order (core/types `Header` JSON, as
+/// `tests/fixtures/ethereum/newHeads_notification.json` has them).
+const HEADER_ORDER: [&str; 22] = [
+    "parentHash",
+    "sha3Uncles",
+    "miner",
+    "stateRoot",
+    "transactionsRoot",
+    "receiptsRoot",
+    "logsBloom",
+    "difficulty",
+    "number",
+    "gasLimit",
+    "gasUsed",
+    "timestamp",
+    "extraData",
+    "mixHash",
+    "nonce",
+    "baseFeePerGas",
+    "withdrawalsRoot",
+    "blobGasUsed",
+    "excessBlobGas",
+    "parentBeaconBlockRoot",
+    "requestsHash",
+    "hash",
+];
+
 /// The items of an answer to one of [`calls`]: a block (as its header) or a list of logs;
 /// `None` when the answer is not one (a `null` block: the node does not have it).
 pub fn items(result: &str) -> Option<Vec<Item>> {
     let r = result.trim_start();
     if r.starts_with('{') {
-        // Fields stay in the node's order and bytes: a backfilled head reads as a live one.
-        let block: Ordered = serde_json::from_str(r).ok()?;
+        // Values stay the node's bytes; fields go in geth's header order (geth answers a
+        // block with its fields sorted, a head in struct order), unknown ones after in the
+        // node's order: a backfilled head reads as a live one.
+        let mut block: Ordered = serde_json::from_str(r).ok()?;
+        let rank = |k: &str| {
+            (HEADER_ORDER.iter())
+                .position(|h| *h == k)
+                .unwrap_or(HEADER_ORDER.len())
+        };
+        block.0.sort_by_key(|(k, _)| rank(k));
         let mut text = String::with_capacity(r.len());
         text.push('{');
         for (k, v) in block
@@ -270,6 +305,12 @@ mod tests {
             "order kept"
         );
         assert_eq!(i[0].height, 2);
+        // geth answers a block with sorted fields: the head comes out in header order.
+        let sorted = r#"{"hash":"0xbb","miner":"0x0","number":"0x2","parentHash":"0xaa","size":"0x1","x":1}"#;
+        assert_eq!(
+            &*items(sorted).unwrap()[0].result,
+            r#"{"parentHash":"0xaa","miner":"0x0","number":"0x2","hash":"0xbb","x":1}"#
+        );
         let logs = r#"[{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":false}]"#;
         let i = items(logs).unwrap();
         assert_eq!((i[0].height, i[0].index), (3, 1));

@@ -94,3 +94,53 @@ async fn blocks_produced_while_disconnected_are_backfilled_and_beyond_the_cap_an
     assert_eq!(got[&ids[1].0], heads(&gap));
     assert_eq!(got[&ids[1].1], logs(&gap));
 }
+
+#[tokio::test]
+async fn a_failover_backfills_from_the_backup_what_the_primary_did_not_deliver() {
+    // Two nodes of one chain (the simulator's blocks are a function of their number).
+    let primary = sim().await;
+    let backup = sim().await;
+    let both = |n: usize| {
+        let mut last = 0;
+        for _ in 0..n {
+            last = primary.emit_block();
+            assert_eq!(backup.emit_block(), last);
+        }
+        last
+    };
+    let mut route = fast_route(vec![primary.url(), backup.url()]);
+    route.failback_interval_ms = 0;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let mut c = Client::connect(&mux.ws_url("/eth")).await;
+    let heads = c.subscribe(json!(["newHeads"])).await;
+    let logs = c
+        .subscribe(json!(["logs", {"address": contract_address(2)}]))
+        .await;
+    let n = both(1);
+    collect(&mut c, 2).await;
+    // The primary goes away; the chain moves on, on the backup too.
+    primary.set_refuse(true);
+    primary.drop_connections();
+    both(3);
+    wait_for("resubscribed on the backup", || backup.subscriptions() == 2).await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    wait_for("backfilled", || m.backfilled.load(Relaxed) >= 6).await;
+    let live = backup.emit_block();
+    let got = collect(&mut c, 8).await;
+    let want = |kind: &str| -> Vec<String> {
+        (n + 1..=live)
+            .map(|b| format!("{kind} {}", hex(b)))
+            .collect()
+    };
+    assert_eq!(
+        got[&heads],
+        want("head"),
+        "heads: the missed ones, then live, once each"
+    );
+    assert_eq!(
+        got[&logs],
+        want("log"),
+        "logs: the missed ones, then live, once each"
+    );
+    assert_eq!(m.active_upstream.load(Relaxed), 1);
+}

@@ -62,6 +62,11 @@ struct Run {
 /// their place on the connection.
 const IN_FLIGHT: usize = 16;
 
+/// Live notifications a topic holds during its backfill (or queues behind it) at most;
+/// beyond, the backfill is cut short (what it did not fetch is announced) and the queue
+/// goes out at once.
+const HELD_MAX: usize = 16_384;
+
 /// What a backfill request asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
@@ -109,6 +114,11 @@ impl Track {
         self.run.is_some() || !self.out.is_empty()
     }
 
+    /// Live notifications held or queued.
+    fn held(&self) -> usize {
+        self.run.as_ref().map_or(0, |r| r.held.len()) + self.out.len()
+    }
+
     /// Whether a switch is followed by a backfill (something was delivered before it):
     /// the history is kept, and only what the backfill cannot fill is announced.
     pub(super) fn fills(&self) -> bool {
@@ -150,6 +160,9 @@ impl<O: Outbox> RouteCore<O> {
         };
         if track.holding() {
             track.hold(notice, item, kept_at);
+            if track.held() >= HELD_MAX {
+                self.overflow(topic);
+            }
             return;
         }
         if let Some(i) = &item {
@@ -159,6 +172,31 @@ impl<O: Outbox> RouteCore<O> {
             t.data.history.record(h, notice.clone(), cap);
         }
         self.out.broadcast(&t.data.fan, notice);
+    }
+
+    /// Too much held: end the run with what it has (announcing from the last delivered
+    /// height to below the lowest held one), and send the whole queue now.
+    fn overflow(&mut self, topic: TopicId) {
+        let Some(track) = self
+            .table
+            .get_mut(topic)
+            .and_then(|t| t.data.track.as_mut())
+        else {
+            return;
+        };
+        if let (Some(run), Some(from)) = (track.run.as_mut(), track.from) {
+            let lowest = (run.held.iter())
+                .filter_map(|(_, i, _)| i.as_ref().map(|i| i.height))
+                .min();
+            let to = lowest.map_or(u64::MAX, |h| h.saturating_sub(1));
+            if to > from {
+                run.gaps.push((from + 1, to)); // what was fetched of it still goes out
+            }
+            run.queue.clear();
+            run.waiting = 0;
+            self.finish_backfill(topic);
+        }
+        self.drain(usize::MAX);
     }
 
     /// The topic was (re)subscribed on `slot`: if it missed something, start fetching it.
@@ -386,8 +424,11 @@ impl<O: Outbox> RouteCore<O> {
     /// Send what backfills queued, at most half a ring per topic per call (the shell's
     /// tick), so a session reading its ring keeps up instead of being closed as slow.
     pub(super) fn drain_backfills(&mut self) {
+        self.drain((self.settings.client_queue_len / 2).max(1));
+    }
+
+    fn drain(&mut self, burst: usize) {
         let cap = self.settings.history_len;
-        let burst = (self.settings.client_queue_len / 2).max(1);
         let mut draining = std::mem::take(&mut self.draining);
         draining.retain(|&topic| {
             let Some(t) = self.table.get_mut(topic) else {

@@ -1217,3 +1217,28 @@ fn since_replays_a_solana_slot_stream_from_its_history() {
         .collect();
     assert_eq!(slots, vec![73, 74, 75]);
 }
+
+#[test]
+fn a_backfill_holding_too_much_is_cut_short_and_announced() {
+    let mut h = backfilling(HEADS, 128);
+    h.text(0, head_h("0xa", 10));
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    // The node answers none of it, while live heads keep coming: held up to the bound.
+    for n in 13..13 + 16_384 {
+        h.text(0, head_h("0xb", n));
+    }
+    let got = delivered(&h, start);
+    assert_eq!(got.len(), 1 + 16_384, "the held ones all went out at once");
+    assert_eq!(
+        got[0], "g\"0xb\"-\"0xc\"",
+        "what the backfill did not bring"
+    );
+    assert_eq!(got[1], "0xd");
+    // Late answers to the abandoned backfill change nothing.
+    h.text(0, answer(fetch[1].0, r#"{"number":"0xb","hash":"0xh11"}"#));
+    assert_eq!(delivered(&h, start).len(), 1 + 16_384);
+}
