@@ -115,6 +115,8 @@ route_metrics! {
             "Notifications fetched from the node after an upstream switch and delivered.";
         history_replayed: "submux_history_replayed_total",
             "Notifications replayed from a topic's history to clients resuming with ?since=.";
+        coalesced_calls: "submux_coalesced_calls_total",
+            "Client calls answered by an identical call already in flight (not sent upstream).";
         coalesced: "submux_coalesced_total",
             "Times a lagging client that opted in (?coalesce=1) skipped to the latest.";
         upstream_failbacks: "submux_upstream_failbacks_total",
@@ -386,6 +388,7 @@ mod tests {
             ("submux_gap_notices_total", "counter"),
             ("submux_history_replayed_total", "counter"),
             ("submux_backfilled_total", "counter"),
+            ("submux_coalesced_calls_total", "counter"),
             ("submux_coalesced_total", "counter"),
             ("submux_upstream_failbacks_total", "counter"),
             ("submux_upstream_stalls_total", "counter"),

@@ -506,7 +506,38 @@ pub fn geth_id(n: u128) -> String {
     format!("0x{n:x}")
 }
 
+/// Calls that only read the chain (geth's `eth_`/`net_`/`web3_` getters): identical ones
+/// in flight together are sent once. Anything that sends, signs, installs a filter or
+/// touches node state is never merged.
+const READS: &[&str] = &[
+    "eth_blockNumber",
+    "eth_chainId",
+    "net_version",
+    "web3_clientVersion",
+    "eth_syncing",
+    "eth_gasPrice",
+    "eth_maxPriorityFeePerGas",
+    "eth_blobBaseFee",
+    "eth_feeHistory",
+    "eth_getBalance",
+    "eth_getCode",
+    "eth_getStorageAt",
+    "eth_getTransactionCount",
+    "eth_call",
+    "eth_estimateGas",
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+    "eth_getTransactionByHash",
+    "eth_getTransactionReceipt",
+    "eth_getLogs",
+    "eth_getProof",
+];
+
 impl Dialect for Ethereum {
+    fn coalesce_key(&self, call: &Call) -> Option<Box<str>> {
+        super::read_call_key(call, READS)
+    }
+
     fn kind(&self) -> DialectKind {
         DialectKind::Ethereum
     }
@@ -683,6 +714,40 @@ impl Dialect for Ethereum {
 
 #[cfg(test)]
 mod tests {
+
+    /// Identical reads share a key whatever the member order; sends get none; numbers JSON
+    /// may not carry exactly keep their raw text.
+    #[test]
+    fn coalesce_keys() {
+        let key = |method: &str, params: &str| {
+            Ethereum::new().coalesce_key(&Call {
+                method: method.into(),
+                params: Some(params.into()),
+                class: 0,
+            })
+        };
+        let a = key("eth_call", r#"[{"to":"0x01","data":"0x02"},"latest"]"#);
+        let b = key("eth_call", r#"[ {"data":"0x02", "to":"0x01"}, "latest" ]"#);
+        assert!(a.is_some() && a == b, "{a:?} {b:?}");
+        assert_ne!(
+            a,
+            key("eth_call", r#"[{"to":"0x01","data":"0x02"},"pending"]"#)
+        );
+        assert_ne!(
+            a,
+            key(
+                "eth_estimateGas",
+                r#"[{"to":"0x01","data":"0x02"},"latest"]"#
+            )
+        );
+        assert_eq!(key("eth_sendRawTransaction", r#"["0x01"]"#), None);
+        assert_eq!(key("eth_newFilter", r#"[{}]"#), None);
+        assert_ne!(key("eth_call", "[1.0]"), key("eth_call", "[1]"));
+        assert_ne!(
+            key("eth_call", "[18446744073709551616]"),
+            key("eth_call", "[18446744073709551617]")
+        );
+    }
     use super::*;
 
     fn eth() -> Ethereum {

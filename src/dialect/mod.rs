@@ -386,12 +386,48 @@ pub enum Routing {
 pub struct Group(pub u8);
 
 /// Protocol knowledge of one dialect. Implementations are pure: no I/O, no awaiting.
+/// The coalescing key of a call that only reads (its method is in `reads`): connection
+/// class, method and params as canonical JSON (object keys sorted, no whitespace). Params
+/// holding a number that JSON may not carry exactly (a float or beyond 64 bits) keep their
+/// raw text, so two calls are only ever merged when they are the same request.
+pub(crate) fn read_call_key(call: &Call, reads: &[&str]) -> Option<Box<str>> {
+    if !reads.contains(&&*call.method) {
+        return None;
+    }
+    let params = match call.params.as_deref() {
+        None => String::new(),
+        Some(raw) => match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(v) if exact_numbers(&v) => v.to_string(),
+            Ok(_) => raw.trim().to_string(),
+            Err(_) => return None,
+        },
+    };
+    Some(format!("{}\u{0}{}\u{0}{params}", call.class, call.method).into())
+}
+
+fn exact_numbers(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => !n.is_f64(),
+        serde_json::Value::Array(a) => a.iter().all(exact_numbers),
+        serde_json::Value::Object(o) => o.values().all(exact_numbers),
+        _ => true,
+    }
+}
+
 pub trait Dialect: Send + Sync + 'static {
     fn kind(&self) -> DialectKind;
 
     /// How this dialect's pushes are routed to clients.
     fn routing(&self) -> Routing {
         Routing::ById
+    }
+
+    /// The key under which identical calls in flight at the same time are sent upstream
+    /// once and answered to every caller (each under its own id): the method and its
+    /// canonical params, for calls that only read. `None`: always sent on its own
+    /// (anything that sends, signs, submits, administers, or holds node-side state).
+    fn coalesce_key(&self, _call: &Call) -> Option<Box<str>> {
+        None
     }
 
     /// Whether the node answers an identical subscribe on one connection with the id it

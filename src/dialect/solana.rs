@@ -416,7 +416,33 @@ fn render_error(id: &RequestId, error: &RpcError) -> String {
     format!("{{\"jsonrpc\":\"2.0\",\"error\":{body},\"id\":{}}}", id.0)
 }
 
+/// Calls that only read (Agave's `get*` methods): identical ones in flight together are
+/// sent once. `sendTransaction`, `requestAirdrop` and `simulateTransaction` never are.
+const READS: &[&str] = &[
+    "getSlot",
+    "getBlockHeight",
+    "getBalance",
+    "getAccountInfo",
+    "getMultipleAccounts",
+    "getLatestBlockhash",
+    "getGenesisHash",
+    "getVersion",
+    "getEpochInfo",
+    "getHealth",
+    "getSignatureStatuses",
+    "getTransaction",
+    "getTokenAccountBalance",
+    "getTokenAccountsByOwner",
+    "getMinimumBalanceForRentExemption",
+    "getFeeForMessage",
+    "getRecentPrioritizationFees",
+];
+
 impl Dialect for Solana {
+    fn coalesce_key(&self, call: &Call) -> Option<Box<str>> {
+        super::read_call_key(call, READS)
+    }
+
     fn kind(&self) -> DialectKind {
         DialectKind::Solana
     }

@@ -111,3 +111,45 @@ async fn one_client_twice_on_one_key_gets_two_ids() {
     assert_eq!(c.notification().await["params"]["subscription"], json!(b));
     assert_eq!(sim.subscriptions(), 1);
 }
+
+/// Identical read calls in flight at the same time reach the node once; every client gets
+/// the node's answer under its own request id. (The node is frozen while the calls arrive,
+/// so they are certainly in flight together.) A call that sends is never merged.
+#[tokio::test]
+async fn identical_calls_in_flight_reach_the_node_once() {
+    let sim = sim().await;
+    let mux = submux(vec![sim.url()]).await;
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(Client::connect(&mux.ws_url("/eth")).await);
+    }
+    // Connected and idle: freeze the node, then ask.
+    clients[0].call("eth_chainId", json!([])).await;
+    let before = sim.calls();
+    sim.set_hang(true);
+    let params = json!(["0x0000000000000000000000000000000000000001", "latest"]);
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(json!({"jsonrpc": "2.0", "id": format!("c{i}"), "method": "eth_getBalance", "params": params}))
+            .await;
+    }
+    let metrics = mux.hub.routes()[0].metrics.clone();
+    wait_for("the calls reached the route", || {
+        metrics.requests.load(std::sync::atomic::Ordering::Relaxed) >= 11
+    })
+    .await;
+    sim.set_hang(false);
+    let mut answers = HashSet::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c.recv().await;
+        assert_eq!(r["id"], json!(format!("c{i}")), "{r}");
+        answers.insert(r["result"].to_string());
+    }
+    assert_eq!(answers.len(), 1, "one answer for all: {answers:?}");
+    assert_eq!(sim.calls() - before, 1, "the node was asked once");
+    assert_eq!(
+        metrics
+            .coalesced_calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        9
+    );
+}

@@ -137,7 +137,30 @@ fn range_in(text: &str, inner: &RawValue) -> Range<usize> {
     super::subslice_range(text, inner.get())
 }
 
+/// Commands that only read (rippled's public read handlers): identical ones in flight
+/// together are sent once. `submit`, `sign`, `path_find` and admin commands never are.
+const READS: &[&str] = &[
+    "account_info",
+    "account_lines",
+    "account_objects",
+    "account_offers",
+    "account_tx",
+    "book_offers",
+    "fee",
+    "ledger",
+    "ledger_closed",
+    "ledger_current",
+    "ledger_entry",
+    "server_info",
+    "server_state",
+    "tx",
+];
+
 impl Dialect for Xrpl {
+    fn coalesce_key(&self, call: &Call) -> Option<Box<str>> {
+        super::read_call_key(call, READS)
+    }
+
     fn kind(&self) -> DialectKind {
         DialectKind::Xrpl
     }

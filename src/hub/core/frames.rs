@@ -42,14 +42,16 @@ impl<O: Outbox> RouteCore<O> {
                     return;
                 };
                 match p {
-                    Pending::Call { reply, sent, .. } => {
+                    Pending::Call {
+                        replies, key, sent, ..
+                    } => {
                         let us = now.duration_since(sent).as_micros() as u64;
                         self.metrics.request_micros.fetch_add(us, Relaxed);
                         let reply_text = UpstreamReply {
                             text: text.clone(),
                             id_range,
                         };
-                        self.out.answered(reply, Ok(reply_text));
+                        self.answer_call(replies, key, Ok(reply_text));
                     }
                     Pending::Subscribe { topics, .. } => {
                         for (topic, key) in topics {

@@ -227,7 +227,10 @@ struct TopicData<O: Outbox> {
 
 enum Pending<O: Outbox> {
     Call {
-        reply: O::CallReply,
+        /// The caller, then every identical call coalesced onto this one.
+        replies: Vec<O::CallReply>,
+        /// Its coalescing key (`Dialect::coalesce_key`), while it is in flight.
+        key: Option<Box<str>>,
         slot: SlotId,
         deadline: Instant,
         sent: Instant,
@@ -279,6 +282,8 @@ pub struct RouteCore<O: Outbox> {
     table: TopicTable<Waiter, TopicData<O>>,
     slots: Vec<Slot>,
     pending: HashMap<u64, Pending<O>>,
+    /// Identical calls in flight: coalescing key → the request they share.
+    coalescing: HashMap<Box<str>, u64>,
     waiting_calls: VecDeque<(Call, O::CallReply, Instant)>,
     next_req: u64,
     subscribing: HashMap<u64, Subscribing<O>>,
@@ -322,6 +327,7 @@ impl<O: Outbox> RouteCore<O> {
             table,
             slots: Vec::new(),
             pending: HashMap::new(),
+            coalescing: HashMap::new(),
             waiting_calls: VecDeque::new(),
             next_req: 1,
             subscribing: HashMap::new(),
@@ -425,9 +431,8 @@ impl<O: Outbox> RouteCore<O> {
         expired.sort_unstable();
         for id in expired {
             match self.pending.remove(&id) {
-                Some(Pending::Call { reply, .. }) => {
-                    RouteMetrics::inc(&self.metrics.request_errors);
-                    self.out.answered(reply, Err(HubError::Timeout));
+                Some(Pending::Call { replies, key, .. }) => {
+                    self.answer_call(replies, key, Err(HubError::Timeout));
                 }
                 Some(Pending::Subscribe { slot, .. }) => {
                     self.dead
@@ -471,8 +476,10 @@ impl<O: Outbox> RouteCore<O> {
         let mut calls: Vec<_> = self.pending.drain().collect();
         calls.sort_unstable_by_key(|(id, _)| *id);
         for (_, p) in calls {
-            if let Pending::Call { reply, .. } = p {
-                self.out.answered(reply, Err(HubError::ShuttingDown));
+            if let Pending::Call { replies, .. } = p {
+                for reply in replies {
+                    self.out.answered(reply, Err(HubError::ShuttingDown));
+                }
             }
         }
         for (_, reply, _) in std::mem::take(&mut self.waiting_calls) {

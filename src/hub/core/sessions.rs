@@ -8,7 +8,7 @@ use super::{
 };
 use crate::dialect::{splice, Call, ClientSubId, SubscriptionKey};
 use crate::hub::table::{Action as TableAction, Join, SlotId, TopicId};
-use crate::hub::{HubError, Notice, WireText};
+use crate::hub::{HubError, Notice, UpstreamReply, WireText};
 use crate::telemetry::RouteMetrics;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -195,6 +195,18 @@ impl<O: Outbox> RouteCore<O> {
             return;
         };
         RouteMetrics::inc(&self.metrics.requests);
+        // An identical call already in flight: share its answer (each caller gets it under
+        // its own id) instead of asking the node again.
+        let key = self.dialect.coalesce_key(&call);
+        if let Some(Pending::Call { replies, .. }) = key
+            .as_ref()
+            .and_then(|k| self.coalescing.get(k))
+            .and_then(|req| self.pending.get_mut(req))
+        {
+            replies.push(reply);
+            RouteMetrics::inc(&self.metrics.coalesced_calls);
+            return;
+        }
         match self.call_slot(call.class) {
             Some(slot) => self.send_call(slot, call, reply, now),
             None if self.waiting_calls.len() < WAITING_CALLS => {
@@ -205,6 +217,26 @@ impl<O: Outbox> RouteCore<O> {
                 RouteMetrics::inc(&self.metrics.request_errors);
                 self.out.answered(reply, Err(HubError::Unavailable));
             }
+        }
+    }
+
+    /// Answer every caller of a finished call (coalesced callers share the answer, each
+    /// under its own id) and stop coalescing onto it.
+    pub(super) fn answer_call(
+        &mut self,
+        replies: Vec<O::CallReply>,
+        key: Option<Box<str>>,
+        answer: Result<UpstreamReply, HubError>,
+    ) {
+        if let Some(k) = key {
+            self.coalescing.remove(&k);
+        }
+        if answer.is_err() {
+            (self.metrics.request_errors)
+                .fetch_add(replies.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for reply in replies {
+            self.out.answered(reply, answer.clone());
         }
     }
 
@@ -229,8 +261,13 @@ impl<O: Outbox> RouteCore<O> {
         let req = self.next_id();
         let text = self.dialect.render_upstream_call(&call, Some(req));
         let deadline = now + self.settings.request_timeout;
+        let key = self.dialect.coalesce_key(&call);
+        if let Some(k) = &key {
+            self.coalescing.insert(k.clone(), req.0);
+        }
         let p = Pending::Call {
-            reply,
+            replies: vec![reply],
+            key,
             slot,
             deadline,
             sent: now,

@@ -355,9 +355,8 @@ impl<O: Outbox> RouteCore<O> {
             .collect();
         lost.sort_unstable();
         for id in lost {
-            if let Some(Pending::Call { reply, .. }) = self.pending.remove(&id) {
-                RouteMetrics::inc(&self.metrics.request_errors);
-                self.out.answered(reply, Err(crate::hub::HubError::Lost));
+            if let Some(Pending::Call { replies, key, .. }) = self.pending.remove(&id) {
+                self.answer_call(replies, key, Err(crate::hub::HubError::Lost));
             }
         }
         self.clear_histories(slot);

@@ -1242,3 +1242,46 @@ fn a_backfill_holding_too_much_is_cut_short_and_announced() {
     h.text(0, answer(fetch[1].0, r#"{"number":"0xb","hash":"0xh11"}"#));
     assert_eq!(delivered(&h, start).len(), 1 + 16_384);
 }
+
+/// Identical read calls in flight together go upstream once and every caller gets the
+/// answer; once answered, the next one goes upstream again; calls that send are never
+/// merged.
+#[test]
+fn identical_read_calls_in_flight_are_sent_once() {
+    let mut h = H::eth();
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let first = sent(&h.call(1));
+    assert_eq!(first.len(), 1);
+    assert!(
+        sent(&h.call(2)).is_empty(),
+        "the same call in flight: not sent again"
+    );
+    let id = req_id(&first[0].1);
+    let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"0x2a"}}"#);
+    h.text(0, answer.clone());
+    assert_eq!(
+        h.out().answered,
+        vec![(1, Ok(answer.clone())), (2, Ok(answer))],
+        "both callers answered (each session splices its own id)"
+    );
+    assert_eq!(h.metrics.coalesced_calls.load(Relaxed), 1);
+    assert_eq!(sent(&h.call(3)).len(), 1, "answered: the next call is sent");
+    let send = |h: &mut H, reply| {
+        let call = Call {
+            method: "eth_sendRawTransaction".into(),
+            params: Some(r#"["0x01"]"#.into()),
+            class: 0,
+        };
+        sent(&h.ev(Event::Call {
+            call,
+            reply: Some(reply),
+        }))
+        .len()
+    };
+    assert_eq!(
+        send(&mut h, 4) + send(&mut h, 5),
+        2,
+        "sends are never merged"
+    );
+}
