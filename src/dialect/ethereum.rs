@@ -623,24 +623,7 @@ impl Dialect for Ethereum {
     }
 
     fn height(&self, text: &str) -> Option<u64> {
-        // Borrowed fields only: no tree, no allocation; everything else is skipped.
-        #[derive(serde::Deserialize)]
-        struct Frame<'a> {
-            #[serde(borrow)]
-            params: Params<'a>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Params<'a> {
-            #[serde(borrow)]
-            result: Head<'a>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow, default)]
-            number: Option<&'a str>,
-        }
-        let f: Frame = serde_json::from_str(text).ok()?;
-        u64::from_str_radix(f.params.result.number?.strip_prefix("0x")?, 16).ok()
+        hex_u64(notified_heights(text)?.0?)
     }
 
     fn backfills(&self, key: &SubscriptionKey) -> bool {
@@ -659,27 +642,9 @@ impl Dialect for Ethereum {
     }
 
     fn history_height(&self, text: &str) -> Option<u64> {
-        // A head's `number`, or a log's `blockNumber` (borrowed fields only).
-        #[derive(serde::Deserialize)]
-        struct Frame<'a> {
-            #[serde(borrow)]
-            params: Params<'a>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Params<'a> {
-            #[serde(borrow)]
-            result: Item<'a>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Item<'a> {
-            #[serde(borrow, default)]
-            number: Option<&'a str>,
-            #[serde(borrow, default, rename = "blockNumber")]
-            block_number: Option<&'a str>,
-        }
-        let f: Frame = serde_json::from_str(text).ok()?;
-        let n = f.params.result.number.or(f.params.result.block_number)?;
-        u64::from_str_radix(n.strip_prefix("0x")?, 16).ok()
+        // A head's `number`, or a log's `blockNumber`.
+        let (number, block_number) = notified_heights(text)?;
+        hex_u64(number.or(block_number)?)
     }
 
     fn render_gap(
@@ -710,6 +675,34 @@ impl Dialect for Ethereum {
             ),
         }
     }
+}
+
+/// A notification's `result.number` and `result.blockNumber`, read from borrowed fields
+/// only: no tree, no allocation; everything else is skipped.
+fn notified_heights(text: &str) -> Option<(Option<&str>, Option<&str>)> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        params: Params<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        result: Item<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        number: Option<&'a str>,
+        #[serde(borrow, default, rename = "blockNumber")]
+        block_number: Option<&'a str>,
+    }
+    let f: Frame = serde_json::from_str(text).ok()?;
+    Some((f.params.result.number, f.params.result.block_number))
+}
+
+fn hex_u64(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
 }
 
 #[cfg(test)]
