@@ -16,6 +16,7 @@ pub mod env;
 pub mod forward;
 pub mod gate;
 pub mod hub;
+pub mod payments;
 pub mod query;
 pub mod server;
 pub mod session;
