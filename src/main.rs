@@ -91,6 +91,9 @@ async fn run_sim(kind: DialectKind, interval_ms: Option<u64>) -> anyhow::Result<
         ms => Some(Duration::from_millis(ms)),
     };
     let _keep: Box<dyn std::any::Any> = match kind {
+        DialectKind::Payments => {
+            anyhow::bail!("payments is a feed over other routes, not a node: run the demo (no --config) to see it")
+        }
         DialectKind::Ethereum => {
             let sim = EthSim::start(EthSimConfig {
                 block_interval: every(2000),

@@ -4,12 +4,14 @@
 //! `[backplane]`); `[auth]` is read by `crate::auth`.
 
 mod lnbits;
+mod payments;
 mod route;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use lnbits::{BackplaneConfig, BackplaneSettings, LnbitsRouteConfig, LnbitsSettings};
+pub use payments::{PaymentsRouteConfig, PaymentsSettings, TokenConfig, WebhookConfig};
 pub use route::{DeflateSettings, RouteConfig, RouteSettings};
 pub use server::{IpNet, ServerConfig};
 
@@ -196,6 +198,7 @@ impl RawConfig {
             };
             routes.push(r.validate(&at, &s, &routes, &mut warnings)?);
         }
+        payments::check_watched(&routes)?;
         let backplane = match self.backplane {
             Some(b) => Some(backplane_settings(b)?),
             None => None,

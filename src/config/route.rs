@@ -1,6 +1,7 @@
 //! `[[route]]`: a path, a dialect, its upstreams and their timing.
 
 use super::lnbits::{LnbitsRouteConfig, LnbitsSettings};
+use super::payments::{PaymentsRouteConfig, PaymentsSettings};
 use super::{expand_env, ms, ConfigError, ServerConfig, RESERVED};
 use crate::dialect::DialectKind;
 use crate::telemetry::redact_url;
@@ -72,6 +73,9 @@ pub struct RouteConfig {
     /// absent ones take the defaults of [`LnbitsSettings::default`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lnbits: Option<LnbitsRouteConfig>,
+    /// `[route.payments]`: keys of `dialect = "payments"` routes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payments: Option<PaymentsRouteConfig>,
     // The same keys at the route's top level: the form before `[route.lnbits]`, still
     // accepted (with a warning naming the key to move).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +180,7 @@ impl RouteConfig {
             backoff_max_ms: d::backoff_max_ms(),
             upstream_max_message_bytes: d::upstream_max_message_bytes(),
             lnbits: None,
+            payments: None,
             push_token: None,
             max_push_bytes: None,
             replay_buffer_len: None,
@@ -224,6 +229,8 @@ pub struct RouteSettings {
     pub backfill_max_blocks: u64,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
+    /// `[route.payments]` (payments routes only).
+    pub payments: Option<PaymentsSettings>,
 }
 
 impl RouteConfig {
@@ -253,7 +260,7 @@ impl RouteConfig {
         }
         if !r.dialect.implemented() {
             return bad(format!(
-                "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana, xrpl, lnbits)",
+                "{at}: dialect \"{}\" is not implemented in this build (available: ethereum, solana, xrpl, lnbits, payments)",
                 r.dialect
             ));
         }
@@ -292,8 +299,29 @@ impl RouteConfig {
             }
             LnbitsSettings::default()
         };
+        let payments = match (&r.payments, r.dialect) {
+            (Some(p), DialectKind::Payments) => Some(p.validate(at)?),
+            (None, DialectKind::Payments) => {
+                return bad(format!(
+                    "{at}: a payments route needs a [route.payments] table naming the routes it watches"
+                ))
+            }
+            (Some(_), _) => {
+                return bad(format!(
+                    "{at}: [route.payments] applies only to routes with dialect = \"payments\""
+                ))
+            }
+            (None, _) => None,
+        };
+        if r.dialect == DialectKind::Payments && !r.upstreams.is_empty() {
+            return bad(format!(
+                "{at}: a payments route has no upstreams of its own: it watches through the routes named in [route.payments]"
+            ));
+        }
         // An LNbits route without upstreams is a channel hub of its own.
-        if r.upstreams.is_empty() && r.dialect != DialectKind::Lnbits {
+        if r.upstreams.is_empty()
+            && !matches!(r.dialect, DialectKind::Lnbits | DialectKind::Payments)
+        {
             return bad(format!(
                 "{at}: upstreams must list at least one ws:// or wss:// URL"
             ));
@@ -380,6 +408,7 @@ impl RouteConfig {
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),
+            payments,
         })
     }
 }

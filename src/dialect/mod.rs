@@ -29,6 +29,8 @@ pub enum DialectKind {
     Solana,
     Xrpl,
     Lnbits,
+    /// The incoming-payments feed over other routes (`crate::payments`), not a [`Dialect`].
+    Payments,
 }
 
 impl DialectKind {
@@ -38,6 +40,7 @@ impl DialectKind {
             DialectKind::Solana => "solana",
             DialectKind::Xrpl => "xrpl",
             DialectKind::Lnbits => "lnbits",
+            DialectKind::Payments => "payments",
         }
     }
 
@@ -46,7 +49,11 @@ impl DialectKind {
     pub fn implemented(self) -> bool {
         matches!(
             self,
-            DialectKind::Ethereum | DialectKind::Solana | DialectKind::Xrpl | DialectKind::Lnbits
+            DialectKind::Ethereum
+                | DialectKind::Solana
+                | DialectKind::Xrpl
+                | DialectKind::Lnbits
+                | DialectKind::Payments
         )
     }
 
@@ -69,8 +76,9 @@ impl std::str::FromStr for DialectKind {
             "solana" => Ok(DialectKind::Solana),
             "xrpl" => Ok(DialectKind::Xrpl),
             "lnbits" => Ok(DialectKind::Lnbits),
+            "payments" => Ok(DialectKind::Payments),
             other => Err(format!(
-                "unknown dialect {other:?} (ethereum, solana, xrpl, lnbits)"
+                "unknown dialect {other:?} (ethereum, solana, xrpl, lnbits, payments)"
             )),
         }
     }

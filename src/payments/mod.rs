@@ -12,5 +12,7 @@ pub mod ethereum;
 pub mod event;
 pub mod finality;
 pub mod lightning;
+pub mod log;
+pub mod rpc;
 pub mod solana;
 pub mod xrpl;

@@ -126,6 +126,7 @@ fn settings(kind: DialectKind) -> RouteSettings {
         backfill: false,
         backfill_max_blocks: 128,
         deflate: None,
+        payments: None,
     }
 }
 
