@@ -44,6 +44,8 @@ pub enum StartError {
     },
     #[error("dialect {0} is not implemented")]
     Dialect(String),
+    #[error("{0}")]
+    Payments(#[from] payments::route::PaymentsError),
 }
 
 /// A running submux instance.
@@ -52,6 +54,8 @@ pub struct Running {
     pub hub: Hub,
     /// Channel routes (LNbits), in configuration order.
     pub channels: Vec<channel::ChannelRoute>,
+    /// Payments feeds (`dialect = "payments"`), in configuration order.
+    pub payments: Vec<payments::route::PaymentsRoute>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     server: tokio::task::JoinHandle<()>,
@@ -132,6 +136,9 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
             ));
             continue;
         }
+        if r.dialect == dialect::DialectKind::Payments {
+            continue;
+        }
         let dialect = r
             .dialect
             .build()
@@ -148,12 +155,24 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
         b.start(shutdown.clone(), &tracker);
     }
     let hub = Hub::new(routes);
+    let mut feeds = Vec::new();
+    for r in &settings.routes {
+        if r.dialect == dialect::DialectKind::Payments {
+            feeds.push(payments::route::spawn(
+                r.clone(),
+                &hub,
+                shutdown.clone(),
+                &tracker,
+            )?);
+        }
+    }
     let grace = settings.shutdown_grace;
     let delay = settings.shutdown_delay;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = server::AppState {
         hub: hub.clone(),
         channels: channels.clone().into(),
+        payments: feeds.clone().into(),
         gate: gate::Gate::new(Arc::new(settings), shutdown.clone(), tracker.clone()),
         draining: draining.clone(),
         started: std::time::Instant::now(),
@@ -175,6 +194,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
         addr,
         hub,
         channels,
+        payments: feeds,
         shutdown,
         tracker,
         server,

@@ -6,6 +6,7 @@ use crate::auth::ApiKey;
 use crate::channel::ChannelRoute;
 use crate::gate::{check_origin, cors, is_ws_upgrade, upgrade, Gate};
 use crate::hub::{Hub, RouteHandle};
+use crate::payments::route::PaymentsRoute;
 use crate::session;
 use crate::telemetry::render_prometheus;
 use axum::extract::Request;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Channel routes (LNbits), beside the hub's JSON-RPC routes.
     pub channels: Arc<[ChannelRoute]>,
+    /// Payments feeds over the hub's routes.
+    pub payments: Arc<[PaymentsRoute]>,
     /// Upgrades, limits and origins (shared with the channel routes).
     pub gate: Gate,
     pub started: std::time::Instant,
@@ -54,6 +57,15 @@ pub fn router(state: AppState) -> Router {
         r = r
             .route(&route.path, serve.clone())
             .route(&format!("{}/{{*item}}", route.path), serve);
+    }
+    for route in state.payments.iter() {
+        for path in [route.path.to_string(), format!("{}/{{key}}", route.path)] {
+            let (st, pr) = (state.clone(), route.clone());
+            r = r.route(
+                &path,
+                any(move |req: Request| serve_payments(st.clone(), pr.clone(), req)),
+            );
+        }
     }
     r.with_state(state)
 }
@@ -118,6 +130,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
                 .iter()
                 .map(|c| (c.path.clone(), c.metrics.clone())),
         )
+        .chain(
+            state
+                .payments
+                .iter()
+                .map(|p| (p.path.clone(), p.metrics.clone())),
+        )
         .collect();
     (
         [(header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)],
@@ -129,13 +147,13 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
 /// The API key a request presents, checked against the configured keys.
 fn resolve_key(
     state: &AppState,
-    route: &RouteHandle,
+    route_path: &str,
     req: &Request,
 ) -> Result<Option<Arc<ApiKey>>, crate::auth::AuthError> {
     let path_rest = req
         .uri()
         .path()
-        .strip_prefix(&*route.path)
+        .strip_prefix(route_path)
         .and_then(|r| r.strip_prefix('/'));
     let authorization = req
         .headers()
@@ -152,7 +170,7 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
     };
     let needs_key = matches!(*req.method(), Method::GET | Method::POST);
     let key = if needs_key {
-        match resolve_key(&state, &route, &req) {
+        match resolve_key(&state, &route.path, &req) {
             Ok(k) => k,
             Err(e) => {
                 return (
@@ -228,5 +246,73 @@ async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Respon
     match session::handle_http(route, &text).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
         None => StatusCode::OK.into_response(),
+    }
+}
+
+/// A payments feed: WebSocket JSON-RPC (`payments_subscribe`), POST `payments_history`.
+async fn serve_payments(state: AppState, route: PaymentsRoute, req: Request) -> Response {
+    let (origin, restricted) = match check_origin(&state.gate, &req) {
+        Ok(o) => o,
+        Err(refused) => return *refused,
+    };
+    let key = if matches!(*req.method(), Method::GET | Method::POST) {
+        match resolve_key(&state, &route.path, &req) {
+            Ok(k) => k,
+            Err(e) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    format!("{e}\n"),
+                )
+                    .into_response()
+            }
+        }
+    } else {
+        None
+    };
+    match *req.method() {
+        Method::GET if is_ws_upgrade(&req) => {
+            let (settings, shutdown) = (state.gate.settings.clone(), state.gate.shutdown.clone());
+            let path = route.path.clone();
+            upgrade(&state.gate, &path, req, key, move |ws| {
+                crate::payments::session::run(ws, route, settings, shutdown)
+            })
+        }
+        Method::POST => {
+            let limit = state.gate.settings.max_frame_bytes;
+            let body = match axum::body::to_bytes(req.into_body(), limit).await {
+                Ok(b) => b,
+                Err(_) => {
+                    return (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body exceeds {limit} bytes\n"),
+                    )
+                        .into_response()
+                }
+            };
+            let text = String::from_utf8_lossy(&body);
+            let max_batch = state.gate.settings.max_batch_len;
+            let resp = match crate::payments::session::handle_http(&route, max_batch, &text).await {
+                Some(reply) => {
+                    ([(header::CONTENT_TYPE, "application/json")], reply).into_response()
+                }
+                None => StatusCode::OK.into_response(),
+            };
+            cors(resp, origin.as_ref(), restricted)
+        }
+        Method::OPTIONS => cors(
+            StatusCode::NO_CONTENT.into_response(),
+            origin.as_ref(),
+            restricted,
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, POST, OPTIONS")],
+            format!(
+                "submux route {} (payments): connect with a WebSocket or POST payments_history\n",
+                route.path
+            ),
+        )
+            .into_response(),
     }
 }

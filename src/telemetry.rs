@@ -107,6 +107,8 @@ route_metrics! {
             "Channels held by a channel route (LNbits), with clients or buffered messages.";
         backplane_connected: "submux_backplane_connected",
             "1 while the Redis backplane subscription of a channel route is up.";
+        payments_watched: "submux_payments_watched_addresses",
+            "Addresses a payments route watches upstream (one subscription each, shared by its watchers).";
     }
     counters {
         gap_notices: "submux_gap_notices_total",
@@ -153,6 +155,12 @@ route_metrics! {
             "Messages replayed to channel clients reconnecting with ?since=.";
         backplane_reconnects: "submux_backplane_reconnects_total",
             "Redis backplane subscriptions lost and re-established.";
+        payments_events: "submux_payments_events_total",
+            "Credit events (one per credit and state) written to a payments route's log.";
+        webhook_deliveries: "submux_webhook_deliveries_total",
+            "Payments events delivered to webhooks (acknowledged with a 2xx).";
+        webhook_failures: "submux_webhook_failures_total",
+            "Webhook delivery attempts that failed and will be retried.";
     }
     latencies {
         resubscribe_micros:
@@ -412,6 +420,10 @@ mod tests {
             ("submux_pushes_total", "counter"),
             ("submux_replayed_frames_total", "counter"),
             ("submux_backplane_reconnects_total", "counter"),
+            ("submux_payments_watched_addresses", "gauge"),
+            ("submux_payments_events_total", "counter"),
+            ("submux_webhook_deliveries_total", "counter"),
+            ("submux_webhook_failures_total", "counter"),
             ("submux_client_closes_total", "counter"),
             ("submux_resubscribe_duration_seconds", "histogram"),
             ("submux_request_duration_seconds", "histogram"),

@@ -182,3 +182,47 @@ pub(super) fn check_watched(routes: &[RouteSettings]) -> Result<(), ConfigError>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::RawConfig;
+
+    fn check(toml: &str) -> Result<(), String> {
+        RawConfig::parse(toml, "t")
+            .and_then(|c| c.validate(None))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    const XRPL: &str =
+        "[[route]]\npath = \"/xrpl\"\ndialect = \"xrpl\"\nupstreams = [\"ws://127.0.0.1:1\"]\n";
+
+    #[test]
+    fn payments_routes_are_checked() {
+        let ok = format!("{XRPL}[[route]]\npath = \"/p\"\ndialect = \"payments\"\n[route.payments]\nxrpl = \"/xrpl\"\n");
+        check(&ok).unwrap();
+        for (extra, want) in [
+            ("", "needs a [route.payments] table"),
+            ("[route.payments]\n", "must name at least one route"),
+            ("[route.payments]\nxrpl = \"/nope\"\n", "names no route of this instance"),
+            ("[route.payments]\nethereum = \"/xrpl\"\n", "is a xrpl route, not ethereum"),
+            ("[route.payments]\nxrpl = \"/xrpl\"\nethereum_confirmations = 0\n", "ethereum_confirmations"),
+            ("[route.payments]\nxrpl = \"/xrpl\"\nlog_max_bytes = 10\n", "log_max_bytes"),
+            ("[route.payments]\nxrpl = \"/xrpl\"\n[[route.payments.webhook]]\nurl = \"ftp://x\"\nsecret = \"0123456789abcdef\"\naddresses = [\"xrpl:r\"]\n", "webhook url"),
+            ("[route.payments]\nxrpl = \"/xrpl\"\n[[route.payments.webhook]]\nurl = \"http://x/\"\nsecret = \"short\"\naddresses = [\"xrpl:r\"]\n", "secret"),
+            ("[route.payments]\nxrpl = \"/xrpl\"\n[[route.payments.token]]\nchain = \"xrpl\"\naddress = \"r\"\ndecimals = 6\n", "chain must be"),
+        ] {
+            let t = format!("{XRPL}[[route]]\npath = \"/p\"\ndialect = \"payments\"\n{extra}");
+            let e = check(&t).unwrap_err();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let upstreams = format!("{XRPL}[[route]]\npath = \"/p\"\ndialect = \"payments\"\nupstreams = [\"ws://a\"]\n[route.payments]\nxrpl = \"/xrpl\"\n");
+        assert!(check(&upstreams)
+            .unwrap_err()
+            .contains("no upstreams of its own"));
+        let elsewhere = "[[route]]\npath = \"/xrpl\"\ndialect = \"xrpl\"\nupstreams = [\"ws://127.0.0.1:1\"]\n[route.payments]\nxrpl = \"/xrpl\"\n";
+        assert!(check(elsewhere)
+            .unwrap_err()
+            .contains("applies only to routes with dialect = \"payments\""));
+    }
+}

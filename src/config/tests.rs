@@ -266,15 +266,27 @@ fn example_config_documents_every_key() {
     let lnbits =
         fields("[[route]]\npath = \"/x\"\ndialect = \"lnbits\"\n[route.lnbits]\nzz_unknown = 1\n");
     assert_eq!(lnbits.len(), 6, "{lnbits:?}");
+    let payments = fields(
+        "[[route]]\npath = \"/x\"\ndialect = \"payments\"\n[route.payments]\nzz_unknown = 1\n",
+    );
+    assert_eq!(payments.len(), 10, "{payments:?}");
     assert!(
         server.len() >= 10 && route.len() >= 10 && backplane.len() >= 5,
         "{server:?} {route:?} {backplane:?}"
     );
-    for key in server.iter().chain(&route).chain(&backplane).chain(&lnbits) {
+    for key in server
+        .iter()
+        .chain(&route)
+        .chain(&backplane)
+        .chain(&lnbits)
+        .chain(&payments)
+    {
         assert!(
             text.lines().any(|l| {
                 let l = l.trim_start().trim_start_matches("# ");
-                l.starts_with(&format!("{key} =")) || l == format!("[route.{key}]")
+                l.starts_with(&format!("{key} ="))
+                    || l == format!("[route.{key}]")
+                    || l == format!("[[route.payments.{key}]]")
             }),
             "deploy/submux.example.toml does not document `{key}`"
         );

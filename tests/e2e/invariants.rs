@@ -314,3 +314,25 @@ fn no_module_cycles() {
         );
     }
 }
+
+/// The payments feed's credit extraction, finality and request parsing are pure: no
+/// runtime, no socket, no clock (time is passed in).
+#[test]
+fn payments_extraction_is_sans_io() {
+    for file in [
+        "src/payments/amount.rs",
+        "src/payments/event.rs",
+        "src/payments/finality.rs",
+        "src/payments/lightning.rs",
+        "src/payments/solana.rs",
+        "src/payments/xrpl/mod.rs",
+        "src/payments/ethereum/mod.rs",
+        "src/payments/rpc/mod.rs",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let code = non_test_code(&text);
+        for banned in NOT_SANS_IO.iter().chain(&["std::fs", "SystemTime"]) {
+            assert!(!code.contains(banned), "{file} uses {banned}");
+        }
+    }
+}

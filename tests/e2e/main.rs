@@ -10,6 +10,7 @@ mod invariants;
 mod limits;
 mod lnbits;
 mod lnbits_util;
+mod payments;
 mod protocol;
 mod reconnect;
 mod refcount;

@@ -129,7 +129,7 @@ fn native_transfers_need_a_watched_recipient_a_value_and_a_successful_receipt() 
 #[test]
 fn decimals_and_symbol_answers() {
     assert_eq!(read_decimals(&format!("0x{:064x}", 18)), Some(18));
-    assert_eq!(read_decimals("0x"), Some(0));
+    assert_eq!(read_decimals("0x"), None);
     assert_eq!(read_decimals(&format!("0x{:064x}", 255)), None);
     // ABI string "USDT".
     let abi = format!("0x{:064x}{:064x}{:0<64}", 32, 4, "55534454");

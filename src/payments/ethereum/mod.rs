@@ -237,8 +237,12 @@ pub fn read_head(head: &Value) -> Option<(u64, String, String)> {
 pub const DECIMALS_CALL: &str = "0x313ce567";
 pub const SYMBOL_CALL: &str = "0x95d89b41";
 
-/// The answer to `decimals()`: a uint8 in one word.
+/// The answer to `decimals()`: a uint8 in one word (`None` for an empty answer: no such
+/// function).
 pub fn read_decimals(result: &str) -> Option<u32> {
+    if result.len() <= 2 {
+        return None;
+    }
     let v = parse_uint(result).ok()?;
     u32::try_from(v).ok().filter(|d| *d <= 77)
 }

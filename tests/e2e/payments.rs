@@ -1,0 +1,335 @@
+//! The payments feed (issue 16) over the simulated rippled: credits with exact amounts,
+//! one upstream subscription per watched address however many watchers, JSON-RPC errors,
+//! `since` replay across a restart of submux, and `payments_history` over HTTP.
+
+use crate::common::*;
+use crate::protocol::http_post;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use submux::config::{PaymentsRouteConfig, RouteConfig};
+use submux::dialect::DialectKind;
+use submux::sim::xrpl::{XrplSim, XrplSimConfig};
+
+fn routes(sim: &XrplSim, data_dir: Option<&PathBuf>) -> Vec<RouteConfig> {
+    let mut x = fast_route(vec![sim.ws_url()]);
+    x.path = "/xrpl".into();
+    x.dialect = DialectKind::Xrpl;
+    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
+    p.payments = Some(PaymentsRouteConfig {
+        xrpl: Some("/xrpl".into()),
+        data_dir: data_dir.map(|d| d.display().to_string()),
+        ..Default::default()
+    });
+    vec![x, p]
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("submux-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+async fn subscribe(c: &mut Client, params: Value) -> String {
+    let r = c.call("payments_subscribe", json!([params])).await;
+    r["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("subscribe failed: {r}"))
+        .to_string()
+}
+
+/// The next payments notification's event (checks the envelope and subscription).
+async fn event(c: &mut Client, sub: &str) -> Value {
+    let v = c.recv().await;
+    assert_eq!(v["method"], "payments_notification", "{v}");
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert_eq!(v["params"]["subscription"], sub, "{v}");
+    v["params"]["result"].clone()
+}
+
+#[tokio::test]
+async fn xrp_and_issued_credits_with_exact_amounts() {
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let mux = submux_with(server_cfg(), routes(&sim, None)).await;
+    let acct = sim.accounts();
+    let (a, b, issuer) = (&acct[0], &acct[1], &acct[2]);
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let sub = subscribe(&mut c, json!({"chain": "xrpl", "address": b})).await;
+    wait_for("one upstream subscription", || sim.subscriptions() == 1).await;
+    // 1 drop, then 1.000001 XRP, then a payment *from* b (no credit to b), then an
+    // issued currency through the trust line the payment opens.
+    sim.pay(a, b, 1);
+    sim.close_ledger();
+    let e = event(&mut c, &sub).await;
+    assert_eq!(e["amount"], "0.000001");
+    assert_eq!(e["raw_amount"], "1");
+    assert_eq!(
+        e["asset"],
+        json!({"type": "native", "symbol": "XRP", "decimals": 6})
+    );
+    assert_eq!(
+        (e["to"].as_str(), e["from"].as_str()),
+        (Some(b.as_str()), Some(a.as_str()))
+    );
+    assert_eq!(e["status"], "final");
+    assert_eq!(e["chain"], "xrpl");
+    let tx = e["tx"].as_str().unwrap().to_string();
+    assert_eq!(e["id"], format!("xrpl:{tx}:0"));
+    assert!(e["height"].as_u64().is_some() && e["time"].as_str().unwrap().ends_with('Z'));
+    let first_cursor = e["cursor"].as_str().unwrap().to_string();
+    sim.pay(a, b, 1_000_001);
+    sim.pay(b, a, 5_000_000);
+    sim.close_ledger();
+    let e = event(&mut c, &sub).await;
+    assert_eq!(
+        (e["amount"].as_str(), e["raw_amount"].as_str()),
+        (Some("1.000001"), Some("1000001"))
+    );
+    assert!(
+        e["cursor"].as_str().unwrap() > first_cursor.as_str(),
+        "cursors increase"
+    );
+    sim.pay_issued(
+        issuer,
+        b,
+        json!({"currency": "USD", "issuer": issuer, "value": "12.000000000000001"}),
+    )
+    .unwrap();
+    sim.close_ledger();
+    let e = event(&mut c, &sub).await;
+    assert_eq!(e["amount"], "12.000000000000001");
+    assert_eq!(
+        e["raw_amount"],
+        Value::Null,
+        "issued currencies have no base unit"
+    );
+    assert_eq!(
+        e["asset"],
+        json!({"type": "issued", "currency": "USD", "issuer": issuer})
+    );
+    // An assets filter: only USD from that issuer.
+    let usd = subscribe(
+        &mut c,
+        json!({"chain": "xrpl", "address": b, "assets": {"currency": "USD", "issuer": issuer}}),
+    )
+    .await;
+    sim.pay(a, b, 7);
+    sim.pay_issued(
+        issuer,
+        b,
+        json!({"currency": "USD", "issuer": issuer, "value": "1"}),
+    )
+    .unwrap();
+    sim.close_ledger();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let v = c.recv().await;
+        got.push((
+            v["params"]["subscription"].as_str().unwrap().to_string(),
+            v["params"]["result"]["amount"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    got.sort();
+    let mut want = vec![
+        (sub.clone(), "0.000007".to_string()),
+        (sub.clone(), "1".to_string()),
+        (usd.clone(), "1".to_string()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        sim.subscriptions(),
+        1,
+        "two watchers of one address: one upstream subscription"
+    );
+    mux.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_rpc_errors() {
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let mux = submux_with(server_cfg(), routes(&sim, None)).await;
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let b = &sim.accounts()[1];
+    let cases = [
+        (
+            json!({"chain": "dogecoin", "address": b}),
+            "unknown chain \"dogecoin\" (xrpl, ethereum, solana, lightning)",
+        ),
+        (
+            json!({"chain": "ethereum", "address": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"}),
+            "this route does not watch ethereum",
+        ),
+        (
+            json!({"chain": "xrpl", "address": format!("{}x", &b[..b.len() - 1])}),
+            "invalid xrpl address",
+        ),
+        (
+            json!({"chain": "xrpl", "address": b, "since": "00000000000000ff"}),
+            "unknown cursor",
+        ),
+        (
+            json!({"chain": "xrpl", "address": b, "since": "cursor?"}),
+            "unknown cursor",
+        ),
+    ];
+    for (params, want) in cases {
+        let r = c.call("payments_subscribe", json!([params])).await;
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().starts_with(want),
+            "{r}"
+        );
+    }
+    let r = c
+        .call("payments_unsubscribe", json!(["0x0000000000000001"]))
+        .await;
+    assert_eq!(r["result"], false);
+    let r = c.call("eth_subscribe", json!(["newHeads"])).await;
+    assert_eq!(r["error"]["code"], -32601);
+    c.send_text("{not json").await;
+    assert_eq!(c.recv().await["error"]["code"], -32700);
+    // The socket stays usable, and nothing was subscribed upstream.
+    let sub = subscribe(&mut c, json!({"chain": "xrpl", "address": b})).await;
+    let r = c.call("payments_unsubscribe", json!([sub])).await;
+    assert_eq!(r["result"], true);
+    // Over HTTP, subscribing is refused (no notifications on HTTP), history works.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "payments_subscribe", "params": [{"chain": "xrpl", "address": b}]});
+    let r = http_post(&mux.http_url("/payments"), &body.to_string()).await;
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    mux.stop().await;
+}
+
+#[tokio::test]
+async fn thousand_watchers_share_one_upstream_subscription_per_address() {
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let mux = submux_with(server_cfg(), routes(&sim, None)).await;
+    let acct = sim.accounts();
+    let watched = [&acct[1], &acct[2], &acct[3]];
+    let mut clients = Vec::new();
+    let mut subs = Vec::new();
+    for i in 0..10 {
+        let mut c = Client::connect(&mux.ws_url("/payments")).await;
+        let mut mine = Vec::new();
+        for j in 0..100 {
+            let addr = watched[(i * 100 + j) % 3];
+            mine.push((
+                subscribe(&mut c, json!({"chain": "xrpl", "address": addr})).await,
+                addr.to_string(),
+            ));
+        }
+        clients.push(c);
+        subs.push(mine);
+    }
+    wait_for("three upstream subscriptions", || sim.subscriptions() == 3).await;
+    for (k, to) in watched.iter().enumerate() {
+        sim.pay(&acct[0], to, 10 + k as u64);
+    }
+    sim.close_ledger();
+    // Every watcher gets exactly its address's credit.
+    for (c, mine) in clients.iter_mut().zip(&subs) {
+        let mut got = std::collections::HashMap::new();
+        for _ in 0..mine.len() {
+            let v = c.recv().await;
+            let e = &v["params"]["result"];
+            got.insert(
+                v["params"]["subscription"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+            );
+        }
+        for (sub, addr) in mine {
+            assert_eq!(got.get(sub), Some(addr), "{sub}");
+        }
+    }
+    assert_eq!(
+        sim.subscriptions(),
+        3,
+        "1,000 watchers, 3 addresses: 3 upstream subscriptions"
+    );
+    let m = &mux.payments[0].metrics;
+    assert_eq!(
+        m.client_subscriptions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1000
+    );
+    assert_eq!(
+        m.payments_watched
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    drop(clients);
+    wait_for("upstream released after watchers leave", || {
+        sim.subscriptions() == 0
+    })
+    .await;
+    mux.stop().await;
+}
+
+#[tokio::test]
+async fn since_replays_from_the_log_across_a_restart() {
+    let dir = temp_dir("payments-restart");
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let acct = sim.accounts();
+    let (a, b) = (&acct[0], &acct[1]);
+    let mut cursors = Vec::new();
+    {
+        let mux = submux_with(server_cfg(), routes(&sim, Some(&dir))).await;
+        let mut c = Client::connect(&mux.ws_url("/payments")).await;
+        let sub = subscribe(&mut c, json!({"chain": "xrpl", "address": b})).await;
+        wait_for("subscribed upstream", || sim.subscriptions() == 1).await;
+        for drops in [100, 200, 300] {
+            sim.pay(a, b, drops);
+            sim.close_ledger();
+            let e = event(&mut c, &sub).await;
+            cursors.push((
+                e["cursor"].as_str().unwrap().to_string(),
+                e["raw_amount"].as_str().unwrap().to_string(),
+            ));
+        }
+        drop(c);
+        assert!(mux.stop().await);
+    }
+    // A new instance on the same data_dir: the cursor of the first event still works.
+    let mux = submux_with(server_cfg(), routes(&sim, Some(&dir))).await;
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let sub = subscribe(
+        &mut c,
+        json!({"chain": "xrpl", "address": b, "since": cursors[0].0}),
+    )
+    .await;
+    for (cursor, raw) in &cursors[1..] {
+        let e = event(&mut c, &sub).await;
+        assert_eq!(
+            (
+                e["cursor"].as_str().unwrap(),
+                e["raw_amount"].as_str().unwrap()
+            ),
+            (cursor.as_str(), raw.as_str())
+        );
+    }
+    // Then live, after the replay.
+    wait_for("subscribed upstream", || sim.subscriptions() == 1).await;
+    sim.pay(a, b, 400);
+    sim.close_ledger();
+    let e = event(&mut c, &sub).await;
+    assert_eq!(e["raw_amount"], "400");
+    assert!(e["cursor"].as_str().unwrap() > cursors[2].0.as_str());
+    // The same history over HTTP, paged with limit.
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "payments_history",
+        "params": [{"chain": "xrpl", "address": b, "since": cursors[0].0, "limit": 2}]});
+    let r = http_post(&mux.http_url("/payments"), &body.to_string()).await;
+    let events = r["result"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["raw_amount"], "200");
+    assert_eq!(r["result"]["cursor"], cursors[2].0);
+    let body = json!({"jsonrpc": "2.0", "id": 8, "method": "payments_history",
+        "params": {"chain": "xrpl", "address": b, "since": cursors[2].0}});
+    let r = http_post(&mux.http_url("/payments"), &body.to_string()).await;
+    assert_eq!(r["result"]["events"][0]["raw_amount"], "400", "{r}");
+    mux.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
