@@ -273,6 +273,24 @@ impl Log {
         Ok(out)
     }
 
+    /// A named position kept in the log (a webhook's last delivered cursor).
+    pub fn mark(&self, name: &str) -> Result<Option<Cursor>, LogError> {
+        let r = self.db.begin_read().map_err(store)?;
+        let m = r.open_table(META).map_err(store)?;
+        let k = format!("mark:{name}");
+        Ok(m.get(k.as_str()).map_err(store)?.map(|v| Cursor(v.value())))
+    }
+
+    pub fn set_mark(&self, name: &str, at: Cursor) -> Result<(), LogError> {
+        let w = self.db.begin_write().map_err(store)?;
+        {
+            let mut m = w.open_table(META).map_err(store)?;
+            let k = format!("mark:{name}");
+            m.insert(k.as_str(), at.0).map_err(store)?;
+        }
+        w.commit().map_err(store)
+    }
+
     /// Events held now.
     pub fn len(&self) -> Result<u64, LogError> {
         let r = self.db.begin_read().map_err(store)?;

@@ -84,6 +84,8 @@ pub enum PaymentsError {
     Log(String, LogError),
     #[error("route {0}: watched route {1} is not running")]
     Missing(String, String),
+    #[error("route {0}: webhook address {1:?}: {2}")]
+    Webhook(String, String, String),
 }
 
 impl PaymentsRoute {
@@ -133,7 +135,7 @@ struct Actor {
     interest: HashMap<Chain, mpsc::UnboundedSender<Interest>>,
     next_id: u64,
     /// New events for webhooks.
-    webhook_tx: Option<mpsc::UnboundedSender<Cursor>>,
+    webhook_tx: Option<tokio::sync::watch::Sender<Cursor>>,
 }
 
 fn now_ms() -> u64 {
@@ -436,7 +438,7 @@ impl Actor {
         }
         if let (Some(tx), Some(last)) = (&self.webhook_tx, events.last()) {
             if let Ok(c) = Cursor::parse(&last.cursor) {
-                let _ = tx.send(c);
+                tx.send_replace(c);
             }
         }
     }

@@ -11,6 +11,7 @@ mod limits;
 mod lnbits;
 mod lnbits_util;
 mod payments;
+mod payments_hooks;
 mod protocol;
 mod reconnect;
 mod refcount;
