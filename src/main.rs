@@ -255,6 +255,7 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
             sol_route,
             xrpl_route,
             RouteConfig::new(LNBITS_PATH, DialectKind::Lnbits, vec![]),
+            payments_route(),
         ],
         backplane: None,
         source: None,
@@ -270,10 +271,31 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     ))
 }
 
+/// The demo's payments feed over its simulated /xrpl and /eth (log in memory).
+const PAYMENTS_PATH: &str = "/payments";
+
+fn payments_route() -> RouteConfig {
+    let mut r = RouteConfig::new(PAYMENTS_PATH, DialectKind::Payments, vec![]);
+    r.payments = Some(submux::config::PaymentsRouteConfig {
+        xrpl: Some("/xrpl".into()),
+        ethereum: Some("/eth".into()),
+        ..Default::default()
+    });
+    r
+}
+
 fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
     println!();
     println!("submux demo: simulated upstreams, no network needed. Ctrl-C to stop.");
     for (path, dialect) in routes {
+        if *dialect == DialectKind::Payments {
+            println!(
+                "  {dialect:<9} {}  (payments_subscribe; HTTP POST payments_history: {})",
+                running.ws_url(path),
+                running.http_url(path)
+            );
+            continue;
+        }
         if *dialect == DialectKind::Lnbits {
             println!(
                 "  {dialect:<9} {}/{{item_id}}  (channel hub; push: GET {1}/{{item_id}}/{{data}}, POST {1}/{{item_id}}?data=…)",
@@ -318,6 +340,19 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
         println!(
             "  websocat {}   # then paste: {{\"id\":1,\"command\":\"subscribe\",\"streams\":[\"ledger\",\"transactions\"],\"api_version\":2}}",
             running.ws_url("/xrpl")
+        );
+    }
+    if routes.iter().any(|(p, _)| p == PAYMENTS_PATH) {
+        let payee = submux::sim::xrpl::sim_address(1);
+        println!();
+        println!("Incoming payments (the simulated rippled pays {payee} every few seconds):");
+        println!(
+            "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"payments_subscribe\",\"params\":[{{\"chain\":\"xrpl\",\"address\":\"{payee}\"}}]}}",
+            running.ws_url(PAYMENTS_PATH)
+        );
+        println!(
+            "  curl -s -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"payments_history\",\"params\":[{{\"chain\":\"xrpl\",\"address\":\"{payee}\"}}]}}' {}",
+            running.http_url(PAYMENTS_PATH)
         );
     }
     if routes.iter().any(|(p, _)| p == LNBITS_PATH) {
