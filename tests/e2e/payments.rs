@@ -333,3 +333,97 @@ async fn since_replays_from_the_log_across_a_restart() {
     mux.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn partial_payments_failures_checks_escrows_and_offers_crossed() {
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let mux = submux_with(server_cfg(), routes(&sim, None)).await;
+    let acct = sim.accounts();
+    let (a, b, c, issuer) = (&acct[0], &acct[1], &acct[2], &acct[3]);
+    let mut ws = Client::connect(&mux.ws_url("/payments")).await;
+    let sub_b = subscribe(&mut ws, json!({"chain": "xrpl", "address": b})).await;
+    let sub_a = subscribe(&mut ws, json!({"chain": "xrpl", "address": a})).await;
+    wait_for("two upstream subscriptions", || sim.subscriptions() == 2).await;
+    // A partial payment: DeliverMax 100,000 XRP, 1 drop delivered.
+    let tx = sim.pay_partial(a, b, 100_000_000_000, 1);
+    sim.close_ledger();
+    let e = event(&mut ws, &sub_b).await;
+    assert_eq!(
+        (
+            e["tx"].as_str(),
+            e["amount"].as_str(),
+            e["raw_amount"].as_str()
+        ),
+        (Some(tx.as_str()), Some("0.000001"), Some("1"))
+    );
+    // A tec failure: nothing. Then a check of 3 XRP cashed by b itself (its fee is not
+    // taken off the credit) and an escrow of 2 XRP finished by c.
+    sim.pay_failing(a, b, 5_000_000);
+    sim.close_ledger();
+    let check = sim.check_cash(a, b, 3_000_000);
+    sim.close_ledger();
+    let e = event(&mut ws, &sub_b).await;
+    assert_eq!(
+        (e["tx"].as_str(), e["amount"].as_str()),
+        (Some(check.as_str()), Some("3")),
+        "the tec payment gave nothing"
+    );
+    let escrow = sim.escrow_finish(c, a, b, 2_000_000);
+    sim.close_ledger();
+    let e = event(&mut ws, &sub_b).await;
+    assert_eq!(
+        (e["tx"].as_str(), e["amount"].as_str(), e["from"].as_str()),
+        (Some(escrow.as_str()), Some("2"), Some(c.as_str()))
+    );
+    // Offers crossed: a sells 10 USD for 10 XRP; b's offer takes it. b is credited the
+    // USD through its trust line, a (the maker) the XRP.
+    sim.pay_issued(
+        issuer,
+        a,
+        json!({"currency": "USD", "issuer": issuer, "value": "50"}),
+    )
+    .unwrap();
+    sim.close_ledger();
+    let e = event(&mut ws, &sub_a).await;
+    assert_eq!(e["amount"], "50");
+    sim.pay_issued(
+        issuer,
+        b,
+        json!({"currency": "USD", "issuer": issuer, "value": "1"}),
+    )
+    .unwrap();
+    sim.close_ledger();
+    let e = event(&mut ws, &sub_b).await;
+    assert_eq!(e["amount"], "1");
+    sim.offer_create(
+        a,
+        json!({"currency": "USD", "issuer": issuer, "value": "10"}),
+        json!("10000000"),
+    );
+    sim.close_ledger();
+    let taker = sim.offer_create(
+        b,
+        json!("10000000"),
+        json!({"currency": "USD", "issuer": issuer, "value": "10"}),
+    );
+    sim.close_ledger();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let v = ws.recv().await;
+        let e = &v["params"]["result"];
+        assert_eq!(e["tx"], taker, "{v}");
+        got.push((
+            v["params"]["subscription"].as_str().unwrap().to_string(),
+            e["amount"].as_str().unwrap().to_string(),
+            e["asset"]["type"].as_str().unwrap().to_string(),
+        ));
+    }
+    got.sort();
+    let mut want = vec![
+        (sub_a.clone(), "10".to_string(), "native".to_string()),
+        (sub_b.clone(), "10".to_string(), "issued".to_string()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    mux.stop().await;
+}

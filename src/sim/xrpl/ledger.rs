@@ -250,7 +250,21 @@ pub(super) fn apply(st: &mut State, p: &Pending, index: u64) -> Value {
     let hash = p.hash.as_str();
     let mut nodes = Vec::new();
     let mut delivered = None;
+    let mut result = "tesSUCCESS";
     match &p.kind {
+        Kind::Moves {
+            moves,
+            result: r,
+            delivered: d,
+        } => {
+            let sender = p.tx_json["Account"].as_str().unwrap_or_default();
+            for (account, delta) in moves {
+                let seq = account == sender;
+                nodes.push(touch_account(st, hash, index, account, *delta, seq, 0));
+            }
+            result = r;
+            delivered = d.map(|drops| json!(drops.to_string()));
+        }
         Kind::Payment { from, to, drops } => {
             let from_delta = -((*drops + FEE) as i128);
             nodes.push(touch_account(st, hash, index, from, from_delta, true, 0));
@@ -337,7 +351,7 @@ pub(super) fn apply(st: &mut State, p: &Pending, index: u64) -> Value {
             .cmp(&node_body(b)["LedgerIndex"].as_str())
     });
     let mut meta = json!({"AffectedNodes": nodes, "TransactionIndex": 0,
-        "TransactionResult": "tesSUCCESS"});
+        "TransactionResult": result});
     if let Some(d) = delivered {
         meta["delivered_amount"] = d;
     }

@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+
+mod credits;
 use tokio_util::sync::CancellationToken;
 
 /// Seconds between the Unix epoch and the XRP Ledger epoch (2000-01-01).
@@ -82,6 +84,14 @@ enum Kind {
         account: String,
         gets: Value,
         pays: Value,
+    },
+    /// XRP moved by another transaction kind, or a failure (`sim/xrpl/credits.rs`): the
+    /// balance change of each account (the sender's fee included), the result code, and
+    /// a Payment's delivered drops.
+    Moves {
+        moves: Vec<(String, i128)>,
+        result: &'static str,
+        delivered: Option<u64>,
     },
     /// An issued-currency payment, rippling through the issuer's trust lines.
     Issued {
@@ -297,6 +307,35 @@ impl XrplSim {
     pub fn offer_create(&self, account: &str, taker_gets: Value, taker_pays: Value) -> String {
         offer_create(&self.inner, account, taker_gets, taker_pays)
     }
+    /// A partial payment (`tfPartialPayment`): `DeliverMax` says `max_drops`, only
+    /// `delivered_drops` arrive (`meta.delivered_amount`). Returns the hash.
+    pub fn pay_partial(
+        &self,
+        from: &str,
+        to: &str,
+        max_drops: u64,
+        delivered_drops: u64,
+    ) -> String {
+        credits::pay_partial(&self.inner, from, to, max_drops, delivered_drops)
+    }
+    /// A payment that fails in the ledger (`tecUNFUNDED_PAYMENT`): only the fee moves.
+    pub fn pay_failing(&self, from: &str, to: &str, drops: u64) -> String {
+        credits::pay_failing(&self.inner, from, to, drops)
+    }
+    /// `receiver` cashes a check of `drops` written by `owner`.
+    pub fn check_cash(&self, owner: &str, receiver: &str, drops: u64) -> String {
+        credits::check_cash(&self.inner, owner, receiver, drops)
+    }
+    /// `finisher` finishes `owner`'s escrow of `drops` to `destination`.
+    pub fn escrow_finish(
+        &self,
+        finisher: &str,
+        owner: &str,
+        destination: &str,
+        drops: u64,
+    ) -> String {
+        credits::escrow_finish(&self.inner, finisher, owner, destination, drops)
+    }
     /// Close and validate a ledger; returns its index.
     pub fn close_ledger(&self) -> u64 {
         close_ledger(&self.inner)
@@ -403,6 +442,14 @@ fn tx_message(st: &State, hash: &str, tx_json: &Value, api: u8) -> Value {
     });
     match st.validated.get(hash) {
         Some(v) => {
+            if let Some(r) = v.meta["TransactionResult"]
+                .as_str()
+                .filter(|r| *r != "tesSUCCESS")
+            {
+                m["engine_result"] = json!(r);
+                m["engine_result_code"] = json!(credits::result_code(r));
+                m["engine_result_message"] = json!(credits::result_message(r));
+            }
             tx["date"] = json!(v.close_time);
             m["validated"] = json!(true);
             m["status"] = json!("closed");
