@@ -161,6 +161,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
             feeds.push(payments::route::spawn(
                 r.clone(),
                 &hub,
+                &channels,
                 shutdown.clone(),
                 &tracker,
             )?);

@@ -279,6 +279,7 @@ fn payments_route() -> RouteConfig {
     r.payments = Some(submux::config::PaymentsRouteConfig {
         xrpl: Some("/xrpl".into()),
         ethereum: Some("/eth".into()),
+        lnbits: Some(LNBITS_PATH.into()),
         ..Default::default()
     });
     r
@@ -348,6 +349,10 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
         println!("Incoming payments (the simulated rippled pays {payee} every few seconds):");
         println!(
             "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"payments_subscribe\",\"params\":[{{\"chain\":\"xrpl\",\"address\":\"{payee}\"}}]}}",
+            running.ws_url(PAYMENTS_PATH)
+        );
+        println!(
+            "  websocat {}   # the demo LNbits wallet: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"payments_subscribe\",\"params\":[{{\"chain\":\"lightning\",\"address\":\"{DEMO_INKEY}\"}}]}}",
             running.ws_url(PAYMENTS_PATH)
         );
         println!(

@@ -11,7 +11,7 @@
 
 use super::event::{AssetFilter, Chain, Credit, Event};
 use super::log::{address_key, Cursor, Log, LogError, Retention};
-use super::{watch_eth, watch_xrpl};
+use super::{watch_eth, watch_ln, watch_xrpl};
 use crate::config::{PaymentsSettings, RouteSettings};
 use crate::hub::Hub;
 use crate::telemetry::RouteMetrics;
@@ -149,6 +149,7 @@ fn now_ms() -> u64 {
 pub fn spawn(
     settings: RouteSettings,
     hub: &Hub,
+    channels: &[crate::channel::ChannelRoute],
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<PaymentsRoute, PaymentsError> {
@@ -218,7 +219,20 @@ pub fn spawn(
     if p.solana.is_some() {
         chains.push(Chain::Solana);
     }
-    if p.lnbits.is_some() {
+    if let Some(l) = &p.lnbits {
+        let channel = channels
+            .iter()
+            .find(|c| &*c.path == l.as_str())
+            .cloned()
+            .ok_or_else(|| PaymentsError::Missing(path.clone(), l.clone()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tracker.spawn(watch_ln::run(
+            channel,
+            rx,
+            found_tx.clone(),
+            shutdown.clone(),
+        ));
+        interest.insert(Chain::Lightning, tx);
         chains.push(Chain::Lightning);
     }
     drop(found_tx);

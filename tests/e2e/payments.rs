@@ -427,3 +427,71 @@ async fn partial_payments_failures_checks_escrows_and_offers_crossed() {
     assert_eq!(got, want);
     mux.stop().await;
 }
+
+#[tokio::test]
+async fn lightning_settled_incoming_payments_from_the_lnbits_route() {
+    use crate::lnbits_util::{http_base, lnbits_route, push_body, start};
+    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
+    p.payments = Some(PaymentsRouteConfig {
+        lnbits: Some(crate::lnbits_util::PATH.into()),
+        ..Default::default()
+    });
+    let mux = start(server_cfg(), vec![lnbits_route(vec![]), p], None).await;
+    let inkey = "0f5e0c7a2b9d4e6f8a1b3c5d7e9f1a2b";
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let sub = subscribe(&mut c, json!({"chain": "lightning", "address": inkey})).await;
+    wait_for("the LNbits channel joined", || {
+        mux.channels[0]
+            .metrics
+            .channels
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    let fixture: Value =
+        serde_json::from_str(include_str!("../fixtures/lnbits/payment_notification.json")).unwrap();
+    // Pending, outgoing, then settled incoming (as LNbits sends them, to the invoice key).
+    let mut pending = fixture.clone();
+    pending["payment"]["status"] = json!("pending");
+    let mut outgoing = fixture.clone();
+    outgoing["payment"]["amount"] = json!(-5000);
+    for m in [&pending, &outgoing, &fixture] {
+        let a = push_body(&http_base(&mux), inkey, &m.to_string()).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let e = event(&mut c, &sub).await;
+    assert_eq!(e["raw_amount"], "250000000");
+    assert_eq!(e["amount"], "0.0025");
+    assert_eq!(
+        e["asset"],
+        json!({"type": "lightning", "symbol": "BTC", "decimals": 11})
+    );
+    assert_eq!(e["status"], "final");
+    assert_eq!(e["to"], inkey);
+    assert_eq!(
+        e["id"],
+        format!(
+            "lightning:{}:0",
+            fixture["payment"]["payment_hash"].as_str().unwrap()
+        )
+    );
+    // The same settled message again (a reconnect, a repeat): logged once.
+    push_body(&http_base(&mux), inkey, &fixture.to_string()).await;
+    let mut other = fixture.clone();
+    other["payment"]["payment_hash"] = json!("ff".repeat(32));
+    other["payment"]["amount"] = json!(1);
+    push_body(&http_base(&mux), inkey, &other.to_string()).await;
+    let e = event(&mut c, &sub).await;
+    assert_eq!(
+        e["amount"], "0.00000000001",
+        "the repeat was not delivered again"
+    );
+    let r = c
+        .call(
+            "payments_history",
+            json!([{"chain": "lightning", "address": inkey, "since": "0000000000000000"}]),
+        )
+        .await;
+    assert_eq!(r["result"]["events"].as_array().unwrap().len(), 2, "{r}");
+    mux.stop().await;
+}
