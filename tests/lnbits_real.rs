@@ -349,3 +349,93 @@ async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() 
     }
     drop(ln);
 }
+
+/// The payments feed (issue 16) watching a real LNbits wallet through the proxy-mode
+/// LNbits route: a FakeWallet invoice paid from another wallet is one `final` credit of
+/// exactly its msat, under the payment hash.
+#[tokio::test]
+async fn payments_feed_reports_a_real_fakewallet_payment() {
+    let mut ln = Lnbits::start();
+    ln.wait_up().await;
+    let none = ("", "");
+    let admin = ln
+        .call(
+            "PUT",
+            "/api/v1/auth/first_install",
+            none,
+            json!({"username": "admin", "password": "secret1234", "password_repeat": "secret1234"}),
+        )
+        .await;
+    let token = format!("Bearer {}", admin["access_token"].as_str().unwrap());
+    let shop = ln
+        .call("POST", "/api/v1/account", none, json!({"name": "shop"}))
+        .await;
+    let payer = ln
+        .call("POST", "/api/v1/account", none, json!({"name": "payer"}))
+        .await;
+    let s = |w: &Value, k: &str| w[k].as_str().unwrap().to_string();
+    let inkey = s(&shop, "inkey");
+    ln.call(
+        "PUT",
+        "/users/api/v1/balance",
+        ("Authorization", &token),
+        json!({"id": s(&payer, "id"), "amount": 100000}),
+    )
+    .await;
+    let invoice = ln
+        .call(
+            "POST",
+            "/api/v1/payments",
+            ("X-Api-Key", &inkey),
+            json!({"out": false, "amount": 21, "memo": "payments feed"}),
+        )
+        .await;
+    let hash = s(&invoice, "payment_hash");
+    let upstream = format!("ws://{}{PATH}", ln.base.trim_start_matches("http://"));
+    let mut feed = submux::config::RouteConfig::new(
+        "/payments",
+        submux::dialect::DialectKind::Payments,
+        vec![],
+    );
+    feed.payments = Some(submux::config::PaymentsRouteConfig {
+        lnbits: Some(PATH.into()),
+        ..Default::default()
+    });
+    let mux = start(server_cfg(), vec![lnbits_route(vec![upstream]), feed], None).await;
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let r = c
+        .call(
+            "payments_subscribe",
+            json!([{"chain": "lightning", "address": inkey}]),
+        )
+        .await;
+    let sub = r["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let m = mux.channels[0].metrics.clone();
+    wait_for("the feed's upstream socket to LNbits", || {
+        m.upstream_connections.load(Relaxed) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ln.call(
+        "POST",
+        "/api/v1/payments",
+        ("X-Api-Key", &s(&payer, "adminkey")),
+        json!({"out": true, "bolt11": s(&invoice, "bolt11")}),
+    )
+    .await;
+    let v = c.recv().await;
+    assert_eq!(v["params"]["subscription"], sub.as_str(), "{v}");
+    let e = &v["params"]["result"];
+    assert_eq!(e["id"], format!("lightning:{hash}:0"));
+    assert_eq!(e["tx"], hash.as_str());
+    assert_eq!(
+        (e["raw_amount"].as_str(), e["amount"].as_str()),
+        (Some("21000"), Some("0.00000021"))
+    );
+    assert_eq!(e["status"], "final");
+    assert_eq!(e["asset"]["type"], "lightning");
+    mux.stop().await;
+}
