@@ -279,6 +279,7 @@ fn payments_route() -> RouteConfig {
     r.payments = Some(submux::config::PaymentsRouteConfig {
         xrpl: Some("/xrpl".into()),
         ethereum: Some("/eth".into()),
+        solana: Some("/sol".into()),
         lnbits: Some(LNBITS_PATH.into()),
         ..Default::default()
     });

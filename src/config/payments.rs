@@ -164,6 +164,12 @@ pub(super) fn check_watched(routes: &[RouteSettings]) -> Result<(), ConfigError>
         ] {
             let Some(path) = path else { continue };
             match routes.iter().find(|x| &x.path == path) {
+                Some(x) if x.dialect == want && want == DialectKind::Solana && x.http_upstream.is_none() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "route {}: [route.payments] solana = {path:?}: that route needs http_upstream (transactions are read with getTransaction)",
+                        r.path
+                    )))
+                }
                 Some(x) if x.dialect == want => {}
                 Some(x) => {
                     return Err(ConfigError::Invalid(format!(

@@ -19,6 +19,7 @@ pub mod session;
 pub mod solana;
 pub mod watch_eth;
 pub mod watch_ln;
+pub mod watch_sol;
 pub mod watch_xrpl;
 pub mod webhook;
 pub mod xrpl;

@@ -11,7 +11,7 @@
 
 use super::event::{AssetFilter, Chain, Credit, Event};
 use super::log::{address_key, Cursor, Log, LogError, Retention};
-use super::{watch_eth, watch_ln, watch_xrpl};
+use super::{watch_eth, watch_ln, watch_sol, watch_xrpl};
 use crate::config::{PaymentsSettings, RouteSettings};
 use crate::hub::Hub;
 use crate::telemetry::RouteMetrics;
@@ -216,7 +216,19 @@ pub fn spawn(
         interest.insert(Chain::Ethereum, tx);
         chains.push(Chain::Ethereum);
     }
-    if p.solana.is_some() {
+    if let Some(x) = &p.solana {
+        let handle = hub
+            .get(x)
+            .cloned()
+            .ok_or_else(|| PaymentsError::Missing(path.clone(), x.clone()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tracker.spawn(watch_sol::run(
+            handle,
+            rx,
+            found_tx.clone(),
+            shutdown.clone(),
+        ));
+        interest.insert(Chain::Solana, tx);
         chains.push(Chain::Solana);
     }
     if let Some(l) = &p.lnbits {

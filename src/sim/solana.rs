@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+#[path = "sol_payments.rs"]
+pub mod sol_payments;
+
 /// The system program: owner of plain accounts.
 pub const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
 
@@ -49,6 +52,8 @@ struct State {
     by_params: HashMap<String, u64>,
     conns: HashMap<u64, Conn>,
     accounts: HashMap<String, Account>,
+    /// `getTransaction` results by signature (`sol_payments.rs`).
+    transactions: HashMap<String, Value>,
 }
 
 struct Inner {
@@ -103,6 +108,7 @@ impl SolSim {
                 by_params: HashMap::new(),
                 conns: HashMap::new(),
                 accounts: HashMap::new(),
+                transactions: HashMap::new(),
             }),
             counters: super::Counters::default(),
         });
@@ -137,6 +143,19 @@ impl SolSim {
         let mentions: Vec<String> = mentions.iter().map(|s| s.to_string()).collect();
         let logs: Vec<String> = logs.iter().map(|s| s.to_string()).collect();
         emit_logs(&self.inner, signature, &mentions, &logs, Value::Null);
+    }
+    /// A transaction moving SOL (and, with `token`, SPL units) is confirmed: kept for
+    /// `getTransaction` and announced to `logsSubscribe` of every account it mentions.
+    /// `err`: `Value::Null` for success. See `sol_payments.rs`.
+    pub fn confirm_transfer(&self, t: &sol_payments::Transfer, err: Value) -> Value {
+        let tx = sol_payments::transaction(self.inner.lock().slot, t, err.clone());
+        self.inner
+            .lock()
+            .transactions
+            .insert(t.signature.clone(), tx.clone());
+        let mentions = sol_payments::mentions(t);
+        emit_logs(&self.inner, &t.signature, &mentions, &[], err);
+        tx
     }
     /// A signature is processed: `receivedSignature` (where asked for) then the final one.
     pub fn process_signature(&self, signature: &str) {
@@ -508,6 +527,10 @@ fn handle_http_one(inner: &Inner, m: &Value) -> String {
                 json!({"blockhash":"EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG","lastValidBlockHeight":slot+150}),
             ),
         ),
+        "getTransaction" => {
+            let tx = inner.lock().transactions.get(&s(0)).cloned();
+            ok(&id, tx.unwrap_or(Value::Null))
+        }
         "sim_advanceSlot" => ok(&id, json!(advance_slot(inner))),
         "sim_setAccount" => {
             let data = p(3)

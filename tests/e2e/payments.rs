@@ -495,3 +495,84 @@ async fn lightning_settled_incoming_payments_from_the_lnbits_route() {
     assert_eq!(r["result"]["events"].as_array().unwrap().len(), 2, "{r}");
     mux.stop().await;
 }
+
+#[tokio::test]
+async fn solana_sol_and_spl_credits_confirmed_then_final() {
+    use submux::sim::solana::sol_payments::{Token, Transfer};
+    use submux::sim::solana::{base58_encode, SolSim, SolSimConfig};
+    let sim = SolSim::start(SolSimConfig::default()).await.unwrap();
+    let mut sol = fast_route(vec![sim.ws_url()]);
+    sol.path = "/sol".into();
+    sol.dialect = DialectKind::Solana;
+    sol.http_upstream = Some(sim.http_url());
+    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
+    p.payments = Some(PaymentsRouteConfig {
+        solana: Some("/sol".into()),
+        ..Default::default()
+    });
+    let mux = submux_with(server_cfg(), vec![sol, p]).await;
+    let key = |b: u8| base58_encode(&[b; 32]);
+    let (from, to, mint) = (key(1), key(2), key(3));
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let sub = subscribe(&mut c, json!({"chain": "solana", "address": to})).await;
+    wait_for("logs subscriptions at two commitments", || {
+        sim.subscriptions() == 2
+    })
+    .await;
+    // A failed transaction first: nothing.
+    let t = |sig: &str, token: Option<Token>| Transfer {
+        signature: sig.into(),
+        from: from.clone(),
+        to: to.clone(),
+        lamports: 1_000_000_001,
+        token,
+    };
+    sim.confirm_transfer(
+        &t("failedSig", None),
+        json!({"InstructionError": [0, {"Custom": 1}]}),
+    );
+    let spl = Token {
+        mint: mint.clone(),
+        decimals: 6,
+        amount: u64::MAX as u128 + 1,
+        from_account: key(4),
+        to_account: key(5),
+        to_before: 0,
+    };
+    sim.confirm_transfer(&t("okSig", Some(spl)), Value::Null);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let e = event(&mut c, &sub).await;
+        assert_eq!(e["tx"], "okSig", "the failed transaction gave nothing: {e}");
+        got.push((
+            e["status"].as_str().unwrap().to_string(),
+            e["asset"]["type"].as_str().unwrap().to_string(),
+            e["amount"].as_str().unwrap().to_string(),
+            e["raw_amount"].as_str().unwrap().to_string(),
+        ));
+    }
+    got.sort();
+    let row = |s: &str, t: &str, a: &str, r: &str| {
+        (s.to_string(), t.to_string(), a.to_string(), r.to_string())
+    };
+    assert_eq!(
+        got,
+        vec![
+            row("confirmed", "native", "1.000000001", "1000000001"),
+            row(
+                "confirmed",
+                "spl",
+                "18446744073709.551616",
+                "18446744073709551616"
+            ),
+            row("final", "native", "1.000000001", "1000000001"),
+            row(
+                "final",
+                "spl",
+                "18446744073709.551616",
+                "18446744073709551616"
+            ),
+        ]
+    );
+    mux.stop().await;
+}
