@@ -162,6 +162,7 @@ pub async fn start_on(listener: TcpListener, settings: Settings) -> Result<Runni
                 r.clone(),
                 &hub,
                 &channels,
+                settings.backplane.as_ref(),
                 shutdown.clone(),
                 &tracker,
             )?);

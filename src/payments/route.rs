@@ -11,6 +11,8 @@
 
 use super::event::{AssetFilter, Chain, Credit, Event};
 use super::log::{address_key, Cursor, Log, LogError, Retention};
+use super::redis_log::RedisLog;
+use super::store::Store;
 use super::{watch_eth, watch_ln, watch_sol, watch_xrpl};
 use crate::config::{PaymentsSettings, RouteSettings};
 use crate::hub::Hub;
@@ -54,9 +56,12 @@ enum Command {
     },
 }
 
-/// What chain watchers tell the actor.
+/// What chain watchers (and the shared log's reader) tell the actor.
 pub enum Found {
+    /// Credits extracted from a chain: to log.
     Credits(Vec<Credit>),
+    /// Events any instance logged (Redis Streams): to deliver.
+    Logged(Vec<Event>),
 }
 
 /// Messages from the actor to a chain watcher: start or stop watching an address.
@@ -72,7 +77,7 @@ pub struct PaymentsRoute {
     pub path: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
     pub settings: Arc<RouteSettings>,
-    pub log: Arc<Log>,
+    pub store: Store,
     /// The chains this route watches.
     pub chains: Arc<[Chain]>,
     cmd: mpsc::Sender<Command>,
@@ -118,13 +123,16 @@ impl PaymentsRoute {
 }
 
 struct Watcher {
+    /// Events up to this cursor were given at joining (the shared log's reader may bring
+    /// them again).
+    after: Option<Cursor>,
     key: String,
     assets: Vec<AssetFilter>,
     tx: mpsc::Sender<Delivered>,
 }
 
 struct Actor {
-    log: Arc<Log>,
+    store: Store,
     metrics: Arc<RouteMetrics>,
     queue_len: usize,
     watchers: HashMap<u64, Watcher>,
@@ -144,12 +152,53 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Deliver what any instance logs in the shared stream, from its head at start.
+async fn read_shared(log: Arc<RedisLog>, found: mpsc::Sender<Found>, shutdown: CancellationToken) {
+    let mut backoff = crate::backoff::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
+    let mut at = None;
+    loop {
+        let r = match at {
+            None => log.head().await.map(|h| {
+                at = Some(h);
+                Vec::new()
+            }),
+            Some(c) => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = log.read(c, std::time::Duration::from_secs(1)) => r,
+            },
+        };
+        match r {
+            Ok(events) => {
+                backoff.reset();
+                if let Some(last) = events.last().and_then(|e| Cursor::parse(&e.cursor).ok()) {
+                    at = Some(last);
+                }
+                if !events.is_empty() && found.send(Found::Logged(events)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let wait = backoff.next_delay(fastrand::f64());
+                tracing::warn!(error = %e, retry_in = ?wait, "payments: cannot read the shared log");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Start a payments route: open its log, start a watcher per watched chain (each
 /// subscribes through the watched route's handle) and the actor.
 pub fn spawn(
     settings: RouteSettings,
     hub: &Hub,
     channels: &[crate::channel::ChannelRoute],
+    backplane: Option<&crate::config::BackplaneSettings>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<PaymentsRoute, PaymentsError> {
@@ -162,15 +211,26 @@ pub fn spawn(
         max_age: p.log_max_age,
         max_bytes: p.log_max_bytes,
     };
-    let log = Arc::new(
-        Log::open(p.data_dir.as_deref(), retention)
-            .map_err(|e| PaymentsError::Log(path.clone(), e))?,
-    );
-    if p.data_dir.is_none() {
-        tracing::warn!(route = %path, "payments log kept in memory (no data_dir): a restart loses cursors");
-    }
-    let metrics = Arc::new(RouteMetrics::default());
     let (found_tx, found_rx) = mpsc::channel(FOUND_QUEUE);
+    let store = match backplane {
+        Some(b) => {
+            let prefix = format!("{}:payments:{path}", b.channel_prefix);
+            let log = RedisLog::new(&b.redis, prefix, p.log_max_age)
+                .map_err(|e| PaymentsError::Log(path.clone(), e))?;
+            let log = Arc::new(log);
+            tracker.spawn(read_shared(log.clone(), found_tx.clone(), shutdown.clone()));
+            Store::Redis(log)
+        }
+        None => {
+            let log = Log::open(p.data_dir.as_deref(), retention)
+                .map_err(|e| PaymentsError::Log(path.clone(), e))?;
+            if p.data_dir.is_none() {
+                tracing::warn!(route = %path, "payments log kept in memory (no data_dir): a restart loses cursors");
+            }
+            Store::Local(Arc::new(log))
+        }
+    };
+    let metrics = Arc::new(RouteMetrics::default());
     let mut interest = HashMap::new();
     let mut chains = Vec::new();
     let queue_len = settings.client_queue_len.max(16);
@@ -253,13 +313,13 @@ pub fn spawn(
         path: path.clone().into(),
         metrics: metrics.clone(),
         settings: Arc::new(settings),
-        log: log.clone(),
+        store: store.clone(),
         chains: chains.into(),
         cmd: cmd_tx,
     };
     let webhook_tx = super::webhook::spawn(&route, &p, shutdown.clone(), tracker);
     let mut actor = Actor {
-        log,
+        store,
         metrics,
         queue_len,
         watchers: HashMap::new(),
@@ -307,16 +367,24 @@ impl Actor {
                     Some(c) => self.command(c).await,
                     None => return,
                 },
-                f = found.recv() => {
-                    let Some(Found::Credits(mut credits)) = f else { return };
-                    // Everything ready goes into one log transaction.
-                    while let Ok(Found::Credits(more)) = found.try_recv() {
-                        credits.extend(more);
-                        if credits.len() >= 8192 {
-                            break;
+                f = found.recv() => match f {
+                    None => return,
+                    Some(Found::Logged(events)) => self.fan_out(&events),
+                    Some(Found::Credits(mut credits)) => {
+                        // Everything ready goes into one log transaction.
+                        let mut logged = Vec::new();
+                        while credits.len() < 8192 {
+                            match found.try_recv() {
+                                Ok(Found::Credits(more)) => credits.extend(more),
+                                Ok(Found::Logged(e)) => logged.push(e),
+                                Err(_) => break,
+                            }
+                        }
+                        self.publish(credits).await;
+                        for e in logged {
+                            self.fan_out(&e);
                         }
                     }
-                    self.publish(credits).await;
                 }
             }
         }
@@ -333,26 +401,7 @@ impl Actor {
             } => {
                 let remainder = match after {
                     None => Ok(Vec::new()),
-                    Some(cursor) => {
-                        let (log, a) = (self.log.clone(), address.clone());
-                        tokio::task::spawn_blocking(move || {
-                            let mut out = Vec::new();
-                            let mut at = cursor;
-                            loop {
-                                let page = log.history(chain, &a, at, 1000)?;
-                                let full = page.len() == 1000;
-                                if let Some(last) = page.last() {
-                                    at = Cursor::parse(&last.cursor)?;
-                                }
-                                out.extend(page);
-                                if !full {
-                                    return Ok(out);
-                                }
-                            }
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(LogError::Store(e.to_string())))
-                    }
+                    Some(cursor) => self.store.history_all(chain, &address, cursor).await,
                 };
                 let remainder = match remainder {
                     Ok(r) => r,
@@ -364,11 +413,23 @@ impl Actor {
                 let id = self.next_id;
                 self.next_id += 1;
                 let key = address_key(chain, &address);
+                let last = remainder
+                    .last()
+                    .and_then(|e: &Event| Cursor::parse(&e.cursor).ok())
+                    .or(after);
                 let (tx, rx) = mpsc::channel(self.queue_len);
                 let ids = self.by_address.entry(key.clone()).or_default();
                 let first = ids.is_empty() && !self.pinned.contains(&key);
                 ids.push(id);
-                self.watchers.insert(id, Watcher { key, assets, tx });
+                self.watchers.insert(
+                    id,
+                    Watcher {
+                        after: last,
+                        key,
+                        assets,
+                        tx,
+                    },
+                );
                 if first {
                     self.watch(chain, &address);
                 }
@@ -414,24 +475,25 @@ impl Actor {
         if wanted.is_empty() {
             return;
         }
-        let log = self.log.clone();
-        let appended = tokio::task::spawn_blocking(move || log.append(&wanted, now_ms())).await;
-        let events = match appended {
-            Ok(Ok(e)) => e,
-            Ok(Err(e)) => {
+        let events = match self.store.append(wanted, now_ms()).await {
+            Ok((events, added)) => {
+                self.metrics
+                    .payments_events
+                    .fetch_add(added as u64, std::sync::atomic::Ordering::Relaxed);
+                events
+            }
+            Err(e) => {
                 tracing::error!(error = %e, "payments: cannot log events; they are not delivered");
                 return;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "payments: log task failed");
-                return;
-            }
         };
-        self.metrics
-            .payments_events
-            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.fan_out(&events);
+    }
+
+    /// Deliver logged events to the watchers of their addresses, in order.
+    fn fan_out(&mut self, events: &[Event]) {
         let mut dropped = Vec::new();
-        for e in &events {
+        for e in events {
             let Ok(cursor) = Cursor::parse(&e.cursor) else {
                 continue;
             };
@@ -445,6 +507,9 @@ impl Actor {
                 let Some(w) = self.watchers.get(id) else {
                     continue;
                 };
+                if w.after.is_some_and(|a| cursor <= a) {
+                    continue;
+                }
                 if !w.assets.is_empty() && !w.assets.iter().any(|f| e.credit.asset.matches(f)) {
                     continue;
                 }

@@ -182,7 +182,7 @@ where
                         continue;
                     }
                     if let Some(since) = w.since {
-                        if let Err(e) = self.route.log.check(since) {
+                        if let Err(e) = self.route.store.check(since).await {
                             replies.push(rpc::render_err(&id, &rpc::cursor_error(&e)));
                             continue;
                         }
@@ -212,10 +212,11 @@ where
         let mut last = w.since;
         if let Some(mut at) = w.since {
             loop {
-                let (log, chain, addr) = (self.route.log.clone(), w.chain, w.address.clone());
-                let page = tokio::task::spawn_blocking(move || log.history(chain, &addr, at, PAGE))
-                    .await
-                    .map_err(|e| End::Failed(e.to_string()))?;
+                let page = self
+                    .route
+                    .store
+                    .history(w.chain, &w.address, at, PAGE)
+                    .await;
                 let page = match page {
                     Ok(p) => p,
                     Err(e) => {
@@ -284,14 +285,13 @@ where
 
 async fn history(route: &PaymentsRoute, id: &RequestId, w: Watch, limit: usize) -> String {
     let since = w.since.unwrap_or(Cursor(0));
-    let log = route.log.clone();
     let (chain, addr, assets) = (w.chain, w.address, w.assets);
-    let r = tokio::task::spawn_blocking(move || {
+    let r: Result<_, super::log::LogError> = async {
         // Filtered pages until `limit` matching events or the end.
         let mut out = Vec::new();
         let mut at = since;
         loop {
-            let page = log.history(chain, &addr, at, limit)?;
+            let page = route.store.history(chain, &addr, at, limit).await?;
             let full = page.len() == limit;
             for e in page {
                 at = Cursor::parse(&e.cursor)?;
@@ -300,15 +300,14 @@ async fn history(route: &PaymentsRoute, id: &RequestId, w: Watch, limit: usize) 
                 }
             }
             if !full || out.len() >= limit {
-                return Ok::<_, super::log::LogError>((out, at));
+                return Ok((out, at));
             }
         }
-    })
+    }
     .await;
     match r {
-        Ok(Ok((events, at))) => rpc::render_ok(id, &rpc::render_history(&events, at)),
-        Ok(Err(e)) => rpc::render_err(id, &rpc::cursor_error(&e)),
-        Err(e) => rpc::render_err(id, &RpcError::new(-32000, e.to_string())),
+        Ok((events, at)) => rpc::render_ok(id, &rpc::render_history(&events, at)),
+        Err(e) => rpc::render_err(id, &rpc::cursor_error(&e)),
     }
 }
 

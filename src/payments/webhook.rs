@@ -11,8 +11,9 @@
 //!   restart delivery resumes where it stopped (a new hook starts at the log's head).
 
 use super::event::Chain;
-use super::log::{address_key, Cursor, Log};
+use super::log::{address_key, Cursor};
 use super::route::PaymentsRoute;
+use super::store::Store;
 use crate::backoff::Backoff;
 use crate::config::{PaymentsSettings, WebhookConfig};
 use crate::telemetry::{redact_url, RouteMetrics};
@@ -58,8 +59,7 @@ pub fn spawn(
     if p.webhooks.is_empty() {
         return None;
     }
-    let head = route.log.head().unwrap_or(Cursor(0));
-    let (tx, rx) = watch::channel(head);
+    let (tx, rx) = watch::channel(Cursor(0));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
@@ -80,7 +80,7 @@ struct Hook {
     url: http::Uri,
     shown: String,
     addresses: HashSet<String>,
-    log: Arc<Log>,
+    log: Store,
     metrics: Arc<RouteMetrics>,
     client: HttpClient,
     mark: String,
@@ -107,7 +107,7 @@ impl Hook {
             shown: redact_url(&cfg.url),
             mark: format!("webhook:{}", cfg.url),
             addresses,
-            log: route.log.clone(),
+            log: route.store.clone(),
             metrics: route.metrics.clone(),
             client,
             cfg,
@@ -115,33 +115,32 @@ impl Hook {
     }
 
     async fn run(self, mut heads: watch::Receiver<Cursor>, shutdown: CancellationToken) {
-        let log = self.log.clone();
-        let mark = self.mark.clone();
-        let start = tokio::task::spawn_blocking(move || -> Option<Cursor> {
-            match log.mark(&mark).ok()? {
-                Some(c) => Some(c),
+        let start = async {
+            match self.log.mark(&self.mark).await? {
+                Some(c) => Ok(c),
                 None => {
-                    let head = log.head().ok()?;
-                    log.set_mark(&mark, head).ok()?;
-                    Some(head)
+                    let head = self.log.head().await?;
+                    self.log.set_mark(&self.mark, head).await?;
+                    Ok::<_, super::log::LogError>(head)
                 }
             }
-        })
+        }
         .await
-        .ok()
-        .flatten();
+        .ok();
         let Some(mut at) = start else {
             tracing::error!(url = %self.shown, "webhook: cannot read its cursor from the log");
             return;
         };
         loop {
-            let log = self.log.clone();
-            let page = tokio::task::spawn_blocking(move || log.after(at, PAGE)).await;
-            let page = match page {
-                Ok(Ok(p)) => p,
-                _ => {
-                    tracing::error!(url = %self.shown, "webhook: cannot read the log");
-                    return;
+            let page = match self.log.after(at, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(url = %self.shown, error = %e, "webhook: cannot read the log; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(BACKOFF_INITIAL * 5) => {}
+                    }
+                    continue;
                 }
             };
             if page.is_empty() {
@@ -169,8 +168,9 @@ impl Hook {
                     at = c;
                 }
             }
-            let (log, mark) = (self.log.clone(), self.mark.clone());
-            let _ = tokio::task::spawn_blocking(move || log.set_mark(&mark, at)).await;
+            if let Err(e) = self.log.set_mark(&self.mark, at).await {
+                tracing::warn!(url = %self.shown, error = %e, "webhook: cannot keep its cursor");
+            }
         }
     }
 

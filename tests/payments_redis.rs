@@ -1,0 +1,178 @@
+//! Two submux instances sharing the payments log in a real Redis (Streams): both watch
+//! the same simulated rippled, each event is logged once (deduplicated by id and status),
+//! clients of either instance receive it under the same cursor, and either instance
+//! serves a cursor the other handed out.
+//!
+//! `scripts/test` installs redis-server when missing; without it this test fails.
+
+#[path = "e2e/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::{fast_route, server_cfg, wait_for, Client};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use submux::config::{BackplaneConfig, PaymentsRouteConfig, RawConfig, RouteConfig};
+use submux::dialect::DialectKind;
+use submux::sim::xrpl::{XrplSim, XrplSimConfig};
+
+struct Redis(Child, u16);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn redis() -> Redis {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("submux-payments-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = [
+        "redis-server",
+        "/usr/bin/redis-server",
+        "/usr/local/bin/redis-server",
+    ]
+    .into_iter()
+    .find(|b| {
+        Command::new(b)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .expect("redis-server is not installed: apt-get install redis-server (scripts/test does)");
+    let child = Command::new(bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let r = Redis(child, port);
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("redis-server did not start");
+}
+
+async fn instance(sim: &XrplSim, redis: &Redis) -> submux::Running {
+    let mut x = fast_route(vec![sim.ws_url()]);
+    x.path = "/xrpl".into();
+    x.dialect = DialectKind::Xrpl;
+    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
+    p.payments = Some(PaymentsRouteConfig {
+        xrpl: Some("/xrpl".into()),
+        ..Default::default()
+    });
+    let raw = RawConfig {
+        server: server_cfg(),
+        routes: vec![x, p],
+        backplane: Some(BackplaneConfig {
+            redis: format!("redis://127.0.0.1:{}/", redis.1),
+            channel_prefix: "submux-payments-test".into(),
+            connect_timeout_ms: 1_000,
+            backoff_initial_ms: 20,
+            backoff_max_ms: 200,
+        }),
+        source: None,
+        auth: Default::default(),
+    };
+    let running = submux::start(raw.validate(None).unwrap()).await.unwrap();
+    let m = running.hub.routes()[0].metrics.clone();
+    wait_for("xrpl upstream", || m.ready()).await;
+    running
+}
+
+async fn subscribe(c: &mut Client, params: Value) -> String {
+    let r = c.call("payments_subscribe", json!([params])).await;
+    r["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string()
+}
+
+async fn event(c: &mut Client, sub: &str) -> Value {
+    let v = c.recv().await;
+    assert_eq!(v["params"]["subscription"], sub, "{v}");
+    v["params"]["result"].clone()
+}
+
+#[tokio::test]
+async fn two_instances_share_one_log_in_redis_streams() {
+    let redis = redis().await;
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let (one, two) = (instance(&sim, &redis).await, instance(&sim, &redis).await);
+    let acct = sim.accounts();
+    let (a, b) = (&acct[0], &acct[1]);
+    let mut c1 = Client::connect(&one.ws_url("/payments")).await;
+    let mut c2 = Client::connect(&two.ws_url("/payments")).await;
+    let s1 = subscribe(&mut c1, json!({"chain": "xrpl", "address": b})).await;
+    let s2 = subscribe(&mut c2, json!({"chain": "xrpl", "address": b})).await;
+    // Each instance has its own upstream connection: two subscriptions upstream.
+    wait_for("both instances watching", || sim.subscriptions() == 2).await;
+    let mut cursors = Vec::new();
+    for drops in [5, 6, 7] {
+        sim.pay(a, b, drops);
+        sim.close_ledger();
+        let (e1, e2) = (event(&mut c1, &s1).await, event(&mut c2, &s2).await);
+        assert_eq!(e1, e2, "the same event, the same cursor, on both instances");
+        assert_eq!(e1["raw_amount"], drops.to_string());
+        cursors.push(e1["cursor"].as_str().unwrap().to_string());
+    }
+    // Logged once, not once per instance: the history has exactly three events, and a
+    // cursor from instance one works on instance two.
+    let r = c2
+        .call(
+            "payments_history",
+            json!([{"chain": "xrpl", "address": b, "since": "0000000000000000"}]),
+        )
+        .await;
+    let events = r["result"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(events.len(), 3, "{r}");
+    let mut c3 = Client::connect(&two.ws_url("/payments")).await;
+    let s3 = subscribe(
+        &mut c3,
+        json!({"chain": "xrpl", "address": b, "since": cursors[0]}),
+    )
+    .await;
+    for want in ["6", "7"] {
+        assert_eq!(event(&mut c3, &s3).await["raw_amount"], want);
+    }
+    // Then live, exactly once (the replay's events are not delivered again).
+    sim.pay(a, b, 8);
+    sim.close_ledger();
+    let e = event(&mut c3, &s3).await;
+    assert_eq!(e["raw_amount"], "8");
+    let bad = c3
+        .call(
+            "payments_subscribe",
+            json!([{"chain": "xrpl", "address": b, "since": "7fffffffffffffff"}]),
+        )
+        .await;
+    assert_eq!(bad["error"]["message"], "unknown cursor");
+    one.stop().await;
+    two.stop().await;
+}
