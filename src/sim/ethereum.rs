@@ -132,7 +132,12 @@ struct State {
     pruned: Option<u64>,
     /// The first block this node knows.
     genesis: u64,
+    /// Ether and token transfers (`eth_payments.rs`).
+    payments: eth_payments::Book,
 }
+
+#[path = "eth_payments.rs"]
+mod eth_payments;
 
 /// One emitted log: contract address, topics, and its JSON as notifications carry it.
 type SimLog = (String, Vec<String>, String);
@@ -216,6 +221,7 @@ impl EthSim {
                 logs: VecDeque::new(),
                 pruned: None,
                 genesis: 0,
+                payments: Default::default(),
             }),
             counters: super::Counters::default(),
             unsubscribe_requests: AtomicU64::new(0),
@@ -248,6 +254,26 @@ impl EthSim {
         emit_block(&self.inner)
     }
     /// Current block number.
+    /// Ether from `from` to `to` in the next block (`ok: false`: it reverts, receipt
+    /// status 0). Returns the transaction hash.
+    pub fn send_ether(&self, from: &str, to: &str, wei: u128, ok: bool) -> String {
+        self.inner.lock().payments.send_ether(from, to, wei, ok)
+    }
+    /// An ERC-20 `Transfer(from, to, value)` log of `contract` in the next block
+    /// (`value`: 64 hex digits). Returns the transaction hash.
+    pub fn send_token(&self, contract: &str, from: &str, to: &str, value: &str) -> String {
+        self.inner
+            .lock()
+            .payments
+            .send_token(contract, from, to, value)
+    }
+    /// Replace the newest block by a sibling: its token logs come again with
+    /// `removed: true`, its transactions are gone, a head with another hash follows.
+    pub fn reorg_last(&self) {
+        let mut st = self.inner.lock();
+        let head = block_json(st.block, false);
+        eth_payments::reorg(&mut st, &head);
+    }
     pub fn block_number(&self) -> u64 {
         self.inner.lock().block
     }
@@ -466,10 +492,21 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
                     if n > block || n < genesis {
                         reply("null".into())
                     } else {
-                        reply(block_json(n, true))
+                        reply(
+                            inner
+                                .lock()
+                                .payments
+                                .with_transactions(n, block_json(n, true)),
+                        )
                     }
                 }
                 "eth_getLogs" => get_logs(inner, &id, &p(0), block),
+                "eth_getTransactionReceipt" => reply(
+                    inner
+                        .lock()
+                        .payments
+                        .receipt(p(0).as_str().unwrap_or_default()),
+                ),
                 "eth_sendRawTransaction" => {
                     let data = p(0).as_str().unwrap_or_default().len() as u128;
                     reply(format!(
@@ -594,6 +631,9 @@ fn emit_block(inner: &Inner) -> u64 {
             (addr.clone(), topics, json)
         })
         .collect();
+    let ts = 1_700_000_000 + n * 12;
+    let first = logs.len();
+    let logs = [logs, st.payments.seal(n, &block_hash, ts, first)].concat();
     let pending: Vec<(String, String)> = (0..inner.cfg.pending_per_block as u64)
         .map(|i| {
             let h = hash_of(7, n * 1000 + i);

@@ -576,3 +576,86 @@ async fn solana_sol_and_spl_credits_confirmed_then_final() {
     );
     mux.stop().await;
 }
+
+#[tokio::test]
+async fn ethereum_simulator_ether_tokens_finality_and_reorg() {
+    use submux::config::TokenConfig;
+    let sim = submux::sim::ethereum::EthSim::start(Default::default())
+        .await
+        .unwrap();
+    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
+    let token = "0x00000000000000000000000000000000000000aa";
+    p.payments = Some(PaymentsRouteConfig {
+        ethereum: Some("/eth".into()),
+        ethereum_confirmations: Some(2),
+        token: vec![TokenConfig {
+            chain: "ethereum".into(),
+            address: token.into(),
+            decimals: 18,
+            symbol: Some("SIM".into()),
+        }],
+        ..Default::default()
+    });
+    let mux = submux_with(server_cfg(), vec![fast_route(vec![sim.url()]), p]).await;
+    let (alice, bob) = (
+        "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+        "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    );
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let sub = subscribe(&mut c, json!({"chain": "ethereum", "address": bob})).await;
+    wait_for("logs and newHeads upstream", || sim.subscriptions() == 2).await;
+    let paid = sim.send_ether(alice, bob, 1_000_000_000_000_000_001, true);
+    sim.send_ether(alice, bob, 5, false); // reverts: no credit
+    let sent = sim.send_token(token, alice, bob, &"f".repeat(64));
+    sim.emit_block();
+    let mut by_id = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let e = event(&mut c, &sub).await;
+        by_id.insert(e["id"].as_str().unwrap().to_string(), e);
+    }
+    let ether = &by_id[&format!("ethereum:{paid}:native")];
+    assert_eq!(
+        (ether["amount"].as_str(), ether["status"].as_str()),
+        (Some("1.000000000000000001"), Some("pending"))
+    );
+    assert_eq!(ether["to"], bob, "EIP-55");
+    let tok = by_id.values().find(|e| e["tx"] == sent.as_str()).unwrap();
+    assert_eq!(
+        tok["amount"],
+        "115792089237316195423570985008687907853269984665640564039457.584007913129639935"
+    );
+    assert_eq!(tok["asset"]["symbol"], "SIM");
+    // Two blocks on top: confirmed, then final (ethereum_confirmations = 2).
+    for want in ["confirmed", "final"] {
+        sim.emit_block();
+        for _ in 0..2 {
+            assert_eq!(event(&mut c, &sub).await["status"], want);
+        }
+    }
+    // A token transfer whose block is reorganised away: pending, then retracted.
+    let gone = sim.send_token(token, alice, bob, &format!("{:064x}", 7));
+    sim.emit_block();
+    let e = event(&mut c, &sub).await;
+    assert_eq!(
+        (e["tx"].as_str(), e["status"].as_str(), e["amount"].as_str()),
+        (
+            Some(gone.as_str()),
+            Some("pending"),
+            Some("0.000000000000000007")
+        )
+    );
+    sim.reorg_last();
+    let e = event(&mut c, &sub).await;
+    assert_eq!(
+        (e["tx"].as_str(), e["status"].as_str()),
+        (Some(gone.as_str()), Some("retracted"))
+    );
+    assert_eq!(
+        e["id"],
+        format!(
+            "ethereum:{gone}:{}",
+            e["id"].as_str().unwrap().rsplit(':').next().unwrap()
+        )
+    );
+    mux.stop().await;
+}
