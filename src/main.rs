@@ -210,7 +210,7 @@ fn lnbits_sim(running: &submux::Running) -> Option<LnbitsSim> {
 
 /// Simulators kept alive for the demo's lifetime.
 struct DemoSims {
-    _eth: Vec<EthSim>,
+    _eth: Vec<std::sync::Arc<EthSim>>,
     _sol: SolSim,
     _xrpl: XrplSim,
 }
@@ -264,11 +264,40 @@ async fn demo_config() -> anyhow::Result<(RawConfig, DemoSims)> {
     Ok((
         raw,
         DemoSims {
-            _eth: vec![primary, backup],
+            _eth: demo_eth_payments(vec![primary, backup]),
             _sol: sol,
             _xrpl: xrpl,
         },
     ))
+}
+
+/// The demo's Ethereum payee: ether and a token arrive every 6 s.
+const DEMO_ETH_PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+/// The demo's token contract (decimals pinned in the demo's payments route).
+const DEMO_TOKEN: &str = "0x00000000000000000000000000000000000000aa";
+
+/// Queue the same ether and token transfers on both simulated nodes (so failover keeps
+/// them) every 6 s.
+fn demo_eth_payments(sims: Vec<EthSim>) -> Vec<std::sync::Arc<EthSim>> {
+    let sims: Vec<_> = sims.into_iter().map(std::sync::Arc::new).collect();
+    let keep = sims.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(6));
+        for n in 1u128.. {
+            tick.tick().await;
+            for sim in &keep {
+                let payer = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+                sim.send_ether(payer, DEMO_ETH_PAYEE, n * 1_000_000_000_000_000, true);
+                sim.send_token(
+                    DEMO_TOKEN,
+                    payer,
+                    DEMO_ETH_PAYEE,
+                    &format!("{:064x}", n * 2_500_000),
+                );
+            }
+        }
+    });
+    sims
 }
 
 /// The demo's payments feed over its simulated /xrpl and /eth (log in memory).
@@ -281,6 +310,13 @@ fn payments_route() -> RouteConfig {
         ethereum: Some("/eth".into()),
         solana: Some("/sol".into()),
         lnbits: Some(LNBITS_PATH.into()),
+        ethereum_confirmations: Some(3),
+        token: vec![submux::config::TokenConfig {
+            chain: "ethereum".into(),
+            address: DEMO_TOKEN.into(),
+            decimals: 6,
+            symbol: Some("USDS".into()),
+        }],
         ..Default::default()
     });
     r
@@ -350,6 +386,10 @@ fn print_banner(running: &submux::Running, routes: &[(String, DialectKind)]) {
         println!("Incoming payments (the simulated rippled pays {payee} every few seconds):");
         println!(
             "  websocat {}   # then paste: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"payments_subscribe\",\"params\":[{{\"chain\":\"xrpl\",\"address\":\"{payee}\"}}]}}",
+            running.ws_url(PAYMENTS_PATH)
+        );
+        println!(
+            "  websocat {}   # ether and a token, pending → confirmed → final: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"payments_subscribe\",\"params\":[{{\"chain\":\"ethereum\",\"address\":\"{DEMO_ETH_PAYEE}\"}}]}}",
             running.ws_url(PAYMENTS_PATH)
         );
         println!(
