@@ -39,6 +39,8 @@ struct Client<S> {
     settings: Arc<Settings>,
     subs: HashMap<String, Sub>,
     streams: StreamMap<String, BoxStream<'static, Option<Delivered>>>,
+    /// `max_requests_per_second` (None: unlimited), as on the other routes.
+    bucket: Option<crate::session::limits::TokenBucket>,
 }
 
 /// Serve one WebSocket client until it leaves, lags or the server stops.
@@ -62,7 +64,15 @@ pub async fn run<S>(
         settings,
         subs: HashMap::new(),
         streams: StreamMap::new(),
+        bucket: None,
     };
+    if c.settings.max_requests_per_second > 0 {
+        c.bucket = Some(crate::session::limits::TokenBucket::new(
+            c.settings.max_requests_per_second,
+            c.settings.request_burst,
+            std::time::Instant::now(),
+        ));
+    }
     let end = c.serve(&shutdown).await;
     for (_, s) in c.subs.drain() {
         c.route.leave(s.watcher);
@@ -149,6 +159,19 @@ where
         let mut replies = Vec::new();
         let mut after = Vec::new();
         for p in parsed {
+            let limited = matches!(p, Parsed::Request(..))
+                && self
+                    .bucket
+                    .as_mut()
+                    .is_some_and(|b| !b.try_take(std::time::Instant::now()));
+            if let (true, Parsed::Request(id, _)) = (limited, &p) {
+                let what = format!(
+                    "max {} requests per second per connection",
+                    self.settings.max_requests_per_second
+                );
+                replies.push(rpc::render_err(id, &rpc::limit_error(&what)));
+                continue;
+            }
             match p {
                 Parsed::Ignore => {}
                 Parsed::Error(id, e) => replies.push(rpc::render_err(&id, &e)),

@@ -659,3 +659,42 @@ async fn ethereum_simulator_ether_tokens_finality_and_reorg() {
     );
     mux.stop().await;
 }
+
+#[tokio::test]
+async fn limits_match_the_other_routes() {
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let mut server = server_cfg();
+    server.max_subscriptions_per_connection = 2;
+    server.max_requests_per_second = 1;
+    server.request_burst = 4;
+    let mux = submux_with(server, routes(&sim, None)).await;
+    let b = &sim.accounts()[1];
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    for _ in 0..2 {
+        subscribe(&mut c, json!({"chain": "xrpl", "address": b})).await;
+    }
+    let r = c
+        .call(
+            "payments_subscribe",
+            json!([{"chain": "xrpl", "address": b}]),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], -32005, "{r}");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_subscriptions_per_connection 2"));
+    // The burst (4) is nearly spent at 1 request per second: of six quick requests, some
+    // are refused by the rate limit with the limit's error.
+    let mut refused = 0;
+    for _ in 0..6 {
+        let r = c.call("payments_unsubscribe", json!(["0x01"])).await;
+        if r["error"]["code"] == -32005 {
+            let m = r["error"]["message"].as_str().unwrap();
+            assert!(m.contains("1 requests per second"), "{r}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3, "{refused} refused");
+    mux.stop().await;
+}
