@@ -129,8 +129,9 @@ async fn two_instances_share_one_log_in_redis_streams() {
     let mut c2 = Client::connect(&two.ws_url("/payments")).await;
     let s1 = subscribe(&mut c1, json!({"chain": "xrpl", "address": b})).await;
     let s2 = subscribe(&mut c2, json!({"chain": "xrpl", "address": b})).await;
-    // Each instance has its own upstream connection: two subscriptions upstream.
-    wait_for("both instances watching", || sim.subscriptions() == 2).await;
+    // Each instance has its own upstream connection: the account and the ledger stream
+    // on each.
+    wait_for("both instances watching", || sim.subscriptions() == 4).await;
     let mut cursors = Vec::new();
     for drops in [5, 6, 7] {
         sim.pay(a, b, drops);

@@ -54,7 +54,8 @@ async fn xrp_and_issued_credits_with_exact_amounts() {
     let (a, b, issuer) = (&acct[0], &acct[1], &acct[2]);
     let mut c = Client::connect(&mux.ws_url("/payments")).await;
     let sub = subscribe(&mut c, json!({"chain": "xrpl", "address": b})).await;
-    wait_for("one upstream subscription", || sim.subscriptions() == 1).await;
+    // One account, plus the ledger stream the watcher follows for catch-ups.
+    wait_for("one upstream subscription", || sim.subscriptions() == 2).await;
     // 1 drop, then 1.000001 XRP, then a payment *from* b (no credit to b), then an
     // issued currency through the trust line the payment opens.
     sim.pay(a, b, 1);
@@ -141,8 +142,8 @@ async fn xrp_and_issued_credits_with_exact_amounts() {
     assert_eq!(got, want);
     assert_eq!(
         sim.subscriptions(),
-        1,
-        "two watchers of one address: one upstream subscription"
+        2,
+        "two watchers of one address: one upstream subscription (and the ledger stream)"
     );
     mux.stop().await;
 }
@@ -223,7 +224,11 @@ async fn thousand_watchers_share_one_upstream_subscription_per_address() {
         clients.push(c);
         subs.push(mine);
     }
-    wait_for("three upstream subscriptions", || sim.subscriptions() == 3).await;
+    wait_for(
+        "three upstream subscriptions (and the ledger stream)",
+        || sim.subscriptions() == 4,
+    )
+    .await;
     for (k, to) in watched.iter().enumerate() {
         sim.pay(&acct[0], to, 10 + k as u64);
     }
@@ -245,8 +250,8 @@ async fn thousand_watchers_share_one_upstream_subscription_per_address() {
     }
     assert_eq!(
         sim.subscriptions(),
-        3,
-        "1,000 watchers, 3 addresses: 3 upstream subscriptions"
+        4,
+        "1,000 watchers, 3 addresses: 3 upstream subscriptions (and the ledger stream)"
     );
     let m = &mux.payments[0].metrics;
     assert_eq!(
@@ -278,7 +283,7 @@ async fn since_replays_from_the_log_across_a_restart() {
         let mux = submux_with(server_cfg(), routes(&sim, Some(&dir))).await;
         let mut c = Client::connect(&mux.ws_url("/payments")).await;
         let sub = subscribe(&mut c, json!({"chain": "xrpl", "address": b})).await;
-        wait_for("subscribed upstream", || sim.subscriptions() == 1).await;
+        wait_for("subscribed upstream", || sim.subscriptions() == 2).await;
         for drops in [100, 200, 300] {
             sim.pay(a, b, drops);
             sim.close_ledger();
@@ -310,7 +315,7 @@ async fn since_replays_from_the_log_across_a_restart() {
         );
     }
     // Then live, after the replay.
-    wait_for("subscribed upstream", || sim.subscriptions() == 1).await;
+    wait_for("subscribed upstream", || sim.subscriptions() == 2).await;
     sim.pay(a, b, 400);
     sim.close_ledger();
     let e = event(&mut c, &sub).await;
@@ -343,7 +348,7 @@ async fn partial_payments_failures_checks_escrows_and_offers_crossed() {
     let mut ws = Client::connect(&mux.ws_url("/payments")).await;
     let sub_b = subscribe(&mut ws, json!({"chain": "xrpl", "address": b})).await;
     let sub_a = subscribe(&mut ws, json!({"chain": "xrpl", "address": a})).await;
-    wait_for("two upstream subscriptions", || sim.subscriptions() == 2).await;
+    wait_for("two upstream subscriptions", || sim.subscriptions() == 3).await;
     // A partial payment: DeliverMax 100,000 XRP, 1 drop delivered.
     let tx = sim.pay_partial(a, b, 100_000_000_000, 1);
     sim.close_ledger();
@@ -696,5 +701,48 @@ async fn limits_match_the_other_routes() {
         }
     }
     assert!(refused >= 3, "{refused} refused");
+    mux.stop().await;
+}
+
+#[tokio::test]
+async fn xrpl_payments_validated_while_cut_off_are_caught_up() {
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let mux = submux_with(server_cfg(), routes(&sim, None)).await;
+    let acct = sim.accounts();
+    let (a, b) = (&acct[0], &acct[1]);
+    let mut c = Client::connect(&mux.ws_url("/payments")).await;
+    let sub = subscribe(&mut c, json!({"chain": "xrpl", "address": b})).await;
+    wait_for("subscribed upstream", || sim.subscriptions() == 2).await;
+    sim.pay(a, b, 1);
+    sim.close_ledger();
+    assert_eq!(event(&mut c, &sub).await["raw_amount"], "1");
+    // rippled goes away; two ledgers validate payments to b meanwhile.
+    sim.set_refuse(true);
+    sim.drop_connections();
+    wait_for("cut off", || sim.open_connections() == 0).await;
+    sim.pay(a, b, 2);
+    sim.close_ledger();
+    sim.pay(a, b, 3);
+    sim.close_ledger();
+    sim.set_refuse(false);
+    // After the reconnect, account_tx from the last ledger seen brings both, in order,
+    // once each; then live again.
+    for want in ["2", "3"] {
+        assert_eq!(event(&mut c, &sub).await["raw_amount"], want);
+    }
+    sim.pay(a, b, 4);
+    sim.close_ledger();
+    assert_eq!(event(&mut c, &sub).await["raw_amount"], "4");
+    let r = c
+        .call(
+            "payments_history",
+            json!([{"chain": "xrpl", "address": b, "since": "0000000000000000"}]),
+        )
+        .await;
+    assert_eq!(
+        r["result"]["events"].as_array().unwrap().len(),
+        4,
+        "no duplicates: {r}"
+    );
     mux.stop().await;
 }

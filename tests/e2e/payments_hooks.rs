@@ -108,7 +108,7 @@ async fn signed_retried_in_order_and_resumed_after_restart() {
     {
         let mux = submux_with(server_cfg(), routes(&sim, &dir, &url, b)).await;
         // The hook's address is watched upstream with no client at all.
-        wait_for("hook address subscribed", || sim.subscriptions() == 1).await;
+        wait_for("hook address subscribed", || sim.subscriptions() == 2).await;
         sim.pay(a, b, 11);
         sim.pay(a, c, 99); // not a hook address
         sim.close_ledger();
