@@ -92,6 +92,14 @@ type LatencySeries = (
     fn(&RouteMetrics) -> &Latency,
 );
 
+/// Upstream labels of `submux_hedge_first_total` (`0` to `15`; 15 counts 15 and later).
+pub const HEDGE_UPSTREAM_LABELS: usize = 16;
+
+const HEDGE_FIRST: (&str, &str) = (
+    "submux_hedge_first_total",
+    "Notifications of hedged routes delivered to clients, by the upstream (index into the route's upstreams) whose copy arrived first.",
+);
+
 const CLIENT_CLOSES: (&str, &str) = (
     "submux_client_closes_total",
     "Client sessions ended, by reason.",
@@ -153,6 +161,8 @@ route_metrics! {
             "Messages replayed to channel clients reconnecting with ?since=.";
         backplane_reconnects: "submux_backplane_reconnects_total",
             "Redis backplane subscriptions lost and re-established.";
+        hedge_duplicates: "submux_hedge_duplicates_total",
+            "Copies of notifications suppressed on hedged routes (a copy already delivered, or older than the dedupe window).";
     }
     latencies {
         resubscribe_micros:
@@ -163,12 +173,21 @@ route_metrics! {
         request_micros:
             "submux_request_seconds_total", "Total seconds forwarded calls spent upstream.",
             "submux_request_duration_seconds", "Seconds each forwarded call spent upstream.";
+        hedge_lead_micros:
+            "submux_hedge_lead_seconds_total",
+            "Total seconds by which first copies led their duplicates on hedged routes.",
+            "submux_hedge_lead_seconds",
+            "Seconds by which the first copy of a notification arrived before its copy from another upstream (hedged routes).";
     }
     internal {
         /// Index into the route's `upstreams` of the primary connection's current upstream.
         active_upstream: AtomicUsize;
         /// Resubscribes timed in `resubscribe_micros` (its histogram counts them too).
         resubscribes: AtomicU64;
+        /// Hedged routes: notifications delivered first by upstream number `i` of the
+        /// route's list (the last entry counts that one and every later one), exported as
+        /// `submux_hedge_first_total{upstream="i"}`.
+        hedge_first: [AtomicU64; HEDGE_UPSTREAM_LABELS];
     }
 }
 
@@ -265,6 +284,21 @@ impl Collector for Routes {
             for (why, n) in CloseReason::ALL.iter().zip(&m.closes) {
                 let labels = [("route", &**route), ("reason", why.label())];
                 ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let (name, help) = HEDGE_FIRST;
+        let name = counter_name(name);
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (route, m) in &self.0 {
+            for (i, n) in m.hedge_first.iter().enumerate() {
+                // Upstream 0 always (a family with a sample per route), others once they
+                // delivered something.
+                let n = n.load(Relaxed);
+                if n > 0 || i == 0 {
+                    let upstream = i.to_string();
+                    let labels = [("route", &**route), ("upstream", upstream.as_str())];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         for (_, (name, help), get) in LATENCIES {
@@ -413,6 +447,10 @@ mod tests {
             ("submux_replayed_frames_total", "counter"),
             ("submux_backplane_reconnects_total", "counter"),
             ("submux_client_closes_total", "counter"),
+            ("submux_hedge_duplicates_total", "counter"),
+            ("submux_hedge_lead_seconds_total", "counter"),
+            ("submux_hedge_first_total", "counter"),
+            ("submux_hedge_lead_seconds", "histogram"),
             ("submux_resubscribe_duration_seconds", "histogram"),
             ("submux_request_duration_seconds", "histogram"),
         ];

@@ -62,6 +62,11 @@ pub struct RouteConfig {
     /// At most this many blocks are backfilled; older ones get the gap notice.
     #[serde(default = "d::backfill_max_blocks")]
     pub backfill_max_blocks: u64,
+    /// Hold every topic on this many connections to different upstreams at once (1 =
+    /// one connection; at most the number of `upstreams`); clients get each notification
+    /// once, from whichever copy arrives first.
+    #[serde(default = "d::hedge")]
+    pub hedge: usize,
     /// Answer clients that offer permessage-deflate (RFC 7692) with it.
     #[serde(default)]
     pub permessage_deflate: bool,
@@ -154,6 +159,9 @@ pub(super) mod d {
     pub fn backfill_max_blocks() -> u64 {
         128
     }
+    pub fn hedge() -> usize {
+        1
+    }
 }
 
 impl RouteConfig {
@@ -187,6 +195,7 @@ impl RouteConfig {
             history_len: d::history_len(),
             backfill: d::backfill(),
             backfill_max_blocks: d::backfill_max_blocks(),
+            hedge: d::hedge(),
             permessage_deflate: false,
             deflate_min_bytes: d::deflate_min_bytes(),
         }
@@ -222,6 +231,8 @@ pub struct RouteSettings {
     /// Backfill after a switch (`backfill`), at most `backfill_max_blocks` blocks.
     pub backfill: bool,
     pub backfill_max_blocks: u64,
+    /// Connections (to different upstreams) each topic is held on at once (`hedge`).
+    pub hedge: usize,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
 }
@@ -341,6 +352,13 @@ impl RouteConfig {
                 "{at}: backfill_max_blocks must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
             ));
         }
+        if r.dialect != DialectKind::Lnbits && (r.hedge == 0 || r.hedge > r.upstreams.len().max(1))
+        {
+            return bad(format!(
+                "{at}: hedge must be between 1 and the number of upstreams ({}): each copy of a subscription needs an upstream of its own",
+                r.upstreams.len()
+            ));
+        }
         if r.max_upstream_connections == 0 {
             return bad(format!("{at}: max_upstream_connections must be at least 1"));
         }
@@ -377,6 +395,7 @@ impl RouteConfig {
             history_len: r.history_len,
             backfill: r.backfill,
             backfill_max_blocks: r.backfill_max_blocks,
+            hedge: r.hedge.max(1),
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),

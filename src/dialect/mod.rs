@@ -8,6 +8,7 @@ mod agave_params;
 pub mod backfill;
 pub mod base58;
 pub mod ethereum;
+pub mod identity;
 pub mod jsonrpc;
 pub mod lnbits;
 pub mod solana;
@@ -512,6 +513,13 @@ pub trait Dialect: Send + Sync + 'static {
     /// `logs` by block number). `None`: not kept.
     fn history_height(&self, text: &str) -> Option<u64> {
         self.height(text)
+    }
+
+    /// What makes a notification (or a content-routed message) one event, for hedged
+    /// subscriptions ([`identity`]). `None`: it has no identity; hedged routes take such
+    /// messages from one connection at a time.
+    fn identity(&self, _text: &str) -> Option<identity::Ident> {
+        None
     }
 
     /// Backfill after an upstream switch: whether this dialect fetches what `key`'s

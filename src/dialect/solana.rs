@@ -574,6 +574,10 @@ impl Dialect for Solana {
         (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())).then(|| UpstreamSubId(r.into()))
     }
 
+    fn identity(&self, text: &str) -> Option<super::identity::Ident> {
+        super::identity::solana(text)
+    }
+
     fn height(&self, text: &str) -> Option<u64> {
         // Borrowed fields only: the result stays raw text until its slot is read.
         #[derive(serde::Deserialize)]

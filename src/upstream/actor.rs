@@ -201,9 +201,11 @@ impl Actor {
                         upstream,
                         delay,
                     } => self.spawn_connect(slot, generation, upstream, delay, false),
-                    Action::Probe { slot, generation } => {
-                        self.spawn_connect(slot, generation, 0, Duration::ZERO, true)
-                    }
+                    Action::Probe {
+                        slot,
+                        generation,
+                        upstream,
+                    } => self.spawn_connect(slot, generation, upstream, Duration::ZERO, true),
                     Action::Install { slot, generation } => self.install(slot, generation),
                     Action::Send { slot, text } => {
                         self.write(slot, Message::text(text), stopping, &mut lost)

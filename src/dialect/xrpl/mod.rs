@@ -373,6 +373,10 @@ impl Dialect for Xrpl {
         to_http_shape(&reply).unwrap_or(reply)
     }
 
+    fn identity(&self, text: &str) -> Option<super::identity::Ident> {
+        super::identity::xrpl(text)
+    }
+
     fn height(&self, text: &str) -> Option<u64> {
         if !text.contains("\"ledgerClosed\"") {
             return None; // cheap filter: only ledger closes carry the height

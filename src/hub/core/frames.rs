@@ -119,7 +119,13 @@ impl<O: Outbox> RouteCore<O> {
             Some(i) => Some(i.height),
             None => self.dialect.history_height(text),
         };
+        // Hedged: the first copy of each event goes to clients, the others are dropped.
+        let ident = self.hedged().then(|| self.dialect.identity(text)).flatten();
         for id in topics {
+            if self.hedged() && !self.hedge_admit(id, slot, ident, now) {
+                RouteMetrics::inc(&self.metrics.notifications_in);
+                continue;
+            }
             let Some(t) = self.table.get_mut(id) else {
                 continue;
             };
@@ -189,12 +195,16 @@ impl<O: Outbox> RouteCore<O> {
                         if let Some(t) = self.table.get_mut(i) {
                             t.data.last_notice = now;
                         }
+                        self.hedge_lane_seen(i, slot, now);
                     }
                 }
             }
         }
         if !gaps {
             self.forget_height(slot);
+        }
+        if self.hedged() && !self.hedge_admit_content(slot, &text, now) {
+            return; // a copy another lane delivered first
         }
         self.deliver_routed(slot, text, &targets)
     }
@@ -208,7 +218,7 @@ impl<O: Outbox> RouteCore<O> {
         now: Instant,
     ) {
         match result {
-            Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
+            Ok(Some(up)) => match self.table.on_subscribed_on(topic, slot, up.clone()) {
                 Confirmed::Waiters(waiters) => {
                     if let Some(t) = self.table.get_mut(topic) {
                         t.data.refused_since = None;
@@ -224,9 +234,9 @@ impl<O: Outbox> RouteCore<O> {
             Ok(None) => {
                 let e =
                     r#"{"code":-32603,"message":"upstream returned an invalid subscription id"}"#;
-                self.fail_topic(topic, HubError::Upstream(e.into()), now);
+                self.fail_topic(topic, slot, HubError::Upstream(e.into()), now);
             }
-            Err(raw) => self.fail_topic(topic, HubError::Upstream(raw), now),
+            Err(raw) => self.fail_topic(topic, slot, HubError::Upstream(raw), now),
         }
     }
 
@@ -278,14 +288,14 @@ impl<O: Outbox> RouteCore<O> {
     /// A subscribe was refused. A live topic's resubscribe is not given up at once: the
     /// answer may be a rate limit or a broken node. Replace the connection (failing over)
     /// and resubscribe there; only after RESUBSCRIBE_GIVE_UP of refusals does it end.
-    pub(super) fn fail_topic(&mut self, topic: TopicId, err: HubError, now: Instant) {
+    pub(super) fn fail_topic(&mut self, topic: TopicId, slot: SlotId, err: HubError, now: Instant) {
         let retry = self.table.get_mut(topic).and_then(|t| {
             let since = *t.data.refused_since.get_or_insert(now);
             (t.confirmed() && now.duration_since(since) < RESUBSCRIBE_GIVE_UP)
                 .then(|| now.duration_since(since))
         });
         if let Some(refused_for) = retry {
-            if let Some(slot) = self.table.keep_for_retry(topic) {
+            if let Some(slot) = self.table.keep_for_retry(topic, slot) {
                 warn!(topic = topic.0, error = %err, ?refused_for, "resubscribe refused; replacing the upstream connection");
                 if !self.dead.iter().any(|(s, _)| *s == slot) {
                     self.dead

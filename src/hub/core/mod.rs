@@ -22,6 +22,7 @@
 
 mod backfill;
 mod frames;
+mod hedge;
 mod history;
 mod sessions;
 mod slots;
@@ -157,10 +158,12 @@ pub enum Action {
         upstream: usize,
         delay: Duration,
     },
-    /// Open a probe connection to the primary (upstream 0); report [`Event::Probed`].
+    /// Open a probe connection to the slot's primary (upstream `upstream`: 0, or a hedge
+    /// lane's own); report [`Event::Probed`].
     Probe {
         slot: SlotId,
         generation: u64,
+        upstream: usize,
     },
     /// Make the connection just reported the slot's; tag its reads with `generation`.
     Install {
@@ -223,6 +226,8 @@ struct TopicData<O: Outbox> {
     history: history::History,
     /// Topics that are backfilled after a switch (`backfill`, and a dialect that can).
     track: Option<backfill::Track>,
+    /// Hedged routes: the dedupe window and when each lane last delivered.
+    hedge: Option<Box<hedge::TopicHedge>>,
 }
 
 enum Pending<O: Outbox> {
@@ -300,6 +305,8 @@ pub struct RouteCore<O: Outbox> {
     gap_listeners: Arc<AtomicUsize>,
     /// Topics whose backfill is going out, a burst per tick.
     draining: Vec<TopicId>,
+    /// Hedged routes: content-routed windows and each slot's last steady height.
+    hedge: hedge::Hedge,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -318,6 +325,7 @@ impl<O: Outbox> RouteCore<O> {
             max_slots: settings.max_upstream_connections,
             topics_per_slot: settings.topics_per_upstream_connection,
             subscribe_timeout: settings.subscribe_timeout,
+            lanes: settings.hedge.max(1),
         });
         let mut core = RouteCore {
             settings,
@@ -339,9 +347,13 @@ impl<O: Outbox> RouteCore<O> {
             rng: fastrand::Rng::with_seed(seed),
             gap_listeners,
             draining: Vec::new(),
+            hedge: hedge::Hedge::default(),
         };
-        core.ensure_slot(SlotId(0), now);
-        core.schedule_connect(SlotId(0), Duration::ZERO);
+        // Slot k is hedge lane k's first connection (one lane without hedging).
+        for k in 0..core.table.lanes() {
+            core.ensure_slot(SlotId(k), now);
+            core.schedule_connect(SlotId(k), Duration::ZERO);
+        }
         core
     }
 
@@ -515,7 +527,7 @@ impl<O: Outbox> RouteCore<O> {
 }
 
 impl<O: Outbox> TopicData<O> {
-    fn new(dialect: &dyn Dialect, out: &mut O, tracked: bool, now: Instant) -> Self {
+    fn new(dialect: &dyn Dialect, out: &mut O, tracked: bool, lanes: usize, now: Instant) -> Self {
         TopicData {
             fan: out.new_topic(),
             public_id: dialect.mint_sub_id(),
@@ -526,6 +538,7 @@ impl<O: Outbox> TopicData<O> {
             refused_since: None,
             history: history::History::default(),
             track: tracked.then(backfill::Track::default),
+            hedge: hedge::TopicHedge::new(lanes, now),
         }
     }
 }

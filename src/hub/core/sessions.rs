@@ -45,22 +45,28 @@ impl<O: Outbox> RouteCore<O> {
             }
             let tracked = self.settings.backfill && self.dialect.backfills(&key);
             let (dialect, out) = (&self.dialect, &mut self.out);
+            let lanes = self.table.lanes();
             let joined = (self.table).subscribe(key.clone(), waiter, now, || {
-                TopicData::new(dialect.as_ref(), out, tracked, now)
+                TopicData::new(dialect.as_ref(), out, tracked, lanes, now)
             });
             let topic = match joined {
                 Ok(Join::Ready(id, _)) => id,
-                Ok(Join::Queued(id, action)) => {
+                Ok(Join::Queued(id, actions)) => {
                     sub.remaining += 1;
-                    match action {
-                        Some(TableAction::Subscribe { topic, slot }) => {
-                            to_send.entry(slot).or_default().push(topic);
+                    if actions.is_empty() {
+                        let slots: Vec<SlotId> = (self.table.get(id).into_iter())
+                            .flat_map(|t| t.lanes.iter().map(|l| l.slot))
+                            .collect();
+                        for slot in slots {
+                            self.ensure_connecting(slot, now);
                         }
-                        Some(TableAction::OpenSlot(slot)) => self.ensure_connecting(slot, now),
-                        None => {
-                            if let Some(slot) = self.table.get(id).map(|t| t.slot) {
-                                self.ensure_connecting(slot, now);
+                    }
+                    for action in actions {
+                        match action {
+                            TableAction::Subscribe { topic, slot } => {
+                                to_send.entry(slot).or_default().push(topic);
                             }
+                            TableAction::OpenSlot(slot) => self.ensure_connecting(slot, now),
                         }
                     }
                     id
@@ -188,7 +194,7 @@ impl<O: Outbox> RouteCore<O> {
     pub(super) fn on_call(&mut self, call: Call, reply: Option<O::CallReply>, now: Instant) {
         let Some(reply) = reply else {
             // A client notification: forwarded if connected, otherwise dropped.
-            if let Some(slot) = self.call_slot(call.class) {
+            if let Some(slot) = self.call_slot(call.class, now) {
                 let text = self.dialect.render_upstream_call(&call, None);
                 self.send(slot, text);
             }
@@ -207,7 +213,7 @@ impl<O: Outbox> RouteCore<O> {
             RouteMetrics::inc(&self.metrics.coalesced_calls);
             return;
         }
-        match self.call_slot(call.class) {
+        match self.call_slot(call.class, now) {
             Some(slot) => self.send_call(slot, call, reply, now),
             None if self.waiting_calls.len() < WAITING_CALLS => {
                 let deadline = now + self.settings.request_timeout;
@@ -241,8 +247,12 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     /// Calls go to the lowest connected slot (slot 0 unless it is down); a call of a
-    /// connection class only to a connected slot of that class.
-    pub(super) fn call_slot(&self, class: u8) -> Option<SlotId> {
+    /// connection class only to a connected slot of that class. Hedged routes: to the
+    /// connected one furthest ahead (`hedge.rs`).
+    pub(super) fn call_slot(&self, class: u8, now: Instant) -> Option<SlotId> {
+        if self.hedged() {
+            return self.ahead_slot(class, now);
+        }
         (self.slots.iter().enumerate())
             .position(|(i, s)| {
                 s.state == SlotState::Connected
@@ -281,7 +291,7 @@ impl<O: Outbox> RouteCore<O> {
     pub(super) fn flush_waiting_calls(&mut self, now: Instant) {
         let mut still = VecDeque::new();
         while let Some((call, reply, deadline)) = self.waiting_calls.pop_front() {
-            match self.call_slot(call.class) {
+            match self.call_slot(call.class, now) {
                 Some(slot) => self.send_call(slot, call, reply, now),
                 None => still.push_back((call, reply, deadline)),
             }
