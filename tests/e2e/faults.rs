@@ -378,6 +378,7 @@ struct Emitter {
 }
 
 impl Emitter {
+    /// Each upstream a chain of its own (its rounds numbered from `i × STRIDE`).
     fn start<C: Chain>(sims: Vec<Arc<C::Sim>>) -> Emitter {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -386,6 +387,33 @@ impl Emitter {
             while !flag.load(Relaxed) {
                 for (i, sim) in sims.iter().enumerate() {
                     C::emit(sim, i as u64 * STRIDE + round);
+                }
+                round += 1;
+                tokio::time::sleep(EMIT_EVERY).await;
+            }
+        });
+        Emitter { stop, task }
+    }
+
+    /// Every upstream a node of one chain: the same rounds, in the same order, so the
+    /// same events with the same content (block hashes, slots, ledger and transaction
+    /// hashes). A node marked in `stalled` produces nothing; when it resumes it catches
+    /// up (the rounds it missed, at once), as a node that was stuck does.
+    fn one_chain<C: Chain>(sims: Vec<Arc<C::Sim>>, stalled: Arc<Vec<AtomicBool>>) -> Emitter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut done = vec![0u64; sims.len()];
+            let mut round = 1;
+            while !flag.load(Relaxed) {
+                for (i, sim) in sims.iter().enumerate() {
+                    if stalled[i].load(Relaxed) {
+                        continue;
+                    }
+                    for r in done[i] + 1..=round {
+                        C::emit(sim, r);
+                    }
+                    done[i] = round;
                 }
                 round += 1;
                 tokio::time::sleep(EMIT_EVERY).await;
@@ -407,20 +435,45 @@ struct Rig<C: Chain> {
     mux: submux::Running,
     watchers: Vec<Watcher>,
     emitter: Option<Emitter>,
+    /// The route's `hedge`: connections held at once (1: one chain per upstream).
+    hedge: usize,
+    /// Hedged rigs: which nodes are stalled (produce nothing while answering).
+    stalled: Arc<Vec<AtomicBool>>,
 }
 
 impl<C: Chain> Rig<C> {
     /// Start the upstreams, let `before` fault them, then start submux and the clients.
     async fn start(n: usize, before: impl FnOnce(&[Arc<C::Sim>])) -> Rig<C> {
-        let mut sims = Vec::new();
+        Rig::launch(n, 1, |_| {}, before).await
+    }
+
+    /// `n` nodes of one chain behind a route with `hedge = 2` (`tweak` adjusts it).
+    async fn hedged(n: usize, tweak: impl FnOnce(&mut RouteConfig)) -> Rig<C> {
+        Rig::launch(n, 2, tweak, |_| {}).await
+    }
+
+    async fn launch(
+        n: usize,
+        hedge: usize,
+        tweak: impl FnOnce(&mut RouteConfig),
+        before: impl FnOnce(&[Arc<C::Sim>]),
+    ) -> Rig<C> {
+        let mut sims: Vec<Arc<C::Sim>> = Vec::new();
         for i in 0..n as u64 {
             let sim = C::start().await;
-            sim.set_clock(i * STRIDE + sim.clock());
+            match sims.first() {
+                // One chain: every node starts where the first does.
+                Some(first) if hedge > 1 => sim.set_clock(first.clock()),
+                _ => sim.set_clock(i * STRIDE + sim.clock()),
+            }
             sims.push(Arc::new(sim));
         }
         before(&sims);
         let urls = sims.iter().map(|s| s.ws_url()).collect();
-        let mux = submux_with(server_cfg(), vec![fault_route::<C>(urls)]).await;
+        let mut route = fault_route::<C>(urls);
+        route.hedge = hedge;
+        tweak(&mut route);
+        let mux = submux_with(server_cfg(), vec![route]).await;
         let mut watchers = Vec::new();
         for _ in 0..CLIENTS {
             let mut c = Client::connect(&mux.ws_url(C::PATH)).await;
@@ -431,12 +484,20 @@ impl<C: Chain> Rig<C> {
         for s in &sims {
             s.faults().record(true);
         }
-        let emitter = Some(Emitter::start::<C>(sims.clone()));
+        let stalled: Arc<Vec<AtomicBool>> =
+            Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+        let emitter = Some(if hedge > 1 {
+            Emitter::one_chain::<C>(sims.clone(), stalled.clone())
+        } else {
+            Emitter::start::<C>(sims.clone())
+        });
         let rig = Rig {
             sims,
             mux,
             watchers,
             emitter,
+            hedge,
+            stalled,
         };
         rig.receiving("events flow before the fault").await;
         rig
@@ -466,17 +527,21 @@ impl<C: Chain> Rig<C> {
     /// Let the route recover, stop emitting and check everything (see the module doc).
     async fn finish(mut self) -> Rig<C> {
         let metrics = self.mux.hub.routes()[0].metrics.clone();
-        wait_for("one upstream connection again", || {
-            metrics.upstream_connections.load(Relaxed) == 1
+        let lanes = self.hedge as i64;
+        wait_for("every upstream connection again", || {
+            metrics.upstream_connections.load(Relaxed) == lanes
         })
         .await;
         self.receiving("events flow again after the fault").await;
         if let Some(e) = self.emitter.take() {
             e.stop().await;
         }
-        // The last round of the upstream in use must reach everyone.
-        let active = metrics.active_upstream.load(Relaxed);
-        let last = self.sims[active].clock();
+        // The last round of the upstream in use (hedged: of the chain) must reach everyone.
+        let last = if self.hedge > 1 {
+            self.sims.iter().map(|s| s.clock()).max().unwrap_or(0)
+        } else {
+            self.sims[metrics.active_upstream.load(Relaxed)].clock()
+        };
         let watchers = &self.watchers;
         wait_for("the last round reached every client", || {
             watchers.iter().all(|w| w.has::<C>(0, last))
@@ -497,6 +562,9 @@ impl<C: Chain> Rig<C> {
         if C::BACKFILLS && self.sims.len() == 1 {
             check_backfilled::<C>(&sent[0], last, &received);
         }
+        if self.hedge > 1 {
+            check_every_event::<C>(&sent, last, &received);
+        }
         assert_eq!(metrics.sessions.load(Relaxed), CLIENTS as i64);
         assert_eq!(metrics.topics.load(Relaxed), 2, "both topics live");
         assert_eq!(
@@ -504,7 +572,7 @@ impl<C: Chain> Rig<C> {
             2 * CLIENTS as i64,
             "every client still holds both subscriptions"
         );
-        assert_eq!(metrics.upstream_connections.load(Relaxed), 1);
+        assert_eq!(metrics.upstream_connections.load(Relaxed), lanes);
         self
     }
 }
@@ -555,6 +623,61 @@ fn check_backfilled<C: Chain>(sent: &submux::sim::Sent, last: u64, received: &[(
         }
         eprintln!("{name}: every one of {first}..={last} reached every client");
     }
+}
+
+/// Hedged (one chain on every node): every event the chain produced from the first one
+/// any node delivered to `last` — whichever node was up, down, hung or stalled — reached
+/// every client (`check` did: exactly once, in order, under its own id). Prints the
+/// numbers checked.
+fn check_every_event<C: Chain>(
+    sent: &[submux::sim::Sent],
+    last: u64,
+    received: &[(Ids, Vec<Value>)],
+) {
+    let mut delivered = Seen::new();
+    for s in sent {
+        delivered.extend(events::<C>(&s.flushed));
+    }
+    let mut checked = 0;
+    for (label, name) in C::LABELS.iter().enumerate() {
+        let of_label = || {
+            (delivered.iter())
+                .filter(|(l, _)| *l == label)
+                .map(|(_, s)| *s)
+        };
+        let Some(first) = of_label().min() else {
+            panic!("no {name} event delivered");
+        };
+        // The clock's last tick, or the value stream's last event.
+        let last = if label == 0 {
+            last
+        } else {
+            of_label().max().unwrap_or(first)
+        };
+        for (n, (_, frames)) in received.iter().enumerate() {
+            let got: std::collections::BTreeSet<u64> = (frames.iter())
+                .filter_map(C::event)
+                .filter(|(l, _, _)| *l == label)
+                .map(|(_, s, _)| s)
+                .collect();
+            let missing: Vec<u64> = (first..=last).filter(|s| !got.contains(s)).collect();
+            assert!(
+                missing.is_empty(),
+                "client {n} lost {} {name} events the chain produced ({first}..={last}): {missing:?}",
+                missing.len()
+            );
+        }
+        checked += (last + 1 - first) as usize;
+        eprintln!(
+            "hedged: {name}: every one of {first}..={last} ({}) reached each of {} clients once, in order",
+            last + 1 - first,
+            received.len()
+        );
+    }
+    eprintln!(
+        "hedged: {checked} events checked per client, {} in all",
+        checked * received.len()
+    );
 }
 
 /// Poll `cond` for at most `limit`; whether it came to hold.
@@ -834,6 +957,132 @@ async fn flapping_with_churn<C: Chain>() {
     assert_eq!(metrics.client_subscriptions.load(Relaxed), 0);
 }
 
+/// hedge = 2, two nodes of one chain: lane 0's node killed (every connection dropped).
+/// Its lane reconnects while lane 1 delivers: nothing is missed, nothing backfilled.
+async fn hedged_killed<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    rig.sims[0].drop_connections();
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 1);
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's node stopped (refusing) for a while and back, then lane 1's.
+async fn hedged_restarted<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    let metrics = rig.metrics_arc();
+    for i in 0..2 {
+        let sim = rig.sims[i].clone();
+        let failures = metrics.upstream_connect_failures.load(Relaxed);
+        sim.faults().set_refuse(true);
+        sim.drop_connections();
+        wait_for("a few refused attempts", || {
+            metrics.upstream_connect_failures.load(Relaxed) >= failures + 3
+        })
+        .await;
+        rig.receiving("events through the other lane").await;
+        sim.faults().set_refuse(false);
+        wait_for("both lanes connected", || {
+            metrics.upstream_connections.load(Relaxed) == 2
+        })
+        .await;
+    }
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 2);
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's node hangs (answers nothing, not even pings): its lane is found
+/// dead and retried while lane 1 delivers; then the node is restarted.
+async fn hedged_hung<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    let metrics = rig.metrics_arc();
+    rig.sims[0].faults().set_hang(true);
+    wait_for("the hang detected", || {
+        metrics.upstream_connections.load(Relaxed) == 1
+    })
+    .await;
+    rig.receiving("events through lane 1").await;
+    rig.sims[0].drop_connections();
+    rig.sims[0].faults().set_hang(false);
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 1);
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's node stalls (answers pings, produces nothing): its lane is replaced
+/// by stall detection while lane 1 delivers; the node then catches up (its copies of what
+/// lane 1 delivered meanwhile are duplicates, dropped).
+async fn hedged_stalled<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |r| r.stall_timeout_ms = 300).await;
+    let metrics = rig.metrics_arc();
+    rig.stalled[0].store(true, Relaxed);
+    wait_for("the stall detected", || {
+        metrics.upstream_stalls.load(Relaxed) >= 1
+    })
+    .await;
+    rig.receiving("events through lane 1").await;
+    rig.stalled[0].store(false, Relaxed);
+    let rig = rig.finish().await;
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's connections dropped every 100–300 ms for two seconds.
+async fn hedged_flapping<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    let t0 = tokio::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..=300))).await;
+        rig.sims[0].drop_connections();
+    }
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 3);
+    rig.hedged_checks();
+}
+
+/// hedge = 2 over three nodes: lane 0's node goes away for good; lane 0 fails over to the
+/// third node (not to the second: lane 1 is there), and clients never notice.
+async fn hedged_failover<C: Chain>() {
+    let rig = Rig::<C>::hedged(3, |_| {}).await;
+    let metrics = rig.metrics_arc();
+    rig.sims[0].faults().set_refuse(true);
+    rig.sims[0].drop_connections();
+    wait_for("lane 0 on the third node", || {
+        metrics.active_upstream.load(Relaxed) == 2
+            && metrics.upstream_connections.load(Relaxed) == 2
+    })
+    .await;
+    let rig = rig.finish().await;
+    assert_eq!(rig.metric(|m| m.active_upstream.load(Relaxed) as u64), 2);
+    assert!(rig.sims[2].faults().sent().flushed.len() > 10);
+    rig.hedged_checks();
+}
+
+impl<C: Chain> Rig<C> {
+    fn metrics_arc(&self) -> Arc<RouteMetrics> {
+        self.mux.hub.routes()[0].metrics.clone()
+    }
+
+    /// After a hedged run: the other lane covered every fault (nothing backfilled), and
+    /// copies were dropped, the first copies counted per upstream.
+    fn hedged_checks(&self) {
+        let m = self.metrics();
+        assert_eq!(
+            m.backfilled.load(Relaxed),
+            0,
+            "a hedge covered the outage: nothing to backfill"
+        );
+        let dups = m.hedge_duplicates.load(Relaxed);
+        let firsts: Vec<u64> = m.hedge_first.iter().map(|c| c.load(Relaxed)).collect();
+        assert!(dups > 0, "both lanes delivered copies");
+        assert!(firsts.iter().sum::<u64>() > 0);
+        eprintln!(
+            "hedged: {dups} copies suppressed; first copies by upstream {firsts:?}; lead total {:.3} s",
+            m.hedge_lead_micros.load(Relaxed) as f64 / 1e6
+        );
+    }
+}
+
 macro_rules! per_chain {
     ($($fault:ident),*) => {
         mod ethereum {
@@ -862,6 +1111,31 @@ macro_rules! per_chain {
         }
     };
 }
+
+macro_rules! per_chain_hedged {
+    ($($fault:ident),*) => {
+        mod hedged {
+            mod ethereum {
+                $( #[tokio::test] async fn $fault() { super::super::$fault::<super::super::Eth>().await } )*
+            }
+            mod solana {
+                $( #[tokio::test] async fn $fault() { super::super::$fault::<super::super::Sol>().await } )*
+            }
+            mod xrpl {
+                $( #[tokio::test] async fn $fault() { super::super::$fault::<super::super::Xrpl>().await } )*
+            }
+        }
+    };
+}
+
+per_chain_hedged!(
+    hedged_killed,
+    hedged_restarted,
+    hedged_hung,
+    hedged_stalled,
+    hedged_flapping,
+    hedged_failover
+);
 
 per_chain!(
     binary_frames,
