@@ -6,6 +6,7 @@ mod common;
 mod dedup;
 mod deflate;
 mod faults;
+mod hedge;
 mod invariants;
 mod limits;
 mod lnbits;
