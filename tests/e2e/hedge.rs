@@ -127,11 +127,13 @@ async fn two_nodes_each_event_once_whichever_is_first_lagging_dead_or_back() {
         assert!(sub == heads || sub == logs, "{v}");
     }
 
-    // Metrics: both nodes were first some of the time (b while a lagged or was down), the
-    // duplicates were counted, and the lead times observed.
+    // Metrics: b was first while a lagged or was down, the duplicates were counted, and
+    // the lead times observed.
     let (_, text) = http_get(&mux.http_url("/metrics")).await;
+    // (Which node is first while both deliver in step is a race: upstream 0's count may
+    // be 0, but its series is there.)
+    assert!(text.contains("submux_hedge_first_total{route=\"/eth\",upstream=\"0\"}"));
     for series in [
-        "submux_hedge_first_total{route=\"/eth\",upstream=\"0\"}",
         "submux_hedge_first_total{route=\"/eth\",upstream=\"1\"}",
         "submux_hedge_duplicates_total{route=\"/eth\"}",
         "submux_hedge_lead_seconds_count{route=\"/eth\"}",

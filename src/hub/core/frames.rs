@@ -1,7 +1,9 @@
 //! Upstream frames in (notifications by id or by content, responses) and the
 //! subscribe/unsubscribe requests out, with the resubscribe give-up policy.
 
+use super::hedge::Admit;
 use super::{Outbox, Pending, RouteCore, RESUBSCRIBE_GIVE_UP};
+use crate::dialect::backfill::Item;
 use crate::dialect::{backfill, splice, Group, SubscriptionKey, UpstreamFrame, UpstreamSubId};
 use crate::hub::table::{Confirmed, Failed, SlotId, TopicId};
 use crate::hub::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
@@ -122,14 +124,17 @@ impl<O: Outbox> RouteCore<O> {
         // Hedged: the first copy of each event goes to clients, the others are dropped.
         let ident = self.hedged().then(|| self.dialect.identity(text)).flatten();
         for id in topics {
-            if self.hedged() && !self.hedge_admit(id, slot, ident, now) {
-                RouteMetrics::inc(&self.metrics.notifications_in);
+            RouteMetrics::inc(&self.metrics.notifications_in);
+            let admit = match self.hedged() {
+                true => self.hedge_admit(id, slot, ident, is_final, now),
+                false => Admit::Deliver,
+            };
+            if admit == Admit::Drop {
                 continue;
             }
             let Some(t) = self.table.get_mut(id) else {
                 continue;
             };
-            RouteMetrics::inc(&self.metrics.notifications_in);
             let public = t.data.public_id.as_str();
             let start = id_range.start;
             let notice = Notice {
@@ -143,27 +148,50 @@ impl<O: Outbox> RouteCore<O> {
                 self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
                 RouteMetrics::inc(&self.metrics.resubscribes);
             }
-            if t.key.flags().replay_last || is_final {
-                t.data.last = Some(notice.clone());
-            }
-            if is_final {
-                self.ended.insert(t.key.clone(), (notice.clone(), now));
-            }
-            if t.data.track.is_some() {
-                self.deliver_tracked(id, notice, item.clone(), kept_at);
-            } else {
-                if let Some(h) = kept_at {
-                    t.data.history.record(h, notice.clone(), cap);
+            match (admit, ident) {
+                (Admit::Hold, Some(ident)) => {
+                    self.hedge_hold(id, slot, ident, notice, item.clone(), kept_at, now);
                 }
-                // No receivers is fine (all clients gone, topic lingering).
-                self.out.broadcast(&t.data.fan, notice);
-            }
-            if is_final {
-                drop(self.table.end(id));
+                _ => self.deliver_by_id(id, notice, item.clone(), kept_at, is_final, now),
             }
         }
         if is_final {
             self.store_topics();
+        }
+    }
+
+    /// Deliver one id-routed notification of `id` to its clients (and its history, its
+    /// backfill queue, its replay and one-shot caches).
+    pub(super) fn deliver_by_id(
+        &mut self,
+        id: TopicId,
+        notice: Notice,
+        item: Option<Item>,
+        kept_at: Option<u64>,
+        is_final: bool,
+        now: Instant,
+    ) {
+        let cap = self.settings.history_len;
+        let Some(t) = self.table.get_mut(id) else {
+            return;
+        };
+        if t.key.flags().replay_last || is_final {
+            t.data.last = Some(notice.clone());
+        }
+        if is_final {
+            self.ended.insert(t.key.clone(), (notice.clone(), now));
+        }
+        if t.data.track.is_some() {
+            self.deliver_tracked(id, notice, item, kept_at);
+        } else {
+            if let Some(h) = kept_at {
+                t.data.history.record(h, notice.clone(), cap);
+            }
+            // No receivers is fine (all clients gone, topic lingering).
+            self.out.broadcast(&t.data.fan, notice);
+        }
+        if is_final {
+            drop(self.table.end(id));
         }
     }
 
@@ -227,6 +255,7 @@ impl<O: Outbox> RouteCore<O> {
                     for w in waiters {
                         self.resolve(w, Ok(()));
                     }
+                    self.hedge_rejoined(topic, slot, now);
                     self.start_backfill(topic, slot, now);
                 }
                 Confirmed::Stale => self.send_unsubscribes(vec![(slot, key, up)], now),

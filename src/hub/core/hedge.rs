@@ -11,6 +11,13 @@
 //! compare against and is dropped as late. So a lane may lag the other by up to
 //! [`WINDOW`] notifications of a topic and still never cause a duplicate.
 //!
+//! A lane that (re)joins while another lane is live may sit on a node that is ahead of
+//! the live one: delivering its copies at once would put them before the live lane's
+//! older events. So for [`REJOIN_HOLD`] (or until it brings a copy of something already
+//! delivered: then it is level with the live lane) its new copies are held, at most
+//! [`WINDOW`]; the live lane delivers those events in their order meanwhile, and whatever
+//! is still held at the end (the live lane never brought it) goes out then, in order.
+//!
 //! Messages without an identity (XRPL `server`, `consensus`, `peer_status` streams) are
 //! taken from one lane at a time: the lowest lane whose connection holds them.
 //!
@@ -22,8 +29,10 @@
 
 use super::slots::SlotState;
 use super::{Outbox, RouteCore, TopicData};
+use crate::dialect::backfill::Item;
 use crate::dialect::identity::Ident;
 use crate::hub::table::{SlotId, TopicId};
+use crate::hub::Notice;
 use crate::telemetry::{RouteMetrics, HEDGE_UPSTREAM_LABELS};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +44,18 @@ pub const WINDOW: usize = 1024;
 /// A connection whose last steady notification is older than this is not "ahead" for
 /// calls while another connection's is fresh (or `stall_timeout`, if shorter).
 const FRESH: Duration = Duration::from_secs(10);
+
+/// How long a (re)joining lane's new copies are held while another lane is live.
+pub const REJOIN_HOLD: Duration = Duration::from_secs(2);
+
+/// What happens to one copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    Deliver,
+    /// New, from a lane that is rejoining: held (`hedge_hold`).
+    Hold,
+    Drop,
+}
 
 /// What the window says about one copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,17 +80,28 @@ pub(super) struct Window {
 
 impl Window {
     pub(super) fn check(&mut self, ident: Ident, lane: usize, now: Instant) -> Verdict {
+        if let Some(v) = self.seen(ident, now) {
+            return v;
+        }
+        self.insert(ident, lane, now);
+        Verdict::First
+    }
+
+    /// A copy or late (`None`: new), without recording anything.
+    fn seen(&self, ident: Ident, now: Instant) -> Option<Verdict> {
         if let Some(&(first, at)) = self.seen.get(&ident.id) {
-            return Verdict::Copy {
+            return Some(Verdict::Copy {
                 lane: first,
                 lead: now.saturating_duration_since(at),
-            };
+            });
         }
-        if let (Some(h), Some(floor)) = (ident.height, self.floor) {
-            if h < floor {
-                return Verdict::Late;
-            }
+        match (ident.height, self.floor) {
+            (Some(h), Some(floor)) if h < floor => Some(Verdict::Late),
+            _ => None,
         }
+    }
+
+    fn insert(&mut self, ident: Ident, lane: usize, now: Instant) {
         if self.order.len() == WINDOW {
             if let Some((old, height)) = self.order.pop_front() {
                 self.seen.remove(&old);
@@ -80,7 +112,6 @@ impl Window {
         }
         self.order.push_back((ident.id, ident.height));
         self.seen.insert(ident.id, (lane, now));
-        Verdict::First
     }
 
     #[cfg(test)]
@@ -96,6 +127,17 @@ pub(super) struct TopicHedge {
     /// When each lane last brought a notification (or was (re)subscribed): a lane silent
     /// on a steady topic is stalled even while another lane delivers.
     lane_last: Vec<Instant>,
+    /// Per lane: rejoining (its new copies held) until then, and what it holds.
+    rejoin: Vec<Option<(Instant, VecDeque<Held>)>>,
+}
+
+/// A new copy held from a rejoining lane, ready to deliver.
+#[derive(Debug)]
+pub(super) struct Held {
+    ident: Ident,
+    notice: Notice,
+    item: Option<Item>,
+    kept_at: Option<u64>,
 }
 
 impl TopicHedge {
@@ -104,6 +146,7 @@ impl TopicHedge {
             Box::new(TopicHedge {
                 window: Window::default(),
                 lane_last: vec![now; lanes],
+                rejoin: (0..lanes).map(|_| None).collect(),
             })
         })
     }
@@ -116,6 +159,8 @@ pub(super) struct Hedge {
     classes: HashMap<u8, Window>,
     /// Per slot: the last steady height seen on it, and when (calls go to the one ahead).
     heads: Vec<Option<(u64, Instant)>>,
+    /// Lanes of topics that are rejoining (checked each tick).
+    rejoining: Vec<(TopicId, usize)>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -123,19 +168,23 @@ impl<O: Outbox> RouteCore<O> {
         self.table.lanes() > 1
     }
 
-    /// An id-routed copy for `topic` arrived on `slot`: whether clients get it.
+    /// An id-routed copy for `topic` arrived on `slot`: delivered, held (its lane is
+    /// rejoining) or dropped. A one-shot's final notification is never held.
     pub(super) fn hedge_admit(
         &mut self,
         topic: TopicId,
         slot: SlotId,
         ident: Option<Ident>,
+        is_final: bool,
         now: Instant,
-    ) -> bool {
+    ) -> Admit {
         let upstream = self.upstream_of(slot);
-        let Some((lane, steady)) =
-            (self.table.get(topic)).and_then(|t| Some((t.lane_on(slot)?, t.key.flags().steady)))
-        else {
-            return false;
+        let Some((lane, steady, others_live)) = self.table.get(topic).and_then(|t| {
+            let lane = t.lane_on(slot)?;
+            let others = (t.lanes.iter().enumerate()).any(|(k, l)| k != lane && l.live());
+            Some((lane, t.key.flags().steady, others))
+        }) else {
+            return Admit::Drop;
         };
         if steady {
             if let Some(h) = ident.and_then(|i| i.height) {
@@ -143,21 +192,169 @@ impl<O: Outbox> RouteCore<O> {
             }
         }
         let Some(t) = self.table.get_mut(topic) else {
-            return false;
+            return Admit::Drop;
         };
+        let leader = t.lanes.iter().position(|l| l.live()) == Some(lane);
         let Some(hedge) = t.data.hedge.as_mut() else {
-            return true;
+            return Admit::Deliver;
         };
         if let Some(last) = hedge.lane_last.get_mut(lane) {
             *last = now;
         }
-        let verdict = match ident {
-            Some(ident) => hedge.window.check(ident, lane, now),
+        let Some(ident) = ident else {
             // No identity: only the lowest live lane's copy.
-            None if t.lanes.iter().position(|l| l.live()) == Some(lane) => Verdict::First,
-            None => Verdict::Late,
+            let verdict = if leader {
+                Verdict::First
+            } else {
+                Verdict::Late
+            };
+            return self.admit(verdict, lane, upstream);
         };
-        self.count_verdict(verdict, lane, upstream)
+        let rejoining = hedge.rejoin.get(lane).is_some_and(Option::is_some);
+        if let Some(verdict) = hedge.window.seen(ident, now) {
+            if rejoining && matches!(verdict, Verdict::Copy { .. }) {
+                // Level with the live lane: what it still holds goes out now.
+                self.release_rejoin(topic, lane, now);
+            }
+            return self.admit(verdict, lane, upstream);
+        }
+        if rejoining {
+            if others_live && !is_final {
+                return Admit::Hold;
+            }
+            self.release_rejoin(topic, lane, now); // nobody else brings what it held
+        }
+        if let Some(h) = self
+            .table
+            .get_mut(topic)
+            .and_then(|t| t.data.hedge.as_mut())
+        {
+            h.window.insert(ident, lane, now);
+        }
+        self.admit(Verdict::First, lane, upstream)
+    }
+
+    fn admit(&mut self, verdict: Verdict, lane: usize, upstream: usize) -> Admit {
+        match self.count_verdict(verdict, lane, upstream) {
+            true => Admit::Deliver,
+            false => Admit::Drop,
+        }
+    }
+
+    /// Hold a new copy from a rejoining lane (see the module doc).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn hedge_hold(
+        &mut self,
+        topic: TopicId,
+        slot: SlotId,
+        ident: Ident,
+        notice: Notice,
+        item: Option<Item>,
+        kept_at: Option<u64>,
+        now: Instant,
+    ) {
+        let Some(t) = self.table.get_mut(topic) else {
+            return;
+        };
+        let Some(lane) = t.lane_on(slot) else {
+            return;
+        };
+        let held = (t.data.hedge.as_mut())
+            .and_then(|h| h.rejoin.get_mut(lane))
+            .and_then(|r| r.as_mut());
+        let full = match held {
+            Some((_, held)) => {
+                held.push_back(Held {
+                    ident,
+                    notice,
+                    item,
+                    kept_at,
+                });
+                held.len() >= WINDOW
+            }
+            None => false,
+        };
+        if full {
+            self.release_rejoin(topic, lane, now);
+        }
+    }
+
+    /// `topic`'s lane on `slot` was (re)subscribed: if another lane is live, it rejoins.
+    pub(super) fn hedge_rejoined(&mut self, topic: TopicId, slot: SlotId, now: Instant) {
+        if !self.covered(topic, slot) {
+            return;
+        }
+        let Some(t) = self.table.get_mut(topic) else {
+            return;
+        };
+        let Some(lane) = t.lane_on(slot) else {
+            return;
+        };
+        if let Some(r) = (t.data.hedge.as_mut()).and_then(|h| h.rejoin.get_mut(lane)) {
+            *r = Some((now + REJOIN_HOLD, VecDeque::new()));
+            self.hedge.rejoining.push((topic, lane));
+        }
+    }
+
+    /// The lane stops rejoining: what it holds and nobody delivered goes out, in order.
+    fn release_rejoin(&mut self, topic: TopicId, lane: usize, now: Instant) {
+        let upstream = (self.table.get(topic))
+            .and_then(|t| t.lanes.get(lane))
+            .map_or(0, |l| self.upstream_of(l.slot));
+        let Some(held) = (self.table.get_mut(topic))
+            .and_then(|t| t.data.hedge.as_mut())
+            .and_then(|h| h.rejoin.get_mut(lane))
+            .and_then(Option::take)
+            .map(|(_, held)| held)
+        else {
+            return;
+        };
+        for h in held {
+            let Some(hedge) = self
+                .table
+                .get_mut(topic)
+                .and_then(|t| t.data.hedge.as_mut())
+            else {
+                return;
+            };
+            let verdict = match hedge.window.seen(h.ident, now) {
+                Some(v) => v,
+                None => {
+                    hedge.window.insert(h.ident, lane, now);
+                    Verdict::First
+                }
+            };
+            if self.count_verdict(verdict, lane, upstream) {
+                self.deliver_by_id(topic, h.notice, h.item, h.kept_at, false, now);
+            }
+        }
+    }
+
+    /// Each tick: lanes whose rejoin time is over, or whose other lanes are all gone,
+    /// release what they hold.
+    pub(super) fn hedge_tick(&mut self, now: Instant) {
+        if self.hedge.rejoining.is_empty() {
+            return;
+        }
+        let mut due = Vec::new();
+        self.hedge.rejoining.retain(|&(topic, lane)| {
+            let Some(t) = self.table.get(topic) else {
+                return false;
+            };
+            let Some(Some((until, _))) = t.data.hedge.as_ref().and_then(|h| h.rejoin.get(lane))
+            else {
+                return false; // released already
+            };
+            let others = (t.lanes.iter().enumerate()).any(|(k, l)| k != lane && l.live());
+            if *until <= now || !others {
+                due.push((topic, lane));
+                return false;
+            }
+            true
+        });
+        for (topic, lane) in due {
+            self.release_rejoin(topic, lane, now);
+        }
     }
 
     /// A content-routed message arrived on `slot`: whether its holders get it.

@@ -463,6 +463,7 @@ impl<O: Outbox> RouteCore<O> {
             }
         }
         self.drain_backfills();
+        self.hedge_tick(now);
         self.check_stalls(now);
         self.slot_timers(now);
         self.store_topics();

@@ -1,6 +1,7 @@
 //! Route core tests on simulated time: no runtime, no sockets. A recording outbox stands
 //! in for the shell; frames are the real dialects'.
 
+use super::hedge::REJOIN_HOLD;
 use super::*;
 use crate::config::LnbitsSettings;
 use crate::dialect::{ClientFrame, ClientMsg, DialectKind, Transport};
@@ -1550,4 +1551,49 @@ fn hedged_xrpl_messages_are_delivered_once_per_session() {
         4,
         "lane 0 down: lane 1's copy is the one"
     );
+}
+
+#[test]
+fn hedged_a_lane_rejoining_ahead_of_the_live_one_keeps_the_order() {
+    let mut h = hedged_heads(|_| {});
+    for n in 1..=3 {
+        h.text(0, hhead("0xa", n));
+        h.text(1, hhead("0xb", n));
+    }
+    let acts = h.lose(0);
+    h.text(1, hhead("0xb", 4));
+    h.text(1, hhead("0xb", 5));
+    h.at(1_000);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    // Lane 0's node is ahead (at 7 already), lane 1's is still at 5.
+    h.text(0, hhead("0xc", 7));
+    h.text(0, hhead("0xc", 8));
+    assert_eq!(
+        ring_heads(&h),
+        (1..=5).collect::<Vec<_>>(),
+        "held: lane 1 has not brought 6 yet"
+    );
+    for n in 6..=8 {
+        h.text(1, hhead("0xb", n));
+    }
+    h.text(0, hhead("0xc", 9)); // still ahead: held
+    h.text(1, hhead("0xb", 9));
+    h.text(1, hhead("0xb", 10));
+    h.text(0, hhead("0xc", 10)); // a copy: lane 0 is level now, the hold ends
+    h.text(0, hhead("0xc", 11)); // first from lane 0: delivered at once
+    assert_eq!(ring_heads(&h), (1..=11).collect::<Vec<_>>());
+    // A rejoining lane's copy nobody else brings goes out when the hold time is over.
+    let acts = h.lose(0);
+    h.at(2_000);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xd"));
+    h.text(1, hhead("0xb", 11));
+    h.text(0, hhead("0xd", 12));
+    h.tick(2_000 + 1_900);
+    assert_eq!(ring_heads(&h).last(), Some(&11));
+    h.tick(2_000 + REJOIN_HOLD.as_millis() as u64);
+    assert_eq!(ring_heads(&h), (1..=12).collect::<Vec<_>>());
+    // Copies: lane 1's 1..=3; lane 0's 10 and its held 7, 8, 9; lane 1's 11.
+    assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 3 + 4 + 1);
 }
