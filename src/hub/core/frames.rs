@@ -318,6 +318,12 @@ impl<O: Outbox> RouteCore<O> {
     /// answer may be a rate limit or a broken node. Replace the connection (failing over)
     /// and resubscribe there; only after RESUBSCRIBE_GIVE_UP of refusals does it end.
     pub(super) fn fail_topic(&mut self, topic: TopicId, slot: SlotId, err: HubError, now: Instant) {
+        // Hedged, and another lane holds the topic: that lane keeps serving it; this lane
+        // tries again on its connection's next (re)connect, and the topic never ends.
+        if self.covered(topic, slot) && self.table.keep_for_retry(topic, slot).is_some() {
+            warn!(topic = topic.0, slot = slot.0, error = %err, "subscribe refused on one hedge lane; the other lanes serve it");
+            return;
+        }
         let retry = self.table.get_mut(topic).and_then(|t| {
             let since = *t.data.refused_since.get_or_insert(now);
             (t.confirmed() && now.duration_since(since) < RESUBSCRIBE_GIVE_UP)

@@ -1597,3 +1597,34 @@ fn hedged_a_lane_rejoining_ahead_of_the_live_one_keeps_the_order() {
     // Copies: lane 1's 1..=3; lane 0's 10 and its held 7, 8, 9; lane 1's 11.
     assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 3 + 4 + 1);
 }
+
+#[test]
+fn hedged_a_lane_refusing_a_topic_the_other_holds_neither_ends_it_nor_drops_the_connection() {
+    let mut h = hedged_heads(|_| {});
+    let acts = h.lose(1);
+    h.at(100);
+    let acts = h.connect(&acts, 1);
+    let s = sent(&acts);
+    let acts = h.text(1, refused(req_id(&s[0].1)));
+    assert!(!dropped(&acts, 1), "lane 1's connection stays");
+    assert_eq!(h.topics(), 1);
+    // Far past the give-up: still held by lane 0 (alive), delivering.
+    for t in (10_000..=120_000).step_by(10_000) {
+        h.at(t);
+        for slot in 0..2 {
+            h.ev(Event::Activity {
+                slot: SlotId(slot),
+                generation: h.generation(slot),
+            });
+        }
+        assert!(!dropped(&h.tick(t), 0));
+    }
+    h.text(0, hhead("0xa", 1));
+    assert_eq!(ring_heads(&h), vec![1]);
+    assert_eq!(h.topics(), 1);
+    // Lane 1's next connection tries again.
+    let acts = h.lose(1);
+    h.at(121_000);
+    let s = sent(&h.connect(&acts, 1));
+    assert_eq!(s[0].1["method"], "eth_subscribe");
+}
