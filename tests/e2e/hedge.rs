@@ -164,3 +164,49 @@ async fn hedge_beyond_the_upstreams_is_refused_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn nothing_stays_subscribed_on_either_node_after_clients_leave_during_an_outage() {
+    let (a, b) = (sim().await, sim().await);
+    let mut route = fast_route(vec![a.url(), b.url()]);
+    route.hedge = 2;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    let mut clients = Vec::new();
+    for k in 0..4u64 {
+        let mut c = Client::connect(&mux.ws_url("/eth")).await;
+        c.subscribe(json!(["newHeads"])).await;
+        c.subscribe(json!(["logs", {"address": contract_address(10 + k)}]))
+            .await;
+        clients.push(c);
+    }
+    wait_for("five topics on both nodes", || {
+        a.subscriptions() == 5 && b.subscriptions() == 5
+    })
+    .await;
+    // Node a goes away; half the clients leave meanwhile, one subscribes anew.
+    a.set_refuse(true);
+    a.drop_connections();
+    wait_for("a's lane down", || {
+        m.upstream_connections.load(Relaxed) == 1
+    })
+    .await;
+    clients.truncate(2);
+    let mut late = Client::connect(&mux.ws_url("/eth")).await;
+    late.subscribe(json!(["logs", {"address": contract_address(99)}]))
+        .await;
+    wait_for("the leavers' topics gone from b", || b.subscriptions() == 4).await;
+    // a back: it gets exactly what is still held.
+    a.set_refuse(false);
+    wait_for("a resubscribed what is held", || {
+        m.upstream_connections.load(Relaxed) == 2 && a.subscriptions() == 4
+    })
+    .await;
+    drop(clients);
+    drop(late);
+    wait_for("every topic released", || m.topics.load(Relaxed) == 0).await;
+    wait_for("nothing subscribed on either node", || {
+        a.subscriptions() == 0 && b.subscriptions() == 0
+    })
+    .await;
+}
