@@ -80,12 +80,11 @@ pub fn ethereum(text: &str) -> Option<Ident> {
         return Some(ident(("tx", hash), None));
     }
     let r: Result = serde_json::from_str(r).ok()?;
+    // Heads and logs hash exactly as `dialect::backfill` identifies them, so what a
+    // backfill fetched is known to the dedupe window too.
     match (r.log_index, r.number) {
-        (Some(i), _) => Some(ident(
-            ("log", r.block_hash?, i, r.removed),
-            hex(r.block_number),
-        )),
-        (None, Some(n)) => Some(ident(("head", r.hash?), hex(Some(n)))),
+        (Some(i), _) => Some(ident((r.block_hash?, i, r.removed), hex(r.block_number))),
+        (None, Some(n)) => Some(ident(r.hash?, hex(Some(n)))),
         // A full pending transaction (`newPendingTransactions` with `true`).
         (None, None) => Some(ident(("tx", r.hash?), None)),
     }
@@ -251,6 +250,18 @@ mod tests {
             tx.id
         );
         assert_eq!(ethereum(&eth(r#"{"syncing":true}"#)), None);
+    }
+
+    #[test]
+    fn ethereum_identities_equal_the_backfills() {
+        let head = eth(r#"{"number":"0x10","hash":"0xaa","parentHash":"0x0"}"#);
+        let log = eth(
+            r#"{"address":"0x1","blockHash":"0xaa","blockNumber":"0x10","logIndex":"0x2","removed":false}"#,
+        );
+        for frame in [head, log] {
+            let live = crate::dialect::backfill::notification_item(&frame).unwrap();
+            assert_eq!(ethereum(&frame).unwrap().id, live.identity, "{frame}");
+        }
     }
 
     #[test]

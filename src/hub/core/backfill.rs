@@ -376,6 +376,9 @@ impl<O: Outbox> RouteCore<O> {
                 continue;
             }
             track.delivered(&item);
+            if let Some(h) = t.data.hedge.as_mut() {
+                h.filled(item.identity, item.height); // hedged: a lane's copy is a duplicate
+            }
             let Some((frame, id_range)) = self
                 .dialect
                 .render_notification(public.as_str(), &item.result)

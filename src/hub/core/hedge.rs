@@ -73,7 +73,9 @@ pub(super) enum Verdict {
 #[derive(Debug, Default)]
 pub(super) struct Window {
     order: VecDeque<(u64, Option<u64>)>,
-    seen: HashMap<u64, (usize, Instant)>,
+    /// Identity → the lane that brought it first and when (`None`: fetched by the
+    /// topic's backfill, no lane's).
+    seen: HashMap<u64, (usize, Option<Instant>)>,
     /// The highest height forgotten so far.
     floor: Option<u64>,
 }
@@ -92,7 +94,7 @@ impl Window {
         if let Some(&(first, at)) = self.seen.get(&ident.id) {
             return Some(Verdict::Copy {
                 lane: first,
-                lead: now.saturating_duration_since(at),
+                lead: at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
             });
         }
         match (ident.height, self.floor) {
@@ -102,6 +104,10 @@ impl Window {
     }
 
     fn insert(&mut self, ident: Ident, lane: usize, now: Instant) {
+        self.remember(ident, lane, Some(now));
+    }
+
+    fn remember(&mut self, ident: Ident, lane: usize, at: Option<Instant>) {
         if self.order.len() == WINDOW {
             if let Some((old, height)) = self.order.pop_front() {
                 self.seen.remove(&old);
@@ -111,7 +117,7 @@ impl Window {
             }
         }
         self.order.push_back((ident.id, ident.height));
-        self.seen.insert(ident.id, (lane, now));
+        self.seen.insert(ident.id, (lane, at));
     }
 
     #[cfg(test)]
@@ -140,7 +146,23 @@ pub(super) struct Held {
     kept_at: Option<u64>,
 }
 
+/// The lane of identities the backfill brought (no lane: no lead time).
+const FILLED: usize = usize::MAX;
+
 impl TopicHedge {
+    /// The topic's backfill delivered `id` at `height` (its identity as
+    /// `dialect::backfill` computes it, which equals [`Ident::id`]): a lane's later copy
+    /// of it is a duplicate.
+    pub(super) fn filled(&mut self, id: u64, height: u64) {
+        let ident = Ident {
+            id,
+            height: Some(height),
+        };
+        if !self.window.seen.contains_key(&id) {
+            self.window.remember(ident, FILLED, None);
+        }
+    }
+
     pub(super) fn new(lanes: usize, now: Instant) -> Option<Box<TopicHedge>> {
         (lanes > 1).then(|| {
             Box::new(TopicHedge {
@@ -396,7 +418,7 @@ impl<O: Outbox> RouteCore<O> {
             }
             Verdict::Copy { lane: first, lead } => {
                 RouteMetrics::inc(&self.metrics.hedge_duplicates);
-                if first != lane {
+                if first != lane && first != FILLED {
                     let us = lead.as_micros() as u64;
                     self.metrics.hedge_lead_micros.fetch_add(us, Relaxed);
                 }

@@ -1628,3 +1628,35 @@ fn hedged_a_lane_refusing_a_topic_the_other_holds_neither_ends_it_nor_drops_the_
     let s = sent(&h.connect(&acts, 1));
     assert_eq!(s[0].1["method"], "eth_subscribe");
 }
+
+#[test]
+fn hedged_after_both_lanes_were_down_a_lagging_lane_does_not_repeat_what_the_backfill_brought() {
+    let mut h = hedged_heads(|s| s.backfill = true);
+    h.text(0, head_h("0xa", 10));
+    h.text(1, head_h("0xb", 10));
+    let a0 = h.lose(0);
+    let a1 = h.lose(1);
+    h.at(1_000);
+    let acts = h.connect(&a0, 0);
+    let acts = h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    let height = calls_of(&acts, "eth_blockNumber");
+    let acts = h.text(0, answer(height[0].0, r#""0xd""#));
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(fetch.len(), 4, "11..=13 missed (10 fetched again)");
+    for (id, params) in &fetch {
+        let n = u64::from_str_radix(params[0].as_str().unwrap().trim_start_matches("0x"), 16);
+        let n = n.unwrap();
+        let block = format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}","transactions":[]}}"#);
+        h.text(0, answer(*id, &block));
+    }
+    h.tick(1_100);
+    // Lane 1 comes back on a node that lags: its heads 12 and 13 were backfilled already.
+    let acts = h.connect(&a1, 1);
+    h.text(1, ok(req_id(&sent(&acts)[0].1), "0xd"));
+    h.text(1, head_h("0xd", 12));
+    h.text(1, head_h("0xd", 13));
+    h.text(0, head_h("0xc", 14));
+    h.tick(1_000 + REJOIN_HOLD.as_millis() as u64 + 100);
+    h.text(1, head_h("0xd", 14));
+    assert_eq!(delivered(&h, 0), ["0xa", "0xb", "0xc", "0xd", "0xe"]);
+}
