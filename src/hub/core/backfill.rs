@@ -371,14 +371,14 @@ impl<O: Outbox> RouteCore<O> {
             }
         }
         for item in run.items {
+            if let Some(h) = t.data.hedge.as_mut() {
+                h.filled(item.identity, item.height); // hedged: a lane's copy is a duplicate
+            }
             let behind = track.last.is_some_and(|l| item.height < l);
             if behind || !seen.insert(item.identity) {
                 continue;
             }
             track.delivered(&item);
-            if let Some(h) = t.data.hedge.as_mut() {
-                h.filled(item.identity, item.height); // hedged: a lane's copy is a duplicate
-            }
             let Some((frame, id_range)) = self
                 .dialect
                 .render_notification(public.as_str(), &item.result)

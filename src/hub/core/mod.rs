@@ -300,13 +300,13 @@ pub struct RouteCore<O: Outbox> {
     /// Slots found dead while handling an event; torn down at its end.
     dead: Vec<(SlotId, String)>,
     actions: VecDeque<Action>,
+    /// Hedged routes: content-routed windows and each slot's last steady height.
+    hedge: hedge::Hedge,
     rng: fastrand::Rng,
     /// Sessions that asked for gap notices (heights are read only while there are some).
     gap_listeners: Arc<AtomicUsize>,
     /// Topics whose backfill is going out, a burst per tick.
     draining: Vec<TopicId>,
-    /// Hedged routes: content-routed windows and each slot's last steady height.
-    hedge: hedge::Hedge,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -344,10 +344,10 @@ impl<O: Outbox> RouteCore<O> {
             ended: HashMap::new(),
             dead: Vec::new(),
             actions: VecDeque::new(),
+            hedge: hedge::Hedge::default(),
             rng: fastrand::Rng::with_seed(seed),
             gap_listeners,
             draining: Vec::new(),
-            hedge: hedge::Hedge::default(),
         };
         // Slot k is hedge lane k's first connection (one lane without hedging).
         for k in 0..core.table.lanes() {

@@ -754,6 +754,393 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
     );
 }
 
+// ---- Hedged subscriptions (hedge = 2): two lanes on two upstreams ----
+
+/// A head with a hash (hedged routes dedupe by it).
+fn hhead(sub: &str, n: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{{"number":"0x{n:x}","hash":"0x{:064x}"}}}}}}"#,
+        n + 0xb10c
+    )
+}
+
+/// The block numbers of the heads the topic's ring got, in order.
+fn ring_heads(h: &H) -> Vec<u64> {
+    (h.out().notices.iter())
+        .filter(|(_, _, gap)| !gap)
+        .map(|(_, f, _)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            u64::from_str_radix(
+                v["params"]["result"]["number"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("0x"),
+                16,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// hedge = 2 over two upstreams: both lanes connected (slot k on upstream k), `newHeads`
+/// subscribed and confirmed on both, as upstream ids `0xa` (lane 0) and `0xb` (lane 1).
+fn hedged_heads(tweak: impl FnOnce(&mut RouteSettings)) -> H {
+    let mut s = settings(DialectKind::Ethereum);
+    s.hedge = 2;
+    tweak(&mut s);
+    let mut h = H::new(s);
+    let acts = h.actions();
+    assert_eq!(connect_of(&acts, 0).1, 0, "lane 0 starts at upstream 0");
+    assert_eq!(connect_of(&acts, 1).1, 1, "lane 1 starts at upstream 1");
+    h.connect(&acts, 0);
+    h.connect(&acts, 1);
+    let acts = h.subscribe(HEADS, 1);
+    let s = sent(&acts);
+    assert_eq!(
+        s.iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
+        vec![0, 1],
+        "one subscribe per lane"
+    );
+    h.text(0, ok(req_id(&s[0].1), "0xa"));
+    assert!(
+        matches!(h.out().one()[..], [(1, Ok(_))]),
+        "answered at the first lane's confirmation"
+    );
+    h.text(1, ok(req_id(&s[1].1), "0xb"));
+    h
+}
+
+#[test]
+fn hedged_each_head_reaches_clients_once_from_whichever_lane_is_first() {
+    let mut h = hedged_heads(|_| {});
+    h.text(0, hhead("0xa", 1));
+    h.at(5);
+    h.text(1, hhead("0xb", 1));
+    h.text(1, hhead("0xb", 2)); // lane 1 leads now
+    h.at(9);
+    h.text(0, hhead("0xa", 2));
+    assert_eq!(ring_heads(&h), vec![1, 2]);
+    let m = &h.metrics;
+    assert_eq!(m.hedge_duplicates.load(Relaxed), 2);
+    assert_eq!(m.hedge_first[0].load(Relaxed), 1);
+    assert_eq!(m.hedge_first[1].load(Relaxed), 1);
+    // Leads: 5 ms (lane 0 first) and 4 ms (lane 1 first).
+    assert_eq!(m.hedge_lead_micros.load(Relaxed), 9_000);
+    // Without hedging the same frames are two notifications each (the check is off).
+    let mut plain = H::with_heads();
+    plain.text(0, hhead("0xa", 1));
+    plain.text(0, hhead("0xa", 1));
+    assert_eq!(ring_heads(&plain), vec![1, 1]);
+}
+
+#[test]
+fn hedged_a_lane_dying_costs_no_gap_no_duplicate_and_no_backfill() {
+    let mut h = hedged_heads(|s| s.backfill = true);
+    for n in 1..=3 {
+        h.text(0, hhead("0xa", n));
+        h.text(1, hhead("0xb", n));
+    }
+    // Lane 0's node dies: lane 1 carries on alone.
+    let acts = h.lose(0);
+    assert!(dropped(&acts, 0));
+    let (_, upstream, _) = connect_of(&acts, 0);
+    assert_eq!(
+        upstream, 0,
+        "lane 0 does not double up on upstream 1 (lane 1 is connected there)"
+    );
+    for n in 4..=6 {
+        h.text(1, hhead("0xb", n));
+    }
+    // Lane 0 back: resubscribed, and nothing is fetched (lane 1 covered the outage).
+    h.at(1_000);
+    let acts = h.connect(&acts, 0);
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1, "only the resubscribe: {s:?}");
+    assert_eq!(s[0].1["method"], "eth_subscribe");
+    let s = sent(&h.text(0, ok(req_id(&s[0].1), "0xc")));
+    assert!(s.is_empty(), "no backfill request: {s:?}");
+    for n in 7..=8 {
+        h.text(0, hhead("0xc", n));
+        h.text(1, hhead("0xb", n));
+    }
+    assert_eq!(ring_heads(&h), (1..=8).collect::<Vec<_>>());
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 0);
+}
+
+#[test]
+fn hedged_when_every_lane_was_down_the_backfill_still_runs() {
+    let mut h = hedged_heads(|s| s.backfill = true);
+    h.text(0, hhead("0xa", 1));
+    h.text(1, hhead("0xb", 1));
+    let a0 = h.lose(0);
+    let a1 = h.lose(1);
+    h.at(1_000);
+    let acts = h.connect(&a0, 0);
+    let s = sent(&acts);
+    let s = sent(&h.text(0, ok(req_id(&s[0].1), "0xc")));
+    assert!(
+        s.iter()
+            .any(|(_, v)| v["method"].as_str().is_some_and(|m| m != "eth_subscribe")),
+        "nobody covered the outage: the backfill asks the node: {s:?}"
+    );
+    drop(a1);
+}
+
+#[test]
+fn hedged_a_lagging_lane_never_duplicates_and_a_late_one_is_dropped() {
+    let mut h = hedged_heads(|_| {});
+    // Lane 1 lags 3 blocks behind lane 0 throughout.
+    for n in 1..=20 {
+        h.text(0, hhead("0xa", n));
+        if n > 3 {
+            h.text(1, hhead("0xb", n - 3));
+        }
+    }
+    // Lane 0 stops; lane 1 catches up: what lane 0 never brought, lane 1 does, once.
+    for n in 18..=25 {
+        h.text(1, hhead("0xb", n));
+    }
+    assert_eq!(ring_heads(&h), (1..=25).collect::<Vec<_>>());
+    assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 17 + 3);
+}
+
+#[test]
+fn hedged_a_stalled_lane_is_replaced_while_the_other_delivers() {
+    let mut h = hedged_heads(|s| s.stall_timeout = Some(ms(5_000)));
+    // Lane 0's node stops producing (still answers pings); lane 1 keeps delivering.
+    for t in 1..=8u64 {
+        h.at(t * 1_000);
+        h.text(1, hhead("0xb", t));
+        h.ev(Event::Activity {
+            slot: SlotId(0),
+            generation: h.generation(0),
+        });
+        let acts = h.tick(t * 1_000);
+        assert!(!dropped(&acts, 1), "lane 1 delivers");
+        if t < 5 {
+            assert!(!dropped(&acts, 0), "{t}: not yet");
+        } else if t == 5 {
+            assert!(dropped(&acts, 0), "lane 0 silent for 5 s: replaced");
+        }
+    }
+    assert_eq!(h.metrics.upstream_stalls.load(Relaxed), 1);
+    assert_eq!(ring_heads(&h), (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn hedged_calls_go_to_the_connection_ahead() {
+    let mut h = hedged_heads(|_| {});
+    // Each call answered before the next (identical calls in flight would coalesce).
+    let call = |h: &mut H, reply: u32| -> usize {
+        let s = sent(&h.call(reply));
+        let (slot, req) = &s[0];
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":{},"result":"0x1"}}"#, req_id(req));
+        h.text(*slot, answer);
+        *slot
+    };
+    h.text(0, hhead("0xa", 10));
+    h.text(1, hhead("0xb", 10));
+    h.text(1, hhead("0xb", 11));
+    assert_eq!(call(&mut h, 1), 1, "slot 1 saw block 11");
+    h.text(0, hhead("0xa", 11));
+    h.text(0, hhead("0xa", 12));
+    assert_eq!(call(&mut h, 2), 0, "slot 0 is ahead now");
+    // Slot 0 falls silent for longer than 10 s while slot 1 moves on (below 12): slot 1.
+    h.at(11_000);
+    h.text(1, hhead("0xb", 12));
+    h.at(20_000);
+    h.text(1, hhead("0xb", 13));
+    h.at(21_000);
+    assert_eq!(call(&mut h, 3), 1);
+    // Slot 1 lost: everything goes to slot 0.
+    h.lose(1);
+    assert_eq!(call(&mut h, 4), 0);
+}
+
+#[test]
+fn hedged_lanes_fail_over_to_an_upstream_no_other_lane_uses() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.hedge = 2;
+    s.upstreams.push("ws://third".into());
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 1);
+    let (g, _, _) = connect_of(&acts, 0);
+    let acts = h.ev(Event::ConnectFailed {
+        slot: SlotId(0),
+        generation: g,
+        reason: "down".into(),
+    });
+    assert_eq!(
+        connect_of(&acts, 0).1,
+        2,
+        "upstream 1 is lane 1's: lane 0 goes to the third"
+    );
+}
+
+#[test]
+fn hedged_xrpl_messages_are_delivered_once_per_session() {
+    let mut s = settings(DialectKind::Xrpl);
+    s.hedge = 2;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    h.connect(&acts, 1);
+    let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger","server"]}"#);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    for (slot, req) in sent(&acts) {
+        h.text(slot, xrpl_ok(req_id(&req)));
+    }
+    h.text(1, LEDGER_CLOSED);
+    h.text(0, LEDGER_CLOSED);
+    let next = LEDGER_CLOSED
+        .replace("\"AB\"", "\"CD\"")
+        .replace(":5,", ":6,");
+    h.text(0, next.clone());
+    h.text(1, next);
+    assert_eq!(h.out().pushes.len(), 2, "each ledger once");
+    // A message without an identity comes from the lowest connected lane only.
+    let status = r#"{"type":"serverStatus","load_factor":256,"server_status":"full"}"#;
+    h.text(1, status);
+    assert_eq!(h.out().pushes.len(), 2, "lane 1's copy dropped");
+    h.text(0, status);
+    assert_eq!(h.out().pushes.len(), 3);
+    h.lose(0);
+    h.text(1, status);
+    assert_eq!(
+        h.out().pushes.len(),
+        4,
+        "lane 0 down: lane 1's copy is the one"
+    );
+}
+
+#[test]
+fn hedged_a_lane_rejoining_ahead_of_the_live_one_keeps_the_order() {
+    let mut h = hedged_heads(|_| {});
+    for n in 1..=3 {
+        h.text(0, hhead("0xa", n));
+        h.text(1, hhead("0xb", n));
+    }
+    let acts = h.lose(0);
+    h.text(1, hhead("0xb", 4));
+    h.text(1, hhead("0xb", 5));
+    h.at(1_000);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    // Lane 0's node is ahead (at 7 already), lane 1's is still at 5.
+    h.text(0, hhead("0xc", 7));
+    h.text(0, hhead("0xc", 8));
+    assert_eq!(
+        ring_heads(&h),
+        (1..=5).collect::<Vec<_>>(),
+        "held: lane 1 has not brought 6 yet"
+    );
+    for n in 6..=8 {
+        h.text(1, hhead("0xb", n));
+    }
+    h.text(0, hhead("0xc", 9)); // still ahead: held
+    h.text(1, hhead("0xb", 9));
+    h.text(1, hhead("0xb", 10));
+    h.text(0, hhead("0xc", 10)); // a copy: lane 0 is level now, the hold ends
+    h.text(0, hhead("0xc", 11)); // first from lane 0: delivered at once
+    assert_eq!(ring_heads(&h), (1..=11).collect::<Vec<_>>());
+    // A rejoining lane's copy nobody else brings goes out when the hold time is over.
+    let acts = h.lose(0);
+    h.at(2_000);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xd"));
+    h.text(1, hhead("0xb", 11));
+    h.text(0, hhead("0xd", 12));
+    h.tick(2_000 + 1_900);
+    assert_eq!(ring_heads(&h).last(), Some(&11));
+    h.tick(2_000 + REJOIN_HOLD.as_millis() as u64);
+    assert_eq!(ring_heads(&h), (1..=12).collect::<Vec<_>>());
+    // Copies: lane 1's 1..=3; lane 0's 10 and its held 7, 8, 9; lane 1's 11.
+    assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 3 + 4 + 1);
+}
+
+#[test]
+fn hedged_a_lane_refusing_a_topic_the_other_holds_neither_ends_it_nor_drops_the_connection() {
+    let mut h = hedged_heads(|_| {});
+    let acts = h.lose(1);
+    h.at(100);
+    let acts = h.connect(&acts, 1);
+    let s = sent(&acts);
+    let acts = h.text(1, refused(req_id(&s[0].1)));
+    assert!(!dropped(&acts, 1), "lane 1's connection stays");
+    assert_eq!(h.topics(), 1);
+    // Far past the give-up: still held by lane 0 (alive), delivering.
+    for t in (10_000..=120_000).step_by(10_000) {
+        h.at(t);
+        for slot in 0..2 {
+            h.ev(Event::Activity {
+                slot: SlotId(slot),
+                generation: h.generation(slot),
+            });
+        }
+        assert!(!dropped(&h.tick(t), 0));
+    }
+    h.text(0, hhead("0xa", 1));
+    assert_eq!(ring_heads(&h), vec![1]);
+    assert_eq!(h.topics(), 1);
+    // Lane 1's next connection tries again.
+    let acts = h.lose(1);
+    h.at(121_000);
+    let s = sent(&h.connect(&acts, 1));
+    assert_eq!(s[0].1["method"], "eth_subscribe");
+}
+
+#[test]
+fn hedged_after_both_lanes_were_down_a_lagging_lane_does_not_repeat_what_the_backfill_brought() {
+    let mut h = hedged_heads(|s| s.backfill = true);
+    h.text(0, head_h("0xa", 10));
+    h.text(1, head_h("0xb", 10));
+    let a0 = h.lose(0);
+    let a1 = h.lose(1);
+    h.at(1_000);
+    let acts = h.connect(&a0, 0);
+    let acts = h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    // Answer the backfill as a node at block 13 would, whatever it asks.
+    let mut pending = sent(&acts);
+    let mut fetched = 0;
+    while let Some((_, req)) = pending.pop() {
+        let id = req_id(&req);
+        let hex = |n: u64| format!("0x{n:x}");
+        let text = match req["method"].as_str() {
+            Some("eth_blockNumber") => answer(id, &format!("\"{}\"", hex(13))),
+            Some("eth_getBlockByNumber") => {
+                let n = req["params"][0].as_str().unwrap().trim_start_matches("0x");
+                let n = u64::from_str_radix(n, 16).unwrap();
+                fetched += 1;
+                let block = format!(
+                    r#"{{"number":"{}","hash":"0xh{n}","parentHash":"0xh{}","transactions":[]}}"#,
+                    hex(n),
+                    n - 1
+                );
+                answer(id, &block)
+            }
+            _ => continue,
+        };
+        pending.extend(sent(&h.text(0, text)));
+    }
+    assert!(fetched >= 3, "11..=13 missed");
+    h.tick(1_100);
+    // Lane 1 comes back on a node that lags: its heads 12 and 13 were backfilled already.
+    let acts = h.connect(&a1, 1);
+    h.text(1, ok(req_id(&sent(&acts)[0].1), "0xd"));
+    h.text(1, head_h("0xd", 12));
+    h.text(1, head_h("0xd", 13));
+    h.text(0, head_h("0xc", 14));
+    h.tick(1_000 + REJOIN_HOLD.as_millis() as u64 + 100);
+    h.text(1, head_h("0xd", 14));
+    assert_eq!(delivered(&h, 0), ["0xa", "0xb", "0xc", "0xd", "0xe"]);
+}
+
 #[test]
 fn a_duplicate_response_is_ignored() {
     let mut h = H::eth();
@@ -1287,376 +1674,4 @@ fn identical_read_calls_in_flight_are_sent_once() {
         2,
         "sends are never merged"
     );
-}
-
-// ---- Hedged subscriptions (hedge = 2): two lanes on two upstreams ----
-
-/// A head with a hash (hedged routes dedupe by it).
-fn hhead(sub: &str, n: u64) -> String {
-    format!(
-        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{{"number":"0x{n:x}","hash":"0x{:064x}"}}}}}}"#,
-        n + 0xb10c
-    )
-}
-
-/// The block numbers of the heads the topic's ring got, in order.
-fn ring_heads(h: &H) -> Vec<u64> {
-    (h.out().notices.iter())
-        .filter(|(_, _, gap)| !gap)
-        .map(|(_, f, _)| {
-            let v: Value = serde_json::from_str(f).unwrap();
-            u64::from_str_radix(
-                v["params"]["result"]["number"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches("0x"),
-                16,
-            )
-            .unwrap()
-        })
-        .collect()
-}
-
-/// hedge = 2 over two upstreams: both lanes connected (slot k on upstream k), `newHeads`
-/// subscribed and confirmed on both, as upstream ids `0xa` (lane 0) and `0xb` (lane 1).
-fn hedged_heads(tweak: impl FnOnce(&mut RouteSettings)) -> H {
-    let mut s = settings(DialectKind::Ethereum);
-    s.hedge = 2;
-    tweak(&mut s);
-    let mut h = H::new(s);
-    let acts = h.actions();
-    assert_eq!(connect_of(&acts, 0).1, 0, "lane 0 starts at upstream 0");
-    assert_eq!(connect_of(&acts, 1).1, 1, "lane 1 starts at upstream 1");
-    h.connect(&acts, 0);
-    h.connect(&acts, 1);
-    let acts = h.subscribe(HEADS, 1);
-    let s = sent(&acts);
-    assert_eq!(
-        s.iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
-        vec![0, 1],
-        "one subscribe per lane"
-    );
-    h.text(0, ok(req_id(&s[0].1), "0xa"));
-    assert!(
-        matches!(h.out().one()[..], [(1, Ok(_))]),
-        "answered at the first lane's confirmation"
-    );
-    h.text(1, ok(req_id(&s[1].1), "0xb"));
-    h
-}
-
-#[test]
-fn hedged_each_head_reaches_clients_once_from_whichever_lane_is_first() {
-    let mut h = hedged_heads(|_| {});
-    h.text(0, hhead("0xa", 1));
-    h.at(5);
-    h.text(1, hhead("0xb", 1));
-    h.text(1, hhead("0xb", 2)); // lane 1 leads now
-    h.at(9);
-    h.text(0, hhead("0xa", 2));
-    assert_eq!(ring_heads(&h), vec![1, 2]);
-    let m = &h.metrics;
-    assert_eq!(m.hedge_duplicates.load(Relaxed), 2);
-    assert_eq!(m.hedge_first[0].load(Relaxed), 1);
-    assert_eq!(m.hedge_first[1].load(Relaxed), 1);
-    // Leads: 5 ms (lane 0 first) and 4 ms (lane 1 first).
-    assert_eq!(m.hedge_lead_micros.load(Relaxed), 9_000);
-    // Without hedging the same frames are two notifications each (the check is off).
-    let mut plain = H::with_heads();
-    plain.text(0, hhead("0xa", 1));
-    plain.text(0, hhead("0xa", 1));
-    assert_eq!(ring_heads(&plain), vec![1, 1]);
-}
-
-#[test]
-fn hedged_a_lane_dying_costs_no_gap_no_duplicate_and_no_backfill() {
-    let mut h = hedged_heads(|s| s.backfill = true);
-    for n in 1..=3 {
-        h.text(0, hhead("0xa", n));
-        h.text(1, hhead("0xb", n));
-    }
-    // Lane 0's node dies: lane 1 carries on alone.
-    let acts = h.lose(0);
-    assert!(dropped(&acts, 0));
-    let (_, upstream, _) = connect_of(&acts, 0);
-    assert_eq!(
-        upstream, 0,
-        "lane 0 does not double up on upstream 1 (lane 1 is connected there)"
-    );
-    for n in 4..=6 {
-        h.text(1, hhead("0xb", n));
-    }
-    // Lane 0 back: resubscribed, and nothing is fetched (lane 1 covered the outage).
-    h.at(1_000);
-    let acts = h.connect(&acts, 0);
-    let s = sent(&acts);
-    assert_eq!(s.len(), 1, "only the resubscribe: {s:?}");
-    assert_eq!(s[0].1["method"], "eth_subscribe");
-    let s = sent(&h.text(0, ok(req_id(&s[0].1), "0xc")));
-    assert!(s.is_empty(), "no backfill request: {s:?}");
-    for n in 7..=8 {
-        h.text(0, hhead("0xc", n));
-        h.text(1, hhead("0xb", n));
-    }
-    assert_eq!(ring_heads(&h), (1..=8).collect::<Vec<_>>());
-    assert_eq!(h.metrics.backfilled.load(Relaxed), 0);
-}
-
-#[test]
-fn hedged_when_every_lane_was_down_the_backfill_still_runs() {
-    let mut h = hedged_heads(|s| s.backfill = true);
-    h.text(0, hhead("0xa", 1));
-    h.text(1, hhead("0xb", 1));
-    let a0 = h.lose(0);
-    let a1 = h.lose(1);
-    h.at(1_000);
-    let acts = h.connect(&a0, 0);
-    let s = sent(&acts);
-    let s = sent(&h.text(0, ok(req_id(&s[0].1), "0xc")));
-    assert_eq!(
-        s[0].1["method"], "eth_blockNumber",
-        "nobody covered the outage: backfill asks the height"
-    );
-    drop(a1);
-}
-
-#[test]
-fn hedged_a_lagging_lane_never_duplicates_and_a_late_one_is_dropped() {
-    let mut h = hedged_heads(|_| {});
-    // Lane 1 lags 3 blocks behind lane 0 throughout.
-    for n in 1..=20 {
-        h.text(0, hhead("0xa", n));
-        if n > 3 {
-            h.text(1, hhead("0xb", n - 3));
-        }
-    }
-    // Lane 0 stops; lane 1 catches up: what lane 0 never brought, lane 1 does, once.
-    for n in 18..=25 {
-        h.text(1, hhead("0xb", n));
-    }
-    assert_eq!(ring_heads(&h), (1..=25).collect::<Vec<_>>());
-    assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 17 + 3);
-}
-
-#[test]
-fn hedged_a_stalled_lane_is_replaced_while_the_other_delivers() {
-    let mut h = hedged_heads(|s| s.stall_timeout = Some(ms(5_000)));
-    // Lane 0's node stops producing (still answers pings); lane 1 keeps delivering.
-    for t in 1..=8u64 {
-        h.at(t * 1_000);
-        h.text(1, hhead("0xb", t));
-        h.ev(Event::Activity {
-            slot: SlotId(0),
-            generation: h.generation(0),
-        });
-        let acts = h.tick(t * 1_000);
-        assert!(!dropped(&acts, 1), "lane 1 delivers");
-        if t < 5 {
-            assert!(!dropped(&acts, 0), "{t}: not yet");
-        } else if t == 5 {
-            assert!(dropped(&acts, 0), "lane 0 silent for 5 s: replaced");
-        }
-    }
-    assert_eq!(h.metrics.upstream_stalls.load(Relaxed), 1);
-    assert_eq!(ring_heads(&h), (1..=8).collect::<Vec<_>>());
-}
-
-#[test]
-fn hedged_calls_go_to_the_connection_ahead() {
-    let mut h = hedged_heads(|_| {});
-    // Each call answered before the next (identical calls in flight would coalesce).
-    let call = |h: &mut H, reply: u32| -> usize {
-        let s = sent(&h.call(reply));
-        let (slot, req) = &s[0];
-        let answer = format!(r#"{{"jsonrpc":"2.0","id":{},"result":"0x1"}}"#, req_id(req));
-        h.text(*slot, answer);
-        *slot
-    };
-    h.text(0, hhead("0xa", 10));
-    h.text(1, hhead("0xb", 10));
-    h.text(1, hhead("0xb", 11));
-    assert_eq!(call(&mut h, 1), 1, "slot 1 saw block 11");
-    h.text(0, hhead("0xa", 11));
-    h.text(0, hhead("0xa", 12));
-    assert_eq!(call(&mut h, 2), 0, "slot 0 is ahead now");
-    // Slot 0 falls silent for longer than 10 s while slot 1 moves on (below 12): slot 1.
-    h.at(11_000);
-    h.text(1, hhead("0xb", 12));
-    h.at(20_000);
-    h.text(1, hhead("0xb", 13));
-    h.at(21_000);
-    assert_eq!(call(&mut h, 3), 1);
-    // Slot 1 lost: everything goes to slot 0.
-    h.lose(1);
-    assert_eq!(call(&mut h, 4), 0);
-}
-
-#[test]
-fn hedged_lanes_fail_over_to_an_upstream_no_other_lane_uses() {
-    let mut s = settings(DialectKind::Ethereum);
-    s.hedge = 2;
-    s.upstreams.push("ws://third".into());
-    let mut h = H::new(s);
-    let acts = h.actions();
-    h.connect(&acts, 1);
-    let (g, _, _) = connect_of(&acts, 0);
-    let acts = h.ev(Event::ConnectFailed {
-        slot: SlotId(0),
-        generation: g,
-        reason: "down".into(),
-    });
-    assert_eq!(
-        connect_of(&acts, 0).1,
-        2,
-        "upstream 1 is lane 1's: lane 0 goes to the third"
-    );
-}
-
-#[test]
-fn hedged_xrpl_messages_are_delivered_once_per_session() {
-    let mut s = settings(DialectKind::Xrpl);
-    s.hedge = 2;
-    let mut h = H::new(s);
-    let acts = h.actions();
-    h.connect(&acts, 0);
-    h.connect(&acts, 1);
-    let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger","server"]}"#);
-    let acts = h.ev(Event::Subscribe {
-        keys,
-        mailbox: Some((7, false)),
-        reply: 1,
-        since: None,
-    });
-    for (slot, req) in sent(&acts) {
-        h.text(slot, xrpl_ok(req_id(&req)));
-    }
-    h.text(1, LEDGER_CLOSED);
-    h.text(0, LEDGER_CLOSED);
-    let next = LEDGER_CLOSED
-        .replace("\"AB\"", "\"CD\"")
-        .replace(":5,", ":6,");
-    h.text(0, next.clone());
-    h.text(1, next);
-    assert_eq!(h.out().pushes.len(), 2, "each ledger once");
-    // A message without an identity comes from the lowest connected lane only.
-    let status = r#"{"type":"serverStatus","load_factor":256,"server_status":"full"}"#;
-    h.text(1, status);
-    assert_eq!(h.out().pushes.len(), 2, "lane 1's copy dropped");
-    h.text(0, status);
-    assert_eq!(h.out().pushes.len(), 3);
-    h.lose(0);
-    h.text(1, status);
-    assert_eq!(
-        h.out().pushes.len(),
-        4,
-        "lane 0 down: lane 1's copy is the one"
-    );
-}
-
-#[test]
-fn hedged_a_lane_rejoining_ahead_of_the_live_one_keeps_the_order() {
-    let mut h = hedged_heads(|_| {});
-    for n in 1..=3 {
-        h.text(0, hhead("0xa", n));
-        h.text(1, hhead("0xb", n));
-    }
-    let acts = h.lose(0);
-    h.text(1, hhead("0xb", 4));
-    h.text(1, hhead("0xb", 5));
-    h.at(1_000);
-    let acts = h.connect(&acts, 0);
-    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
-    // Lane 0's node is ahead (at 7 already), lane 1's is still at 5.
-    h.text(0, hhead("0xc", 7));
-    h.text(0, hhead("0xc", 8));
-    assert_eq!(
-        ring_heads(&h),
-        (1..=5).collect::<Vec<_>>(),
-        "held: lane 1 has not brought 6 yet"
-    );
-    for n in 6..=8 {
-        h.text(1, hhead("0xb", n));
-    }
-    h.text(0, hhead("0xc", 9)); // still ahead: held
-    h.text(1, hhead("0xb", 9));
-    h.text(1, hhead("0xb", 10));
-    h.text(0, hhead("0xc", 10)); // a copy: lane 0 is level now, the hold ends
-    h.text(0, hhead("0xc", 11)); // first from lane 0: delivered at once
-    assert_eq!(ring_heads(&h), (1..=11).collect::<Vec<_>>());
-    // A rejoining lane's copy nobody else brings goes out when the hold time is over.
-    let acts = h.lose(0);
-    h.at(2_000);
-    let acts = h.connect(&acts, 0);
-    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xd"));
-    h.text(1, hhead("0xb", 11));
-    h.text(0, hhead("0xd", 12));
-    h.tick(2_000 + 1_900);
-    assert_eq!(ring_heads(&h).last(), Some(&11));
-    h.tick(2_000 + REJOIN_HOLD.as_millis() as u64);
-    assert_eq!(ring_heads(&h), (1..=12).collect::<Vec<_>>());
-    // Copies: lane 1's 1..=3; lane 0's 10 and its held 7, 8, 9; lane 1's 11.
-    assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 3 + 4 + 1);
-}
-
-#[test]
-fn hedged_a_lane_refusing_a_topic_the_other_holds_neither_ends_it_nor_drops_the_connection() {
-    let mut h = hedged_heads(|_| {});
-    let acts = h.lose(1);
-    h.at(100);
-    let acts = h.connect(&acts, 1);
-    let s = sent(&acts);
-    let acts = h.text(1, refused(req_id(&s[0].1)));
-    assert!(!dropped(&acts, 1), "lane 1's connection stays");
-    assert_eq!(h.topics(), 1);
-    // Far past the give-up: still held by lane 0 (alive), delivering.
-    for t in (10_000..=120_000).step_by(10_000) {
-        h.at(t);
-        for slot in 0..2 {
-            h.ev(Event::Activity {
-                slot: SlotId(slot),
-                generation: h.generation(slot),
-            });
-        }
-        assert!(!dropped(&h.tick(t), 0));
-    }
-    h.text(0, hhead("0xa", 1));
-    assert_eq!(ring_heads(&h), vec![1]);
-    assert_eq!(h.topics(), 1);
-    // Lane 1's next connection tries again.
-    let acts = h.lose(1);
-    h.at(121_000);
-    let s = sent(&h.connect(&acts, 1));
-    assert_eq!(s[0].1["method"], "eth_subscribe");
-}
-
-#[test]
-fn hedged_after_both_lanes_were_down_a_lagging_lane_does_not_repeat_what_the_backfill_brought() {
-    let mut h = hedged_heads(|s| s.backfill = true);
-    h.text(0, head_h("0xa", 10));
-    h.text(1, head_h("0xb", 10));
-    let a0 = h.lose(0);
-    let a1 = h.lose(1);
-    h.at(1_000);
-    let acts = h.connect(&a0, 0);
-    let acts = h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
-    let height = calls_of(&acts, "eth_blockNumber");
-    let acts = h.text(0, answer(height[0].0, r#""0xd""#));
-    let fetch = calls_of(&acts, "eth_getBlockByNumber");
-    assert_eq!(fetch.len(), 4, "11..=13 missed (10 fetched again)");
-    for (id, params) in &fetch {
-        let n = u64::from_str_radix(params[0].as_str().unwrap().trim_start_matches("0x"), 16);
-        let n = n.unwrap();
-        let block = format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}","transactions":[]}}"#);
-        h.text(0, answer(*id, &block));
-    }
-    h.tick(1_100);
-    // Lane 1 comes back on a node that lags: its heads 12 and 13 were backfilled already.
-    let acts = h.connect(&a1, 1);
-    h.text(1, ok(req_id(&sent(&acts)[0].1), "0xd"));
-    h.text(1, head_h("0xd", 12));
-    h.text(1, head_h("0xd", 13));
-    h.text(0, head_h("0xc", 14));
-    h.tick(1_000 + REJOIN_HOLD.as_millis() as u64 + 100);
-    h.text(1, head_h("0xd", 14));
-    assert_eq!(delivered(&h, 0), ["0xa", "0xb", "0xc", "0xd", "0xe"]);
 }
