@@ -471,18 +471,27 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     /// Where a hedged route sends a call of `class`: among connected slots, the one with
-    /// the highest steady height seen within [`FRESH`] (ties: the lowest slot); without
-    /// any, the lowest connected slot.
-    pub(super) fn ahead_slot(&self, class: u8, now: Instant) -> Option<SlotId> {
+    /// the highest steady height, counting only slots whose last one arrived within
+    /// [`FRESH`] (or `stall_timeout`, if shorter) of the newest arrival on any of them
+    /// (a stuck node is not ahead); ties and slots without heights: the lowest.
+    pub(super) fn ahead_slot(&self, class: u8) -> Option<SlotId> {
         let fresh = (self.settings.stall_timeout).map_or(FRESH, |s| s.min(FRESH));
-        let candidates = (0..self.slots.len()).map(SlotId).filter(|s| {
-            self.slots[s.0].state == SlotState::Connected
-                && (class == 0 || self.table.slot_class(*s) == Some(class))
-        });
+        let candidates: Vec<(SlotId, Option<(u64, Instant)>)> = (0..self.slots.len())
+            .map(SlotId)
+            .filter(|s| {
+                self.slots[s.0].state == SlotState::Connected
+                    && (class == 0 || self.table.slot_class(*s) == Some(class))
+            })
+            .map(|s| (s, self.hedge.heads.get(s.0).copied().flatten()))
+            .collect();
+        let newest = candidates
+            .iter()
+            .filter_map(|(_, h)| h.map(|(_, at)| at))
+            .max();
         let mut best: Option<(SlotId, Option<u64>)> = None;
-        for s in candidates {
-            let height = (self.hedge.heads.get(s.0).copied().flatten())
-                .filter(|(_, at)| now.saturating_duration_since(*at) < fresh)
+        for (s, head) in candidates {
+            let height = head
+                .filter(|(_, at)| newest.is_some_and(|n| n.saturating_duration_since(*at) < fresh))
                 .map(|(h, _)| h);
             match best {
                 Some((_, b)) if b >= height => {}

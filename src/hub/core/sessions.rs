@@ -194,7 +194,7 @@ impl<O: Outbox> RouteCore<O> {
     pub(super) fn on_call(&mut self, call: Call, reply: Option<O::CallReply>, now: Instant) {
         let Some(reply) = reply else {
             // A client notification: forwarded if connected, otherwise dropped.
-            if let Some(slot) = self.call_slot(call.class, now) {
+            if let Some(slot) = self.call_slot(call.class) {
                 let text = self.dialect.render_upstream_call(&call, None);
                 self.send(slot, text);
             }
@@ -213,7 +213,7 @@ impl<O: Outbox> RouteCore<O> {
             RouteMetrics::inc(&self.metrics.coalesced_calls);
             return;
         }
-        match self.call_slot(call.class, now) {
+        match self.call_slot(call.class) {
             Some(slot) => self.send_call(slot, call, reply, now),
             None if self.waiting_calls.len() < WAITING_CALLS => {
                 let deadline = now + self.settings.request_timeout;
@@ -249,9 +249,9 @@ impl<O: Outbox> RouteCore<O> {
     /// Calls go to the lowest connected slot (slot 0 unless it is down); a call of a
     /// connection class only to a connected slot of that class. Hedged routes: to the
     /// connected one furthest ahead (`hedge.rs`).
-    pub(super) fn call_slot(&self, class: u8, now: Instant) -> Option<SlotId> {
+    pub(super) fn call_slot(&self, class: u8) -> Option<SlotId> {
         if self.hedged() {
-            return self.ahead_slot(class, now);
+            return self.ahead_slot(class);
         }
         (self.slots.iter().enumerate())
             .position(|(i, s)| {
@@ -291,7 +291,7 @@ impl<O: Outbox> RouteCore<O> {
     pub(super) fn flush_waiting_calls(&mut self, now: Instant) {
         let mut still = VecDeque::new();
         while let Some((call, reply, deadline)) = self.waiting_calls.pop_front() {
-            match self.call_slot(call.class, now) {
+            match self.call_slot(call.class) {
                 Some(slot) => self.send_call(slot, call, reply, now),
                 None => still.push_back((call, reply, deadline)),
             }
