@@ -1142,6 +1142,44 @@ fn hedged_after_both_lanes_were_down_a_lagging_lane_does_not_repeat_what_the_bac
 }
 
 #[test]
+fn hedged_a_signature_ends_once_on_the_first_final_notification() {
+    let mut s = settings(DialectKind::Solana);
+    s.hedge = 2;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    h.connect(&acts, 1);
+    let sig =
+        "2EBVM6cB8vAAD93Ktr6Vd8p67XPbQzCJX47MpReuiCXJAtcjaxpvWpcg9Ege1Nr5Tk3a2GFrByT7WPBjdsTycY9b";
+    let msg =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"signatureSubscribe","params":["{sig}"]}}"#);
+    let acts = h.subscribe(&msg, 1);
+    for (slot, req) in sent(&acts) {
+        let id = req_id(&req);
+        h.text(
+            slot,
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#, 5 + slot),
+        );
+    }
+    let fin = |sub: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"signatureNotification","params":{{"result":{{"context":{{"slot":9}},"value":{{"err":null}}}},"subscription":{sub}}}}}"#
+        )
+    };
+    // Lane 1 (rejoining: it confirmed second) is first: a final notification is never held.
+    let acts = h.text(1, fin(6));
+    assert!(sent(&acts).is_empty(), "a one-shot is not unsubscribed");
+    assert_eq!(h.out().notices.len(), 1);
+    assert_eq!(h.topics(), 0);
+    h.text(0, fin(5));
+    assert_eq!(
+        h.out().notices.len(),
+        1,
+        "the other lane's final is not delivered"
+    );
+}
+
+#[test]
 fn a_duplicate_response_is_ignored() {
     let mut h = H::eth();
     let acts = h.actions();
