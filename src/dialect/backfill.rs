@@ -20,6 +20,12 @@ pub struct Item {
     /// What tells two notifications apart, hashed (a head's hash; a log's blockHash,
     /// logIndex and removed).
     pub identity: u64,
+    /// The block it belongs to: its hash, hashed (a head's own; a log's blockHash).
+    pub block: u64,
+    /// A log (`removed` false) that a reorg would retract.
+    pub log: bool,
+    /// A log the node retracted (`removed: true`).
+    pub removed: bool,
     /// The result JSON, exactly as a notification carries it (empty for a live
     /// notification: only its identity and height are needed).
     pub result: Box<str>,
@@ -80,16 +86,7 @@ pub fn parse_head(result: &str) -> Option<u64> {
 /// `eth_getBlockByNumber` per height for `newHeads`, one `eth_getLogs` for `logs`.
 pub fn calls(key: &SubscriptionKey, from: u64, to: u64) -> Option<Vec<Call>> {
     match kind(key)? {
-        Kind::Heads => Some(
-            (from..=to)
-                .map(|n| {
-                    call(
-                        "eth_getBlockByNumber",
-                        Value::from(vec![Value::from(hex(n)), Value::Bool(false)]),
-                    )
-                })
-                .collect(),
-        ),
+        Kind::Heads => Some((from..=to).map(block_call).collect()),
         Kind::Logs(mut filter) => {
             filter.remove("blockHash");
             filter.insert("fromBlock".into(), Value::from(hex(from)));
@@ -220,6 +217,77 @@ pub fn notification_item(frame: &str) -> Option<Item> {
     read(f.params.result.get(), false)
 }
 
+/// A block hash, hashed as [`Item::block`] holds it.
+fn block_id(hash: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    hash.hash(&mut h);
+    h.finish()
+}
+
+/// The call asking for the block at `height` (its hash tells whether the chain delivered
+/// there is still the node's: a reorg check).
+pub fn block_call(height: u64) -> Call {
+    call(
+        "eth_getBlockByNumber",
+        Value::from(vec![Value::from(hex(height)), Value::Bool(false)]),
+    )
+}
+
+/// The [`Item::block`] of the answer to [`block_call`] (`None`: no such block).
+pub fn block_of(result: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(borrow)]
+        hash: &'a str,
+    }
+    let b: Option<Block> = serde_json::from_str(result).ok()?;
+    Some(block_id(b?.hash))
+}
+
+/// A delivered log notification's result, retracted: the same log with `removed: true`,
+/// as geth sends the logs of blocks a reorg orphaned (core/types/log.go: "The Removed
+/// field is true if this log was reverted due to a chain reorganisation"). Members keep
+/// their order and bytes.
+pub fn retracted(frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        params: Params<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        result: &'a RawValue,
+    }
+    let f: Frame = serde_json::from_str(frame).ok()?;
+    let log: Ordered = serde_json::from_str(f.params.result.get()).ok()?;
+    let mut text = String::with_capacity(f.params.result.get().len() + 1);
+    text.push('{');
+    let mut seen = false;
+    for (k, v) in &log.0 {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(k).ok()?);
+        text.push(':');
+        if k == "removed" {
+            seen = true;
+            text.push_str("true");
+        } else {
+            text.push_str(v.get());
+        }
+    }
+    if !seen {
+        text.push_str(if text.len() > 1 {
+            ",\"removed\":true"
+        } else {
+            "\"removed\":true"
+        });
+    }
+    text.push('}');
+    Some(text)
+}
+
 /// Read a notification result (a head or a log) as an [`Item`].
 pub fn item(result: &str) -> Option<Item> {
     read(result, true)
@@ -244,21 +312,25 @@ fn read(result: &str, keep: bool) -> Option<Item> {
     let num = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
     let f: Fields = serde_json::from_str(result).ok()?;
     let mut h = DefaultHasher::new();
-    let (height, index) = match (f.log_index, f.number) {
+    let (height, index, block) = match (f.log_index, f.number) {
         (Some(i), _) => {
             (f.block_hash?, i, f.removed).hash(&mut h);
-            (num(f.block_number?)?, num(i)?)
+            (num(f.block_number?)?, num(i)?, f.block_hash?)
         }
         (None, Some(n)) => {
             f.hash?.hash(&mut h);
-            (num(n)?, 0)
+            (num(n)?, 0, f.hash?)
         }
         (None, None) => return None,
     };
+    let is_log = f.log_index.is_some();
     Some(Item {
         height,
         index,
         identity: h.finish(),
+        block: block_id(block),
+        log: is_log && !f.removed,
+        removed: is_log && f.removed,
         result: if keep { result.into() } else { Box::default() },
     })
 }
@@ -325,5 +397,23 @@ mod tests {
             r#"[{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":true}]"#;
         assert_ne!(items(removed).unwrap()[0].identity, i[0].identity);
         assert_eq!(items("null"), None);
+        assert_eq!(
+            i[0].block,
+            block_of(r#"{"hash":"0xcc","number":"0x3"}"#).unwrap()
+        );
+        assert!(i[0].log && !i[0].removed);
+        assert_eq!(block_of("null"), None);
+    }
+
+    #[test]
+    fn a_retracted_log_is_the_same_log_with_removed_true() {
+        let frame = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":{"address":"0xab","blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":false}}}"#;
+        assert_eq!(
+            retracted(frame).unwrap(),
+            r#"{"address":"0xab","blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":true}"#
+        );
+        let r = retracted(frame).unwrap();
+        let i = item(&r).unwrap();
+        assert!(i.removed && !i.log);
     }
 }

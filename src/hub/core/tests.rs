@@ -1055,9 +1055,10 @@ fn delivered(h: &H, start: usize) -> Vec<String> {
                 format!("g{}-{}", r["fromBlock"], r["toBlock"])
             } else if r["logIndex"].is_string() {
                 format!(
-                    "{}/{}",
+                    "{}/{}{}",
                     r["blockNumber"].as_str().unwrap(),
-                    r["logIndex"].as_str().unwrap()
+                    r["logIndex"].as_str().unwrap(),
+                    if r["removed"] == true { " removed" } else { "" }
                 )
             } else {
                 r["number"].as_str().unwrap().to_owned()
@@ -1079,6 +1080,22 @@ fn backfilling(msg: &str, max: u64) -> H {
     h
 }
 
+/// Answer the reorg check in `acts` (the block at the height delivered last) with the
+/// block delivered there: no reorg. The actions after that.
+fn confirm(h: &mut H, acts: &[Action]) -> Vec<Action> {
+    let check = calls_of(acts, "eth_getBlockByNumber");
+    assert_eq!(check.len(), 1, "one reorg check first");
+    let n =
+        u64::from_str_radix(check[0].1[0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    h.text(
+        0,
+        answer(
+            check[0].0,
+            &format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}"}}"#),
+        ),
+    )
+}
+
 /// Lose slot 0 and resubscribe on a new connection as `0xb`: the actions after that.
 fn switch(h: &mut H) -> Vec<Action> {
     let acts = h.lose(0);
@@ -1096,6 +1113,7 @@ fn backfill_fetches_the_missed_heads_up_to_the_cap_and_dedupes_the_live_ones() {
     assert_eq!(head.len(), 1, "the node's height is asked first");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0x10""#));
+    let acts = confirm(&mut h, &acts);
     // 12..=16 missed; the cap keeps the newest 3, the rest is announced.
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     let heights: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
@@ -1147,6 +1165,7 @@ fn backfill_fetches_logs_over_the_range_with_the_filter_once_each() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let get = calls_of(&acts, "eth_getLogs");
     assert_eq!(get.len(), 1);
     assert_eq!(
@@ -1171,6 +1190,7 @@ fn unanswered_backfill_is_announced_and_backfill_false_fetches_nothing() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     assert_eq!(fetch.len(), 3);
     // 10 (delivered, fetched again) is no gap; 11 unanswered is.
@@ -1226,6 +1246,7 @@ fn a_backfill_holding_too_much_is_cut_short_and_announced() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     // The node answers none of it, while live heads keep coming: held up to the bound.
     for n in 13..13 + 16_384 {
@@ -1241,6 +1262,116 @@ fn a_backfill_holding_too_much_is_cut_short_and_announced() {
     // Late answers to the abandoned backfill change nothing.
     h.text(0, answer(fetch[1].0, r#"{"number":"0xb","hash":"0xh11"}"#));
     assert_eq!(delivered(&h, start).len(), 1 + 16_384);
+}
+
+/// The new branch's log `i` at height `n` (block hash `0xx{n}`).
+fn fork_log(n: u64, i: u64) -> String {
+    log_json(n, i).replace(&format!("0xh{n}"), &format!("0xx{n}"))
+}
+
+/// Walk the reorg checks of `acts` down: heights above `fork` answer another block, `fork`
+/// the one delivered. The actions after the last answer.
+fn walk_checks(h: &mut H, acts: Vec<Action>, fork: u64) -> Vec<Action> {
+    let mut acts = acts;
+    loop {
+        let check = calls_of(&acts, "eth_getBlockByNumber");
+        assert_eq!(check.len(), 1, "the checks go one at a time");
+        let n = u64::from_str_radix(check[0].1[0].as_str().unwrap().trim_start_matches("0x"), 16)
+            .unwrap();
+        let hash = if n > fork {
+            format!("0xx{n}")
+        } else {
+            format!("0xh{n}")
+        };
+        acts = h.text(
+            0,
+            answer(
+                check[0].0,
+                &format!(r#"{{"number":"0x{n:x}","hash":"{hash}"}}"#),
+            ),
+        );
+        if n <= fork {
+            return acts;
+        }
+    }
+}
+
+#[test]
+fn a_reorg_across_a_switch_retracts_the_orphaned_logs_then_delivers_the_new_branch() {
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{"address":"0x00000000000000000000000000000000000000ab"}]}"#;
+    let mut h = backfilling(logs, 128);
+    for (n, i) in [(10, 0), (11, 0), (11, 1), (12, 0)] {
+        h.text(0, log_at("0xa", n, i));
+    }
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xd""#));
+    // 12 and 11 are another block on the new node; 10 is the same: the fork is above 10.
+    let acts = walk_checks(&mut h, acts, 10);
+    let get = calls_of(&acts, "eth_getLogs");
+    assert_eq!(
+        (&get[0].1[0]["fromBlock"], &get[0].1[0]["toBlock"]),
+        (&json!("0xb"), &json!("0xd")),
+        "the new branch, from above the fork"
+    );
+    h.text(0, log_at("0xb", 13, 0).replace("0xh13", "0xx13")); // live, held
+    let branch = [(11, 0), (12, 0), (13, 0)]
+        .map(|(n, i)| fork_log(n, i))
+        .join(",");
+    h.text(0, answer(get[0].0, &format!("[{branch}]")));
+    assert_eq!(
+        delivered(&h, start),
+        [
+            "0xb/0x0 removed",
+            "0xb/0x1 removed",
+            "0xc/0x0 removed",
+            "0xb/0x0",
+            "0xc/0x0",
+            "0xd/0x0"
+        ],
+        "the orphaned logs retracted (oldest first, as delivered), then the new branch once"
+    );
+    // A retracted log is the delivered one, byte for byte, with removed: true.
+    let public = h.out().one()[0].1.clone().unwrap().public_id;
+    assert_eq!(
+        h.out().notices[start].1,
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":{public},"result":{}}}}}"#,
+            log_json(11, 0).replace("false", "true")
+        )
+    );
+    assert_eq!(h.metrics.reorg_retracted.load(Relaxed), 3);
+    // The new branch is what is remembered now: another switch finds no reorg at 13.
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    let head = calls_of(&acts, "eth_blockNumber");
+    let acts = h.text(0, answer(head[0].0, r#""0xd""#));
+    let check = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(check[0].1[0], json!("0xd"));
+}
+
+#[test]
+fn a_reorg_across_a_switch_gives_heads_clients_the_new_branch() {
+    let mut h = backfilling(HEADS, 128);
+    for n in 10..=12 {
+        h.text(0, head_h("0xa", n));
+    }
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    // The new node is at the same height, on another branch from 12 on.
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = walk_checks(&mut h, acts, 11);
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(fetch.len(), 1);
+    assert_eq!(fetch[0].1[0], json!("0xc"));
+    h.text(0, answer(fetch[0].0, r#"{"number":"0xc","hash":"0xx12"}"#));
+    assert_eq!(delivered(&h, start), ["0xc"]);
+    let v: Value = serde_json::from_str(&h.out().notices[start].1).unwrap();
+    assert_eq!(v["params"]["result"]["hash"], "0xx12");
+    assert_eq!(h.metrics.reorg_retracted.load(Relaxed), 0);
 }
 
 /// Identical read calls in flight together go upstream once and every caller gets the
