@@ -90,7 +90,7 @@ struct Run {
 /// Backfill requests of one topic in flight at once: a node is not flooded (nor its
 /// connection's queue, which a node may close as slow), and live notifications keep
 /// their place on the connection.
-const IN_FLIGHT: usize = 16;
+pub(super) const IN_FLIGHT: usize = 16;
 
 /// Live notifications a topic holds during its backfill (or queues behind it) at most;
 /// beyond, the backfill is cut short (what it did not fetch is announced) and the queue
@@ -106,6 +106,10 @@ pub(super) enum Step {
     Fetch { from: u64, to: u64 },
     /// The node's block at a delivered height (is it the one delivered?).
     Check { height: u64 },
+    /// For a subscribe resuming with `?since=` (its number): the node's height.
+    ResumeHead { waiter: u64 },
+    /// For a resuming subscribe: what its key delivered in `from..=to`.
+    ResumeFetch { waiter: u64, from: u64, to: u64 },
 }
 
 /// Queue the fetches of what was missed after height `from` up to the node's `to`: the
@@ -137,7 +141,7 @@ fn plan(run: &mut Run, key: &SubscriptionKey, from: u64, to: u64, max: u64, refe
 }
 
 /// Ranges sorted, adjacent and overlapping ones joined (one notice per missing range).
-fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+pub(super) fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     gaps.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(gaps.len());
     for (from, to) in gaps {
@@ -326,14 +330,14 @@ impl<O: Outbox> RouteCore<O> {
         self.send_backfill(slot, topic, Step::Head, backfill::head_call(), now);
     }
 
-    fn send_backfill(
+    pub(super) fn send_backfill(
         &mut self,
         slot: SlotId,
         topic: TopicId,
         step: Step,
         call: Call,
         now: Instant,
-    ) {
+    ) -> u64 {
         let req = self.next_id();
         let text = self.dialect.render_upstream_call(&call, Some(req));
         let deadline = now + self.settings.request_timeout;
@@ -345,6 +349,7 @@ impl<O: Outbox> RouteCore<O> {
         };
         self.pending.insert(req.0, p);
         self.send(slot, text);
+        req.0
     }
 
     /// An answer to a backfill request (`Err`: an error, or no answer in time).
@@ -355,6 +360,9 @@ impl<O: Outbox> RouteCore<O> {
         result: Result<&str, ()>,
         now: Instant,
     ) {
+        if let Step::ResumeHead { waiter } | Step::ResumeFetch { waiter, .. } = step {
+            return self.on_resume_answer(waiter, topic, step, result, now);
+        }
         let max = self.settings.backfill_max_blocks;
         let Some(t) = self.table.get_mut(topic) else {
             return;
@@ -433,6 +441,7 @@ impl<O: Outbox> RouteCore<O> {
                 None if run.refetch == Some(lo) => {}
                 None => run.gaps.push((lo, to)),
             },
+            Step::ResumeHead { .. } | Step::ResumeFetch { .. } => {}
         }
         while run.waiting < IN_FLIGHT {
             let Some(next) = run.queue.pop_front() else {

@@ -23,6 +23,7 @@
 mod backfill;
 mod frames;
 mod history;
+mod resume;
 mod sessions;
 mod slots;
 
@@ -195,6 +196,9 @@ struct Subscribing<O: Outbox> {
     error: Option<HubError>,
     reply: O::SubscribeReply,
     since: Option<u64>,
+    /// `?since=` older than some keys' history: whether their fetch was started, and it.
+    resumed: bool,
+    resumes: Vec<resume::Resume>,
 }
 
 /// One key of a [`Subscribing`]: its topic, or the final notification of a one-shot that
@@ -300,6 +304,8 @@ pub struct RouteCore<O: Outbox> {
     gap_listeners: Arc<AtomicUsize>,
     /// Topics whose backfill is going out, a burst per tick.
     draining: Vec<TopicId>,
+    /// The time of the event (or tick) being handled, for work started deep inside it.
+    now: Instant,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -339,6 +345,7 @@ impl<O: Outbox> RouteCore<O> {
             rng: fastrand::Rng::with_seed(seed),
             gap_listeners,
             draining: Vec::new(),
+            now,
         };
         core.ensure_slot(SlotId(0), now);
         core.schedule_connect(SlotId(0), Duration::ZERO);
@@ -355,6 +362,7 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     pub fn handle(&mut self, event: Event<O>, now: Instant) {
+        self.now = now;
         match event {
             Event::Subscribe {
                 keys,
@@ -414,6 +422,7 @@ impl<O: Outbox> RouteCore<O> {
 
     /// Run every timer due at `now`: the shell calls this on a steady tick.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         self.ended
             .retain(|_, (_, at)| now.duration_since(*at) < ENDED_TTL);
         // Linger expiry and subscribe waits that never got a connection.
@@ -450,6 +459,7 @@ impl<O: Outbox> RouteCore<O> {
                 self.out.answered(reply, Err(HubError::Unavailable));
             }
         }
+        self.check_resumes(now);
         self.drain_backfills();
         self.check_stalls(now);
         self.slot_timers(now);

@@ -1416,3 +1416,89 @@ fn identical_read_calls_in_flight_are_sent_once() {
         "sends are never merged"
     );
 }
+
+/// Slot 0 up with backfill (cap `max`) and a history of `len`; heads subscribed as `0xa`
+/// and `from..=to` delivered.
+fn resumable(max: u64, len: usize, from: u64, to: u64) -> H {
+    let mut s = settings(DialectKind::Ethereum);
+    s.backfill = true;
+    s.backfill_max_blocks = max;
+    s.history_len = len;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    for n in from..=to {
+        h.text(0, head_h("0xa", n));
+    }
+    h
+}
+
+#[test]
+fn since_older_than_the_history_is_fetched_from_the_node_within_the_cap_then_the_history() {
+    let mut h = resumable(3, 4, 10, 17); // the history holds 14..=17
+    let acts = h.subscribe_since(HEADS, 2, 9);
+    assert_eq!(h.out().one().len(), 1, "answered only once fetched");
+    let head = calls_of(&acts, "eth_blockNumber");
+    assert_eq!(head.len(), 1);
+    h.text(0, head_h("0xa", 18)); // live meanwhile: the history now holds 15..=18
+    let acts = h.text(0, answer(head[0].0, r#""0x12""#));
+    // Below the history: 10..=14; the cap fetches the newest 3, announces 10..=11.
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    let asked: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
+    assert_eq!(asked, [json!("0xc"), json!("0xd"), json!("0xe")]);
+    for (id, p) in fetch.iter().rev() {
+        let n = p[0].as_str().unwrap();
+        let n = u64::from_str_radix(&n[2..], 16).unwrap();
+        h.text(
+            0,
+            answer(
+                *id,
+                &format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}","size":"0x1"}}"#),
+            ),
+        );
+    }
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(
+        heights(&sub.history),
+        (
+            (12..=18).collect(),
+            vec![(Value::from("0xa"), Value::from("0xb"))]
+        ),
+        "the gap beyond the cap, the fetched ones, then the history: no hole, no repeat"
+    );
+    assert!(sub.history[0].1 && !sub.history[1].1);
+    assert!(
+        !sub.history[1].0.contains("size"),
+        "a fetched head reads as a live one"
+    );
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 3);
+    assert_eq!(h.metrics.history_replayed.load(Relaxed), 4);
+}
+
+#[test]
+fn since_fetch_cut_by_a_lost_connection_answers_with_the_gap_and_the_history() {
+    let mut h = resumable(128, 4, 10, 17);
+    let acts = h.subscribe_since(HEADS, 2, 9);
+    assert_eq!(calls_of(&acts, "eth_blockNumber").len(), 1);
+    h.lose(0);
+    h.tick(100);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(
+        heights(&sub.history),
+        (
+            (14..=17).collect(),
+            vec![(Value::from("0xa"), Value::from("0xd"))]
+        )
+    );
+    // Within the history: nothing asked of the node.
+    let mut h = resumable(128, 4, 10, 17);
+    let acts = h.subscribe_since(HEADS, 2, 14);
+    assert!(calls_of(&acts, "eth_blockNumber").is_empty());
+    assert_eq!(h.out().one().len(), 2);
+}
