@@ -74,6 +74,11 @@ trait Chain: 'static {
     fn answer_events(_v: &Value) -> Vec<(usize, u64)> {
         Vec::new()
     }
+    /// The last event of stream `label` the node produced, given its clock and the last
+    /// round emitted (default: the clock, as a block's logs carry its number).
+    fn last_event(_label: usize, clock: u64, _round: u64) -> u64 {
+        clock
+    }
 }
 
 fn hex_u64(v: &Value) -> Option<u64> {
@@ -266,6 +271,31 @@ impl Chain for Xrpl {
         assert_eq!(r["status"], "success", "{r}");
         None
     }
+    const BACKFILLS: bool = true;
+    fn last_event(label: usize, clock: u64, round: u64) -> u64 {
+        // Ledgers count on from the node's first; payments carry the round.
+        if label == 0 {
+            clock
+        } else {
+            round
+        }
+    }
+    fn answer_events(v: &Value) -> Vec<(usize, u64)> {
+        let r = &v["result"];
+        // `ledger` with its transactions (the ledger stream's backfill; not the question
+        // for the validated ledger's index): the ledger is a clock event.
+        let index = &r["ledger"]["ledger_index"];
+        let index = index.as_u64().or_else(|| index.as_str()?.parse().ok());
+        if let (Some(n), true) = (index, r["ledger"]["transactions"].is_array()) {
+            return vec![(0, n)];
+        }
+        // `account_tx`: the payments of the watched account.
+        (r["transactions"].as_array().into_iter().flatten())
+            .filter(|t| r["account"] == json!(sim_address(0)) && t["validated"] == true)
+            .filter_map(|t| t["tx_json"]["DeliverMax"].as_str()?.parse().ok())
+            .map(|n| (1, n))
+            .collect()
+    }
     async fn unsubscribe(c: &mut Client, _ids: Ids, _other: Option<Value>, k: u64) {
         let r = xrpl_request(
             c,
@@ -303,6 +333,7 @@ fn fault_route<C: Chain>(upstreams: Vec<String>) -> RouteConfig {
     r.upstream_idle_timeout_ms = 300;
     // Outages here last up to a second at 250 blocks/s: all of it is backfilled.
     r.backfill_max_blocks = 1_000;
+    r.backfill_max_ledgers = 1_000;
     r
 }
 
@@ -374,7 +405,7 @@ impl Watcher {
 /// Emits one round on every upstream every [`EMIT_EVERY`] until stopped.
 struct Emitter {
     stop: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<u64>,
 }
 
 impl Emitter {
@@ -390,13 +421,15 @@ impl Emitter {
                 round += 1;
                 tokio::time::sleep(EMIT_EVERY).await;
             }
+            round - 1
         });
         Emitter { stop, task }
     }
 
-    async fn stop(self) {
+    /// Stop; the last round emitted.
+    async fn stop(self) -> u64 {
         self.stop.store(true, Relaxed);
-        self.task.await.expect("emitter");
+        self.task.await.expect("emitter")
     }
 }
 
@@ -471,8 +504,9 @@ impl<C: Chain> Rig<C> {
         })
         .await;
         self.receiving("events flow again after the fault").await;
+        let mut round = 0;
         if let Some(e) = self.emitter.take() {
-            e.stop().await;
+            round = e.stop().await;
         }
         // The last round of the upstream in use must reach everyone.
         let active = metrics.active_upstream.load(Relaxed);
@@ -495,7 +529,7 @@ impl<C: Chain> Rig<C> {
         let sent: Vec<_> = self.sims.iter().map(|s| s.faults().sent()).collect();
         check::<C>(&sent, &received);
         if C::BACKFILLS && self.sims.len() == 1 {
-            check_backfilled::<C>(&sent[0], last, &received);
+            check_backfilled::<C>(&sent[0], |l| C::last_event(l, last, round), &received);
         }
         assert_eq!(metrics.sessions.load(Relaxed), CLIENTS as i64);
         assert_eq!(metrics.topics.load(Relaxed), 2, "both topics live");
@@ -527,9 +561,14 @@ fn events<C: Chain>(frames: &[(u64, String)]) -> Seen {
 /// from the first one the clients got to the last (`last`), those produced while submux
 /// was disconnected included, reached every client (`check` did exactly once, in order,
 /// under its own id).
-fn check_backfilled<C: Chain>(sent: &submux::sim::Sent, last: u64, received: &[(Ids, Vec<Value>)]) {
+fn check_backfilled<C: Chain>(
+    sent: &submux::sim::Sent,
+    last: impl Fn(usize) -> u64,
+    received: &[(Ids, Vec<Value>)],
+) {
     let delivered = events::<C>(&sent.flushed);
     for (label, name) in C::LABELS.iter().enumerate() {
+        let last = last(label);
         let Some(first) = delivered
             .iter()
             .filter(|(l, _)| *l == label)

@@ -2,6 +2,7 @@
 
 mod auth;
 mod backfill;
+mod backfill_routed;
 mod common;
 mod dedup;
 mod deflate;

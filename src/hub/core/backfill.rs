@@ -33,6 +33,8 @@ pub(super) struct Track {
     /// [`RECENT_LOGS`] log notices; older ones are forgotten.
     recent: VecDeque<Delivered>,
     recent_logs: usize,
+    /// A content-routed topic: its slot's [`super::routed`] backfill covers it.
+    routed: bool,
     /// What a finished backfill queued, going out a burst per tick; live notifications
     /// queue behind it.
     out: VecDeque<Out>,
@@ -98,7 +100,7 @@ pub(super) const IN_FLIGHT: usize = 16;
 const HELD_MAX: usize = 16_384;
 
 /// What a backfill request asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Step {
     /// The node's current height.
     Head,
@@ -106,6 +108,12 @@ pub(super) enum Step {
     Fetch { from: u64, to: u64 },
     /// The node's block at a delivered height (is it the one delivered?).
     Check { height: u64 },
+    /// Content-routed: the node's validated ledger.
+    XHead,
+    /// Content-routed: ledger `n` (the `ledger` stream).
+    XLedger { n: u64 },
+    /// Content-routed: an account's transactions in `min..=max` (a page).
+    XAccount { min: u64, max: u64 },
     /// For a subscribe resuming with `?since=` (its number): the node's height.
     ResumeHead { waiter: u64 },
     /// For a resuming subscribe: what its key delivered in `from..=to`.
@@ -154,6 +162,13 @@ pub(super) fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 }
 
 impl Track {
+    pub(super) fn new(routing: crate::dialect::Routing) -> Self {
+        Track {
+            routed: routing == crate::dialect::Routing::ByContent,
+            ..Track::default()
+        }
+    }
+
     fn delivered(&mut self, item: &Item, notice: &Notice) {
         let id = item.identity;
         if self.last == Some(item.height) {
@@ -208,7 +223,9 @@ impl Track {
     /// dropped; the next one covers its range too).
     pub(super) fn switched(&mut self) {
         self.run = None; // (its queue, received already, still goes out)
-        if self.from.is_none() {
+        if self.routed {
+            self.from = Some(0); // (its slot knows where to fetch from)
+        } else if self.from.is_none() {
             self.from = self.last;
         }
     }
@@ -226,7 +243,7 @@ impl Track {
     /// Whether a switch is followed by a backfill (something was delivered before it):
     /// the history is kept, and only what the backfill cannot fill is announced.
     pub(super) fn fills(&self) -> bool {
-        self.last.is_some()
+        self.last.is_some() || self.routed
     }
 
     pub(super) fn hold(&mut self, notice: Notice, item: Option<Item>, kept_at: Option<u64>) {
@@ -312,6 +329,12 @@ impl<O: Outbox> RouteCore<O> {
         else {
             return;
         };
+        if track.routed {
+            if track.from.take().is_some() {
+                self.start_routed(topic, slot, now);
+            }
+            return;
+        }
         if track.from.is_none() || track.run.is_some() {
             return;
         }
@@ -360,8 +383,14 @@ impl<O: Outbox> RouteCore<O> {
         result: Result<&str, ()>,
         now: Instant,
     ) {
-        if let Step::ResumeHead { waiter } | Step::ResumeFetch { waiter, .. } = step {
-            return self.on_resume_answer(waiter, topic, step, result, now);
+        match step {
+            Step::ResumeHead { waiter } | Step::ResumeFetch { waiter, .. } => {
+                return self.on_resume_answer(waiter, topic, step, result, now);
+            }
+            Step::XHead | Step::XLedger { .. } | Step::XAccount { .. } => {
+                return self.on_routed_answer(topic, step, result, now);
+            }
+            _ => {}
         }
         let max = self.settings.backfill_max_blocks;
         let Some(t) = self.table.get_mut(topic) else {
@@ -441,7 +470,7 @@ impl<O: Outbox> RouteCore<O> {
                 None if run.refetch == Some(lo) => {}
                 None => run.gaps.push((lo, to)),
             },
-            Step::ResumeHead { .. } | Step::ResumeFetch { .. } => {}
+            _ => {}
         }
         while run.waiting < IN_FLIGHT {
             let Some(next) = run.queue.pop_front() else {
@@ -599,7 +628,10 @@ impl<O: Outbox> RouteCore<O> {
     /// Send what backfills queued, at most half a ring per topic per call (the shell's
     /// tick), so a session reading its ring keeps up instead of being closed as slow.
     pub(super) fn drain_backfills(&mut self) {
-        self.drain((self.settings.client_queue_len / 2).max(1));
+        let burst = (self.settings.client_queue_len / 2).max(1);
+        self.retry_routed(self.now);
+        self.drain(burst);
+        self.drain_routed(burst);
     }
 
     fn drain(&mut self, burst: usize) {

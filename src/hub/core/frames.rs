@@ -171,6 +171,11 @@ impl<O: Outbox> RouteCore<O> {
         identity: Option<Box<str>>,
         now: Instant,
     ) {
+        let kept = if self.settings.backfill {
+            identity.clone()
+        } else {
+            None
+        };
         let repeat = identity
             .is_some_and(|id| (self.slots.get_mut(slot.0)).is_some_and(|s| !s.recent.insert(id)));
         if repeat {
@@ -195,6 +200,9 @@ impl<O: Outbox> RouteCore<O> {
         }
         if !gaps {
             self.forget_height(slot);
+        }
+        if self.observe_routed(slot, &text, &targets, kept.as_deref()) {
+            return; // held while the slot's backfill runs (super::routed)
         }
         self.deliver_routed(slot, text, &targets)
     }

@@ -24,6 +24,7 @@ mod backfill;
 mod frames;
 mod history;
 mod resume;
+mod routed;
 mod sessions;
 mod slots;
 
@@ -306,6 +307,8 @@ pub struct RouteCore<O: Outbox> {
     draining: Vec<TopicId>,
     /// The time of the event (or tick) being handled, for work started deep inside it.
     now: Instant,
+    /// Content-routed backfill: per slot, what its connection delivered of the ledgers.
+    ledgers: HashMap<SlotId, routed::Ledgers<O::Mailbox>>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -346,6 +349,7 @@ impl<O: Outbox> RouteCore<O> {
             gap_listeners,
             draining: Vec::new(),
             now,
+            ledgers: HashMap::new(),
         };
         core.ensure_slot(SlotId(0), now);
         core.schedule_connect(SlotId(0), Duration::ZERO);
@@ -535,7 +539,7 @@ impl<O: Outbox> TopicData<O> {
             last_notice: now,
             refused_since: None,
             history: history::History::default(),
-            track: tracked.then(backfill::Track::default),
+            track: tracked.then(|| backfill::Track::new(dialect.routing())),
         }
     }
 }

@@ -125,6 +125,8 @@ fn settings(kind: DialectKind) -> RouteSettings {
         history_len: 1024,
         backfill: false,
         backfill_max_blocks: 128,
+        backfill_max_ledgers: 256,
+        backfill_max_slots: 1000,
         deflate: None,
     }
 }

@@ -1,35 +1,14 @@
-//! **Pure** knowledge for backfill after an upstream switch (issue 14): what to ask a node
-//! for the notifications a subscription missed over a range of heights, how to read its
-//! answer as notification results, and how to tell two notifications apart. Ethereum only
-//! for now: `newHeads` through `eth_getBlockByNumber` per height (header fields only, as
-//! geth's `newHeads` carries them), `logs` through `eth_getLogs` with the topic's filter.
+//! Ethereum: `newHeads` through `eth_getBlockByNumber` per height (header fields only, as
+//! geth's `newHeads` carries them), `logs` through `eth_getLogs` with the topic's filter;
+//! reorg checks by block hash, and retracted logs (`removed: true`).
 
-use super::{Call, SubscriptionKey};
+use super::Ordered;
+use crate::dialect::{Call, SubscriptionKey};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-/// One notification result of a subscription, as backfill or the live stream gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    /// Its height (block number).
-    pub height: u64,
-    /// Its place within the height (a log's index; 0 for a head).
-    pub index: u64,
-    /// What tells two notifications apart, hashed (a head's hash; a log's blockHash,
-    /// logIndex and removed).
-    pub identity: u64,
-    /// The block it belongs to: its hash, hashed (a head's own; a log's blockHash).
-    pub block: u64,
-    /// A log (`removed` false) that a reorg would retract.
-    pub log: bool,
-    /// A log the node retracted (`removed: true`).
-    pub removed: bool,
-    /// The result JSON, exactly as a notification carries it (empty for a live
-    /// notification: only its identity and height are needed).
-    pub result: Box<str>,
-}
+use super::Item;
 
 /// What a backfillable Ethereum subscription is.
 enum Kind {
@@ -172,32 +151,6 @@ pub fn items(result: &str) -> Option<Vec<Item>> {
         logs.iter().map(|l| item(l.get())).collect()
     } else {
         None
-    }
-}
-
-/// A JSON object's members in their order, values as raw text.
-struct Ordered<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Ordered<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Ordered<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    out.push((k, v));
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 
