@@ -11,8 +11,6 @@ use std::time::Duration;
 pub const MAX_HISTORY_LEN: usize = 65_536;
 /// The largest `backfill_max_blocks` accepted: one request per block for `newHeads`.
 pub const MAX_BACKFILL_BLOCKS: u64 = 10_000;
-/// The largest `backfill_max_slots` accepted (Solana slots are 400 ms: about 11 hours).
-pub const MAX_BACKFILL_SLOTS: u64 = 100_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -68,9 +66,6 @@ pub struct RouteConfig {
     /// notice.
     #[serde(default = "d::backfill_max_ledgers")]
     pub backfill_max_ledgers: u64,
-    /// Solana: a switch longer than this many slots is not backfilled (gap notice).
-    #[serde(default = "d::backfill_max_slots")]
-    pub backfill_max_slots: u64,
     /// Answer clients that offer permessage-deflate (RFC 7692) with it.
     #[serde(default)]
     pub permessage_deflate: bool,
@@ -166,9 +161,6 @@ pub(super) mod d {
     pub fn backfill_max_ledgers() -> u64 {
         256
     }
-    pub fn backfill_max_slots() -> u64 {
-        1000
-    }
 }
 
 impl RouteConfig {
@@ -203,7 +195,6 @@ impl RouteConfig {
             backfill: d::backfill(),
             backfill_max_blocks: d::backfill_max_blocks(),
             backfill_max_ledgers: d::backfill_max_ledgers(),
-            backfill_max_slots: d::backfill_max_slots(),
             permessage_deflate: false,
             deflate_min_bytes: d::deflate_min_bytes(),
         }
@@ -241,8 +232,6 @@ pub struct RouteSettings {
     pub backfill_max_blocks: u64,
     /// XRPL: at most this many ledgers backfilled (`backfill_max_ledgers`).
     pub backfill_max_ledgers: u64,
-    /// Solana: at most this many slots backfilled (`backfill_max_slots`).
-    pub backfill_max_slots: u64,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
 }
@@ -367,11 +356,6 @@ impl RouteConfig {
                 "{at}: backfill_max_ledgers must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
             ));
         }
-        if r.backfill_max_slots == 0 || r.backfill_max_slots > MAX_BACKFILL_SLOTS {
-            return bad(format!(
-                "{at}: backfill_max_slots must be between 1 and {MAX_BACKFILL_SLOTS} (backfill = false turns backfill off)"
-            ));
-        }
         if r.max_upstream_connections == 0 {
             return bad(format!("{at}: max_upstream_connections must be at least 1"));
         }
@@ -409,7 +393,6 @@ impl RouteConfig {
             backfill: r.backfill,
             backfill_max_blocks: r.backfill_max_blocks,
             backfill_max_ledgers: r.backfill_max_ledgers,
-            backfill_max_slots: r.backfill_max_slots,
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),

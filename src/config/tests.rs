@@ -337,3 +337,22 @@ fn lnbits_keys_live_in_their_table_and_the_old_form_warns() {
         .unwrap();
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
 }
+
+#[test]
+fn backfill_caps_are_bounded_and_default_to_128_blocks_and_256_ledgers() {
+    let s = RawConfig::parse(MIN, "t").unwrap().validate(None).unwrap();
+    let r = &s.routes[0];
+    assert_eq!((r.backfill_max_blocks, r.backfill_max_ledgers), (128, 256));
+    for bad in ["backfill_max_ledgers = 0", "backfill_max_ledgers = 10001"] {
+        let text = format!("{MIN}{bad}\n");
+        let err = RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backfill_max_ledgers must be between 1 and 10000"),
+            "{err}"
+        );
+    }
+}
