@@ -574,6 +574,14 @@ impl Dialect for Solana {
         (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())).then(|| UpstreamSubId(r.into()))
     }
 
+    fn backfills(&self, key: &SubscriptionKey) -> bool {
+        super::backfill::solana::supported(key)
+    }
+
+    fn backfill_over_http(&self) -> bool {
+        true
+    }
+
     fn height(&self, text: &str) -> Option<u64> {
         // Borrowed fields only: the result stays raw text until its slot is read.
         #[derive(serde::Deserialize)]

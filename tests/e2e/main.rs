@@ -3,6 +3,7 @@
 mod auth;
 mod backfill;
 mod backfill_routed;
+mod backfill_solana;
 mod common;
 mod dedup;
 mod deflate;

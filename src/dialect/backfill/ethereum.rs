@@ -167,7 +167,21 @@ pub fn notification_item(frame: &str) -> Option<Item> {
         result: &'a serde_json::value::RawValue,
     }
     let f: Frame = serde_json::from_str(frame).ok()?;
-    read(f.params.result.get(), false)
+    let result = f.params.result.get();
+    read(result, false).or_else(|| {
+        // A Solana notification (`{"context":{"slot":…},"value":…}`).
+        let (slot, key, identity) = super::solana::identify(result)?;
+        Some(Item {
+            height: slot,
+            index: 0,
+            identity,
+            block: 0,
+            log: false,
+            removed: false,
+            key,
+            result: Box::default(),
+        })
+    })
 }
 
 /// A block hash, hashed as [`Item::block`] holds it.
@@ -284,6 +298,7 @@ fn read(result: &str, keep: bool) -> Option<Item> {
         block: block_id(block),
         log: is_log && !f.removed,
         removed: is_log && f.removed,
+        key: None,
         result: if keep { result.into() } else { Box::default() },
     })
 }

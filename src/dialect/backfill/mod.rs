@@ -2,9 +2,11 @@
 //! for the notifications a subscription missed over a range of heights, how to read its
 //! answer as the notifications the stream would have carried, and how to tell two
 //! notifications apart. Per chain: [`ethereum`] (`newHeads`, `logs`, reorgs), [`xrpl`]
-//! (`accounts` through `account_tx`, the `ledger` stream through `ledger`).
+//! (`accounts` through `account_tx`, the `ledger` stream through `ledger`), [`solana`]
+//! (accounts, programs, logs with mentions, pending signatures, over HTTP).
 
 pub mod ethereum;
+pub mod solana;
 pub mod xrpl;
 
 pub use ethereum::*;
@@ -28,6 +30,8 @@ pub struct Item {
     pub log: bool,
     /// A log the node retracted (`removed: true`).
     pub removed: bool,
+    /// Solana program notifications: the account's pubkey, hashed.
+    pub key: Option<u64>,
     /// The result JSON, exactly as a notification carries it (empty for a live
     /// notification: only its identity and height are needed).
     pub result: Box<str>,

@@ -35,6 +35,14 @@ pub(super) struct Track {
     recent_logs: usize,
     /// A content-routed topic: its slot's [`super::routed`] backfill covers it.
     routed: bool,
+    /// Backfilled by asking the node's HTTP endpoint and pushing what it answers as the
+    /// node's own notifications ([`super::inject`], Solana).
+    pub(super) inject: bool,
+    /// Solana program topics: per account (pubkey hashed), the value delivered last
+    /// (hashed); at most [`PROGRAM_ACCOUNTS`].
+    pub(super) program: std::collections::HashMap<u64, u64>,
+    /// A logs backfill in progress (Solana `logsSubscribe` with mentions).
+    pub(super) logs_fill: Option<super::inject::LogsFill>,
     /// What a finished backfill queued, going out a burst per tick; live notifications
     /// queue behind it.
     out: VecDeque<Out>,
@@ -55,6 +63,8 @@ struct Delivered {
 pub(super) const RECENT_HEIGHTS: usize = 128;
 /// Log notifications a topic remembers for retraction, across its recent heights.
 pub(super) const RECENT_LOGS: usize = 4096;
+/// Accounts a Solana program topic remembers the delivered value of.
+pub(super) const PROGRAM_ACCOUNTS: usize = 65_536;
 
 /// One queued notification.
 #[derive(Debug)]
@@ -114,6 +124,10 @@ pub(super) enum Step {
     XLedger { n: u64 },
     /// Content-routed: an account's transactions in `min..=max` (a page).
     XAccount { min: u64, max: u64 },
+    /// Solana: the first call of the subscription's kind (over HTTP).
+    SFirst,
+    /// Solana: the transaction of the `i`-th missed signature.
+    STx { i: u32 },
     /// For a subscribe resuming with `?since=` (its number): the node's height.
     ResumeHead { waiter: u64 },
     /// For a resuming subscribe: what its key delivered in `from..=to`.
@@ -162,15 +176,26 @@ pub(super) fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 }
 
 impl Track {
-    pub(super) fn new(routing: crate::dialect::Routing) -> Self {
+    pub(super) fn new(dialect: &dyn crate::dialect::Dialect) -> Self {
         Track {
-            routed: routing == crate::dialect::Routing::ByContent,
+            routed: dialect.routing() == crate::dialect::Routing::ByContent,
+            inject: dialect.backfill_over_http(),
             ..Track::default()
         }
     }
 
+    /// The height and identities delivered last.
+    pub(super) fn last(&self) -> (Option<u64>, &[u64]) {
+        (self.last, &self.last_ids)
+    }
+
     fn delivered(&mut self, item: &Item, notice: &Notice) {
         let id = item.identity;
+        if let Some(k) = item.key {
+            if self.program.len() < PROGRAM_ACCOUNTS || self.program.contains_key(&k) {
+                self.program.insert(k, id);
+            }
+        }
         if self.last == Some(item.height) {
             self.last_ids.push(id);
         } else {
@@ -225,6 +250,8 @@ impl Track {
         self.run = None; // (its queue, received already, still goes out)
         if self.routed {
             self.from = Some(0); // (its slot knows where to fetch from)
+        } else if self.inject {
+            self.from = self.from.or(Some(self.last.unwrap_or(0)));
         } else if self.from.is_none() {
             self.from = self.last;
         }
@@ -243,7 +270,7 @@ impl Track {
     /// Whether a switch is followed by a backfill (something was delivered before it):
     /// the history is kept, and only what the backfill cannot fill is announced.
     pub(super) fn fills(&self) -> bool {
-        self.last.is_some() || self.routed
+        self.last.is_some() || self.routed || self.inject
     }
 
     pub(super) fn hold(&mut self, notice: Notice, item: Option<Item>, kept_at: Option<u64>) {
@@ -335,6 +362,12 @@ impl<O: Outbox> RouteCore<O> {
             }
             return;
         }
+        if track.inject {
+            if let Some(from) = track.from.take() {
+                self.start_injected(topic, slot, from, now);
+            }
+            return;
+        }
         if track.from.is_none() || track.run.is_some() {
             return;
         }
@@ -371,7 +404,19 @@ impl<O: Outbox> RouteCore<O> {
             deadline,
         };
         self.pending.insert(req.0, p);
-        self.send(slot, text);
+        if self.dialect.backfill_over_http() {
+            if let Some(s) = self.slots.get(slot.0) {
+                let (generation, upstream) = (s.generation, s.failover.current());
+                self.actions.push_back(super::Action::Fetch {
+                    slot,
+                    generation,
+                    upstream,
+                    body: text,
+                });
+            }
+        } else {
+            self.send(slot, text);
+        }
         req.0
     }
 
@@ -389,6 +434,9 @@ impl<O: Outbox> RouteCore<O> {
             }
             Step::XHead | Step::XLedger { .. } | Step::XAccount { .. } => {
                 return self.on_routed_answer(topic, step, result, now);
+            }
+            Step::SFirst | Step::STx { .. } => {
+                return self.on_injected_answer(topic, step, result, now);
             }
             _ => {}
         }

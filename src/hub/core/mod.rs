@@ -23,6 +23,7 @@
 mod backfill;
 mod frames;
 mod history;
+mod inject;
 mod resume;
 mod routed;
 mod sessions;
@@ -138,6 +139,13 @@ pub enum Event<O: Outbox> {
     NotUtf8 { slot: SlotId, generation: u64 },
     /// Any other frame (ping, pong): the connection is alive.
     Activity { slot: SlotId, generation: u64 },
+    /// The answer to an [`Action::Fetch`] (the node's HTTP body; an error as a JSON-RPC
+    /// error frame). Ignored if the slot's connection was replaced meanwhile.
+    Fetched {
+        slot: SlotId,
+        generation: u64,
+        text: Utf8Bytes,
+    },
     /// The connection failed: read or write error, close, end of stream.
     Lost {
         slot: SlotId,
@@ -172,6 +180,16 @@ pub enum Action {
     Send {
         slot: SlotId,
         text: String,
+    },
+    /// POST the JSON-RPC request `body` to the HTTP endpoint of upstream number `upstream`
+    /// (`http_upstream`, or its WebSocket URL as http/https) for the slot's connection
+    /// `generation`; report the answer as [`Event::Fetched`]. Backfill calls of dialects
+    /// whose subscription socket serves no calls (Solana).
+    Fetch {
+        slot: SlotId,
+        generation: u64,
+        upstream: usize,
+        body: String,
     },
     Ping {
         slot: SlotId,
@@ -410,6 +428,15 @@ impl<O: Outbox> RouteCore<O> {
             Event::Activity { slot, generation } => {
                 self.alive(slot, generation, now);
             }
+            Event::Fetched {
+                slot,
+                generation,
+                text,
+            } => {
+                if self.current(slot, generation) {
+                    self.on_text(slot, text, now);
+                }
+            }
             Event::Lost {
                 slot,
                 generation,
@@ -539,7 +566,7 @@ impl<O: Outbox> TopicData<O> {
             last_notice: now,
             refused_since: None,
             history: history::History::default(),
-            track: tracked.then(|| backfill::Track::new(dialect.routing())),
+            track: tracked.then(|| backfill::Track::new(dialect)),
         }
     }
 }
