@@ -339,10 +339,17 @@ fn lnbits_keys_live_in_their_table_and_the_old_form_warns() {
 }
 
 #[test]
-fn backfill_caps_are_bounded_and_default_to_128_blocks_and_256_ledgers() {
+fn backfill_caps_are_bounded_and_default_to_128_blocks_256_ledgers_1000_slots() {
     let s = RawConfig::parse(MIN, "t").unwrap().validate(None).unwrap();
     let r = &s.routes[0];
-    assert_eq!((r.backfill_max_blocks, r.backfill_max_ledgers), (128, 256));
+    assert_eq!(
+        (
+            r.backfill_max_blocks,
+            r.backfill_max_ledgers,
+            r.backfill_max_slots
+        ),
+        (128, 256, 1000)
+    );
     for bad in ["backfill_max_ledgers = 0", "backfill_max_ledgers = 10001"] {
         let text = format!("{MIN}{bad}\n");
         let err = RawConfig::parse(&text, "t")

@@ -116,3 +116,46 @@ async fn what_the_validator_did_while_cut_off_is_fetched_over_http_and_pushed() 
         "the signature subscription ended: {r}"
     );
 }
+
+#[tokio::test]
+async fn logs_older_than_backfill_max_slots_are_announced() {
+    let sim = SolSim::start(SolSimConfig::default()).await.unwrap();
+    let mut route = fast_route(vec![sim.ws_url()]);
+    route.path = "/sol".into();
+    route.dialect = DialectKind::Solana;
+    route.http_upstream = Some(sim.http_url());
+    route.backfill_max_slots = 2;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    let mentioned = base58_encode(&[7; 32]);
+    let mut c = Client::connect(&mux.ws_url("/sol?gap_notices=1")).await;
+    let r = c
+        .call("logsSubscribe", json!([{"mentions": [mentioned]}]))
+        .await;
+    let id = r["result"].clone();
+    let first = sim.advance_slot();
+    sim.emit_logs(&sig(1), &[&mentioned], &["Program log: one"]);
+    next(&mut c).await;
+    sim.set_refuse(true);
+    sim.drop_connections();
+    wait_for("disconnected", || m.upstream_connections.load(Relaxed) == 0).await;
+    for n in 2..=5u8 {
+        sim.advance_slot();
+        sim.emit_logs(&sig(n), &[&mentioned], &[&format!("Program log: {n}")]);
+    }
+    sim.set_refuse(false);
+    let gap = next(&mut c).await;
+    assert_eq!(gap["method"], "submuxGapNotification", "{gap}");
+    assert_eq!(gap["params"]["subscription"], id);
+    assert_eq!(
+        (&gap["params"]["result"]["fromSlot"], &gap["params"]["result"]["toSlot"]),
+        (&json!(first + 1), &json!(first + 2)),
+        "the slots beyond the cap, exactly"
+    );
+    for n in [4, 5] {
+        let v = next(&mut c).await;
+        assert_eq!(v["params"]["result"]["value"]["logs"][0], format!("Program log: {n}"));
+        assert_eq!(v["params"]["subscription"], id);
+    }
+    quiet(&mut c).await;
+}

@@ -139,6 +139,7 @@ impl<O: Outbox> RouteCore<O> {
         commitment: &str,
         now: Instant,
     ) {
+        let max = self.settings.backfill_max_slots;
         let Some(fill) = self.logs_fill(topic) else {
             return;
         };
@@ -149,6 +150,13 @@ impl<O: Outbox> RouteCore<O> {
                 // Newest first, at most a page: older ones beyond it are announced.
                 let full = sigs.len() >= 1000;
                 sigs.retain(|(_, s)| *s > from);
+                // At most `backfill_max_slots` back from the newest: the rest announced.
+                if let Some(&(_, newest)) = sigs.first() {
+                    if newest - from > max {
+                        fill.gaps.push((from + 1, newest - max));
+                        sigs.retain(|(_, s)| *s > newest - max);
+                    }
+                }
                 sigs.reverse();
                 if let (true, Some((_, oldest))) = (full, sigs.first()) {
                     if *oldest > from + 1 {

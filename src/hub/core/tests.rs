@@ -126,6 +126,7 @@ fn settings(kind: DialectKind) -> RouteSettings {
         backfill: false,
         backfill_max_blocks: 128,
         backfill_max_ledgers: 256,
+        backfill_max_slots: 1000,
         deflate: None,
     }
 }
