@@ -148,13 +148,19 @@ async fn logs_older_than_backfill_max_slots_are_announced() {
     assert_eq!(gap["method"], "submuxGapNotification", "{gap}");
     assert_eq!(gap["params"]["subscription"], id);
     assert_eq!(
-        (&gap["params"]["result"]["fromSlot"], &gap["params"]["result"]["toSlot"]),
+        (
+            &gap["params"]["result"]["fromSlot"],
+            &gap["params"]["result"]["toSlot"]
+        ),
         (&json!(first + 1), &json!(first + 2)),
         "the slots beyond the cap, exactly"
     );
     for n in [4, 5] {
         let v = next(&mut c).await;
-        assert_eq!(v["params"]["result"]["value"]["logs"][0], format!("Program log: {n}"));
+        assert_eq!(
+            v["params"]["result"]["value"]["logs"][0],
+            format!("Program log: {n}")
+        );
         assert_eq!(v["params"]["subscription"], id);
     }
     quiet(&mut c).await;

@@ -1504,3 +1504,124 @@ fn since_fetch_cut_by_a_lost_connection_answers_with_the_gap_and_the_history() {
     assert!(calls_of(&acts, "eth_blockNumber").is_empty());
     assert_eq!(h.out().one().len(), 2);
 }
+
+const ACCOUNT: &str = "rH3PxjJPrrkvsATddBXkayjAyWR8xigaE8";
+
+/// A validated transaction of ACCOUNT in ledger `n` as rippled streams it (API v2).
+fn xrpl_tx(n: u64, hash: &str) -> Value {
+    json!({"close_time_iso": "2024-11-01T23:59:01Z", "engine_result": "tesSUCCESS",
+        "engine_result_code": 0,
+        "engine_result_message": "The transaction was applied. Only final in a validated ledger.",
+        "hash": hash, "ledger_hash": format!("H{n}"), "ledger_index": n,
+        "meta": {"AffectedNodes": [{"ModifiedNode": {"FinalFields": {"Account": ACCOUNT},
+            "LedgerEntryType": "AccountRoot"}}], "TransactionIndex": 0,
+            "TransactionResult": "tesSUCCESS"},
+        "status": "closed", "tx_json": {"Account": ACCOUNT, "date": 1},
+        "type": "transaction", "validated": true})
+}
+fn xrpl_closed(n: u64) -> Value {
+    json!({"fee_base": 10, "ledger_hash": format!("H{n}"), "ledger_index": n, "ledger_time": n,
+        "network_id": 1, "reserve_base": 1, "reserve_inc": 1, "txn_count": 1,
+        "type": "ledgerClosed", "validated_ledgers": format!("1-{n}")})
+}
+fn xrpl_answer(id: u64, result: Value) -> String {
+    json!({"id": id, "status": "success", "type": "response", "result": result}).to_string()
+}
+
+#[test]
+fn xrpl_backfill_fills_the_ledgers_missed_in_order_and_skips_what_a_session_got() {
+    let mut s = settings(DialectKind::Xrpl);
+    s.backfill = true;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = format!(
+        r#"{{"id":1,"command":"subscribe","streams":["ledger"],"accounts":["{ACCOUNT}"],"api_version":2}}"#
+    );
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    h.text(0, xrpl_closed(5).to_string());
+    h.text(0, xrpl_tx(5, "T5").to_string());
+    assert_eq!(h.out().pushes.len(), 2);
+    // Switch: resubscribed; the node's validated ledger is asked first.
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    let head = sent(&acts);
+    assert_eq!(head.len(), 1, "{head:?}");
+    assert_eq!(head[0].1["ledger_index"], "validated");
+    // Live meanwhile (held): ledger 8 and its transaction.
+    h.text(0, xrpl_closed(8).to_string());
+    h.text(0, xrpl_tx(8, "T8").to_string());
+    assert_eq!(h.out().pushes.len(), 2, "held during the backfill");
+    let acts = h.text(
+        0,
+        xrpl_answer(
+            req_id(&head[0].1),
+            json!({"ledger_index": 8, "validated": true, "ledger": {}}),
+        ),
+    );
+    let asks = sent(&acts);
+    let ledgers: Vec<u64> = (asks.iter())
+        .filter(|(_, v)| v["command"] == "ledger")
+        .map(|(_, v)| v["ledger_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ledgers,
+        [5, 6, 7, 8],
+        "from the ledger delivered last, again"
+    );
+    let tx = asks
+        .iter()
+        .find(|(_, v)| v["command"] == "account_tx")
+        .unwrap();
+    assert_eq!(
+        (&tx.1["ledger_index_min"], &tx.1["ledger_index_max"]),
+        (&json!(5), &json!(8))
+    );
+    let entry = |n: u64, hash: &str| {
+        let live = xrpl_tx(n, hash);
+        json!({"close_time_iso": live["close_time_iso"], "hash": hash, "ledger_hash": live["ledger_hash"],
+            "ledger_index": n, "meta": live["meta"], "tx_json": live["tx_json"], "validated": true})
+    };
+    h.text(
+        0,
+        xrpl_answer(
+            req_id(&tx.1),
+            json!({"account": ACCOUNT, "transactions": [entry(5, "T5"), entry(7, "T7"), entry(8, "T8")]}),
+        ),
+    );
+    for (_, v) in asks.iter().filter(|(_, v)| v["command"] == "ledger") {
+        let n = v["ledger_index"].as_u64().unwrap();
+        let ledger = json!({"ledger": {"ledger_index": n, "ledger_hash": format!("H{n}"),
+            "close_time": n, "transactions": ["X"]}, "ledger_index": n, "validated": true});
+        h.text(0, xrpl_answer(req_id(v), ledger));
+    }
+    let got: Vec<String> = (h.out().pushes[2..].iter())
+        .map(|(mb, f)| {
+            assert_eq!(*mb, 7);
+            let v: Value = serde_json::from_str(f).unwrap();
+            match v["type"].as_str().unwrap() {
+                "ledgerClosed" => format!("L{}", v["ledger_index"]),
+                _ => format!("{}", v["hash"].as_str().unwrap()),
+            }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["L6", "L7", "T7", "L8", "T8"],
+        "in ledger order, the ledger first; what was delivered before and the held copies not again"
+    );
+    // The fetched transaction reads exactly as the live one.
+    assert_eq!(h.out().pushes[4].1, xrpl_tx(7, "T7").to_string());
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 5);
+    // Live again: straight through.
+    h.text(0, xrpl_closed(9).to_string());
+    assert_eq!(h.out().pushes.len(), 8);
+}
