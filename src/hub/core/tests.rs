@@ -1609,7 +1609,7 @@ fn xrpl_backfill_fills_the_ledgers_missed_in_order_and_skips_what_a_session_got(
             let v: Value = serde_json::from_str(f).unwrap();
             match v["type"].as_str().unwrap() {
                 "ledgerClosed" => format!("L{}", v["ledger_index"]),
-                _ => format!("{}", v["hash"].as_str().unwrap()),
+                _ => v["hash"].as_str().unwrap().to_string(),
             }
         })
         .collect();
