@@ -59,8 +59,10 @@ impl<O: Outbox> RouteCore<O> {
             let Some(t) = self.table.get(e.topic) else {
                 continue;
             };
+            // Only what the height-ranged calls can fetch (Ethereum heads and logs).
             let fetchable = e.ended.is_none()
                 && t.data.track.is_some()
+                && backfill::supported(&t.key)
                 && t.confirmed()
                 && self.table.slot_up(t.slot)
                 && t.data.history.since(since).gap.is_some();
