@@ -608,6 +608,20 @@ impl Dialect for Solana {
         }
     }
 
+    /// Backfilled `logsSubscribe` results (the only ones rendered here; the others are
+    /// pushed as the node's own frames): Agave's envelope, result before subscription.
+    fn render_notification(
+        &self,
+        sub: &str,
+        result: &str,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        let (_, _, _) = super::backfill::solana::identify(result)?;
+        let template = format!(
+            r#"{{"jsonrpc":"2.0","method":"logsNotification","params":{{"result":{result},"subscription":{{ID}}}}}}"#
+        );
+        Some(super::with_id(&template, sub))
+    }
+
     fn render_gap(
         &self,
         sub: &ClientSubId,

@@ -7,6 +7,7 @@
 //! What lies beyond the cap, or what the node could not answer, is announced with the
 //! gap notice for exactly that range.
 
+pub(super) use super::steps::{merged, Step};
 use super::{Outbox, Pending, RouteCore};
 use crate::dialect::backfill::{self, Item};
 use crate::dialect::{Call, SubscriptionKey};
@@ -77,17 +78,17 @@ struct Out {
 
 /// A backfill in progress.
 #[derive(Debug)]
-struct Run {
+pub(super) struct Run {
     slot: SlotId,
     /// Requests sent and not answered yet (at most [`IN_FLIGHT`]).
-    waiting: usize,
+    pub(super) waiting: usize,
     /// Requests not sent yet.
     queue: VecDeque<(Step, Call)>,
-    items: Vec<Item>,
+    pub(super) items: Vec<Item>,
     /// Live notifications that arrived meanwhile, delivered after the fetched ones.
     held: Vec<(Notice, Option<Item>, Option<u64>)>,
     /// Ranges announced as missed (beyond the cap, or unanswered).
-    gaps: Vec<(u64, u64)>,
+    pub(super) gaps: Vec<(u64, u64)>,
     /// The node's height, once told.
     to: Option<u64>,
     /// A block delivered before the switch is not the node's any more (a reorg).
@@ -108,31 +109,6 @@ pub(super) const IN_FLIGHT: usize = 16;
 /// beyond, the backfill is cut short (what it did not fetch is announced) and the queue
 /// goes out at once.
 const HELD_MAX: usize = 16_384;
-
-/// What a backfill request asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Step {
-    /// The node's current height.
-    Head,
-    /// What the subscription delivered in `from..=to`.
-    Fetch { from: u64, to: u64 },
-    /// The node's block at a delivered height (is it the one delivered?).
-    Check { height: u64 },
-    /// Content-routed: the node's validated ledger.
-    XHead,
-    /// Content-routed: ledger `n` (the `ledger` stream).
-    XLedger { n: u64 },
-    /// Content-routed: an account's transactions in `min..=max` (a page).
-    XAccount { min: u64, max: u64 },
-    /// Solana: the first call of the subscription's kind (over HTTP).
-    SFirst,
-    /// Solana: the transaction of the `i`-th missed signature.
-    STx { i: u32 },
-    /// For a subscribe resuming with `?since=` (its number): the node's height.
-    ResumeHead { waiter: u64 },
-    /// For a resuming subscribe: what its key delivered in `from..=to`.
-    ResumeFetch { waiter: u64, from: u64, to: u64 },
-}
 
 /// Queue the fetches of what was missed after height `from` up to the node's `to`: the
 /// newest `max` heights, the older ones announced. `refetch`: `from` itself is fetched
@@ -162,19 +138,6 @@ fn plan(run: &mut Run, key: &SubscriptionKey, from: u64, to: u64, max: u64, refe
     }
 }
 
-/// Ranges sorted, adjacent and overlapping ones joined (one notice per missing range).
-pub(super) fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    gaps.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(gaps.len());
-    for (from, to) in gaps {
-        match out.last_mut() {
-            Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
-            _ => out.push((from, to)),
-        }
-    }
-    out
-}
-
 impl Track {
     pub(super) fn new(dialect: &dyn crate::dialect::Dialect) -> Self {
         Track {
@@ -182,6 +145,28 @@ impl Track {
             inject: dialect.backfill_over_http(),
             ..Track::default()
         }
+    }
+
+    /// Start a run on `slot` whose requests another module sends (live notifications are
+    /// held until [`RouteCore::finish_backfill`]); fetched after `from`.
+    pub(super) fn begin(&mut self, slot: SlotId, from: u64) -> &mut Run {
+        self.from = Some(from);
+        self.run.insert(Run {
+            slot,
+            waiting: 1,
+            queue: VecDeque::new(),
+            items: Vec::new(),
+            held: Vec::new(),
+            gaps: Vec::new(),
+            to: None,
+            orphaned: false,
+            fork: None,
+            refetch: None,
+        })
+    }
+
+    pub(super) fn run_mut(&mut self) -> Option<&mut Run> {
+        self.run.as_mut()
     }
 
     /// The height and identities delivered last.
@@ -545,7 +530,7 @@ impl<O: Outbox> RouteCore<O> {
     /// Queue what was fetched (in order, once), the notices of what could not be, then
     /// what arrived live meanwhile (without what was fetched already); the queue goes
     /// out in bursts the topic's ring holds ([`RouteCore::drain_backfills`]).
-    fn finish_backfill(&mut self, topic: TopicId) {
+    pub(super) fn finish_backfill(&mut self, topic: TopicId) {
         let Some(t) = self.table.get_mut(topic) else {
             return;
         };

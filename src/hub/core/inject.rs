@@ -4,14 +4,15 @@
 //! topic's upstream subscription — so routing, one-shot endings (a signature's final
 //! notification ends the topic), history and fan-out are the live path's. Only what is
 //! newer than what the topic delivered, and different from it, is pushed: an account's or
-//! program account's current value if it changed, the logs of signatures after the last
-//! delivered slot (oldest first; one that a newer live notification already overtook is
-//! announced by the gap notice rather than delivered out of order), a pending signature's
-//! final status.
+//! program account's current value if it changed, a pending signature's final status.
+//! The logs of signatures after the last delivered slot go through the backfill run of
+//! [`super::backfill`] instead (live logs held meanwhile, then the fetched ones in slot
+//! order, deduplicated by signature, then the held ones).
 
 use super::backfill::Step;
 use super::{Outbox, RouteCore};
 use crate::dialect::backfill::solana::{self as sol, Kind};
+use crate::dialect::backfill::Item;
 use crate::hub::table::{SlotId, TopicId};
 use crate::hub::{Notice, Utf8Bytes, WireText};
 use crate::telemetry::RouteMetrics;
@@ -22,17 +23,11 @@ use tracing::debug;
 /// Program accounts pushed per switch at most; beyond, the gap notice.
 const PROGRAM_PUSH_MAX: usize = 10_000;
 
-/// A `logsSubscribe` backfill in progress.
-#[derive(Debug)]
+/// A `logsSubscribe` backfill in progress: the missed signatures, oldest first
+/// (signature, slot); what is fetched goes into the topic's backfill run.
+#[derive(Debug, Default)]
 pub(super) struct LogsFill {
-    /// The slot delivered last before the switch.
-    from: u64,
-    /// The missed signatures, oldest first: (signature, slot).
     sigs: Vec<(String, u64)>,
-    waiting: usize,
-    /// Fetched: (slot, position, notification result).
-    items: Vec<(u64, usize, String)>,
-    gaps: Vec<(u64, u64)>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -48,13 +43,8 @@ impl<O: Outbox> RouteCore<O> {
             if from == 0 {
                 return; // nothing delivered yet: nothing dates the missed range
             }
-            track.logs_fill = Some(LogsFill {
-                from,
-                sigs: Vec::new(),
-                waiting: 1,
-                items: Vec::new(),
-                gaps: Vec::new(),
-            });
+            track.begin(slot, from);
+            track.logs_fill = Some(LogsFill::default());
         }
         self.send_backfill(slot, topic, Step::SFirst, sol::first_call(&kind), now);
     }
@@ -127,7 +117,7 @@ impl<O: Outbox> RouteCore<O> {
         for r in push {
             self.inject(slot, method, &up, &r, now);
         }
-        self.finish_logs(topic, slot, now);
+        self.finish_logs(topic);
     }
 
     /// The missed signatures: ask for each one's transaction.
@@ -140,12 +130,19 @@ impl<O: Outbox> RouteCore<O> {
         now: Instant,
     ) {
         let max = self.settings.backfill_max_slots;
-        let Some(fill) = self.logs_fill(topic) else {
+        let Some(track) = self
+            .table
+            .get_mut(topic)
+            .and_then(|t| t.data.track.as_mut())
+        else {
             return;
         };
-        fill.waiting = fill.waiting.saturating_sub(1);
-        let from = fill.from;
-        match result.ok().and_then(sol::read_signatures) {
+        let from = track.last().0.unwrap_or(0);
+        let Some(run) = track.run_mut() else {
+            return;
+        };
+        run.waiting = run.waiting.saturating_sub(1);
+        let sigs = match result.ok().and_then(sol::read_signatures) {
             Some(mut sigs) => {
                 // Newest first, at most a page: older ones beyond it are announced.
                 let full = sigs.len() >= 1000;
@@ -153,38 +150,65 @@ impl<O: Outbox> RouteCore<O> {
                 // At most `backfill_max_slots` back from the newest: the rest announced.
                 if let Some(&(_, newest)) = sigs.first() {
                     if newest - from > max {
-                        fill.gaps.push((from + 1, newest - max));
+                        run.gaps.push((from + 1, newest - max));
                         sigs.retain(|(_, s)| *s > newest - max);
                     }
                 }
                 sigs.reverse();
                 if let (true, Some((_, oldest))) = (full, sigs.first()) {
                     if *oldest > from + 1 {
-                        fill.gaps.push((from + 1, oldest - 1));
+                        run.gaps.push((from + 1, oldest - 1));
                     }
                 }
-                fill.waiting += sigs.len();
-                fill.sigs = sigs.clone();
-                for (i, (sig, _)) in sigs.iter().enumerate() {
-                    let call = sol::transaction_call(sig, commitment);
-                    self.send_backfill(slot, topic, Step::STx { i: i as u32 }, call, now);
-                }
+                run.waiting += sigs.len();
+                sigs
             }
-            None => fill.gaps.push((from + 1, u64::MAX)),
+            None => {
+                run.gaps.push((from + 1, u64::MAX));
+                Vec::new()
+            }
+        };
+        for (i, (sig, _)) in sigs.iter().enumerate() {
+            let call = sol::transaction_call(sig, commitment);
+            self.send_backfill(slot, topic, Step::STx { i: i as u32 }, call, now);
+        }
+        if let Some(fill) = self.logs_fill(topic) {
+            fill.sigs = sigs;
         }
     }
 
     fn on_logs_transaction(&mut self, topic: TopicId, i: usize, result: Result<&str, ()>) {
-        let Some(fill) = self.logs_fill(topic) else {
+        let Some(track) = self
+            .table
+            .get_mut(topic)
+            .and_then(|t| t.data.track.as_mut())
+        else {
             return;
         };
-        fill.waiting = fill.waiting.saturating_sub(1);
-        let Some((sig, s)) = fill.sigs.get(i).cloned() else {
+        let Some((sig, s)) = track
+            .logs_fill
+            .as_ref()
+            .and_then(|f| f.sigs.get(i).cloned())
+        else {
             return;
         };
-        match result.ok().and_then(|r| sol::read_transaction(r, &sig)) {
-            Some((slot, r)) => fill.items.push((slot, i, r)),
-            None => fill.gaps.push((s, s)),
+        let Some(run) = track.run_mut() else {
+            return;
+        };
+        run.waiting = run.waiting.saturating_sub(1);
+        let read = result.ok().and_then(|r| sol::read_transaction(r, &sig));
+        match read.and_then(|(slot, r)| Some((slot, sol::identify(&r)?.2, r))) {
+            Some((slot, identity, r)) => run.items.push(Item {
+                height: slot,
+                index: i as u64,
+                identity,
+                block: 0,
+                log: false,
+                removed: false,
+                key: None,
+                result: r.into(),
+            }),
+            None => run.gaps.push((s, s)),
         }
     }
 
@@ -194,42 +218,21 @@ impl<O: Outbox> RouteCore<O> {
             .and_then(|tr| tr.logs_fill.as_mut())
     }
 
-    /// All of a logs backfill answered: push it in order (what a newer live notification
-    /// overtook meanwhile is announced instead).
-    fn finish_logs(&mut self, topic: TopicId, slot: SlotId, now: Instant) {
-        let Some(t) = self.table.get_mut(topic) else {
+    /// All of a logs backfill answered: the run delivers it (in slot order, deduplicated
+    /// against the held live ones, then those).
+    fn finish_logs(&mut self, topic: TopicId) {
+        let Some(track) = self
+            .table
+            .get_mut(topic)
+            .and_then(|t| t.data.track.as_mut())
+        else {
             return;
         };
-        let up = t.upstream().map(|u| u.0.to_string());
-        let Some(track) = t.data.track.as_mut() else {
-            return;
-        };
-        if track.logs_fill.as_ref().is_none_or(|f| f.waiting > 0) {
+        if track.logs_fill.is_none() || track.run_mut().is_none_or(|r| r.waiting > 0) {
             return;
         }
-        let Some(mut fill) = track.logs_fill.take() else {
-            return;
-        };
-        let (last, last_ids) = track.last();
-        fill.items.sort();
-        let mut push = Vec::new();
-        for (s, _, r) in fill.items {
-            let id = sol::identify(&r).map(|(_, _, id)| id);
-            if id.is_some_and(|id| last == Some(s) && last_ids.contains(&id)) {
-                continue; // delivered live already
-            }
-            if last.is_some_and(|l| s < l && l > fill.from) {
-                fill.gaps.push((s, s)); // overtaken by a newer live one
-                continue;
-            }
-            push.push(r);
-        }
-        self.announce(topic, &fill.gaps);
-        if let Some(up) = up {
-            for r in push {
-                self.inject(slot, "logsNotification", &up, &r, now);
-            }
-        }
+        track.logs_fill = None;
+        self.finish_backfill(topic);
     }
 
     /// Push `result` as the node's notification on upstream subscription `up`.

@@ -28,6 +28,7 @@ mod resume;
 mod routed;
 mod sessions;
 mod slots;
+mod steps;
 
 use super::table::{SlotId, TableConfig, TopicId, TopicTable};
 use super::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
