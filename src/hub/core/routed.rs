@@ -175,6 +175,9 @@ impl<O: Outbox> RouteCore<O> {
                 }
             }
         }
+        if l.run.is_none() && l.out.is_empty() {
+            return false; // nothing held: delivered now
+        }
         let held = Held {
             frame: WireText::from(text.clone()),
             to,
@@ -189,7 +192,7 @@ impl<O: Outbox> RouteCore<O> {
                 l.out.push_back(Out::Live(held));
                 l.out.len()
             }
-            (None, true) => return false,
+            (None, true) => return false, // (not reached: checked above)
         };
         RouteMetrics::inc(&self.metrics.notifications_in);
         if count >= HELD_MAX {
