@@ -121,6 +121,8 @@ route_metrics! {
             "Gaps announced to opted-in clients after an upstream connection was replaced.";
         backfilled: "submux_backfilled_total",
             "Notifications fetched from the node after an upstream switch and delivered.";
+        reorg_retracted: "submux_reorg_retracted_total",
+            "Logs delivered before an upstream switch, sent again with removed: true because the new upstream's chain no longer has their block.";
         history_replayed: "submux_history_replayed_total",
             "Notifications replayed from a topic's history to clients resuming with ?since=.";
         coalesced_calls: "submux_coalesced_calls_total",
@@ -422,6 +424,7 @@ mod tests {
             ("submux_gap_notices_total", "counter"),
             ("submux_history_replayed_total", "counter"),
             ("submux_backfilled_total", "counter"),
+            ("submux_reorg_retracted_total", "counter"),
             ("submux_coalesced_calls_total", "counter"),
             ("submux_coalesced_total", "counter"),
             ("submux_upstream_failbacks_total", "counter"),

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub const MAX_HISTORY_LEN: usize = 65_536;
 /// The largest `backfill_max_blocks` accepted: one request per block for `newHeads`.
 pub const MAX_BACKFILL_BLOCKS: u64 = 10_000;
+/// The largest `backfill_max_slots` accepted (Solana slots are about 400 ms: 11 hours).
+pub const MAX_BACKFILL_SLOTS: u64 = 100_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +69,14 @@ pub struct RouteConfig {
     /// once, from whichever copy arrives first.
     #[serde(default = "d::hedge")]
     pub hedge: usize,
+    /// XRPL: at most this many validated ledgers are backfilled; older ones get the gap
+    /// notice.
+    #[serde(default = "d::backfill_max_ledgers")]
+    pub backfill_max_ledgers: u64,
+    /// Solana: a `logsSubscribe` backfill reaches back at most this many slots before the
+    /// newest missed signature; older ones get the gap notice.
+    #[serde(default = "d::backfill_max_slots")]
+    pub backfill_max_slots: u64,
     /// Answer clients that offer permessage-deflate (RFC 7692) with it.
     #[serde(default)]
     pub permessage_deflate: bool,
@@ -162,6 +172,12 @@ pub(super) mod d {
     pub fn hedge() -> usize {
         1
     }
+    pub fn backfill_max_ledgers() -> u64 {
+        256
+    }
+    pub fn backfill_max_slots() -> u64 {
+        1000
+    }
 }
 
 impl RouteConfig {
@@ -196,6 +212,8 @@ impl RouteConfig {
             backfill: d::backfill(),
             backfill_max_blocks: d::backfill_max_blocks(),
             hedge: d::hedge(),
+            backfill_max_ledgers: d::backfill_max_ledgers(),
+            backfill_max_slots: d::backfill_max_slots(),
             permessage_deflate: false,
             deflate_min_bytes: d::deflate_min_bytes(),
         }
@@ -233,6 +251,10 @@ pub struct RouteSettings {
     pub backfill_max_blocks: u64,
     /// Connections (to different upstreams) each topic is held on at once (`hedge`).
     pub hedge: usize,
+    /// XRPL: at most this many ledgers backfilled (`backfill_max_ledgers`).
+    pub backfill_max_ledgers: u64,
+    /// Solana: logs backfilled over at most this many slots (`backfill_max_slots`).
+    pub backfill_max_slots: u64,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
 }
@@ -359,6 +381,16 @@ impl RouteConfig {
                 r.upstreams.len()
             ));
         }
+        if r.backfill_max_ledgers == 0 || r.backfill_max_ledgers > MAX_BACKFILL_BLOCKS {
+            return bad(format!(
+                "{at}: backfill_max_ledgers must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
+            ));
+        }
+        if r.backfill_max_slots == 0 || r.backfill_max_slots > MAX_BACKFILL_SLOTS {
+            return bad(format!(
+                "{at}: backfill_max_slots must be between 1 and {MAX_BACKFILL_SLOTS} (backfill = false turns backfill off)"
+            ));
+        }
         if r.max_upstream_connections == 0 {
             return bad(format!("{at}: max_upstream_connections must be at least 1"));
         }
@@ -396,6 +428,8 @@ impl RouteConfig {
             backfill: r.backfill,
             backfill_max_blocks: r.backfill_max_blocks,
             hedge: r.hedge.max(1),
+            backfill_max_ledgers: r.backfill_max_ledgers,
+            backfill_max_slots: r.backfill_max_slots,
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),

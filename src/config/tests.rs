@@ -356,3 +356,29 @@ fn hedge_is_one_by_default_and_at_most_the_number_of_upstreams() {
         );
     }
 }
+
+#[test]
+fn backfill_caps_are_bounded_and_default_to_128_blocks_256_ledgers_1000_slots() {
+    let s = RawConfig::parse(MIN, "t").unwrap().validate(None).unwrap();
+    let r = &s.routes[0];
+    assert_eq!(
+        (
+            r.backfill_max_blocks,
+            r.backfill_max_ledgers,
+            r.backfill_max_slots
+        ),
+        (128, 256, 1000)
+    );
+    for bad in ["backfill_max_ledgers = 0", "backfill_max_ledgers = 10001"] {
+        let text = format!("{MIN}{bad}\n");
+        let err = RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backfill_max_ledgers must be between 1 and 10000"),
+            "{err}"
+        );
+    }
+}

@@ -528,6 +528,13 @@ pub trait Dialect: Send + Sync + 'static {
         false
     }
 
+    /// Whether backfill calls go to the node's HTTP endpoint ([`crate::hub::core`]'s
+    /// `Action::Fetch`) rather than on the subscription socket (Solana: the PubSub socket
+    /// serves no calls).
+    fn backfill_over_http(&self) -> bool {
+        false
+    }
+
     /// A notification for `sub` carrying `result`, exactly as the node's own would read
     /// (for backfilled results); the frame and where `sub` sits in it.
     fn render_notification(&self, _sub: &str, _result: &str) -> Option<(String, Range<usize>)> {

@@ -2,6 +2,8 @@
 
 mod auth;
 mod backfill;
+mod backfill_routed;
+mod backfill_solana;
 mod common;
 mod dedup;
 mod deflate;

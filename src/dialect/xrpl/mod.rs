@@ -279,6 +279,10 @@ impl Dialect for Xrpl {
         Routing::ByContent
     }
 
+    fn backfills(&self, key: &SubscriptionKey) -> bool {
+        super::backfill::xrpl::supported(key)
+    }
+
     fn subscribe_batch_max(&self) -> usize {
         BATCH
     }

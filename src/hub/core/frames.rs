@@ -205,6 +205,11 @@ impl<O: Outbox> RouteCore<O> {
         identity: Option<Box<str>>,
         now: Instant,
     ) {
+        let kept = if self.settings.backfill {
+            identity.clone()
+        } else {
+            None
+        };
         let repeat = identity
             .is_some_and(|id| (self.slots.get_mut(slot.0)).is_some_and(|s| !s.recent.insert(id)));
         if repeat {
@@ -233,6 +238,9 @@ impl<O: Outbox> RouteCore<O> {
         }
         if self.hedged() && !self.hedge_admit_content(slot, &text, now) {
             return; // a copy another lane delivered first
+        }
+        if self.observe_routed(slot, &text, &targets, kept.as_deref()) {
+            return; // held while the slot's backfill runs (super::routed)
         }
         self.deliver_routed(slot, text, &targets)
     }

@@ -24,8 +24,12 @@ mod backfill;
 mod frames;
 mod hedge;
 mod history;
+mod inject;
+mod resume;
+mod routed;
 mod sessions;
 mod slots;
+mod steps;
 
 use super::table::{SlotId, TableConfig, TopicId, TopicTable};
 use super::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
@@ -137,6 +141,13 @@ pub enum Event<O: Outbox> {
     NotUtf8 { slot: SlotId, generation: u64 },
     /// Any other frame (ping, pong): the connection is alive.
     Activity { slot: SlotId, generation: u64 },
+    /// The answer to an [`Action::Fetch`] (the node's HTTP body; an error as a JSON-RPC
+    /// error frame). Ignored if the slot's connection was replaced meanwhile.
+    Fetched {
+        slot: SlotId,
+        generation: u64,
+        text: Utf8Bytes,
+    },
     /// The connection failed: read or write error, close, end of stream.
     Lost {
         slot: SlotId,
@@ -174,6 +185,16 @@ pub enum Action {
         slot: SlotId,
         text: String,
     },
+    /// POST the JSON-RPC request `body` to the HTTP endpoint of upstream number `upstream`
+    /// (`http_upstream`, or its WebSocket URL as http/https) for the slot's connection
+    /// `generation`; report the answer as [`Event::Fetched`]. Backfill calls of dialects
+    /// whose subscription socket serves no calls (Solana).
+    Fetch {
+        slot: SlotId,
+        generation: u64,
+        upstream: usize,
+        body: String,
+    },
     Ping {
         slot: SlotId,
     },
@@ -198,6 +219,9 @@ struct Subscribing<O: Outbox> {
     error: Option<HubError>,
     reply: O::SubscribeReply,
     since: Option<u64>,
+    /// `?since=` older than some keys' history: whether their fetch was started, and it.
+    resumed: bool,
+    resumes: Vec<resume::Resume>,
 }
 
 /// One key of a [`Subscribing`]: its topic, or the final notification of a one-shot that
@@ -307,6 +331,10 @@ pub struct RouteCore<O: Outbox> {
     gap_listeners: Arc<AtomicUsize>,
     /// Topics whose backfill is going out, a burst per tick.
     draining: Vec<TopicId>,
+    /// The time of the event (or tick) being handled, for work started deep inside it.
+    now: Instant,
+    /// Content-routed backfill: per slot, what its connection delivered of the ledgers.
+    ledgers: HashMap<SlotId, routed::Ledgers<O::Mailbox>>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -348,6 +376,8 @@ impl<O: Outbox> RouteCore<O> {
             rng: fastrand::Rng::with_seed(seed),
             gap_listeners,
             draining: Vec::new(),
+            now,
+            ledgers: HashMap::new(),
         };
         // Slot k is hedge lane k's first connection (one lane without hedging).
         for k in 0..core.table.lanes() {
@@ -367,6 +397,7 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     pub fn handle(&mut self, event: Event<O>, now: Instant) {
+        self.now = now;
         match event {
             Event::Subscribe {
                 keys,
@@ -410,6 +441,15 @@ impl<O: Outbox> RouteCore<O> {
             Event::Activity { slot, generation } => {
                 self.alive(slot, generation, now);
             }
+            Event::Fetched {
+                slot,
+                generation,
+                text,
+            } => {
+                if self.current(slot, generation) {
+                    self.on_text(slot, text, now);
+                }
+            }
             Event::Lost {
                 slot,
                 generation,
@@ -426,6 +466,7 @@ impl<O: Outbox> RouteCore<O> {
 
     /// Run every timer due at `now`: the shell calls this on a steady tick.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         self.ended
             .retain(|_, (_, at)| now.duration_since(*at) < ENDED_TTL);
         // Linger expiry and subscribe waits that never got a connection.
@@ -462,6 +503,7 @@ impl<O: Outbox> RouteCore<O> {
                 self.out.answered(reply, Err(HubError::Unavailable));
             }
         }
+        self.check_resumes(now);
         self.drain_backfills();
         self.hedge_tick(now);
         self.check_stalls(now);
@@ -538,7 +580,7 @@ impl<O: Outbox> TopicData<O> {
             last_notice: now,
             refused_since: None,
             history: history::History::default(),
-            track: tracked.then(backfill::Track::default),
+            track: tracked.then(|| backfill::Track::new(dialect)),
             hedge: hedge::TopicHedge::new(lanes, now),
         }
     }

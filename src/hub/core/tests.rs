@@ -127,6 +127,8 @@ fn settings(kind: DialectKind) -> RouteSettings {
         backfill: false,
         backfill_max_blocks: 128,
         hedge: 1,
+        backfill_max_ledgers: 256,
+        backfill_max_slots: 1000,
         deflate: None,
     }
 }
@@ -1483,9 +1485,10 @@ fn delivered(h: &H, start: usize) -> Vec<String> {
                 format!("g{}-{}", r["fromBlock"], r["toBlock"])
             } else if r["logIndex"].is_string() {
                 format!(
-                    "{}/{}",
+                    "{}/{}{}",
                     r["blockNumber"].as_str().unwrap(),
-                    r["logIndex"].as_str().unwrap()
+                    r["logIndex"].as_str().unwrap(),
+                    if r["removed"] == true { " removed" } else { "" }
                 )
             } else {
                 r["number"].as_str().unwrap().to_owned()
@@ -1507,6 +1510,22 @@ fn backfilling(msg: &str, max: u64) -> H {
     h
 }
 
+/// Answer the reorg check in `acts` (the block at the height delivered last) with the
+/// block delivered there: no reorg. The actions after that.
+fn confirm(h: &mut H, acts: &[Action]) -> Vec<Action> {
+    let check = calls_of(acts, "eth_getBlockByNumber");
+    assert_eq!(check.len(), 1, "one reorg check first");
+    let n =
+        u64::from_str_radix(check[0].1[0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    h.text(
+        0,
+        answer(
+            check[0].0,
+            &format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}"}}"#),
+        ),
+    )
+}
+
 /// Lose slot 0 and resubscribe on a new connection as `0xb`: the actions after that.
 fn switch(h: &mut H) -> Vec<Action> {
     let acts = h.lose(0);
@@ -1524,6 +1543,7 @@ fn backfill_fetches_the_missed_heads_up_to_the_cap_and_dedupes_the_live_ones() {
     assert_eq!(head.len(), 1, "the node's height is asked first");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0x10""#));
+    let acts = confirm(&mut h, &acts);
     // 12..=16 missed; the cap keeps the newest 3, the rest is announced.
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     let heights: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
@@ -1575,6 +1595,7 @@ fn backfill_fetches_logs_over_the_range_with_the_filter_once_each() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let get = calls_of(&acts, "eth_getLogs");
     assert_eq!(get.len(), 1);
     assert_eq!(
@@ -1599,6 +1620,7 @@ fn unanswered_backfill_is_announced_and_backfill_false_fetches_nothing() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     assert_eq!(fetch.len(), 3);
     // 10 (delivered, fetched again) is no gap; 11 unanswered is.
@@ -1654,6 +1676,7 @@ fn a_backfill_holding_too_much_is_cut_short_and_announced() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     // The node answers none of it, while live heads keep coming: held up to the bound.
     for n in 13..13 + 16_384 {
@@ -1669,6 +1692,116 @@ fn a_backfill_holding_too_much_is_cut_short_and_announced() {
     // Late answers to the abandoned backfill change nothing.
     h.text(0, answer(fetch[1].0, r#"{"number":"0xb","hash":"0xh11"}"#));
     assert_eq!(delivered(&h, start).len(), 1 + 16_384);
+}
+
+/// The new branch's log `i` at height `n` (block hash `0xx{n}`).
+fn fork_log(n: u64, i: u64) -> String {
+    log_json(n, i).replace(&format!("0xh{n}"), &format!("0xx{n}"))
+}
+
+/// Walk the reorg checks of `acts` down: heights above `fork` answer another block, `fork`
+/// the one delivered. The actions after the last answer.
+fn walk_checks(h: &mut H, acts: Vec<Action>, fork: u64) -> Vec<Action> {
+    let mut acts = acts;
+    loop {
+        let check = calls_of(&acts, "eth_getBlockByNumber");
+        assert_eq!(check.len(), 1, "the checks go one at a time");
+        let n = u64::from_str_radix(check[0].1[0].as_str().unwrap().trim_start_matches("0x"), 16)
+            .unwrap();
+        let hash = if n > fork {
+            format!("0xx{n}")
+        } else {
+            format!("0xh{n}")
+        };
+        acts = h.text(
+            0,
+            answer(
+                check[0].0,
+                &format!(r#"{{"number":"0x{n:x}","hash":"{hash}"}}"#),
+            ),
+        );
+        if n <= fork {
+            return acts;
+        }
+    }
+}
+
+#[test]
+fn a_reorg_across_a_switch_retracts_the_orphaned_logs_then_delivers_the_new_branch() {
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{"address":"0x00000000000000000000000000000000000000ab"}]}"#;
+    let mut h = backfilling(logs, 128);
+    for (n, i) in [(10, 0), (11, 0), (11, 1), (12, 0)] {
+        h.text(0, log_at("0xa", n, i));
+    }
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xd""#));
+    // 12 and 11 are another block on the new node; 10 is the same: the fork is above 10.
+    let acts = walk_checks(&mut h, acts, 10);
+    let get = calls_of(&acts, "eth_getLogs");
+    assert_eq!(
+        (&get[0].1[0]["fromBlock"], &get[0].1[0]["toBlock"]),
+        (&json!("0xb"), &json!("0xd")),
+        "the new branch, from above the fork"
+    );
+    h.text(0, log_at("0xb", 13, 0).replace("0xh13", "0xx13")); // live, held
+    let branch = [(11, 0), (12, 0), (13, 0)]
+        .map(|(n, i)| fork_log(n, i))
+        .join(",");
+    h.text(0, answer(get[0].0, &format!("[{branch}]")));
+    assert_eq!(
+        delivered(&h, start),
+        [
+            "0xb/0x0 removed",
+            "0xb/0x1 removed",
+            "0xc/0x0 removed",
+            "0xb/0x0",
+            "0xc/0x0",
+            "0xd/0x0"
+        ],
+        "the orphaned logs retracted (oldest first, as delivered), then the new branch once"
+    );
+    // A retracted log is the delivered one, byte for byte, with removed: true.
+    let public = h.out().one()[0].1.clone().unwrap().public_id;
+    assert_eq!(
+        h.out().notices[start].1,
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":{public},"result":{}}}}}"#,
+            log_json(11, 0).replace("false", "true")
+        )
+    );
+    assert_eq!(h.metrics.reorg_retracted.load(Relaxed), 3);
+    // The new branch is what is remembered now: another switch finds no reorg at 13.
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    let head = calls_of(&acts, "eth_blockNumber");
+    let acts = h.text(0, answer(head[0].0, r#""0xd""#));
+    let check = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(check[0].1[0], json!("0xd"));
+}
+
+#[test]
+fn a_reorg_across_a_switch_gives_heads_clients_the_new_branch() {
+    let mut h = backfilling(HEADS, 128);
+    for n in 10..=12 {
+        h.text(0, head_h("0xa", n));
+    }
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    // The new node is at the same height, on another branch from 12 on.
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = walk_checks(&mut h, acts, 11);
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(fetch.len(), 1);
+    assert_eq!(fetch[0].1[0], json!("0xc"));
+    h.text(0, answer(fetch[0].0, r#"{"number":"0xc","hash":"0xx12"}"#));
+    assert_eq!(delivered(&h, start), ["0xc"]);
+    let v: Value = serde_json::from_str(&h.out().notices[start].1).unwrap();
+    assert_eq!(v["params"]["result"]["hash"], "0xx12");
+    assert_eq!(h.metrics.reorg_retracted.load(Relaxed), 0);
 }
 
 /// Identical read calls in flight together go upstream once and every caller gets the
@@ -1712,4 +1845,211 @@ fn identical_read_calls_in_flight_are_sent_once() {
         2,
         "sends are never merged"
     );
+}
+
+/// Slot 0 up with backfill (cap `max`) and a history of `len`; heads subscribed as `0xa`
+/// and `from..=to` delivered.
+fn resumable(max: u64, len: usize, from: u64, to: u64) -> H {
+    let mut s = settings(DialectKind::Ethereum);
+    s.backfill = true;
+    s.backfill_max_blocks = max;
+    s.history_len = len;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    for n in from..=to {
+        h.text(0, head_h("0xa", n));
+    }
+    h
+}
+
+#[test]
+fn since_older_than_the_history_is_fetched_from_the_node_within_the_cap_then_the_history() {
+    let mut h = resumable(3, 4, 10, 17); // the history holds 14..=17
+    let acts = h.subscribe_since(HEADS, 2, 9);
+    assert_eq!(h.out().one().len(), 1, "answered only once fetched");
+    let head = calls_of(&acts, "eth_blockNumber");
+    assert_eq!(head.len(), 1);
+    h.text(0, head_h("0xa", 18)); // live meanwhile: the history now holds 15..=18
+    let acts = h.text(0, answer(head[0].0, r#""0x12""#));
+    // Below the history: 10..=14; the cap fetches the newest 3, announces 10..=11.
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    let asked: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
+    assert_eq!(asked, [json!("0xc"), json!("0xd"), json!("0xe")]);
+    for (id, p) in fetch.iter().rev() {
+        let n = p[0].as_str().unwrap();
+        let n = u64::from_str_radix(&n[2..], 16).unwrap();
+        h.text(
+            0,
+            answer(
+                *id,
+                &format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}","size":"0x1"}}"#),
+            ),
+        );
+    }
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(
+        heights(&sub.history),
+        (
+            (12..=18).collect(),
+            vec![(Value::from("0xa"), Value::from("0xb"))]
+        ),
+        "the gap beyond the cap, the fetched ones, then the history: no hole, no repeat"
+    );
+    assert!(sub.history[0].1 && !sub.history[1].1);
+    assert!(
+        !sub.history[1].0.contains("size"),
+        "a fetched head reads as a live one"
+    );
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 3);
+    assert_eq!(h.metrics.history_replayed.load(Relaxed), 4);
+}
+
+#[test]
+fn since_fetch_cut_by_a_lost_connection_answers_with_the_gap_and_the_history() {
+    let mut h = resumable(128, 4, 10, 17);
+    let acts = h.subscribe_since(HEADS, 2, 9);
+    assert_eq!(calls_of(&acts, "eth_blockNumber").len(), 1);
+    h.lose(0);
+    h.tick(100);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(
+        heights(&sub.history),
+        (
+            (14..=17).collect(),
+            vec![(Value::from("0xa"), Value::from("0xd"))]
+        )
+    );
+    // Within the history: nothing asked of the node.
+    let mut h = resumable(128, 4, 10, 17);
+    let acts = h.subscribe_since(HEADS, 2, 14);
+    assert!(calls_of(&acts, "eth_blockNumber").is_empty());
+    assert_eq!(h.out().one().len(), 2);
+}
+
+const ACCOUNT: &str = "rH3PxjJPrrkvsATddBXkayjAyWR8xigaE8";
+
+/// A validated transaction of ACCOUNT in ledger `n` as rippled streams it (API v2).
+fn xrpl_tx(n: u64, hash: &str) -> Value {
+    json!({"close_time_iso": "2024-11-01T23:59:01Z", "engine_result": "tesSUCCESS",
+        "engine_result_code": 0,
+        "engine_result_message": "The transaction was applied. Only final in a validated ledger.",
+        "hash": hash, "ledger_hash": format!("H{n}"), "ledger_index": n,
+        "meta": {"AffectedNodes": [{"ModifiedNode": {"FinalFields": {"Account": ACCOUNT},
+            "LedgerEntryType": "AccountRoot"}}], "TransactionIndex": 0,
+            "TransactionResult": "tesSUCCESS"},
+        "status": "closed", "tx_json": {"Account": ACCOUNT, "date": 1},
+        "type": "transaction", "validated": true})
+}
+fn xrpl_closed(n: u64) -> Value {
+    json!({"fee_base": 10, "ledger_hash": format!("H{n}"), "ledger_index": n, "ledger_time": n,
+        "network_id": 1, "reserve_base": 1, "reserve_inc": 1, "txn_count": 1,
+        "type": "ledgerClosed", "validated_ledgers": format!("1-{n}")})
+}
+fn xrpl_answer(id: u64, result: Value) -> String {
+    json!({"id": id, "status": "success", "type": "response", "result": result}).to_string()
+}
+
+#[test]
+fn xrpl_backfill_fills_the_ledgers_missed_in_order_and_skips_what_a_session_got() {
+    let mut s = settings(DialectKind::Xrpl);
+    s.backfill = true;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = format!(
+        r#"{{"id":1,"command":"subscribe","streams":["ledger"],"accounts":["{ACCOUNT}"],"api_version":2}}"#
+    );
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    h.text(0, xrpl_closed(5).to_string());
+    h.text(0, xrpl_tx(5, "T5").to_string());
+    assert_eq!(h.out().pushes.len(), 2);
+    // Switch: resubscribed; the node's validated ledger is asked first.
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    let head = sent(&acts);
+    assert_eq!(head.len(), 1, "{head:?}");
+    assert_eq!(head[0].1["ledger_index"], "validated");
+    // Live meanwhile (held): ledger 8 and its transaction.
+    h.text(0, xrpl_closed(8).to_string());
+    h.text(0, xrpl_tx(8, "T8").to_string());
+    assert_eq!(h.out().pushes.len(), 2, "held during the backfill");
+    let acts = h.text(
+        0,
+        xrpl_answer(
+            req_id(&head[0].1),
+            json!({"ledger_index": 8, "validated": true, "ledger": {}}),
+        ),
+    );
+    let asks = sent(&acts);
+    let ledgers: Vec<u64> = (asks.iter())
+        .filter(|(_, v)| v["command"] == "ledger")
+        .map(|(_, v)| v["ledger_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ledgers,
+        [5, 6, 7, 8],
+        "from the ledger delivered last, again"
+    );
+    let tx = asks
+        .iter()
+        .find(|(_, v)| v["command"] == "account_tx")
+        .unwrap();
+    assert_eq!(
+        (&tx.1["ledger_index_min"], &tx.1["ledger_index_max"]),
+        (&json!(5), &json!(8))
+    );
+    let entry = |n: u64, hash: &str| {
+        let live = xrpl_tx(n, hash);
+        json!({"close_time_iso": live["close_time_iso"], "hash": hash, "ledger_hash": live["ledger_hash"],
+            "ledger_index": n, "meta": live["meta"], "tx_json": live["tx_json"], "validated": true})
+    };
+    h.text(
+        0,
+        xrpl_answer(
+            req_id(&tx.1),
+            json!({"account": ACCOUNT, "transactions": [entry(5, "T5"), entry(7, "T7"), entry(8, "T8")]}),
+        ),
+    );
+    for (_, v) in asks.iter().filter(|(_, v)| v["command"] == "ledger") {
+        let n = v["ledger_index"].as_u64().unwrap();
+        let ledger = json!({"ledger": {"ledger_index": n, "ledger_hash": format!("H{n}"),
+            "close_time": n, "transactions": ["X"]}, "ledger_index": n, "validated": true});
+        h.text(0, xrpl_answer(req_id(v), ledger));
+    }
+    let got: Vec<String> = (h.out().pushes[2..].iter())
+        .map(|(mb, f)| {
+            assert_eq!(*mb, 7);
+            let v: Value = serde_json::from_str(f).unwrap();
+            match v["type"].as_str().unwrap() {
+                "ledgerClosed" => format!("L{}", v["ledger_index"]),
+                _ => v["hash"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["L6", "L7", "T7", "L8", "T8"],
+        "in ledger order, the ledger first; what was delivered before and the held copies not again"
+    );
+    // The fetched transaction reads exactly as the live one.
+    assert_eq!(h.out().pushes[4].1, xrpl_tx(7, "T7").to_string());
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 5);
+    // Live again: straight through.
+    h.text(0, xrpl_closed(9).to_string());
+    assert_eq!(h.out().pushes.len(), 8);
 }
