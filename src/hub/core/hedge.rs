@@ -409,6 +409,26 @@ impl<O: Outbox> RouteCore<O> {
         self.count_verdict(verdict, lane, upstream)
     }
 
+    /// A content-routed backfill on `slot` fetched `text`: false if a lane delivered it
+    /// already (skip it); otherwise it enters the window, so a lane's later copy of it is
+    /// a duplicate. Unhedged routes: always true.
+    pub(super) fn hedge_filled_content(&mut self, slot: SlotId, text: &str) -> bool {
+        if !self.hedged() {
+            return true;
+        }
+        let Some(ident) = self.dialect.identity(text) else {
+            return true;
+        };
+        let class = self.table.slot_class(slot).unwrap_or(0);
+        let window = self.hedge.classes.entry(class).or_default();
+        if window.seen.contains_key(&ident.id) {
+            RouteMetrics::inc(&self.metrics.hedge_duplicates);
+            return false;
+        }
+        window.remember(ident, FILLED, None);
+        true
+    }
+
     fn count_verdict(&mut self, verdict: Verdict, lane: usize, upstream: usize) -> bool {
         match verdict {
             Verdict::First => {

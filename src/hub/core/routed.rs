@@ -499,6 +499,9 @@ impl<O: Outbox> RouteCore<O> {
             if m.ledger < run.from || (m.ledger == run.from && run.from_ids.contains(&m.identity)) {
                 continue;
             }
+            if !got.contains_key(&m.identity) && !self.hedge_filled_content(slot, &m.text) {
+                continue; // hedged: a lane delivered it while this one was away
+            }
             let Some(t) = self.table.get(topic) else {
                 continue;
             };
