@@ -45,16 +45,37 @@ impl Backoff {
 pub struct Failover {
     count: usize,
     index: usize,
+    /// Where the list starts for this connection (its primary): 0, or a hedge lane's own.
+    home: usize,
     backoff: Backoff,
 }
 
 impl Failover {
     pub fn new(count: usize, initial: Duration, max: Duration) -> Self {
+        Failover::starting_at(count, 0, initial, max)
+    }
+
+    /// A failover whose primary is upstream `home` (then `home + 1`, …, wrapping): a
+    /// hedge lane's connection starts at its own upstream.
+    pub fn starting_at(count: usize, home: usize, initial: Duration, max: Duration) -> Self {
+        let count = count.max(1);
         Failover {
-            count: count.max(1),
-            index: 0,
+            count,
+            index: home % count,
+            home: home % count,
             backoff: Backoff::new(initial, max),
         }
+    }
+
+    /// This connection's primary upstream.
+    pub fn home(&self) -> usize {
+        self.home
+    }
+
+    /// Move on to the next upstream of the list without a failure (and no backoff): the
+    /// current one is taken by another hedge lane.
+    pub fn skip(&mut self) {
+        self.index = (self.index + 1) % self.count;
     }
 
     /// The upstream (index into the list) the current or next attempt uses.
@@ -74,9 +95,9 @@ impl Failover {
         self.backoff.reset();
     }
 
-    /// Fail back to the primary (the first upstream).
+    /// Fail back to the primary (the first upstream, or the lane's own).
     pub fn to_primary(&mut self) {
-        self.index = 0;
+        self.index = self.home;
     }
 }
 
@@ -128,5 +149,18 @@ mod tests {
         assert_eq!(f.failed(0.0), ms(50), "backoff restarted");
         f.to_primary();
         assert_eq!(f.current(), 0);
+    }
+
+    #[test]
+    fn a_lane_starts_and_fails_back_at_its_own_upstream() {
+        let ms = Duration::from_millis;
+        let mut f = Failover::starting_at(3, 1, ms(100), ms(1000));
+        assert_eq!((f.current(), f.home()), (1, 1));
+        f.failed(0.0);
+        assert_eq!(f.current(), 2);
+        f.skip();
+        assert_eq!(f.current(), 0, "skips wrap like failures, without backoff");
+        f.to_primary();
+        assert_eq!(f.current(), 1);
     }
 }

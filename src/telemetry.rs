@@ -92,6 +92,14 @@ type LatencySeries = (
     fn(&RouteMetrics) -> &Latency,
 );
 
+/// Upstream labels of `submux_hedge_first_total` (`0` to `15`; 15 counts 15 and later).
+pub const HEDGE_UPSTREAM_LABELS: usize = 16;
+
+const HEDGE_FIRST: (&str, &str) = (
+    "submux_hedge_first_total",
+    "Notifications of hedged routes delivered to clients, by the upstream (index into the route's upstreams) whose copy arrived first.",
+);
+
 const CLIENT_CLOSES: (&str, &str) = (
     "submux_client_closes_total",
     "Client sessions ended, by reason.",
@@ -115,6 +123,8 @@ route_metrics! {
             "Gaps announced to opted-in clients after an upstream connection was replaced.";
         backfilled: "submux_backfilled_total",
             "Notifications fetched from the node after an upstream switch and delivered.";
+        reorg_retracted: "submux_reorg_retracted_total",
+            "Logs delivered before an upstream switch, sent again with removed: true because the new upstream's chain no longer has their block.";
         history_replayed: "submux_history_replayed_total",
             "Notifications replayed from a topic's history to clients resuming with ?since=.";
         coalesced_calls: "submux_coalesced_calls_total",
@@ -161,6 +171,8 @@ route_metrics! {
             "Payments events delivered to webhooks (acknowledged with a 2xx).";
         webhook_failures: "submux_webhook_failures_total",
             "Webhook delivery attempts that failed and will be retried.";
+        hedge_duplicates: "submux_hedge_duplicates_total",
+            "Copies of notifications suppressed on hedged routes (a copy already delivered, or older than the dedupe window).";
     }
     latencies {
         resubscribe_micros:
@@ -171,12 +183,21 @@ route_metrics! {
         request_micros:
             "submux_request_seconds_total", "Total seconds forwarded calls spent upstream.",
             "submux_request_duration_seconds", "Seconds each forwarded call spent upstream.";
+        hedge_lead_micros:
+            "submux_hedge_lead_seconds_total",
+            "Total seconds by which first copies led their duplicates on hedged routes.",
+            "submux_hedge_lead_seconds",
+            "Seconds by which the first copy of a notification arrived before its copy from another upstream (hedged routes).";
     }
     internal {
         /// Index into the route's `upstreams` of the primary connection's current upstream.
         active_upstream: AtomicUsize;
         /// Resubscribes timed in `resubscribe_micros` (its histogram counts them too).
         resubscribes: AtomicU64;
+        /// Hedged routes: notifications delivered first by upstream number `i` of the
+        /// route's list (the last entry counts that one and every later one), exported as
+        /// `submux_hedge_first_total{upstream="i"}`.
+        hedge_first: [AtomicU64; HEDGE_UPSTREAM_LABELS];
     }
 }
 
@@ -273,6 +294,21 @@ impl Collector for Routes {
             for (why, n) in CloseReason::ALL.iter().zip(&m.closes) {
                 let labels = [("route", &**route), ("reason", why.label())];
                 ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let (name, help) = HEDGE_FIRST;
+        let name = counter_name(name);
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (route, m) in &self.0 {
+            for (i, n) in m.hedge_first.iter().enumerate() {
+                // Upstream 0 always (a family with a sample per route), others once they
+                // delivered something.
+                let n = n.load(Relaxed);
+                if n > 0 || i == 0 {
+                    let upstream = i.to_string();
+                    let labels = [("route", &**route), ("upstream", upstream.as_str())];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         for (_, (name, help), get) in LATENCIES {
@@ -396,6 +432,7 @@ mod tests {
             ("submux_gap_notices_total", "counter"),
             ("submux_history_replayed_total", "counter"),
             ("submux_backfilled_total", "counter"),
+            ("submux_reorg_retracted_total", "counter"),
             ("submux_coalesced_calls_total", "counter"),
             ("submux_coalesced_total", "counter"),
             ("submux_upstream_failbacks_total", "counter"),
@@ -425,6 +462,10 @@ mod tests {
             ("submux_webhook_deliveries_total", "counter"),
             ("submux_webhook_failures_total", "counter"),
             ("submux_client_closes_total", "counter"),
+            ("submux_hedge_duplicates_total", "counter"),
+            ("submux_hedge_lead_seconds_total", "counter"),
+            ("submux_hedge_first_total", "counter"),
+            ("submux_hedge_lead_seconds", "histogram"),
             ("submux_resubscribe_duration_seconds", "histogram"),
             ("submux_request_duration_seconds", "histogram"),
         ];

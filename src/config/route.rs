@@ -12,6 +12,8 @@ use std::time::Duration;
 pub const MAX_HISTORY_LEN: usize = 65_536;
 /// The largest `backfill_max_blocks` accepted: one request per block for `newHeads`.
 pub const MAX_BACKFILL_BLOCKS: u64 = 10_000;
+/// The largest `backfill_max_slots` accepted (Solana slots are about 400 ms: 11 hours).
+pub const MAX_BACKFILL_SLOTS: u64 = 100_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +65,19 @@ pub struct RouteConfig {
     /// At most this many blocks are backfilled; older ones get the gap notice.
     #[serde(default = "d::backfill_max_blocks")]
     pub backfill_max_blocks: u64,
+    /// Hold every topic on this many connections to different upstreams at once (1 =
+    /// one connection; at most the number of `upstreams`); clients get each notification
+    /// once, from whichever copy arrives first.
+    #[serde(default = "d::hedge")]
+    pub hedge: usize,
+    /// XRPL: at most this many validated ledgers are backfilled; older ones get the gap
+    /// notice.
+    #[serde(default = "d::backfill_max_ledgers")]
+    pub backfill_max_ledgers: u64,
+    /// Solana: a `logsSubscribe` backfill reaches back at most this many slots before the
+    /// newest missed signature; older ones get the gap notice.
+    #[serde(default = "d::backfill_max_slots")]
+    pub backfill_max_slots: u64,
     /// Answer clients that offer permessage-deflate (RFC 7692) with it.
     #[serde(default)]
     pub permessage_deflate: bool,
@@ -158,6 +173,15 @@ pub(super) mod d {
     pub fn backfill_max_blocks() -> u64 {
         128
     }
+    pub fn hedge() -> usize {
+        1
+    }
+    pub fn backfill_max_ledgers() -> u64 {
+        256
+    }
+    pub fn backfill_max_slots() -> u64 {
+        1000
+    }
 }
 
 impl RouteConfig {
@@ -192,6 +216,9 @@ impl RouteConfig {
             history_len: d::history_len(),
             backfill: d::backfill(),
             backfill_max_blocks: d::backfill_max_blocks(),
+            hedge: d::hedge(),
+            backfill_max_ledgers: d::backfill_max_ledgers(),
+            backfill_max_slots: d::backfill_max_slots(),
             permessage_deflate: false,
             deflate_min_bytes: d::deflate_min_bytes(),
         }
@@ -227,6 +254,12 @@ pub struct RouteSettings {
     /// Backfill after a switch (`backfill`), at most `backfill_max_blocks` blocks.
     pub backfill: bool,
     pub backfill_max_blocks: u64,
+    /// Connections (to different upstreams) each topic is held on at once (`hedge`).
+    pub hedge: usize,
+    /// XRPL: at most this many ledgers backfilled (`backfill_max_ledgers`).
+    pub backfill_max_ledgers: u64,
+    /// Solana: logs backfilled over at most this many slots (`backfill_max_slots`).
+    pub backfill_max_slots: u64,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
     /// `[route.payments]` (payments routes only).
@@ -369,6 +402,23 @@ impl RouteConfig {
                 "{at}: backfill_max_blocks must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
             ));
         }
+        if r.dialect != DialectKind::Lnbits && (r.hedge == 0 || r.hedge > r.upstreams.len().max(1))
+        {
+            return bad(format!(
+                "{at}: hedge must be between 1 and the number of upstreams ({}): each copy of a subscription needs an upstream of its own",
+                r.upstreams.len()
+            ));
+        }
+        if r.backfill_max_ledgers == 0 || r.backfill_max_ledgers > MAX_BACKFILL_BLOCKS {
+            return bad(format!(
+                "{at}: backfill_max_ledgers must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
+            ));
+        }
+        if r.backfill_max_slots == 0 || r.backfill_max_slots > MAX_BACKFILL_SLOTS {
+            return bad(format!(
+                "{at}: backfill_max_slots must be between 1 and {MAX_BACKFILL_SLOTS} (backfill = false turns backfill off)"
+            ));
+        }
         if r.max_upstream_connections == 0 {
             return bad(format!("{at}: max_upstream_connections must be at least 1"));
         }
@@ -405,6 +455,9 @@ impl RouteConfig {
             history_len: r.history_len,
             backfill: r.backfill,
             backfill_max_blocks: r.backfill_max_blocks,
+            hedge: r.hedge.max(1),
+            backfill_max_ledgers: r.backfill_max_ledgers,
+            backfill_max_slots: r.backfill_max_slots,
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),

@@ -349,3 +349,48 @@ fn lnbits_keys_live_in_their_table_and_the_old_form_warns() {
         .unwrap();
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
 }
+
+#[test]
+fn hedge_is_one_by_default_and_at_most_the_number_of_upstreams() {
+    let parse = |extra: &str| {
+        RawConfig::parse(&format!("{MIN}{extra}"), "t")
+            .unwrap()
+            .validate(None)
+    };
+    assert_eq!(parse("").unwrap().routes[0].hedge, 1);
+    assert_eq!(parse("hedge = 2\n").unwrap().routes[0].hedge, 2);
+    for bad in ["hedge = 0\n", "hedge = 3\n"] {
+        let err = parse(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("route[0]")
+                && err.contains("hedge must be between 1 and the number of upstreams (2)"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn backfill_caps_are_bounded_and_default_to_128_blocks_256_ledgers_1000_slots() {
+    let s = RawConfig::parse(MIN, "t").unwrap().validate(None).unwrap();
+    let r = &s.routes[0];
+    assert_eq!(
+        (
+            r.backfill_max_blocks,
+            r.backfill_max_ledgers,
+            r.backfill_max_slots
+        ),
+        (128, 256, 1000)
+    );
+    for bad in ["backfill_max_ledgers = 0", "backfill_max_ledgers = 10001"] {
+        let text = format!("{MIN}{bad}\n");
+        let err = RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backfill_max_ledgers must be between 1 and 10000"),
+            "{err}"
+        );
+    }
+}

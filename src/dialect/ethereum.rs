@@ -622,6 +622,10 @@ impl Dialect for Ethereum {
         (r.starts_with('"') && r.len() >= 2).then(|| UpstreamSubId(r.into()))
     }
 
+    fn identity(&self, text: &str) -> Option<super::identity::Ident> {
+        super::identity::ethereum(text)
+    }
+
     fn height(&self, text: &str) -> Option<u64> {
         hex_u64(notified_heights(text)?.0?)
     }

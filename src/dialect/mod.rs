@@ -8,6 +8,7 @@ mod agave_params;
 pub mod backfill;
 pub mod base58;
 pub mod ethereum;
+pub mod identity;
 pub mod jsonrpc;
 pub mod lnbits;
 pub mod solana;
@@ -522,9 +523,23 @@ pub trait Dialect: Send + Sync + 'static {
         self.height(text)
     }
 
+    /// What makes a notification (or a content-routed message) one event, for hedged
+    /// subscriptions ([`identity`]). `None`: it has no identity; hedged routes take such
+    /// messages from one connection at a time.
+    fn identity(&self, _text: &str) -> Option<identity::Ident> {
+        None
+    }
+
     /// Backfill after an upstream switch: whether this dialect fetches what `key`'s
     /// subscription missed ([`backfill`]: Ethereum `newHeads` and `logs`).
     fn backfills(&self, _key: &SubscriptionKey) -> bool {
+        false
+    }
+
+    /// Whether backfill calls go to the node's HTTP endpoint ([`crate::hub::core`]'s
+    /// `Action::Fetch`) rather than on the subscription socket (Solana: the PubSub socket
+    /// serves no calls).
+    fn backfill_over_http(&self) -> bool {
         false
     }
 

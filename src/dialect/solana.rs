@@ -574,6 +574,18 @@ impl Dialect for Solana {
         (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())).then(|| UpstreamSubId(r.into()))
     }
 
+    fn identity(&self, text: &str) -> Option<super::identity::Ident> {
+        super::identity::solana(text)
+    }
+
+    fn backfills(&self, key: &SubscriptionKey) -> bool {
+        super::backfill::solana::supported(key)
+    }
+
+    fn backfill_over_http(&self) -> bool {
+        true
+    }
+
     fn height(&self, text: &str) -> Option<u64> {
         // Borrowed fields only: the result stays raw text until its slot is read.
         #[derive(serde::Deserialize)]
@@ -598,6 +610,20 @@ impl Dialect for Solana {
         } else {
             r.parse().ok() // rootNotification: the slot itself
         }
+    }
+
+    /// Backfilled `logsSubscribe` results (the only ones rendered here; the others are
+    /// pushed as the node's own frames): Agave's envelope, result before subscription.
+    fn render_notification(
+        &self,
+        sub: &str,
+        result: &str,
+    ) -> Option<(String, std::ops::Range<usize>)> {
+        let (_, _, _) = super::backfill::solana::identify(result)?;
+        let template = format!(
+            r#"{{"jsonrpc":"2.0","method":"logsNotification","params":{{"result":{result},"subscription":{{ID}}}}}}"#
+        );
+        Some(super::with_id(&template, sub))
     }
 
     fn render_gap(

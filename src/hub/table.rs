@@ -28,16 +28,32 @@ pub struct TableConfig {
     pub topics_per_slot: usize,
     /// How long a new topic may wait for its first confirmation.
     pub subscribe_timeout: Duration,
+    /// Hedge lanes: each topic is held once per lane, on a slot of that lane (1: none).
+    pub lanes: usize,
+}
+
+/// A topic's subscription on one hedge lane: its slot and upstream id there.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    pub slot: SlotId,
+    upstream: Option<UpstreamSubId>,
+    in_flight: bool,
+}
+
+impl Lane {
+    /// Whether the topic is subscribed (confirmed) on this lane's connection now.
+    pub fn live(&self) -> bool {
+        self.upstream.is_some()
+    }
 }
 
 #[derive(Debug)]
 pub struct Topic<W, T> {
     pub key: SubscriptionKey,
-    pub slot: SlotId,
+    /// One per hedge lane (lane `k` at index `k`).
+    pub lanes: Vec<Lane>,
     refs: usize,
     confirmed: bool,
-    upstream: Option<UpstreamSubId>,
-    in_flight: bool,
     idle_since: Option<Instant>,
     created: Instant,
     waiters: Vec<W>,
@@ -52,8 +68,20 @@ impl<W, T> Topic<W, T> {
     pub fn confirmed(&self) -> bool {
         self.confirmed
     }
+    /// The upstream id on the first lane that has one.
     pub fn upstream(&self) -> Option<&UpstreamSubId> {
-        self.upstream.as_ref()
+        self.lanes.iter().find_map(|l| l.upstream.as_ref())
+    }
+    /// The slot of lane 0 (the only one without hedging).
+    pub fn slot(&self) -> SlotId {
+        self.lanes.first().map_or(SlotId(0), |l| l.slot)
+    }
+    /// The lane whose slot is `slot`.
+    pub fn lane_on(&self, slot: SlotId) -> Option<usize> {
+        self.lanes.iter().position(|l| l.slot == slot)
+    }
+    fn in_flight(&self) -> bool {
+        self.lanes.iter().any(|l| l.in_flight)
     }
 }
 
@@ -70,8 +98,9 @@ pub enum Action {
 pub enum Join<W> {
     /// The topic is confirmed: answer the waiter now.
     Ready(TopicId, W),
-    /// The waiter is queued until the topic is confirmed or fails.
-    Queued(TopicId, Option<Action>),
+    /// The waiter is queued until the topic is confirmed or fails (an action per lane
+    /// that needs one).
+    Queued(TopicId, Vec<Action>),
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +148,8 @@ struct SlotInfo {
     topics: usize,
     /// The connection class this slot serves; `None` until its first topic claims it.
     class: Option<u8>,
+    /// The hedge lane this slot belongs to.
+    lane: usize,
 }
 
 #[derive(Debug)]
@@ -133,8 +164,15 @@ pub struct TopicTable<W, T> {
 
 impl<W, T> TopicTable<W, T> {
     pub fn new(cfg: TableConfig) -> Self {
+        // Slot k < lanes is lane k's first connection.
+        let slots = (0..cfg.lanes.max(1))
+            .map(|lane| SlotInfo {
+                lane,
+                ..SlotInfo::default()
+            })
+            .collect();
         TopicTable {
-            slots: vec![SlotInfo::default()],
+            slots,
             cfg,
             next_id: 1,
             topics: HashMap::new(),
@@ -159,7 +197,7 @@ impl<W, T> TopicTable<W, T> {
     pub fn on_slot(&self, slot: SlotId) -> impl Iterator<Item = (TopicId, &Topic<W, T>)> {
         self.topics
             .iter()
-            .filter(move |(_, t)| t.slot == slot)
+            .filter(move |(_, t)| t.lanes.iter().any(|l| l.slot == slot))
             .map(|(id, t)| (*id, t))
     }
 
@@ -180,22 +218,32 @@ impl<W, T> TopicTable<W, T> {
     pub fn active_upstream(
         &self,
     ) -> impl Iterator<Item = (SlotId, &SubscriptionKey, &UpstreamSubId)> {
-        self.topics
-            .values()
-            .filter_map(|t| t.upstream.as_ref().map(|u| (t.slot, &t.key, u)))
+        self.topics.values().flat_map(|t| {
+            (t.lanes.iter()).filter_map(move |l| l.upstream.as_ref().map(|u| (l.slot, &t.key, u)))
+        })
     }
 
+    /// Hedge lanes of the table.
+    pub fn lanes(&self) -> usize {
+        self.cfg.lanes.max(1)
+    }
+    /// The hedge lane `slot` belongs to.
+    pub fn slot_lane(&self, slot: SlotId) -> usize {
+        self.slots.get(slot.0).map_or(0, |s| s.lane)
+    }
     /// The connection class `slot` serves (`None` while unclaimed).
     pub fn slot_class(&self, slot: SlotId) -> Option<u8> {
         self.slots.get(slot.0).and_then(|s| s.class)
     }
 
-    fn push_slot(&mut self, class: u8) -> Option<(SlotId, Option<Action>)> {
-        if self.slots.len() >= self.cfg.max_slots.max(1) {
+    fn push_slot(&mut self, class: u8, lane: usize) -> Option<(SlotId, Option<Action>)> {
+        let of_lane = self.slots.iter().filter(|s| s.lane == lane).count();
+        if of_lane >= self.cfg.max_slots.max(1) {
             return None;
         }
         self.slots.push(SlotInfo {
             class: Some(class),
+            lane,
             ..SlotInfo::default()
         });
         let slot = SlotId(self.slots.len() - 1);
@@ -205,17 +253,27 @@ impl<W, T> TopicTable<W, T> {
     /// Class 0 keys share slots up to the per-slot cap. A key of another class (an XRPL
     /// API version) lives on the one slot of its class, uncapped: content-routed pushes
     /// must arrive once, so a class is never spread over several connections.
-    fn pick_slot(&mut self, class: u8) -> Result<(SlotId, Option<Action>), TableError> {
-        let fits = |s: &SlotInfo| s.class.is_none_or(|c| c == class);
+    /// Per hedge lane, among that lane's slots.
+    fn pick_slot(
+        &mut self,
+        class: u8,
+        lane: usize,
+    ) -> Result<(SlotId, Option<Action>), TableError> {
+        let fits = |s: &SlotInfo| s.lane == lane && s.class.is_none_or(|c| c == class);
         if class != 0 {
-            let found = (self.slots.iter().position(|s| s.class == Some(class)))
-                .or_else(|| self.slots.iter().position(|s| s.class.is_none()));
+            let found = (self.slots.iter())
+                .position(|s| s.lane == lane && s.class == Some(class))
+                .or_else(|| {
+                    self.slots
+                        .iter()
+                        .position(|s| s.lane == lane && s.class.is_none())
+                });
             if let Some(i) = found {
                 self.slots[i].class = Some(class);
                 return Ok((SlotId(i), None));
             }
             return self
-                .push_slot(class)
+                .push_slot(class, lane)
                 .ok_or(TableError::NoClassSlot(self.slots.len()));
         }
         let cap = self.cfg.topics_per_slot;
@@ -228,7 +286,7 @@ impl<W, T> TopicTable<W, T> {
             self.slots[i].class = Some(0);
             return Ok((SlotId(i), None));
         }
-        self.push_slot(0).ok_or(TableError::Full(cap))
+        self.push_slot(0, lane).ok_or(TableError::Full(cap))
     }
 
     /// A client wants `key`. `make` builds the topic data for a new topic.
@@ -247,26 +305,41 @@ impl<W, T> TopicTable<W, T> {
                     return Ok(Join::Ready(id, waiter));
                 }
                 t.waiters.push(waiter);
-                return Ok(Join::Queued(id, None));
+                return Ok(Join::Queued(id, Vec::new()));
             }
         }
-        let (slot, open) = match self.pick_slot(key.class()) {
-            Ok(x) => x,
-            Err(e) => return Err((e, waiter)),
-        };
+        let mut picked = Vec::with_capacity(self.lanes());
+        for lane in 0..self.lanes() {
+            match self.pick_slot(key.class(), lane) {
+                Ok(x) => picked.push(x),
+                Err(e) => return Err((e, waiter)),
+            }
+        }
         let id = TopicId(self.next_id);
         self.next_id += 1;
-        let up = self.slots[slot.0].up;
-        self.slots[slot.0].topics += 1;
+        let mut lanes = Vec::with_capacity(picked.len());
+        let mut actions = Vec::new();
+        for (slot, open) in picked {
+            let up = self.slots[slot.0].up;
+            self.slots[slot.0].topics += 1;
+            lanes.push(Lane {
+                slot,
+                upstream: None,
+                in_flight: up,
+            });
+            if up {
+                actions.push(Action::Subscribe { topic: id, slot });
+            } else if let Some(open) = open {
+                actions.push(open);
+            }
+        }
         self.topics.insert(
             id,
             Topic {
                 key: key.clone(),
-                slot,
+                lanes,
                 refs: 1,
                 confirmed: false,
-                upstream: None,
-                in_flight: up,
                 idle_since: None,
                 created: now,
                 waiters: vec![waiter],
@@ -274,12 +347,7 @@ impl<W, T> TopicTable<W, T> {
             },
         );
         self.by_key.insert(key, id);
-        let action = if up {
-            Some(Action::Subscribe { topic: id, slot })
-        } else {
-            open
-        };
-        Ok(Join::Queued(id, action))
+        Ok(Join::Queued(id, actions))
     }
 
     /// A client subscription handle was dropped.
@@ -292,18 +360,31 @@ impl<W, T> TopicTable<W, T> {
         }
     }
 
-    /// The upstream confirmed a subscribe for `id` with `up`.
+    /// The upstream confirmed a subscribe for `id` with `up` (lane 0's slot).
+    #[cfg(test)]
     pub fn on_subscribed(&mut self, id: TopicId, up: UpstreamSubId) -> Confirmed<W> {
+        let slot = self.topics.get(&id).map_or(SlotId(0), |t| t.slot());
+        self.on_subscribed_on(id, slot, up)
+    }
+
+    /// The upstream confirmed a subscribe for `id` on `slot` with `up`. The first lane
+    /// confirmed answers the waiters.
+    pub fn on_subscribed_on(
+        &mut self,
+        id: TopicId,
+        slot: SlotId,
+        up: UpstreamSubId,
+    ) -> Confirmed<W> {
         let Some(t) = self.topics.get_mut(&id) else {
             return Confirmed::Stale;
         };
-        if !t.in_flight {
+        let Some(lane) = t.lanes.iter_mut().find(|l| l.slot == slot && l.in_flight) else {
             return Confirmed::Stale;
-        }
-        t.in_flight = false;
+        };
+        lane.in_flight = false;
+        lane.upstream = Some(up.clone());
         t.confirmed = true;
-        t.upstream = Some(up.clone());
-        self.by_upstream.entry((t.slot, up)).or_default().push(id);
+        self.by_upstream.entry((slot, up)).or_default().push(id);
         Confirmed::Waiters(std::mem::take(&mut t.waiters))
     }
 
@@ -323,16 +404,17 @@ impl<W, T> TopicTable<W, T> {
         }
     }
 
-    /// A confirmed topic's resubscribe was refused: keep it (clients keep their ids) and
-    /// let the next connection of its slot subscribe it again.
-    pub fn keep_for_retry(&mut self, id: TopicId) -> Option<SlotId> {
+    /// A confirmed topic's resubscribe on `slot` was refused: keep it (clients keep their
+    /// ids) and let the next connection of that slot subscribe it again.
+    pub fn keep_for_retry(&mut self, id: TopicId, slot: SlotId) -> Option<SlotId> {
         let t = self.topics.get_mut(&id)?;
         if !t.confirmed {
             return None;
         }
-        t.in_flight = false;
-        t.upstream = None;
-        Some(t.slot)
+        let lane = t.lanes.iter_mut().find(|l| l.slot == slot)?;
+        lane.in_flight = false;
+        lane.upstream = None;
+        Some(slot)
     }
 
     /// Topics notified by upstream id `up` on `slot` (several when the node shares ids).
@@ -355,12 +437,17 @@ impl<W, T> TopicTable<W, T> {
         self.by_upstream.retain(|(s, _), _| *s != slot);
         let mut idle = Vec::new();
         for (id, t) in self.topics.iter_mut() {
-            if t.slot == slot {
-                t.upstream = None;
-                t.in_flight = false;
-                if t.refs == 0 {
-                    idle.push(*id);
-                }
+            let mut on_it = false;
+            for l in t.lanes.iter_mut().filter(|l| l.slot == slot) {
+                l.upstream = None;
+                l.in_flight = false;
+                on_it = true;
+            }
+            // An idle topic still subscribed on another lane lingers there (and is
+            // unsubscribed there when the linger ends).
+            let elsewhere = t.lanes.iter().any(|l| l.upstream.is_some() || l.in_flight);
+            if on_it && t.refs == 0 && !elsewhere {
+                idle.push(*id);
             }
         }
         idle.into_iter()
@@ -373,15 +460,15 @@ impl<W, T> TopicTable<W, T> {
         if let Some(s) = self.slots.get_mut(slot.0) {
             s.up = true;
         }
-        let mut ids: Vec<TopicId> = self
-            .topics
-            .iter_mut()
-            .filter(|(_, t)| t.slot == slot && !t.in_flight && t.upstream.is_none())
-            .map(|(id, t)| {
-                t.in_flight = true;
-                *id
-            })
-            .collect();
+        let mut ids: Vec<TopicId> = Vec::new();
+        for (id, t) in self.topics.iter_mut() {
+            for l in t.lanes.iter_mut() {
+                if l.slot == slot && !l.in_flight && l.upstream.is_none() {
+                    l.in_flight = true;
+                    ids.push(*id);
+                }
+            }
+        }
         ids.sort();
         ids
     }
@@ -402,7 +489,7 @@ impl<W, T> TopicTable<W, T> {
         let mut gone = Vec::new();
         let mut expired = Vec::new();
         for (id, t) in &self.topics {
-            if t.in_flight {
+            if t.in_flight() {
                 continue;
             }
             if t.refs == 0
@@ -415,14 +502,16 @@ impl<W, T> TopicTable<W, T> {
             }
         }
         for id in gone {
-            let shared_up = self
-                .topics
-                .get(&id)
-                .and_then(|t| t.upstream.clone().map(|u| (t.slot, t.key.clone(), u)));
+            let shared_up: Vec<_> = (self.topics.get(&id).into_iter())
+                .flat_map(|t| {
+                    (t.lanes.iter())
+                        .filter_map(|l| l.upstream.clone().map(|u| (l.slot, t.key.clone(), u)))
+                })
+                .collect();
             if let Some(t) = self.remove(id) {
                 out.removed.push(t.data);
             }
-            if let Some((slot, key, up)) = shared_up {
+            for (slot, key, up) in shared_up {
                 if !self.by_upstream.contains_key(&(slot, up.clone())) {
                     out.unsubscribe.push((slot, key, up));
                 }
@@ -458,17 +547,19 @@ impl<W, T> TopicTable<W, T> {
         if self.by_key.get(&t.key) == Some(&id) {
             self.by_key.remove(&t.key);
         }
-        if let Some(up) = &t.upstream {
-            let k = (t.slot, up.clone());
-            if let Some(v) = self.by_upstream.get_mut(&k) {
-                v.retain(|x| *x != id);
-                if v.is_empty() {
-                    self.by_upstream.remove(&k);
+        for l in &t.lanes {
+            if let Some(up) = &l.upstream {
+                let k = (l.slot, up.clone());
+                if let Some(v) = self.by_upstream.get_mut(&k) {
+                    v.retain(|x| *x != id);
+                    if v.is_empty() {
+                        self.by_upstream.remove(&k);
+                    }
                 }
             }
-        }
-        if let Some(s) = self.slots.get_mut(t.slot.0) {
-            s.topics = s.topics.saturating_sub(1);
+            if let Some(s) = self.slots.get_mut(l.slot.0) {
+                s.topics = s.topics.saturating_sub(1);
+            }
         }
         Some(t)
     }
@@ -485,6 +576,7 @@ mod tests {
             max_slots: 2,
             topics_per_slot: 0,
             subscribe_timeout: Duration::from_secs(10),
+            lanes: 1,
         }
     }
     fn key(s: &str) -> SubscriptionKey {
@@ -499,7 +591,10 @@ mod tests {
         j: Result<Join<&'static str>, (TableError, &'static str)>,
     ) -> (TopicId, Option<Action>) {
         match j {
-            Ok(Join::Queued(id, a)) => (id, a),
+            Ok(Join::Queued(id, a)) => {
+                assert!(a.len() <= 1, "one lane: {a:?}");
+                (id, a.into_iter().next())
+            }
             other => panic!("expected queued, got {other:?}"),
         }
     }
@@ -732,7 +827,7 @@ mod tests {
         assert_eq!(a.map(|_| ()), Some(()));
         let (b, act) = queued(t.subscribe(key("b"), "b", t0, || 2));
         assert_eq!(act, Some(Action::OpenSlot(SlotId(1))));
-        assert_eq!(t.get(b).unwrap().slot, SlotId(1));
+        assert_eq!(t.get(b).unwrap().slot(), SlotId(1));
         assert_eq!(t.on_slot_up(SlotId(1)), vec![b]);
         match t.subscribe(key("c"), "c", t0, || 3) {
             Err((TableError::Full(1), "c")) => {}
@@ -754,6 +849,50 @@ mod tests {
         let (unsub, data) = t.drain();
         assert_eq!(unsub.len(), 2);
         assert_eq!(data.len(), 2);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn hedged_topics_hold_a_subscription_per_lane() {
+        let t0 = Instant::now();
+        let mut t = Table::new(TableConfig { lanes: 2, ..cfg() });
+        assert_eq!((t.slot_lane(SlotId(0)), t.slot_lane(SlotId(1))), (0, 1));
+        t.on_slot_up(SlotId(1)); // lane 0 still connecting
+        let id = match t.subscribe(key("newHeads"), "a", t0, || 1) {
+            Ok(Join::Queued(id, acts)) => {
+                assert_eq!(
+                    acts,
+                    vec![Action::Subscribe {
+                        topic: id,
+                        slot: SlotId(1)
+                    }]
+                );
+                id
+            }
+            other => panic!("{other:?}"),
+        };
+        // The first lane confirmed answers the waiters.
+        match t.on_subscribed_on(id, SlotId(1), up("0xb")) {
+            Confirmed::Waiters(w) => assert_eq!(w, vec!["a"]),
+            Confirmed::Stale => panic!(),
+        }
+        assert_eq!(t.on_slot_up(SlotId(0)), vec![id]);
+        assert!(matches!(
+            t.on_subscribed_on(id, SlotId(0), up("0xa")),
+            Confirmed::Waiters(w) if w.is_empty()
+        ));
+        assert_eq!(t.route(SlotId(0), &up("0xa")), &[id]);
+        assert_eq!(t.route(SlotId(1), &up("0xb")), &[id]);
+        // A lane down: the topic stays on the other, even idle.
+        t.release(id, t0);
+        assert!(t.on_slot_down(SlotId(0)).is_empty());
+        assert!(t.get(id).unwrap().lanes[1].live());
+        // The linger ends: unsubscribed on the lane still holding it.
+        let tick = t.on_tick(t0 + Duration::from_secs(3));
+        assert_eq!(
+            tick.unsubscribe,
+            vec![(SlotId(1), key("newHeads"), up("0xb"))]
+        );
         assert!(t.is_empty());
     }
 }

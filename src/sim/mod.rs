@@ -430,6 +430,17 @@ impl Served {
             http: http_listener.local_addr()?,
             cancel: CancellationToken::new(),
         };
+        // HTTP answers are recorded too while recording (as `unsure`, connection 0: what
+        // a backfill fetched may be delivered, or dropped with its connection).
+        let recorder = node.clone();
+        let http = move |body: &str| {
+            let answer = http(body);
+            let faults = &recorder.counters().faults;
+            if faults.recording() {
+                faults.note_written(0, &mut vec![answer.clone()], false);
+            }
+            answer
+        };
         spawn_ws_server(ws_listener, node, served.cancel.clone());
         spawn_http_rpc(http_listener, http, served.cancel.clone());
         Ok(served)

@@ -45,6 +45,9 @@ struct Conn {
     cancel: CancellationToken,
 }
 
+/// A transaction whose logs were emitted: (signature, slot, mentioned accounts, logs, err).
+type SimTx = (String, u64, Vec<String>, Vec<String>, Value);
+
 struct State {
     slot: u64,
     next_sub: u64,
@@ -54,6 +57,11 @@ struct State {
     accounts: HashMap<String, Account>,
     /// `getTransaction` results by signature (`sol_payments.rs`).
     transactions: HashMap<String, Value>,
+    /// Transactions whose logs were emitted, oldest first: (signature, slot, mentioned
+    /// accounts, logs, err), for getSignaturesForAddress and getTransaction.
+    txs: Vec<SimTx>,
+    /// Processed signatures: (slot, err), for getSignatureStatuses.
+    statuses: HashMap<String, (u64, Value)>,
 }
 
 struct Inner {
@@ -109,6 +117,8 @@ impl SolSim {
                 conns: HashMap::new(),
                 accounts: HashMap::new(),
                 transactions: HashMap::new(),
+                txs: Vec::new(),
+                statuses: HashMap::new(),
             }),
             counters: super::Counters::default(),
         });
@@ -440,6 +450,13 @@ fn set_account(inner: &Inner, pubkey: &str, lamports: u64, owner: &str, data: Ve
 fn emit_logs(inner: &Inner, signature: &str, mentions: &[String], logs: &[String], error: Value) {
     let mut st = inner.lock();
     let slot = st.slot;
+    st.txs.push((
+        signature.to_string(),
+        slot,
+        mentions.to_vec(),
+        logs.to_vec(),
+        error.clone(),
+    ));
     notify(&mut st, "logsNotification", |s| {
         if s.method != "logsSubscribe" {
             return None;
@@ -463,6 +480,8 @@ fn emit_logs(inner: &Inner, signature: &str, mentions: &[String], logs: &[String
 fn process_signature(inner: &Inner, signature: &str, error: Value) {
     let mut st = inner.lock();
     let slot = st.slot;
+    st.statuses
+        .insert(signature.to_string(), (slot, error.clone()));
     let matches = |s: &Sub| {
         s.method == "signatureSubscribe"
             && s.params.get(0).and_then(Value::as_str) == Some(signature)
@@ -521,16 +540,77 @@ fn handle_http_one(inner: &Inner, m: &Value) -> String {
             let cfg = p(1);
             ok(&id, ctx(a.map_or(Value::Null, |a| account_json(&a, &cfg))))
         }
+        "getProgramAccounts" => {
+            // Agave: accounts owned by the program (filters not simulated), `withContext`.
+            let cfg = p(1);
+            let st = inner.lock();
+            let mut list: Vec<(&String, &Account)> = st
+                .accounts
+                .iter()
+                .filter(|(_, a)| a.owner == s(0))
+                .collect();
+            list.sort_by_key(|(k, _)| k.as_str());
+            let value: Vec<Value> = list
+                .iter()
+                .map(|(k, a)| json!({"pubkey": k, "account": account_json(a, &cfg)}))
+                .collect();
+            if cfg["withContext"] == true {
+                ok(&id, ctx(json!(value)))
+            } else {
+                ok(&id, json!(value))
+            }
+        }
+        "getSignaturesForAddress" => {
+            // Newest first, as Agave answers; `limit` (default 1000).
+            let limit = p(1)["limit"].as_u64().unwrap_or(1000) as usize;
+            let st = inner.lock();
+            let list: Vec<Value> = (st.txs.iter().rev())
+                .filter(|t| t.2.iter().any(|m| *m == s(0)))
+                .take(limit)
+                .map(|(sig, slot, _, _, err)| {
+                    json!({"signature": sig, "slot": slot, "err": err, "memo": null,
+                        "blockTime": 1_700_000_000 + slot / 2,
+                        "confirmationStatus": "finalized"})
+                })
+                .collect();
+            ok(&id, json!(list))
+        }
+        "getTransaction" => {
+            let st = inner.lock();
+            // A transfer made with `confirm_transfer` has its full balances.
+            if let Some(full) = st.transactions.get(&s(0)) {
+                return ok(&id, full.clone());
+            }
+            let tx = st.txs.iter().find(|t| t.0 == s(0));
+            ok(
+                &id,
+                tx.map_or(Value::Null, |(sig, slot, _, logs, err)| {
+                    json!({"slot": slot, "blockTime": 1_700_000_000 + slot / 2,
+                        "meta": {"err": err, "fee": 5000, "logMessages": logs,
+                            "status": if err.is_null() { json!({"Ok": null}) } else { json!({"Err": err}) }},
+                        "transaction": {"signatures": [sig]}, "version": "legacy"})
+                }),
+            )
+        }
+        "getSignatureStatuses" => {
+            let st = inner.lock();
+            let list: Vec<Value> = (p(0).as_array().into_iter().flatten())
+                .map(|sig| match sig.as_str().and_then(|s| st.statuses.get(s)) {
+                    Some((slot, err)) => json!({"slot": slot, "confirmations": null,
+                        "err": err,
+                        "status": if err.is_null() { json!({"Ok": null}) } else { json!({"Err": err}) },
+                        "confirmationStatus": "finalized"}),
+                    None => Value::Null,
+                })
+                .collect();
+            ok(&id, ctx(json!(list)))
+        }
         "getLatestBlockhash" => ok(
             &id,
             ctx(
                 json!({"blockhash":"EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG","lastValidBlockHeight":slot+150}),
             ),
         ),
-        "getTransaction" => {
-            let tx = inner.lock().transactions.get(&s(0)).cloned();
-            ok(&id, tx.unwrap_or(Value::Null))
-        }
         "sim_advanceSlot" => ok(&id, json!(advance_slot(inner))),
         "sim_setAccount" => {
             let data = p(3)

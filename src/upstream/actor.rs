@@ -34,6 +34,13 @@ const TICK: Duration = Duration::from_millis(100);
 type ReadItem = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
 type Sink = SplitSink<UpstreamStream, Message>;
 
+/// Answers of backfill calls over HTTP (`Action::Fetch`) waiting for the actor; beyond,
+/// an answer is dropped and its request times out in the core.
+const FETCH_QUEUE: usize = 1024;
+
+/// An `Action::Fetch` answered: (slot, generation, the body or a JSON-RPC error frame).
+type Fetched = (SlotId, u64, String);
+
 struct ConnectResult {
     slot: SlotId,
     generation: u64,
@@ -53,6 +60,18 @@ pub fn spawn_route(
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (release_tx, release_rx) = mpsc::unbounded_channel();
     let (connect_tx, connect_rx) = mpsc::channel(16);
+    let (fetch_tx, fetch_rx) = mpsc::channel(FETCH_QUEUE);
+    // Backfill calls over HTTP (Solana) go through one client (its pool and limits).
+    let fetcher = settings.upstreams.first().and_then(|u| {
+        let url = settings.http_upstream.clone().unwrap_or_else(|| http_of(u));
+        crate::forward::HttpForwarder::new(
+            &url,
+            settings.request_timeout,
+            settings.upstream_max_message_bytes,
+        )
+        .ok()
+        .map(Arc::new)
+    });
     let mut handle = RouteHandle::new(
         settings.path.clone().into(),
         dialect.clone(),
@@ -94,10 +113,16 @@ pub fn spawn_route(
         reads: StreamMap::new(),
         incoming: None,
         connect_tx,
+        fetch_tx,
+        fetcher,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
-    tracker.spawn(actor.run(cmd_rx, release_rx, connect_rx).instrument(span));
+    tracker.spawn(
+        actor
+            .run(cmd_rx, release_rx, connect_rx, fetch_rx)
+            .instrument(span),
+    );
     handle
 }
 
@@ -110,8 +135,21 @@ struct Actor {
     /// A connection just opened, until the core installs it (or it is dropped).
     incoming: Option<UpstreamStream>,
     connect_tx: mpsc::Sender<ConnectResult>,
+    fetch_tx: mpsc::Sender<Fetched>,
+    fetcher: Option<Arc<crate::forward::HttpForwarder>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// A WebSocket upstream URL as the node's HTTP endpoint (ws→http, wss→https).
+fn http_of(ws: &str) -> String {
+    if let Some(rest) = ws.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = ws.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        ws.to_string()
+    }
 }
 
 impl Actor {
@@ -120,6 +158,7 @@ impl Actor {
         mut cmd_rx: mpsc::Receiver<Command>,
         mut release_rx: mpsc::UnboundedReceiver<Release>,
         mut connect_rx: mpsc::Receiver<ConnectResult>,
+        mut fetch_rx: mpsc::Receiver<Fetched>,
     ) {
         self.drive(false).await;
         let mut tick = tokio::time::interval(TICK);
@@ -136,6 +175,10 @@ impl Actor {
                 }
                 Some(cmd) = cmd_rx.recv() => self.core.handle(command_event(cmd), Instant::now()),
                 Some(res) = connect_rx.recv() => self.on_connect_result(res),
+                Some((slot, generation, text)) = fetch_rx.recv() => {
+                    let event = Event::Fetched { slot, generation, text: text.into() };
+                    self.core.handle(event, Instant::now());
+                }
                 _ = tick.tick() => self.core.handle_timeout(Instant::now()),
             }
             self.drive(false).await;
@@ -201,14 +244,22 @@ impl Actor {
                         upstream,
                         delay,
                     } => self.spawn_connect(slot, generation, upstream, delay, false),
-                    Action::Probe { slot, generation } => {
-                        self.spawn_connect(slot, generation, 0, Duration::ZERO, true)
-                    }
+                    Action::Probe {
+                        slot,
+                        generation,
+                        upstream,
+                    } => self.spawn_connect(slot, generation, upstream, Duration::ZERO, true),
                     Action::Install { slot, generation } => self.install(slot, generation),
                     Action::Send { slot, text } => {
                         self.write(slot, Message::text(text), stopping, &mut lost)
                             .await
                     }
+                    Action::Fetch {
+                        slot,
+                        generation,
+                        upstream,
+                        body,
+                    } => self.spawn_fetch(slot, generation, upstream, body),
                     Action::Ping { slot } => {
                         let ping = Message::Ping(Default::default());
                         self.write(slot, ping, stopping, &mut lost).await
@@ -239,6 +290,42 @@ impl Actor {
                 self.core.handle(event, Instant::now());
             }
         }
+    }
+
+    /// POST a backfill call to the node's HTTP endpoint; its answer (or an error frame
+    /// under the call's id) comes back as `Event::Fetched`.
+    fn spawn_fetch(&self, slot: SlotId, generation: u64, upstream: usize, body: String) {
+        let (Some(fetcher), Some(ws)) =
+            (self.fetcher.clone(), self.settings.upstreams.get(upstream))
+        else {
+            return; // no HTTP endpoint: the request times out in the core
+        };
+        let url = (self.settings.http_upstream.clone()).unwrap_or_else(|| http_of(ws));
+        let tx = self.fetch_tx.clone();
+        self.tracker.spawn(async move {
+            let shown = redact_url(&url);
+            let answer = match url.parse::<http::Uri>() {
+                Ok(uri) => fetcher
+                    .post_to(uri, &shown, "application/json", body.clone().into())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|(status, b)| {
+                        String::from_utf8(b.to_vec()).map_err(|_| {
+                            format!("{shown} answered HTTP {status} that is not UTF-8")
+                        })
+                    }),
+                Err(e) => Err(format!("{shown}: {e}")),
+            };
+            let text = answer.unwrap_or_else(|e| {
+                let id = serde_json::from_str::<serde_json::Value>(&body)
+                    .map(|v| v["id"].clone())
+                    .unwrap_or_default();
+                serde_json::json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32603, "message": e}})
+                .to_string()
+            });
+            let _ = tx.try_send((slot, generation, text));
+        });
     }
 
     fn sink(&mut self, slot: SlotId) -> &mut Option<(u64, Sink)> {

@@ -1,6 +1,7 @@
-// Backfill against a real node (issue 14): ethers subscribed through submux to a
-// contract's logs while submux's link to anvil is cut for 5 s. anvil keeps mining (every
-// ping is a transaction, automined into a block of its own) while submux cannot reach it;
+// Backfill against real nodes (issue 14), anvil and ganache: ethers subscribed through
+// submux to a contract's logs while submux's link to the node is cut for 5 s. The node
+// keeps mining (every ping is a transaction, automined into a block of its own) while
+// submux cannot reach it;
 // once the link is back, submux fetches what it missed (eth_getLogs with the filter) and
 // the client sees every log the contract emitted, once each, in order, under its
 // subscription — then the live ones.
@@ -51,12 +52,13 @@ async function cuttableLink(port) {
   };
 }
 
-test("anvil: logs emitted while submux's upstream link is cut reach the ethers client", { timeout: 90_000 }, async () => {
+for (const id of ["anvil", "ganache"])
+test(`${id}: logs emitted while submux's upstream link is cut reach the ethers client`, { timeout: 90_000 }, async () => {
   const bin = process.env.SUBMUX_BIN;
   assert.ok(bin, "SUBMUX_BIN names the submux binary");
   const cleanups = [];
   try {
-    const node = await startNode("anvil");
+    const node = await startNode(id);
     cleanups.push(() => node.close());
     const link = await cuttableLink(Number(new URL(node.wsUrl).port));
     cleanups.push(() => link.close());

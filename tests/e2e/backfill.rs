@@ -144,3 +144,81 @@ async fn a_failover_backfills_from_the_backup_what_the_primary_did_not_deliver()
     );
     assert_eq!(m.active_upstream.load(Relaxed), 1);
 }
+
+/// What a client got per subscription id: (height, block hash, removed) in order.
+async fn blocks(c: &mut Client, frames: usize) -> HashMap<String, Vec<(String, String, bool)>> {
+    let mut by_sub: HashMap<String, Vec<_>> = HashMap::new();
+    for _ in 0..frames {
+        let v: Value = c.recv().await;
+        let sub = v["params"]["subscription"].as_str().unwrap().to_owned();
+        let r = &v["params"]["result"];
+        let got = if r["logIndex"].is_string() {
+            (
+                r["blockNumber"].as_str().unwrap().to_owned(),
+                r["blockHash"].as_str().unwrap().to_owned(),
+                r["removed"] == true,
+            )
+        } else {
+            (
+                r["number"].as_str().unwrap().to_owned(),
+                r["hash"].as_str().unwrap().to_owned(),
+                false,
+            )
+        };
+        by_sub.entry(sub).or_default().push(got);
+    }
+    by_sub
+}
+
+#[tokio::test]
+async fn a_reorg_while_disconnected_retracts_the_orphaned_logs_then_delivers_the_new_branch() {
+    let sim = sim().await;
+    let mux = submux_with(server_cfg(), vec![fast_route(vec![sim.url()])]).await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    let mut c = Client::connect(&mux.ws_url("/eth")).await;
+    let heads = c.subscribe(json!(["newHeads"])).await;
+    let logs = c
+        .subscribe(json!(["logs", {"address": contract_address(2)}]))
+        .await;
+    let n = sim.emit_block();
+    let old = [n + 1, n + 2].map(|b| (hex(b), sim.block_hash(b)));
+    sim.emit_block();
+    sim.emit_block();
+    let before = blocks(&mut c, 6).await;
+    assert_eq!(
+        before[&logs][1],
+        (old[0].0.clone(), old[0].1.clone(), false)
+    );
+    // Cut; meanwhile the node reorganises its last two blocks and moves on.
+    sim.set_refuse(true);
+    sim.drop_connections();
+    wait_for("disconnected", || m.upstream_connections.load(Relaxed) == 0).await;
+    assert_eq!(sim.fork(2), n + 1);
+    sim.emit_block();
+    sim.set_refuse(false);
+    wait_for("resubscribed", || sim.subscriptions() == 2).await;
+    wait_for("backfilled", || m.backfilled.load(Relaxed) == 6).await;
+    let live = sim.emit_block();
+    let got = blocks(&mut c, 10).await;
+    let branch = |removed: bool| -> Vec<(String, String, bool)> {
+        (n + 1..=live)
+            .map(|b| (hex(b), sim.block_hash(b), removed))
+            .collect()
+    };
+    assert_ne!(sim.block_hash(n + 1), old[0].1, "the node forked");
+    assert_eq!(
+        got[&heads],
+        branch(false),
+        "heads: the new branch, once each"
+    );
+    let retracted: Vec<_> = old
+        .iter()
+        .map(|(b, h)| (b.clone(), h.clone(), true))
+        .collect();
+    assert_eq!(
+        got[&logs],
+        [retracted, branch(false)].concat(),
+        "logs: the orphaned ones with removed: true, then the new branch"
+    );
+    assert_eq!(m.reorg_retracted.load(Relaxed), 2);
+}

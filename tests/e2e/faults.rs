@@ -20,7 +20,7 @@ use std::time::Duration;
 use submux::config::RouteConfig;
 use submux::dialect::DialectKind;
 use submux::sim::ethereum::{contract_address, EthSim, EthSimConfig};
-use submux::sim::solana::{base58_encode, SolSim, SolSimConfig, SYSTEM_PROGRAM};
+use submux::sim::solana::{base58_encode, SolSim, SolSimConfig};
 use submux::sim::xrpl::{sim_address, XrplSim, XrplSimConfig};
 use submux::sim::{Garbage, Simulator};
 use submux::telemetry::RouteMetrics;
@@ -73,6 +73,19 @@ trait Chain: 'static {
     /// what backfill fetched), as `(stream, sequence)`.
     fn answer_events(_v: &Value) -> Vec<(usize, u64)> {
         Vec::new()
+    }
+    /// The last event of stream `label` the node produced, given its clock and the last
+    /// round emitted (default: the clock, as a block's logs carry its number).
+    fn last_event(_label: usize, clock: u64, _round: u64) -> u64 {
+        clock
+    }
+    /// Whether stream `label` is backfilled (default: both).
+    fn backfilled(_label: usize) -> bool {
+        true
+    }
+    /// The node's HTTP endpoint, where backfill asks it (Solana).
+    fn http_upstream(_sim: &Self::Sim) -> Option<String> {
+        None
     }
 }
 
@@ -155,19 +168,23 @@ impl Chain for Sol {
     type Sim = SolSim;
     const PATH: &'static str = "/sol";
     const DIALECT: DialectKind = DialectKind::Solana;
-    const LABELS: [&'static str; 2] = ["slot", "account"];
+    const LABELS: [&'static str; 2] = ["slot", "logs"];
     async fn start() -> SolSim {
         SolSim::start(SolSimConfig::default()).await.expect("sim")
     }
     fn emit(sim: &SolSim, round: u64) {
+        // A transaction mentioning PK whose log line carries the round.
         sim.advance_slot();
-        sim.set_account(PK, round, SYSTEM_PROGRAM, &[1, 2, 3]);
+        let mut sig = [0u8; 64];
+        sig[..8].copy_from_slice(&round.to_be_bytes());
+        let line = format!("Program log: {round}");
+        sim.emit_logs(&base58_encode(&sig), &[PK], &[&line]);
     }
     async fn subscribe(c: &mut Client) -> Ids {
         let mut ids = [None, None];
         let calls = [
             ("slotSubscribe", json!([])),
-            ("accountSubscribe", json!([PK, {"encoding": "base64"}])),
+            ("logsSubscribe", json!([{"mentions": [PK]}])),
         ];
         for (id, (method, params)) in ids.iter_mut().zip(calls) {
             let r = c.call(method, params).await;
@@ -181,7 +198,7 @@ impl Chain for Sol {
         let r = &v["params"]["result"];
         match v["method"].as_str()? {
             "slotNotification" => Some((0, r["slot"].as_u64()?, sub)),
-            "accountNotification" => Some((1, r["value"]["lamports"].as_u64()?, sub)),
+            "logsNotification" => Some((1, round_of(&r["value"]["logs"])?, sub)),
             _ => None,
         }
     }
@@ -200,10 +217,10 @@ impl Chain for Sol {
         Some(r["result"].clone())
     }
     async fn unsubscribe(c: &mut Client, ids: Ids, other: Option<Value>, _k: u64) {
-        let [slot, account] = ids;
+        let [slot, logs] = ids;
         let calls = [
             ("slotUnsubscribe", slot),
-            ("accountUnsubscribe", account),
+            ("logsUnsubscribe", logs),
             ("accountUnsubscribe", other),
         ];
         for (method, id) in calls {
@@ -211,6 +228,37 @@ impl Chain for Sol {
             assert_eq!(r["result"], true, "{method}: {r}");
         }
     }
+    // Slots are not backfilled; logs with mentions are (over HTTP).
+    const BACKFILLS: bool = true;
+    fn backfilled(label: usize) -> bool {
+        label == 1
+    }
+    fn last_event(label: usize, clock: u64, round: u64) -> u64 {
+        if label == 0 {
+            clock
+        } else {
+            round
+        }
+    }
+    fn http_upstream(sim: &SolSim) -> Option<String> {
+        Some(sim.http_url())
+    }
+    fn answer_events(v: &Value) -> Vec<(usize, u64)> {
+        // `getTransaction` (the logs backfill): its log line carries the round.
+        round_of(&v["result"]["meta"]["logMessages"])
+            .map(|n| (1, n))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The round a simulated transaction's first log line carries.
+fn round_of(logs: &Value) -> Option<u64> {
+    logs[0]
+        .as_str()?
+        .strip_prefix("Program log: ")?
+        .parse()
+        .ok()
 }
 
 struct Xrpl;
@@ -266,6 +314,31 @@ impl Chain for Xrpl {
         assert_eq!(r["status"], "success", "{r}");
         None
     }
+    const BACKFILLS: bool = true;
+    fn last_event(label: usize, clock: u64, round: u64) -> u64 {
+        // Ledgers count on from the node's first; payments carry the round.
+        if label == 0 {
+            clock
+        } else {
+            round
+        }
+    }
+    fn answer_events(v: &Value) -> Vec<(usize, u64)> {
+        let r = &v["result"];
+        // `ledger` with its transactions (the ledger stream's backfill; not the question
+        // for the validated ledger's index): the ledger is a clock event.
+        let index = &r["ledger"]["ledger_index"];
+        let index = index.as_u64().or_else(|| index.as_str()?.parse().ok());
+        if let (Some(n), true) = (index, r["ledger"]["transactions"].is_array()) {
+            return vec![(0, n)];
+        }
+        // `account_tx`: the payments of the watched account.
+        (r["transactions"].as_array().into_iter().flatten())
+            .filter(|t| r["account"] == json!(sim_address(0)) && t["validated"] == true)
+            .filter_map(|t| t["tx_json"]["DeliverMax"].as_str()?.parse().ok())
+            .map(|n| (1, n))
+            .collect()
+    }
     async fn unsubscribe(c: &mut Client, _ids: Ids, _other: Option<Value>, k: u64) {
         let r = xrpl_request(
             c,
@@ -303,6 +376,7 @@ fn fault_route<C: Chain>(upstreams: Vec<String>) -> RouteConfig {
     r.upstream_idle_timeout_ms = 300;
     // Outages here last up to a second at 250 blocks/s: all of it is backfilled.
     r.backfill_max_blocks = 1_000;
+    r.backfill_max_ledgers = 1_000;
     r
 }
 
@@ -374,10 +448,11 @@ impl Watcher {
 /// Emits one round on every upstream every [`EMIT_EVERY`] until stopped.
 struct Emitter {
     stop: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<u64>,
 }
 
 impl Emitter {
+    /// Each upstream a chain of its own (its rounds numbered from `i × STRIDE`).
     fn start<C: Chain>(sims: Vec<Arc<C::Sim>>) -> Emitter {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -390,13 +465,43 @@ impl Emitter {
                 round += 1;
                 tokio::time::sleep(EMIT_EVERY).await;
             }
+            round - 1
         });
         Emitter { stop, task }
     }
 
-    async fn stop(self) {
+    /// Every upstream a node of one chain: the same rounds, in the same order, so the
+    /// same events with the same content (block hashes, slots, ledger and transaction
+    /// hashes). A node marked in `stalled` produces nothing; when it resumes it catches
+    /// up (the rounds it missed, at once), as a node that was stuck does.
+    fn one_chain<C: Chain>(sims: Vec<Arc<C::Sim>>, stalled: Arc<Vec<AtomicBool>>) -> Emitter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut done = vec![0u64; sims.len()];
+            let mut round = 1;
+            while !flag.load(Relaxed) {
+                for (i, sim) in sims.iter().enumerate() {
+                    if stalled[i].load(Relaxed) {
+                        continue;
+                    }
+                    for r in done[i] + 1..=round {
+                        C::emit(sim, r);
+                    }
+                    done[i] = round;
+                }
+                round += 1;
+                tokio::time::sleep(EMIT_EVERY).await;
+            }
+            round - 1
+        });
+        Emitter { stop, task }
+    }
+
+    /// Stop; the last round emitted.
+    async fn stop(self) -> u64 {
         self.stop.store(true, Relaxed);
-        self.task.await.expect("emitter");
+        self.task.await.expect("emitter")
     }
 }
 
@@ -407,20 +512,46 @@ struct Rig<C: Chain> {
     mux: submux::Running,
     watchers: Vec<Watcher>,
     emitter: Option<Emitter>,
+    /// The route's `hedge`: connections held at once (1: one chain per upstream).
+    hedge: usize,
+    /// Hedged rigs: which nodes are stalled (produce nothing while answering).
+    stalled: Arc<Vec<AtomicBool>>,
 }
 
 impl<C: Chain> Rig<C> {
     /// Start the upstreams, let `before` fault them, then start submux and the clients.
     async fn start(n: usize, before: impl FnOnce(&[Arc<C::Sim>])) -> Rig<C> {
-        let mut sims = Vec::new();
+        Rig::launch(n, 1, |_| {}, before).await
+    }
+
+    /// `n` nodes of one chain behind a route with `hedge = 2` (`tweak` adjusts it).
+    async fn hedged(n: usize, tweak: impl FnOnce(&mut RouteConfig)) -> Rig<C> {
+        Rig::launch(n, 2, tweak, |_| {}).await
+    }
+
+    async fn launch(
+        n: usize,
+        hedge: usize,
+        tweak: impl FnOnce(&mut RouteConfig),
+        before: impl FnOnce(&[Arc<C::Sim>]),
+    ) -> Rig<C> {
+        let mut sims: Vec<Arc<C::Sim>> = Vec::new();
         for i in 0..n as u64 {
             let sim = C::start().await;
-            sim.set_clock(i * STRIDE + sim.clock());
+            match sims.first() {
+                // One chain: every node starts where the first does.
+                Some(first) if hedge > 1 => sim.set_clock(first.clock()),
+                _ => sim.set_clock(i * STRIDE + sim.clock()),
+            }
             sims.push(Arc::new(sim));
         }
         before(&sims);
         let urls = sims.iter().map(|s| s.ws_url()).collect();
-        let mux = submux_with(server_cfg(), vec![fault_route::<C>(urls)]).await;
+        let mut route = fault_route::<C>(urls);
+        route.http_upstream = sims.first().and_then(|s| C::http_upstream(s));
+        route.hedge = hedge;
+        tweak(&mut route);
+        let mux = submux_with(server_cfg(), vec![route]).await;
         let mut watchers = Vec::new();
         for _ in 0..CLIENTS {
             let mut c = Client::connect(&mux.ws_url(C::PATH)).await;
@@ -431,12 +562,20 @@ impl<C: Chain> Rig<C> {
         for s in &sims {
             s.faults().record(true);
         }
-        let emitter = Some(Emitter::start::<C>(sims.clone()));
+        let stalled: Arc<Vec<AtomicBool>> =
+            Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+        let emitter = Some(if hedge > 1 {
+            Emitter::one_chain::<C>(sims.clone(), stalled.clone())
+        } else {
+            Emitter::start::<C>(sims.clone())
+        });
         let rig = Rig {
             sims,
             mux,
             watchers,
             emitter,
+            hedge,
+            stalled,
         };
         rig.receiving("events flow before the fault").await;
         rig
@@ -466,17 +605,22 @@ impl<C: Chain> Rig<C> {
     /// Let the route recover, stop emitting and check everything (see the module doc).
     async fn finish(mut self) -> Rig<C> {
         let metrics = self.mux.hub.routes()[0].metrics.clone();
-        wait_for("one upstream connection again", || {
-            metrics.upstream_connections.load(Relaxed) == 1
+        let lanes = self.hedge as i64;
+        wait_for("every upstream connection again", || {
+            metrics.upstream_connections.load(Relaxed) == lanes
         })
         .await;
         self.receiving("events flow again after the fault").await;
+        let mut round = 0;
         if let Some(e) = self.emitter.take() {
-            e.stop().await;
+            round = e.stop().await;
         }
-        // The last round of the upstream in use must reach everyone.
-        let active = metrics.active_upstream.load(Relaxed);
-        let last = self.sims[active].clock();
+        // The last round of the upstream in use (hedged: of the chain) must reach everyone.
+        let last = if self.hedge > 1 {
+            self.sims.iter().map(|s| s.clock()).max().unwrap_or(0)
+        } else {
+            self.sims[metrics.active_upstream.load(Relaxed)].clock()
+        };
         let watchers = &self.watchers;
         wait_for("the last round reached every client", || {
             watchers.iter().all(|w| w.has::<C>(0, last))
@@ -495,7 +639,10 @@ impl<C: Chain> Rig<C> {
         let sent: Vec<_> = self.sims.iter().map(|s| s.faults().sent()).collect();
         check::<C>(&sent, &received);
         if C::BACKFILLS && self.sims.len() == 1 {
-            check_backfilled::<C>(&sent[0], last, &received);
+            check_backfilled::<C>(&sent[0], |l| C::last_event(l, last, round), &received);
+        }
+        if self.hedge > 1 {
+            check_every_event::<C>(&sent, last, &received);
         }
         assert_eq!(metrics.sessions.load(Relaxed), CLIENTS as i64);
         assert_eq!(metrics.topics.load(Relaxed), 2, "both topics live");
@@ -504,7 +651,7 @@ impl<C: Chain> Rig<C> {
             2 * CLIENTS as i64,
             "every client still holds both subscriptions"
         );
-        assert_eq!(metrics.upstream_connections.load(Relaxed), 1);
+        assert_eq!(metrics.upstream_connections.load(Relaxed), lanes);
         self
     }
 }
@@ -527,9 +674,17 @@ fn events<C: Chain>(frames: &[(u64, String)]) -> Seen {
 /// from the first one the clients got to the last (`last`), those produced while submux
 /// was disconnected included, reached every client (`check` did exactly once, in order,
 /// under its own id).
-fn check_backfilled<C: Chain>(sent: &submux::sim::Sent, last: u64, received: &[(Ids, Vec<Value>)]) {
+fn check_backfilled<C: Chain>(
+    sent: &submux::sim::Sent,
+    last: impl Fn(usize) -> u64,
+    received: &[(Ids, Vec<Value>)],
+) {
     let delivered = events::<C>(&sent.flushed);
     for (label, name) in C::LABELS.iter().enumerate() {
+        if !C::backfilled(label) {
+            continue;
+        }
+        let last = last(label);
         let Some(first) = delivered
             .iter()
             .filter(|(l, _)| *l == label)
@@ -555,6 +710,61 @@ fn check_backfilled<C: Chain>(sent: &submux::sim::Sent, last: u64, received: &[(
         }
         eprintln!("{name}: every one of {first}..={last} reached every client");
     }
+}
+
+/// Hedged (one chain on every node): every event the chain produced from the first one
+/// any node delivered to `last` — whichever node was up, down, hung or stalled — reached
+/// every client (`check` did: exactly once, in order, under its own id). Prints the
+/// numbers checked.
+fn check_every_event<C: Chain>(
+    sent: &[submux::sim::Sent],
+    last: u64,
+    received: &[(Ids, Vec<Value>)],
+) {
+    let mut delivered = Seen::new();
+    for s in sent {
+        delivered.extend(events::<C>(&s.flushed));
+    }
+    let mut checked = 0;
+    for (label, name) in C::LABELS.iter().enumerate() {
+        let of_label = || {
+            (delivered.iter())
+                .filter(|(l, _)| *l == label)
+                .map(|(_, s)| *s)
+        };
+        let Some(first) = of_label().min() else {
+            panic!("no {name} event delivered");
+        };
+        // The clock's last tick, or the value stream's last event.
+        let last = if label == 0 {
+            last
+        } else {
+            of_label().max().unwrap_or(first)
+        };
+        for (n, (_, frames)) in received.iter().enumerate() {
+            let got: std::collections::BTreeSet<u64> = (frames.iter())
+                .filter_map(C::event)
+                .filter(|(l, _, _)| *l == label)
+                .map(|(_, s, _)| s)
+                .collect();
+            let missing: Vec<u64> = (first..=last).filter(|s| !got.contains(s)).collect();
+            assert!(
+                missing.is_empty(),
+                "client {n} lost {} {name} events the chain produced ({first}..={last}): {missing:?}",
+                missing.len()
+            );
+        }
+        checked += (last + 1 - first) as usize;
+        eprintln!(
+            "hedged: {name}: every one of {first}..={last} ({}) reached each of {} clients once, in order",
+            last + 1 - first,
+            received.len()
+        );
+    }
+    eprintln!(
+        "hedged: {checked} events checked per client, {} in all",
+        checked * received.len()
+    );
 }
 
 /// Poll `cond` for at most `limit`; whether it came to hold.
@@ -627,7 +837,9 @@ async fn killed<C: Chain>() {
     rig.sims[0].drop_connections();
     let rig = rig.finish().await;
     assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 1);
-    assert_eq!(rig.sims[0].faults().sent().unsure.len(), 0);
+    // (HTTP answers, connection 0, are recorded as unsure by design.)
+    let unsure = rig.sims[0].faults().sent().unsure;
+    assert_eq!(unsure.iter().filter(|(conn, _)| *conn != 0).count(), 0);
 }
 
 /// Primary stopped (killed, refusing): failover to the backup; primary back, backup
@@ -834,6 +1046,132 @@ async fn flapping_with_churn<C: Chain>() {
     assert_eq!(metrics.client_subscriptions.load(Relaxed), 0);
 }
 
+/// hedge = 2, two nodes of one chain: lane 0's node killed (every connection dropped).
+/// Its lane reconnects while lane 1 delivers: nothing is missed, nothing backfilled.
+async fn hedged_killed<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    rig.sims[0].drop_connections();
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 1);
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's node stopped (refusing) for a while and back, then lane 1's.
+async fn hedged_restarted<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    let metrics = rig.metrics_arc();
+    for i in 0..2 {
+        let sim = rig.sims[i].clone();
+        let failures = metrics.upstream_connect_failures.load(Relaxed);
+        sim.faults().set_refuse(true);
+        sim.drop_connections();
+        wait_for("a few refused attempts", || {
+            metrics.upstream_connect_failures.load(Relaxed) >= failures + 3
+        })
+        .await;
+        rig.receiving("events through the other lane").await;
+        sim.faults().set_refuse(false);
+        wait_for("both lanes connected", || {
+            metrics.upstream_connections.load(Relaxed) == 2
+        })
+        .await;
+    }
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 2);
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's node hangs (answers nothing, not even pings): its lane is found
+/// dead and retried while lane 1 delivers; then the node is restarted.
+async fn hedged_hung<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    let metrics = rig.metrics_arc();
+    rig.sims[0].faults().set_hang(true);
+    wait_for("the hang detected", || {
+        metrics.upstream_connections.load(Relaxed) == 1
+    })
+    .await;
+    rig.receiving("events through lane 1").await;
+    rig.sims[0].drop_connections();
+    rig.sims[0].faults().set_hang(false);
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 1);
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's node stalls (answers pings, produces nothing): its lane is replaced
+/// by stall detection while lane 1 delivers; the node then catches up (its copies of what
+/// lane 1 delivered meanwhile are duplicates, dropped).
+async fn hedged_stalled<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |r| r.stall_timeout_ms = 300).await;
+    let metrics = rig.metrics_arc();
+    rig.stalled[0].store(true, Relaxed);
+    wait_for("the stall detected", || {
+        metrics.upstream_stalls.load(Relaxed) >= 1
+    })
+    .await;
+    rig.receiving("events through lane 1").await;
+    rig.stalled[0].store(false, Relaxed);
+    let rig = rig.finish().await;
+    rig.hedged_checks();
+}
+
+/// hedge = 2: lane 0's connections dropped every 100–300 ms for two seconds.
+async fn hedged_flapping<C: Chain>() {
+    let rig = Rig::<C>::hedged(2, |_| {}).await;
+    let t0 = tokio::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..=300))).await;
+        rig.sims[0].drop_connections();
+    }
+    let rig = rig.finish().await;
+    assert!(rig.metric(|m| m.upstream_reconnects.load(Relaxed)) >= 3);
+    rig.hedged_checks();
+}
+
+/// hedge = 2 over three nodes: lane 0's node goes away for good; lane 0 fails over to the
+/// third node (not to the second: lane 1 is there), and clients never notice.
+async fn hedged_failover<C: Chain>() {
+    let rig = Rig::<C>::hedged(3, |_| {}).await;
+    let metrics = rig.metrics_arc();
+    rig.sims[0].faults().set_refuse(true);
+    rig.sims[0].drop_connections();
+    wait_for("lane 0 on the third node", || {
+        metrics.active_upstream.load(Relaxed) == 2
+            && metrics.upstream_connections.load(Relaxed) == 2
+    })
+    .await;
+    let rig = rig.finish().await;
+    assert_eq!(rig.metric(|m| m.active_upstream.load(Relaxed) as u64), 2);
+    assert!(rig.sims[2].faults().sent().flushed.len() > 10);
+    rig.hedged_checks();
+}
+
+impl<C: Chain> Rig<C> {
+    fn metrics_arc(&self) -> Arc<RouteMetrics> {
+        self.mux.hub.routes()[0].metrics.clone()
+    }
+
+    /// After a hedged run: the other lane covered every fault (nothing backfilled), and
+    /// copies were dropped, the first copies counted per upstream.
+    fn hedged_checks(&self) {
+        let m = self.metrics();
+        assert_eq!(
+            m.backfilled.load(Relaxed),
+            0,
+            "a hedge covered the outage: nothing to backfill"
+        );
+        let dups = m.hedge_duplicates.load(Relaxed);
+        let firsts: Vec<u64> = m.hedge_first.iter().map(|c| c.load(Relaxed)).collect();
+        assert!(dups > 0, "both lanes delivered copies");
+        assert!(firsts.iter().sum::<u64>() > 0);
+        eprintln!(
+            "hedged: {dups} copies suppressed; first copies by upstream {firsts:?}; lead total {:.3} s",
+            m.hedge_lead_micros.load(Relaxed) as f64 / 1e6
+        );
+    }
+}
+
 macro_rules! per_chain {
     ($($fault:ident),*) => {
         mod ethereum {
@@ -862,6 +1200,31 @@ macro_rules! per_chain {
         }
     };
 }
+
+macro_rules! per_chain_hedged {
+    ($($fault:ident),*) => {
+        mod hedged {
+            mod ethereum {
+                $( #[tokio::test] async fn $fault() { super::super::$fault::<super::super::Eth>().await } )*
+            }
+            mod solana {
+                $( #[tokio::test] async fn $fault() { super::super::$fault::<super::super::Sol>().await } )*
+            }
+            mod xrpl {
+                $( #[tokio::test] async fn $fault() { super::super::$fault::<super::super::Xrpl>().await } )*
+            }
+        }
+    };
+}
+
+per_chain_hedged!(
+    hedged_killed,
+    hedged_restarted,
+    hedged_hung,
+    hedged_stalled,
+    hedged_flapping,
+    hedged_failover
+);
 
 per_chain!(
     binary_frames,

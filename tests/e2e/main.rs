@@ -2,10 +2,13 @@
 
 mod auth;
 mod backfill;
+mod backfill_routed;
+mod backfill_solana;
 mod common;
 mod dedup;
 mod deflate;
 mod faults;
+mod hedge;
 mod invariants;
 mod limits;
 mod lnbits;

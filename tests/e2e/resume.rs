@@ -95,3 +95,59 @@ async fn an_unreadable_since_is_refused_with_400() {
         other => panic!("expected HTTP 400, got {other:?}"),
     }
 }
+
+/// `?since=N` older than what the history holds: the older part comes from the node
+/// (eth_getBlockByNumber / eth_getLogs), the rest from the history, then live; each
+/// height once. And for a topic that no longer exists (a wallet that was away long
+/// enough for its subscriptions to end), everything after N comes from the node.
+#[tokio::test]
+async fn since_older_than_the_history_is_fetched_from_the_node_then_history_then_live() {
+    let sim = sim().await;
+    let mut route = fast_route(vec![sim.url()]);
+    route.linger_ms = 10_000;
+    route.history_len = 2;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let m = mux.hub.routes()[0].metrics.clone();
+    let filter = json!(["logs", {"address": contract_address(2)}]);
+    let mut a = Client::connect(&mux.ws_url("/eth")).await;
+    a.subscribe(json!(["newHeads"])).await;
+    let n = sim.emit_block();
+    assert_eq!(number(&a.notification().await, "number"), n);
+    drop(a);
+    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
+    let k = 5;
+    let before = m.notifications_in.load(Relaxed);
+    for _ in 0..k {
+        sim.emit_block();
+    }
+    wait_for("submux got them", || {
+        m.notifications_in.load(Relaxed) == before + k
+    })
+    .await;
+    // The history holds n+4..=n+5; n+1..=n+3 come from the node.
+    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
+    let id = heads.subscribe(json!(["newHeads"])).await;
+    for want in n + 1..=n + k {
+        let v = heads.notification().await;
+        assert_eq!(v["params"]["subscription"], json!(id));
+        assert_eq!(number(&v, "number"), want);
+        assert!(v["params"]["result"].get("transactions").is_none());
+    }
+    quiet(&mut heads).await;
+    assert_eq!(m.backfilled.load(Relaxed), 3);
+    assert_eq!(m.history_replayed.load(Relaxed), 2);
+    // No topic for these logs: all of n+1..=n+k from the node.
+    let mut logs = Client::connect(&mux.ws_url(&format!("/eth?since=0x{n:x}"))).await;
+    let lid = logs.subscribe(filter).await;
+    for want in n + 1..=n + k {
+        let v = logs.notification().await;
+        assert_eq!(v["params"]["subscription"], json!(lid));
+        assert_eq!(number(&v, "blockNumber"), want);
+    }
+    quiet(&mut logs).await;
+    sim.emit_block();
+    assert_eq!(number(&heads.notification().await, "number"), n + k + 1);
+    assert_eq!(number(&logs.notification().await, "blockNumber"), n + k + 1);
+    quiet(&mut heads).await;
+    quiet(&mut logs).await;
+}

@@ -364,9 +364,13 @@ async fn books_share_a_topic_and_each_snapshot_is_the_clients_own() {
     }
 }
 
+/// With `backfill = false` (with it, they are fetched: `backfill_routed`).
 #[tokio::test]
 async fn ledgers_missed_while_reconnecting_are_announced_to_clients_that_ask() {
-    let (sim, mux) = setup().await;
+    let sim = XrplSim::start(XrplSimConfig::default()).await.unwrap();
+    let mut route = xrpl_route(&sim);
+    route.backfill = false;
+    let mux = submux_with(server_cfg(), vec![route]).await;
     let mut x = X {
         c: Client::connect(&format!("{}?gap_notices=1", mux.ws_url("/xrpl"))).await,
         next: 1,

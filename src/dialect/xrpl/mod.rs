@@ -279,6 +279,10 @@ impl Dialect for Xrpl {
         Routing::ByContent
     }
 
+    fn backfills(&self, key: &SubscriptionKey) -> bool {
+        super::backfill::xrpl::supported(key)
+    }
+
     fn subscribe_batch_max(&self) -> usize {
         BATCH
     }
@@ -371,6 +375,10 @@ impl Dialect for Xrpl {
 
     fn http_reply(&self, reply: String) -> String {
         to_http_shape(&reply).unwrap_or(reply)
+    }
+
+    fn identity(&self, text: &str) -> Option<super::identity::Ident> {
+        super::identity::xrpl(text)
     }
 
     fn height(&self, text: &str) -> Option<u64> {

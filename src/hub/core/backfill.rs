@@ -7,9 +7,10 @@
 //! What lies beyond the cap, or what the node could not answer, is announced with the
 //! gap notice for exactly that range.
 
+pub(super) use super::steps::{merged, Step};
 use super::{Outbox, Pending, RouteCore};
 use crate::dialect::backfill::{self, Item};
-use crate::dialect::Call;
+use crate::dialect::{Call, SubscriptionKey};
 use crate::hub::table::{SlotId, TopicId};
 use crate::hub::{Notice, WireText};
 use crate::telemetry::RouteMetrics;
@@ -28,10 +29,43 @@ pub(super) struct Track {
     /// After a switch: fetch from this height (inclusive) once resubscribed.
     from: Option<u64>,
     run: Option<Run>,
+    /// Blocks delivered recently, oldest first: what a reorg across a switch is checked
+    /// against, and (for `logs`) what it retracts. At most [`RECENT_HEIGHTS`] heights and
+    /// [`RECENT_LOGS`] log notices; older ones are forgotten.
+    recent: VecDeque<Delivered>,
+    recent_logs: usize,
+    /// A content-routed topic: its slot's [`super::routed`] backfill covers it.
+    routed: bool,
+    /// Backfilled by asking the node's HTTP endpoint and pushing what it answers as the
+    /// node's own notifications ([`super::inject`], Solana).
+    pub(super) inject: bool,
+    /// Solana program topics: per account (pubkey hashed), the value delivered last
+    /// (hashed); at most [`PROGRAM_ACCOUNTS`].
+    pub(super) program: std::collections::HashMap<u64, u64>,
+    /// A logs backfill in progress (Solana `logsSubscribe` with mentions).
+    pub(super) logs_fill: Option<super::inject::LogsFill>,
     /// What a finished backfill queued, going out a burst per tick; live notifications
     /// queue behind it.
     out: VecDeque<Out>,
 }
+
+/// What was delivered at one height.
+#[derive(Debug)]
+struct Delivered {
+    height: u64,
+    /// The block's hash (hashed) as the notifications named it.
+    block: u64,
+    /// The log notifications delivered from it, in order (a reorg retracts them).
+    logs: Vec<Notice>,
+}
+
+/// Heights a topic remembers for reorg checks: a reorg deeper than this across a switch
+/// is not retracted (only the new branch is delivered).
+pub(super) const RECENT_HEIGHTS: usize = 128;
+/// Log notifications a topic remembers for retraction, across its recent heights.
+pub(super) const RECENT_LOGS: usize = 4096;
+/// Accounts a Solana program topic remembers the delivered value of.
+pub(super) const PROGRAM_ACCOUNTS: usize = 65_536;
 
 /// One queued notification.
 #[derive(Debug)]
@@ -44,59 +78,154 @@ struct Out {
 
 /// A backfill in progress.
 #[derive(Debug)]
-struct Run {
+pub(super) struct Run {
     slot: SlotId,
     /// Requests sent and not answered yet (at most [`IN_FLIGHT`]).
-    waiting: usize,
+    pub(super) waiting: usize,
     /// Requests not sent yet.
     queue: VecDeque<(Step, Call)>,
-    items: Vec<Item>,
+    pub(super) items: Vec<Item>,
     /// Live notifications that arrived meanwhile, delivered after the fetched ones.
     held: Vec<(Notice, Option<Item>, Option<u64>)>,
     /// Ranges announced as missed (beyond the cap, or unanswered).
-    gaps: Vec<(u64, u64)>,
+    pub(super) gaps: Vec<(u64, u64)>,
+    /// The node's height, once told.
+    to: Option<u64>,
+    /// A block delivered before the switch is not the node's any more (a reorg).
+    orphaned: bool,
+    /// After a reorg: the newest delivered height still on the node's chain. What was
+    /// delivered above it is retracted, and the new branch fetched from above it.
+    fork: Option<u64>,
+    /// The height delivered last, fetched again (a block's logs may have been cut off).
+    refetch: Option<u64>,
 }
 
 /// Backfill requests of one topic in flight at once: a node is not flooded (nor its
 /// connection's queue, which a node may close as slow), and live notifications keep
 /// their place on the connection.
-const IN_FLIGHT: usize = 16;
+pub(super) const IN_FLIGHT: usize = 16;
 
 /// Live notifications a topic holds during its backfill (or queues behind it) at most;
 /// beyond, the backfill is cut short (what it did not fetch is announced) and the queue
 /// goes out at once.
 const HELD_MAX: usize = 16_384;
 
-/// What a backfill request asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Step {
-    /// The node's current height.
-    Head,
-    /// What the subscription delivered in `from..=to`.
-    Fetch { from: u64, to: u64 },
-}
-
-/// Ranges sorted, adjacent and overlapping ones joined (one notice per missing range).
-fn merged(mut gaps: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    gaps.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(gaps.len());
-    for (from, to) in gaps {
-        match out.last_mut() {
-            Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
-            _ => out.push((from, to)),
-        }
+/// Queue the fetches of what was missed after height `from` up to the node's `to`: the
+/// newest `max` heights, the older ones announced. `refetch`: `from` itself is fetched
+/// again (deduplicated), a block whose logs may have been cut off by the switch.
+fn plan(run: &mut Run, key: &SubscriptionKey, from: u64, to: u64, max: u64, refetch: bool) {
+    if to <= from {
+        return; // the node is not past where we were: nothing missed
     }
-    out
+    let start = if to - from > max {
+        run.gaps.push((from + 1, to - max));
+        to - max + 1
+    } else if refetch {
+        run.refetch = Some(from);
+        from
+    } else {
+        from + 1
+    };
+    let calls = backfill::calls(key, start, to).unwrap_or_default();
+    let per = if calls.len() > 1 { 1 } else { to - start + 1 };
+    for (i, call) in calls.into_iter().enumerate() {
+        let lo = start + i as u64 * per;
+        let step = Step::Fetch {
+            from: lo,
+            to: (lo + per - 1).min(to),
+        };
+        run.queue.push_back((step, call));
+    }
 }
 
 impl Track {
-    fn delivered(&mut self, item: &Item) {
+    pub(super) fn new(dialect: &dyn crate::dialect::Dialect) -> Self {
+        Track {
+            routed: dialect.routing() == crate::dialect::Routing::ByContent,
+            inject: dialect.backfill_over_http(),
+            ..Track::default()
+        }
+    }
+
+    /// Start a run on `slot` whose requests another module sends (live notifications are
+    /// held until [`RouteCore::finish_backfill`]); fetched after `from`.
+    pub(super) fn begin(&mut self, slot: SlotId, from: u64) -> &mut Run {
+        self.from = Some(from);
+        self.run.insert(Run {
+            slot,
+            waiting: 1,
+            queue: VecDeque::new(),
+            items: Vec::new(),
+            held: Vec::new(),
+            gaps: Vec::new(),
+            to: None,
+            orphaned: false,
+            fork: None,
+            refetch: None,
+        })
+    }
+
+    pub(super) fn run_mut(&mut self) -> Option<&mut Run> {
+        self.run.as_mut()
+    }
+
+    /// The height and identities delivered last.
+    pub(super) fn last(&self) -> (Option<u64>, &[u64]) {
+        (self.last, &self.last_ids)
+    }
+
+    fn delivered(&mut self, item: &Item, notice: &Notice) {
         let id = item.identity;
+        if let Some(k) = item.key {
+            if self.program.len() < PROGRAM_ACCOUNTS || self.program.contains_key(&k) {
+                self.program.insert(k, id);
+            }
+        }
         if self.last == Some(item.height) {
             self.last_ids.push(id);
         } else {
             self.last = Some(item.height);
             self.last_ids = vec![id];
+        }
+        if item.removed {
+            // The node retracted the block itself (its own reorg): nothing to retract.
+            let at =
+                (self.recent.iter()).position(|d| d.height == item.height && d.block == item.block);
+            if let Some(d) = at.and_then(|i| self.recent.remove(i)) {
+                self.recent_logs -= d.logs.len();
+            }
+            return;
+        }
+        // Another block at a height delivered, or a lower height: the chain was
+        // reorganised, and what was delivered from there on is not on it any more.
+        while let Some(d) = self.recent.back() {
+            if d.height > item.height || (d.height == item.height && d.block != item.block) {
+                let n = d.logs.len();
+                self.recent.pop_back();
+                self.recent_logs -= n;
+            } else {
+                break;
+            }
+        }
+        match self.recent.back_mut() {
+            Some(d) if d.height == item.height => {}
+            _ => self.recent.push_back(Delivered {
+                height: item.height,
+                block: item.block,
+                logs: Vec::new(),
+            }),
+        }
+        if item.log {
+            if let Some(d) = self.recent.back_mut() {
+                d.logs.push(notice.clone());
+                self.recent_logs += 1;
+            }
+        }
+        while self.recent.len() > RECENT_HEIGHTS || self.recent_logs > RECENT_LOGS {
+            let Some(d) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_logs -= d.logs.len();
         }
     }
 
@@ -104,7 +233,11 @@ impl Track {
     /// dropped; the next one covers its range too).
     pub(super) fn switched(&mut self) {
         self.run = None; // (its queue, received already, still goes out)
-        if self.from.is_none() {
+        if self.routed {
+            self.from = Some(0); // (its slot knows where to fetch from)
+        } else if self.inject {
+            self.from = self.from.or(Some(self.last.unwrap_or(0)));
+        } else if self.from.is_none() {
             self.from = self.last;
         }
     }
@@ -122,7 +255,7 @@ impl Track {
     /// Whether a switch is followed by a backfill (something was delivered before it):
     /// the history is kept, and only what the backfill cannot fill is announced.
     pub(super) fn fills(&self) -> bool {
-        self.last.is_some()
+        self.last.is_some() || self.routed || self.inject
     }
 
     pub(super) fn hold(&mut self, notice: Notice, item: Option<Item>, kept_at: Option<u64>) {
@@ -130,7 +263,7 @@ impl Track {
             Some(run) => run.held.push((notice, item, kept_at)),
             None => {
                 if let Some(i) = &item {
-                    self.delivered(i);
+                    self.delivered(i, &notice);
                 }
                 self.out.push_back(Out {
                     notice,
@@ -166,7 +299,7 @@ impl<O: Outbox> RouteCore<O> {
             return;
         }
         if let Some(i) = &item {
-            track.delivered(i);
+            track.delivered(i, &notice);
         }
         if let Some(h) = kept_at {
             t.data.history.record(h, notice.clone(), cap);
@@ -208,6 +341,18 @@ impl<O: Outbox> RouteCore<O> {
         else {
             return;
         };
+        if track.routed {
+            if track.from.take().is_some() {
+                self.start_routed(topic, slot, now);
+            }
+            return;
+        }
+        if track.inject {
+            if let Some(from) = track.from.take() {
+                self.start_injected(topic, slot, from, now);
+            }
+            return;
+        }
         if track.from.is_none() || track.run.is_some() {
             return;
         }
@@ -218,18 +363,22 @@ impl<O: Outbox> RouteCore<O> {
             items: Vec::new(),
             held: Vec::new(),
             gaps: Vec::new(),
+            to: None,
+            orphaned: false,
+            fork: None,
+            refetch: None,
         });
         self.send_backfill(slot, topic, Step::Head, backfill::head_call(), now);
     }
 
-    fn send_backfill(
+    pub(super) fn send_backfill(
         &mut self,
         slot: SlotId,
         topic: TopicId,
         step: Step,
         call: Call,
         now: Instant,
-    ) {
+    ) -> u64 {
         let req = self.next_id();
         let text = self.dialect.render_upstream_call(&call, Some(req));
         let deadline = now + self.settings.request_timeout;
@@ -240,7 +389,20 @@ impl<O: Outbox> RouteCore<O> {
             deadline,
         };
         self.pending.insert(req.0, p);
-        self.send(slot, text);
+        if self.dialect.backfill_over_http() {
+            if let Some(s) = self.slots.get(slot.0) {
+                let (generation, upstream) = (s.generation, s.failover.current());
+                self.actions.push_back(super::Action::Fetch {
+                    slot,
+                    generation,
+                    upstream,
+                    body: text,
+                });
+            }
+        } else {
+            self.send(slot, text);
+        }
+        req.0
     }
 
     /// An answer to a backfill request (`Err`: an error, or no answer in time).
@@ -251,6 +413,18 @@ impl<O: Outbox> RouteCore<O> {
         result: Result<&str, ()>,
         now: Instant,
     ) {
+        match step {
+            Step::ResumeHead { waiter } | Step::ResumeFetch { waiter, .. } => {
+                return self.on_resume_answer(waiter, topic, step, result, now);
+            }
+            Step::XHead | Step::XLedger { .. } | Step::XAccount { .. } => {
+                return self.on_routed_answer(topic, step, result, now);
+            }
+            Step::SFirst | Step::STx { .. } => {
+                return self.on_injected_answer(topic, step, result, now);
+            }
+            _ => {}
+        }
         let max = self.settings.backfill_max_blocks;
         let Some(t) = self.table.get_mut(topic) else {
             return;
@@ -267,28 +441,19 @@ impl<O: Outbox> RouteCore<O> {
         let mut to_send = Vec::new();
         match step {
             Step::Head => match result.ok().and_then(backfill::parse_head) {
-                Some(to) if to > from => {
-                    // Missed: from+1..=to; `from`, delivered last, is fetched again (a
-                    // block's logs may have been cut off), deduplicated. Beyond the cap
-                    // the oldest part is announced and the newest fetched.
-                    let start = if to - from > max {
-                        run.gaps.push((from + 1, to - max));
-                        to - max + 1
-                    } else {
-                        from
-                    };
-                    let calls = backfill::calls(&key, start, to).unwrap_or_default();
-                    let per = if calls.len() > 1 { 1 } else { to - start + 1 };
-                    for (i, call) in calls.into_iter().enumerate() {
-                        let lo = start + i as u64 * per;
-                        let step = Step::Fetch {
-                            from: lo,
-                            to: (lo + per - 1).min(to),
-                        };
-                        run.queue.push_back((step, call));
+                Some(to) => {
+                    run.to = Some(to);
+                    // First: is the newest block delivered (at or below the node's height)
+                    // still on the node's chain?
+                    let newest = (track.recent.iter().rev()).find(|d| d.height <= to);
+                    match newest.map(|d| d.height) {
+                        Some(h) => {
+                            run.waiting += 1;
+                            to_send.push((Step::Check { height: h }, backfill::block_call(h)));
+                        }
+                        None => plan(run, &key, from, to, max, true),
                     }
                 }
-                Some(_) => {} // the new node is not past where we were: nothing missed
                 None => {
                     debug!(
                         topic = topic.0,
@@ -297,13 +462,48 @@ impl<O: Outbox> RouteCore<O> {
                     run.gaps.push((from + 1, u64::MAX));
                 }
             },
+            Step::Check { height } => {
+                let to = run.to.unwrap_or(from);
+                let mine = (track.recent.iter())
+                    .find(|d| d.height == height)
+                    .map(|d| d.block);
+                let theirs = result.ok().and_then(backfill::block_of);
+                let lower = (track.recent.iter().rev())
+                    .find(|d| d.height < height)
+                    .map(|d| d.height);
+                match (theirs, mine) {
+                    // Another block there: walk down to the newest one still the node's.
+                    (Some(b), Some(m)) if b != m => {
+                        run.orphaned = true;
+                        match lower {
+                            Some(h) => {
+                                run.waiting += 1;
+                                to_send.push((Step::Check { height: h }, backfill::block_call(h)));
+                            }
+                            None => {
+                                // Deeper than remembered: retract all of it.
+                                let f = height.saturating_sub(1);
+                                run.fork = Some(f);
+                                plan(run, &key, f, to, max, false);
+                            }
+                        }
+                    }
+                    // The same block (or the node cannot tell: assumed the same).
+                    _ if run.orphaned => {
+                        run.fork = Some(height);
+                        plan(run, &key, height, to, max, false);
+                    }
+                    _ => plan(run, &key, from, to, max, true),
+                }
+            }
             Step::Fetch { from: lo, to } => match result.ok().and_then(backfill::items) {
                 Some(items) => run.items.extend(items),
                 // The height delivered last is no gap; the rest of the range is.
-                None if lo == from && to > from => run.gaps.push((from + 1, to)),
-                None if lo == from => {}
+                None if run.refetch == Some(lo) && to > lo => run.gaps.push((lo + 1, to)),
+                None if run.refetch == Some(lo) => {}
                 None => run.gaps.push((lo, to)),
             },
+            _ => {}
         }
         while run.waiting < IN_FLIGHT {
             let Some(next) = run.queue.pop_front() else {
@@ -330,7 +530,7 @@ impl<O: Outbox> RouteCore<O> {
     /// Queue what was fetched (in order, once), the notices of what could not be, then
     /// what arrived live meanwhile (without what was fetched already); the queue goes
     /// out in bursts the topic's ring holds ([`RouteCore::drain_backfills`]).
-    fn finish_backfill(&mut self, topic: TopicId) {
+    pub(super) fn finish_backfill(&mut self, topic: TopicId) {
         let Some(t) = self.table.get_mut(topic) else {
             return;
         };
@@ -342,6 +542,43 @@ impl<O: Outbox> RouteCore<O> {
         };
         track.from = None;
         let public = t.data.public_id.clone();
+        if let Some(f) = run.fork {
+            // A reorg: what was delivered above `f` is not on the chain any more. Its logs
+            // go out again with `removed: true`, oldest block first (as geth's reorg sends
+            // them, core/blockchain.go), before the new branch.
+            let at = track.recent.iter().position(|d| d.height > f);
+            let orphaned: Vec<Delivered> = match at {
+                Some(i) => track.recent.drain(i..).collect(),
+                None => Vec::new(),
+            };
+            let mut retracted = 0u64;
+            for d in orphaned {
+                track.recent_logs -= d.logs.len();
+                for n in d.logs {
+                    let Some(result) = backfill::retracted(&n.frame) else {
+                        continue;
+                    };
+                    let Some((frame, id_range)) =
+                        self.dialect.render_notification(public.as_str(), &result)
+                    else {
+                        continue;
+                    };
+                    retracted += 1;
+                    track.out.push_back(Out {
+                        notice: Notice {
+                            frame: WireText::from(frame),
+                            id_range,
+                            gap: false,
+                        },
+                        kept_at: Some(d.height),
+                        filled: false,
+                    });
+                }
+            }
+            self.metrics.reorg_retracted.fetch_add(retracted, Relaxed);
+            track.last = Some(f);
+            track.last_ids.clear();
+        }
         run.items.sort_by_key(|i| (i.height, i.index));
         let mut seen: HashSet<u64> = HashSet::new();
         if let Some(last) = track.last {
@@ -371,11 +608,13 @@ impl<O: Outbox> RouteCore<O> {
             }
         }
         for item in run.items {
+            if let Some(h) = t.data.hedge.as_mut() {
+                h.filled(item.identity, item.height); // hedged: a lane's copy is a duplicate
+            }
             let behind = track.last.is_some_and(|l| item.height < l);
             if behind || !seen.insert(item.identity) {
                 continue;
             }
-            track.delivered(&item);
             let Some((frame, id_range)) = self
                 .dialect
                 .render_notification(public.as_str(), &item.result)
@@ -387,6 +626,7 @@ impl<O: Outbox> RouteCore<O> {
                 id_range,
                 gap: false,
             };
+            track.delivered(&item, &notice);
             let kept_at = Some(item.height);
             track.out.push_back(Out {
                 notice,
@@ -401,7 +641,7 @@ impl<O: Outbox> RouteCore<O> {
                     dup += 1;
                     continue;
                 }
-                track.delivered(i);
+                track.delivered(i, &notice);
             }
             track.out.push_back(Out {
                 notice,
@@ -424,7 +664,10 @@ impl<O: Outbox> RouteCore<O> {
     /// Send what backfills queued, at most half a ring per topic per call (the shell's
     /// tick), so a session reading its ring keeps up instead of being closed as slow.
     pub(super) fn drain_backfills(&mut self) {
-        self.drain((self.settings.client_queue_len / 2).max(1));
+        let burst = (self.settings.client_queue_len / 2).max(1);
+        self.retry_routed(self.now);
+        self.drain(burst);
+        self.drain_routed(burst);
     }
 
     fn drain(&mut self, burst: usize) {

@@ -1,7 +1,9 @@
 //! Upstream frames in (notifications by id or by content, responses) and the
 //! subscribe/unsubscribe requests out, with the resubscribe give-up policy.
 
+use super::hedge::Admit;
 use super::{Outbox, Pending, RouteCore, RESUBSCRIBE_GIVE_UP};
+use crate::dialect::backfill::Item;
 use crate::dialect::{backfill, splice, Group, SubscriptionKey, UpstreamFrame, UpstreamSubId};
 use crate::hub::table::{Confirmed, Failed, SlotId, TopicId};
 use crate::hub::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
@@ -119,11 +121,20 @@ impl<O: Outbox> RouteCore<O> {
             Some(i) => Some(i.height),
             None => self.dialect.history_height(text),
         };
+        // Hedged: the first copy of each event goes to clients, the others are dropped.
+        let ident = self.hedged().then(|| self.dialect.identity(text)).flatten();
         for id in topics {
+            RouteMetrics::inc(&self.metrics.notifications_in);
+            let admit = match self.hedged() {
+                true => self.hedge_admit(id, slot, ident, is_final, now),
+                false => Admit::Deliver,
+            };
+            if admit == Admit::Drop {
+                continue;
+            }
             let Some(t) = self.table.get_mut(id) else {
                 continue;
             };
-            RouteMetrics::inc(&self.metrics.notifications_in);
             let public = t.data.public_id.as_str();
             let start = id_range.start;
             let notice = Notice {
@@ -137,27 +148,50 @@ impl<O: Outbox> RouteCore<O> {
                 self.metrics.resubscribe_micros.fetch_add(us, Relaxed);
                 RouteMetrics::inc(&self.metrics.resubscribes);
             }
-            if t.key.flags().replay_last || is_final {
-                t.data.last = Some(notice.clone());
-            }
-            if is_final {
-                self.ended.insert(t.key.clone(), (notice.clone(), now));
-            }
-            if t.data.track.is_some() {
-                self.deliver_tracked(id, notice, item.clone(), kept_at);
-            } else {
-                if let Some(h) = kept_at {
-                    t.data.history.record(h, notice.clone(), cap);
+            match (admit, ident) {
+                (Admit::Hold, Some(ident)) => {
+                    self.hedge_hold(id, slot, ident, notice, item.clone(), kept_at, now);
                 }
-                // No receivers is fine (all clients gone, topic lingering).
-                self.out.broadcast(&t.data.fan, notice);
-            }
-            if is_final {
-                drop(self.table.end(id));
+                _ => self.deliver_by_id(id, notice, item.clone(), kept_at, is_final, now),
             }
         }
         if is_final {
             self.store_topics();
+        }
+    }
+
+    /// Deliver one id-routed notification of `id` to its clients (and its history, its
+    /// backfill queue, its replay and one-shot caches).
+    pub(super) fn deliver_by_id(
+        &mut self,
+        id: TopicId,
+        notice: Notice,
+        item: Option<Item>,
+        kept_at: Option<u64>,
+        is_final: bool,
+        now: Instant,
+    ) {
+        let cap = self.settings.history_len;
+        let Some(t) = self.table.get_mut(id) else {
+            return;
+        };
+        if t.key.flags().replay_last || is_final {
+            t.data.last = Some(notice.clone());
+        }
+        if is_final {
+            self.ended.insert(t.key.clone(), (notice.clone(), now));
+        }
+        if t.data.track.is_some() {
+            self.deliver_tracked(id, notice, item, kept_at);
+        } else {
+            if let Some(h) = kept_at {
+                t.data.history.record(h, notice.clone(), cap);
+            }
+            // No receivers is fine (all clients gone, topic lingering).
+            self.out.broadcast(&t.data.fan, notice);
+        }
+        if is_final {
+            drop(self.table.end(id));
         }
     }
 
@@ -171,6 +205,11 @@ impl<O: Outbox> RouteCore<O> {
         identity: Option<Box<str>>,
         now: Instant,
     ) {
+        let kept = if self.settings.backfill {
+            identity.clone()
+        } else {
+            None
+        };
         let repeat = identity
             .is_some_and(|id| (self.slots.get_mut(slot.0)).is_some_and(|s| !s.recent.insert(id)));
         if repeat {
@@ -189,12 +228,19 @@ impl<O: Outbox> RouteCore<O> {
                         if let Some(t) = self.table.get_mut(i) {
                             t.data.last_notice = now;
                         }
+                        self.hedge_lane_seen(i, slot, now);
                     }
                 }
             }
         }
         if !gaps {
             self.forget_height(slot);
+        }
+        if self.hedged() && !self.hedge_admit_content(slot, &text, now) {
+            return; // a copy another lane delivered first
+        }
+        if self.observe_routed(slot, &text, &targets, kept.as_deref()) {
+            return; // held while the slot's backfill runs (super::routed)
         }
         self.deliver_routed(slot, text, &targets)
     }
@@ -208,7 +254,7 @@ impl<O: Outbox> RouteCore<O> {
         now: Instant,
     ) {
         match result {
-            Ok(Some(up)) => match self.table.on_subscribed(topic, up.clone()) {
+            Ok(Some(up)) => match self.table.on_subscribed_on(topic, slot, up.clone()) {
                 Confirmed::Waiters(waiters) => {
                     if let Some(t) = self.table.get_mut(topic) {
                         t.data.refused_since = None;
@@ -217,6 +263,7 @@ impl<O: Outbox> RouteCore<O> {
                     for w in waiters {
                         self.resolve(w, Ok(()));
                     }
+                    self.hedge_rejoined(topic, slot, now);
                     self.start_backfill(topic, slot, now);
                 }
                 Confirmed::Stale => self.send_unsubscribes(vec![(slot, key, up)], now),
@@ -224,9 +271,9 @@ impl<O: Outbox> RouteCore<O> {
             Ok(None) => {
                 let e =
                     r#"{"code":-32603,"message":"upstream returned an invalid subscription id"}"#;
-                self.fail_topic(topic, HubError::Upstream(e.into()), now);
+                self.fail_topic(topic, slot, HubError::Upstream(e.into()), now);
             }
-            Err(raw) => self.fail_topic(topic, HubError::Upstream(raw), now),
+            Err(raw) => self.fail_topic(topic, slot, HubError::Upstream(raw), now),
         }
     }
 
@@ -278,14 +325,20 @@ impl<O: Outbox> RouteCore<O> {
     /// A subscribe was refused. A live topic's resubscribe is not given up at once: the
     /// answer may be a rate limit or a broken node. Replace the connection (failing over)
     /// and resubscribe there; only after RESUBSCRIBE_GIVE_UP of refusals does it end.
-    pub(super) fn fail_topic(&mut self, topic: TopicId, err: HubError, now: Instant) {
+    pub(super) fn fail_topic(&mut self, topic: TopicId, slot: SlotId, err: HubError, now: Instant) {
+        // Hedged, and another lane holds the topic: that lane keeps serving it; this lane
+        // tries again on its connection's next (re)connect, and the topic never ends.
+        if self.covered(topic, slot) && self.table.keep_for_retry(topic, slot).is_some() {
+            warn!(topic = topic.0, slot = slot.0, error = %err, "subscribe refused on one hedge lane; the other lanes serve it");
+            return;
+        }
         let retry = self.table.get_mut(topic).and_then(|t| {
             let since = *t.data.refused_since.get_or_insert(now);
             (t.confirmed() && now.duration_since(since) < RESUBSCRIBE_GIVE_UP)
                 .then(|| now.duration_since(since))
         });
         if let Some(refused_for) = retry {
-            if let Some(slot) = self.table.keep_for_retry(topic) {
+            if let Some(slot) = self.table.keep_for_retry(topic, slot) {
                 warn!(topic = topic.0, error = %err, ?refused_for, "resubscribe refused; replacing the upstream connection");
                 if !self.dead.iter().any(|(s, _)| *s == slot) {
                     self.dead

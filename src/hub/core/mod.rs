@@ -22,9 +22,14 @@
 
 mod backfill;
 mod frames;
+mod hedge;
 mod history;
+mod inject;
+mod resume;
+mod routed;
 mod sessions;
 mod slots;
+mod steps;
 
 use super::table::{SlotId, TableConfig, TopicId, TopicTable};
 use super::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
@@ -136,6 +141,13 @@ pub enum Event<O: Outbox> {
     NotUtf8 { slot: SlotId, generation: u64 },
     /// Any other frame (ping, pong): the connection is alive.
     Activity { slot: SlotId, generation: u64 },
+    /// The answer to an [`Action::Fetch`] (the node's HTTP body; an error as a JSON-RPC
+    /// error frame). Ignored if the slot's connection was replaced meanwhile.
+    Fetched {
+        slot: SlotId,
+        generation: u64,
+        text: Utf8Bytes,
+    },
     /// The connection failed: read or write error, close, end of stream.
     Lost {
         slot: SlotId,
@@ -157,10 +169,12 @@ pub enum Action {
         upstream: usize,
         delay: Duration,
     },
-    /// Open a probe connection to the primary (upstream 0); report [`Event::Probed`].
+    /// Open a probe connection to the slot's primary (upstream `upstream`: 0, or a hedge
+    /// lane's own); report [`Event::Probed`].
     Probe {
         slot: SlotId,
         generation: u64,
+        upstream: usize,
     },
     /// Make the connection just reported the slot's; tag its reads with `generation`.
     Install {
@@ -170,6 +184,16 @@ pub enum Action {
     Send {
         slot: SlotId,
         text: String,
+    },
+    /// POST the JSON-RPC request `body` to the HTTP endpoint of upstream number `upstream`
+    /// (`http_upstream`, or its WebSocket URL as http/https) for the slot's connection
+    /// `generation`; report the answer as [`Event::Fetched`]. Backfill calls of dialects
+    /// whose subscription socket serves no calls (Solana).
+    Fetch {
+        slot: SlotId,
+        generation: u64,
+        upstream: usize,
+        body: String,
     },
     Ping {
         slot: SlotId,
@@ -195,6 +219,9 @@ struct Subscribing<O: Outbox> {
     error: Option<HubError>,
     reply: O::SubscribeReply,
     since: Option<u64>,
+    /// `?since=` older than some keys' history: whether their fetch was started, and it.
+    resumed: bool,
+    resumes: Vec<resume::Resume>,
 }
 
 /// One key of a [`Subscribing`]: its topic, or the final notification of a one-shot that
@@ -223,6 +250,8 @@ struct TopicData<O: Outbox> {
     history: history::History,
     /// Topics that are backfilled after a switch (`backfill`, and a dialect that can).
     track: Option<backfill::Track>,
+    /// Hedged routes: the dedupe window and when each lane last delivered.
+    hedge: Option<Box<hedge::TopicHedge>>,
 }
 
 enum Pending<O: Outbox> {
@@ -295,11 +324,17 @@ pub struct RouteCore<O: Outbox> {
     /// Slots found dead while handling an event; torn down at its end.
     dead: Vec<(SlotId, String)>,
     actions: VecDeque<Action>,
+    /// Hedged routes: content-routed windows and each slot's last steady height.
+    hedge: hedge::Hedge,
     rng: fastrand::Rng,
     /// Sessions that asked for gap notices (heights are read only while there are some).
     gap_listeners: Arc<AtomicUsize>,
     /// Topics whose backfill is going out, a burst per tick.
     draining: Vec<TopicId>,
+    /// The time of the event (or tick) being handled, for work started deep inside it.
+    now: Instant,
+    /// Content-routed backfill: per slot, what its connection delivered of the ledgers.
+    ledgers: HashMap<SlotId, routed::Ledgers<O::Mailbox>>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -318,6 +353,7 @@ impl<O: Outbox> RouteCore<O> {
             max_slots: settings.max_upstream_connections,
             topics_per_slot: settings.topics_per_upstream_connection,
             subscribe_timeout: settings.subscribe_timeout,
+            lanes: settings.hedge.max(1),
         });
         let mut core = RouteCore {
             settings,
@@ -336,12 +372,18 @@ impl<O: Outbox> RouteCore<O> {
             ended: HashMap::new(),
             dead: Vec::new(),
             actions: VecDeque::new(),
+            hedge: hedge::Hedge::default(),
             rng: fastrand::Rng::with_seed(seed),
             gap_listeners,
             draining: Vec::new(),
+            now,
+            ledgers: HashMap::new(),
         };
-        core.ensure_slot(SlotId(0), now);
-        core.schedule_connect(SlotId(0), Duration::ZERO);
+        // Slot k is hedge lane k's first connection (one lane without hedging).
+        for k in 0..core.table.lanes() {
+            core.ensure_slot(SlotId(k), now);
+            core.schedule_connect(SlotId(k), Duration::ZERO);
+        }
         core
     }
 
@@ -355,6 +397,7 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     pub fn handle(&mut self, event: Event<O>, now: Instant) {
+        self.now = now;
         match event {
             Event::Subscribe {
                 keys,
@@ -398,6 +441,15 @@ impl<O: Outbox> RouteCore<O> {
             Event::Activity { slot, generation } => {
                 self.alive(slot, generation, now);
             }
+            Event::Fetched {
+                slot,
+                generation,
+                text,
+            } => {
+                if self.current(slot, generation) {
+                    self.on_text(slot, text, now);
+                }
+            }
             Event::Lost {
                 slot,
                 generation,
@@ -414,6 +466,7 @@ impl<O: Outbox> RouteCore<O> {
 
     /// Run every timer due at `now`: the shell calls this on a steady tick.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         self.ended
             .retain(|_, (_, at)| now.duration_since(*at) < ENDED_TTL);
         // Linger expiry and subscribe waits that never got a connection.
@@ -450,7 +503,9 @@ impl<O: Outbox> RouteCore<O> {
                 self.out.answered(reply, Err(HubError::Unavailable));
             }
         }
+        self.check_resumes(now);
         self.drain_backfills();
+        self.hedge_tick(now);
         self.check_stalls(now);
         self.slot_timers(now);
         self.store_topics();
@@ -515,7 +570,7 @@ impl<O: Outbox> RouteCore<O> {
 }
 
 impl<O: Outbox> TopicData<O> {
-    fn new(dialect: &dyn Dialect, out: &mut O, tracked: bool, now: Instant) -> Self {
+    fn new(dialect: &dyn Dialect, out: &mut O, tracked: bool, lanes: usize, now: Instant) -> Self {
         TopicData {
             fan: out.new_topic(),
             public_id: dialect.mint_sub_id(),
@@ -525,7 +580,8 @@ impl<O: Outbox> TopicData<O> {
             last_notice: now,
             refused_since: None,
             history: history::History::default(),
-            track: tracked.then(backfill::Track::default),
+            track: tracked.then(|| backfill::Track::new(dialect)),
+            hedge: hedge::TopicHedge::new(lanes, now),
         }
     }
 }

@@ -35,6 +35,8 @@ impl<O: Outbox> RouteCore<O> {
             error: None,
             reply,
             since,
+            resumed: false,
+            resumes: Vec::new(),
         };
         let mut to_send: HashMap<SlotId, Vec<TopicId>> = HashMap::new();
         for key in keys {
@@ -45,22 +47,28 @@ impl<O: Outbox> RouteCore<O> {
             }
             let tracked = self.settings.backfill && self.dialect.backfills(&key);
             let (dialect, out) = (&self.dialect, &mut self.out);
+            let lanes = self.table.lanes();
             let joined = (self.table).subscribe(key.clone(), waiter, now, || {
-                TopicData::new(dialect.as_ref(), out, tracked, now)
+                TopicData::new(dialect.as_ref(), out, tracked, lanes, now)
             });
             let topic = match joined {
                 Ok(Join::Ready(id, _)) => id,
-                Ok(Join::Queued(id, action)) => {
+                Ok(Join::Queued(id, actions)) => {
                     sub.remaining += 1;
-                    match action {
-                        Some(TableAction::Subscribe { topic, slot }) => {
-                            to_send.entry(slot).or_default().push(topic);
+                    if actions.is_empty() {
+                        let slots: Vec<SlotId> = (self.table.get(id).into_iter())
+                            .flat_map(|t| t.lanes.iter().map(|l| l.slot))
+                            .collect();
+                        for slot in slots {
+                            self.ensure_connecting(slot, now);
                         }
-                        Some(TableAction::OpenSlot(slot)) => self.ensure_connecting(slot, now),
-                        None => {
-                            if let Some(slot) = self.table.get(id).map(|t| t.slot) {
-                                self.ensure_connecting(slot, now);
+                    }
+                    for action in actions {
+                        match action {
+                            TableAction::Subscribe { topic, slot } => {
+                                to_send.entry(slot).or_default().push(topic);
                             }
+                            TableAction::OpenSlot(slot) => self.ensure_connecting(slot, now),
                         }
                     }
                     id
@@ -133,9 +141,25 @@ impl<O: Outbox> RouteCore<O> {
     /// believes it holds a key that failed. Done synchronously with the last
     /// confirmation, so a subscriber's ring is taken before its topic's next notification.
     fn finish_subscribe(&mut self, waiter: Waiter) {
-        let Some(s) = self.subscribing.remove(&waiter) else {
+        if self.start_resumes(waiter, self.now) {
+            return; // answered when what the history lacks is fetched
+        }
+        let Some(mut s) = self.subscribing.remove(&waiter) else {
             return;
         };
+        // `?since=`: each key's resume (what was fetched, the history), taken now, in the
+        // same step as the fan-out below.
+        let mut resumed = std::collections::HashMap::new();
+        if let (Some(since), None) = (s.since, s.mailbox) {
+            let mut fetched: std::collections::HashMap<_, _> =
+                (s.resumes.drain(..)).map(|r| (r.topic(), r)).collect();
+            for e in &s.keys {
+                if e.ended.is_none() && !resumed.contains_key(&e.topic) {
+                    let (notices, r) = self.resumed(e.topic, since, fetched.remove(&e.topic));
+                    resumed.insert(e.topic, (notices, r));
+                }
+            }
+        }
         let mut joined = Vec::with_capacity(s.keys.len());
         let mut replayed = 0u64;
         for e in s.keys {
@@ -153,22 +177,12 @@ impl<O: Outbox> RouteCore<O> {
                 let flags = t.key.flags();
                 // The history and the fan-out are taken in this one step: the resuming
                 // client gets neither a gap nor a duplicate at the seam.
-                let history = match s.since {
-                    Some(since) if s.mailbox.is_none() => {
-                        let r = t.data.history.since(since);
-                        let gap = r.gap.and_then(|(from, to)| {
-                            let rendered =
-                                self.dialect.render_gap(&t.data.public_id, Some(from), to);
-                            rendered.map(|(frame, id_range)| Notice {
-                                frame: WireText::from(frame),
-                                id_range,
-                                gap: true,
-                            })
-                        });
-                        replayed += r.notices.len() as u64;
-                        gap.into_iter().chain(r.notices).collect()
+                let history = match resumed.remove(&e.topic) {
+                    Some((notices, r)) => {
+                        replayed += r;
+                        notices
                     }
-                    _ => Vec::new(),
+                    None => Vec::new(),
                 };
                 joined.push(KeyJoined {
                     key: e.key,
@@ -241,8 +255,12 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     /// Calls go to the lowest connected slot (slot 0 unless it is down); a call of a
-    /// connection class only to a connected slot of that class.
+    /// connection class only to a connected slot of that class. Hedged routes: to the
+    /// connected one furthest ahead (`hedge.rs`).
     pub(super) fn call_slot(&self, class: u8) -> Option<SlotId> {
+        if self.hedged() {
+            return self.ahead_slot(class);
+        }
         (self.slots.iter().enumerate())
             .position(|(i, s)| {
                 s.state == SlotState::Connected

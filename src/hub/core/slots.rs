@@ -71,10 +71,13 @@ impl Recent {
 impl<O: Outbox> RouteCore<O> {
     pub(super) fn ensure_slot(&mut self, slot: SlotId, now: Instant) {
         while self.slots.len() <= slot.0 {
+            // A hedge lane's connections start at the lane's own upstream.
+            let home = self.table.slot_lane(SlotId(self.slots.len()));
             self.slots.push(Slot {
                 state: SlotState::Idle,
-                failover: Failover::new(
+                failover: Failover::starting_at(
                     self.settings.upstreams.len(),
+                    home,
                     self.settings.backoff_initial,
                     self.settings.backoff_max,
                 ),
@@ -100,6 +103,7 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     pub(super) fn schedule_connect(&mut self, slot: SlotId, delay: Duration) {
+        self.avoid_other_lanes(slot);
         let Some(s) = self.slots.get_mut(slot.0) else {
             return;
         };
@@ -200,6 +204,7 @@ impl<O: Outbox> RouteCore<O> {
                 }
                 t.data.last_notice = now;
             }
+            self.hedge_lane_seen(id, slot, now);
         }
         self.send_subscribes(ids, slot, now);
         self.flush_waiting_calls(now);
@@ -217,7 +222,11 @@ impl<O: Outbox> RouteCore<O> {
     /// what the next connection delivers.
     fn clear_histories(&mut self, slot: SlotId) {
         let ids: Vec<_> = self.table.on_slot(slot).map(|(id, _)| id).collect();
+        self.hedge_slot_down(slot);
         for id in ids {
+            if self.covered(id, slot) {
+                continue; // hedged: another lane delivers meanwhile, nothing is missed
+            }
             if let Some(t) = self.table.get_mut(id) {
                 match t.data.track.as_mut() {
                     Some(track) if track.fills() => track.switched(),
@@ -270,9 +279,12 @@ impl<O: Outbox> RouteCore<O> {
         }
         RouteMetrics::inc(&self.metrics.gap_notices);
         let mut told = HashSet::new();
-        for (_, t) in self.table.on_slot(slot) {
+        for (id, t) in self.table.on_slot(slot) {
             if t.data.track.as_ref().is_some_and(|tr| tr.fills()) {
                 continue; // its backfill announces exactly what it could not fill
+            }
+            if self.covered(id, slot) {
+                continue; // hedged: another lane delivered meanwhile
             }
             for mb in t.data.subscribers.values() {
                 if self.out.wants_gaps(mb) && told.insert(self.out.mailbox_id(mb)) {
@@ -304,7 +316,7 @@ impl<O: Outbox> RouteCore<O> {
         s.failback_in_flight = false;
         let current = s.state == SlotState::Connected
             && s.generation == generation
-            && s.failover.current() != 0;
+            && s.failover.current() != s.failover.home();
         if !ok {
             debug!(
                 slot = slot.0,
@@ -380,14 +392,19 @@ impl<O: Outbox> RouteCore<O> {
         if let Some(every) = self.settings.failback_interval {
             for (i, s) in self.slots.iter_mut().enumerate() {
                 if s.state == SlotState::Connected
-                    && s.failover.current() != 0
+                    && s.failover.current() != s.failover.home()
                     && !s.failback_in_flight
                     && now.duration_since(s.last_failback) >= every
                 {
                     s.failback_in_flight = true;
                     s.last_failback = now;
                     let (slot, generation) = (SlotId(i), s.generation);
-                    self.actions.push_back(Action::Probe { slot, generation });
+                    let upstream = s.failover.home();
+                    self.actions.push_back(Action::Probe {
+                        slot,
+                        generation,
+                        upstream,
+                    });
                 }
             }
         }
@@ -402,7 +419,8 @@ impl<O: Outbox> RouteCore<O> {
                 self.dead.push((slot, why));
                 continue;
             }
-            if i > 0
+            // A lane's first slot stays; extra ones close when they hold nothing.
+            if i >= self.table.lanes()
                 && self.table.slot_topics(slot) == 0
                 && !self.pending.values().any(|p| p.slot() == slot)
             {
@@ -441,7 +459,8 @@ impl<O: Outbox> RouteCore<O> {
             let Some(t) = self.table.by_key_data(key) else {
                 continue;
             };
-            let quiet = now.duration_since(t.last_notice);
+            let last = self.last_notice_on(t, self.table.slot_lane(slot));
+            let quiet = now.duration_since(last);
             if quiet >= limit {
                 stalled.push((slot, format!("stalled: no {key:?} for {quiet:?}")));
             }

@@ -1,6 +1,7 @@
 //! Route core tests on simulated time: no runtime, no sockets. A recording outbox stands
 //! in for the shell; frames are the real dialects'.
 
+use super::hedge::REJOIN_HOLD;
 use super::*;
 use crate::config::LnbitsSettings;
 use crate::dialect::{ClientFrame, ClientMsg, DialectKind, Transport};
@@ -125,6 +126,9 @@ fn settings(kind: DialectKind) -> RouteSettings {
         history_len: 1024,
         backfill: false,
         backfill_max_blocks: 128,
+        hedge: 1,
+        backfill_max_ledgers: 256,
+        backfill_max_slots: 1000,
         deflate: None,
         payments: None,
     }
@@ -608,6 +612,7 @@ fn fail_back_waits_until_nothing_is_in_flight() {
     let probe = Action::Probe {
         slot: SlotId(0),
         generation: h.generation(0),
+        upstream: 0,
     };
     assert_eq!(acts, vec![probe.clone()]);
     assert!(h.tick(1_500).is_empty(), "one probe at a time");
@@ -749,6 +754,431 @@ fn a_set_of_live_keys_is_answered_at_once_and_each_session_gets_its_copy() {
     assert!(
         h.out().notices.is_empty(),
         "content-routed: nothing on the rings"
+    );
+}
+
+// ---- Hedged subscriptions (hedge = 2): two lanes on two upstreams ----
+
+/// A head with a hash (hedged routes dedupe by it).
+fn hhead(sub: &str, n: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{{"number":"0x{n:x}","hash":"0x{:064x}"}}}}}}"#,
+        n + 0xb10c
+    )
+}
+
+/// The block numbers of the heads the topic's ring got, in order.
+fn ring_heads(h: &H) -> Vec<u64> {
+    (h.out().notices.iter())
+        .filter(|(_, _, gap)| !gap)
+        .map(|(_, f, _)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            u64::from_str_radix(
+                v["params"]["result"]["number"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("0x"),
+                16,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// hedge = 2 over two upstreams: both lanes connected (slot k on upstream k), `newHeads`
+/// subscribed and confirmed on both, as upstream ids `0xa` (lane 0) and `0xb` (lane 1).
+fn hedged_heads(tweak: impl FnOnce(&mut RouteSettings)) -> H {
+    let mut s = settings(DialectKind::Ethereum);
+    s.hedge = 2;
+    tweak(&mut s);
+    let mut h = H::new(s);
+    let acts = h.actions();
+    assert_eq!(connect_of(&acts, 0).1, 0, "lane 0 starts at upstream 0");
+    assert_eq!(connect_of(&acts, 1).1, 1, "lane 1 starts at upstream 1");
+    h.connect(&acts, 0);
+    h.connect(&acts, 1);
+    let acts = h.subscribe(HEADS, 1);
+    let s = sent(&acts);
+    assert_eq!(
+        s.iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
+        vec![0, 1],
+        "one subscribe per lane"
+    );
+    h.text(0, ok(req_id(&s[0].1), "0xa"));
+    assert!(
+        matches!(h.out().one()[..], [(1, Ok(_))]),
+        "answered at the first lane's confirmation"
+    );
+    h.text(1, ok(req_id(&s[1].1), "0xb"));
+    h
+}
+
+#[test]
+fn hedged_each_head_reaches_clients_once_from_whichever_lane_is_first() {
+    let mut h = hedged_heads(|_| {});
+    h.text(0, hhead("0xa", 1));
+    h.at(5);
+    h.text(1, hhead("0xb", 1));
+    h.text(1, hhead("0xb", 2)); // lane 1 leads now
+    h.at(9);
+    h.text(0, hhead("0xa", 2));
+    assert_eq!(ring_heads(&h), vec![1, 2]);
+    let m = &h.metrics;
+    assert_eq!(m.hedge_duplicates.load(Relaxed), 2);
+    assert_eq!(m.hedge_first[0].load(Relaxed), 1);
+    assert_eq!(m.hedge_first[1].load(Relaxed), 1);
+    // Leads: 5 ms (lane 0 first) and 4 ms (lane 1 first).
+    assert_eq!(m.hedge_lead_micros.load(Relaxed), 9_000);
+    // Without hedging the same frames are two notifications each (the check is off).
+    let mut plain = H::with_heads();
+    plain.text(0, hhead("0xa", 1));
+    plain.text(0, hhead("0xa", 1));
+    assert_eq!(ring_heads(&plain), vec![1, 1]);
+}
+
+#[test]
+fn hedged_a_lane_dying_costs_no_gap_no_duplicate_and_no_backfill() {
+    let mut h = hedged_heads(|s| s.backfill = true);
+    for n in 1..=3 {
+        h.text(0, hhead("0xa", n));
+        h.text(1, hhead("0xb", n));
+    }
+    // Lane 0's node dies: lane 1 carries on alone.
+    let acts = h.lose(0);
+    assert!(dropped(&acts, 0));
+    let (_, upstream, _) = connect_of(&acts, 0);
+    assert_eq!(
+        upstream, 0,
+        "lane 0 does not double up on upstream 1 (lane 1 is connected there)"
+    );
+    for n in 4..=6 {
+        h.text(1, hhead("0xb", n));
+    }
+    // Lane 0 back: resubscribed, and nothing is fetched (lane 1 covered the outage).
+    h.at(1_000);
+    let acts = h.connect(&acts, 0);
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1, "only the resubscribe: {s:?}");
+    assert_eq!(s[0].1["method"], "eth_subscribe");
+    let s = sent(&h.text(0, ok(req_id(&s[0].1), "0xc")));
+    assert!(s.is_empty(), "no backfill request: {s:?}");
+    for n in 7..=8 {
+        h.text(0, hhead("0xc", n));
+        h.text(1, hhead("0xb", n));
+    }
+    assert_eq!(ring_heads(&h), (1..=8).collect::<Vec<_>>());
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 0);
+}
+
+#[test]
+fn hedged_when_every_lane_was_down_the_backfill_still_runs() {
+    let mut h = hedged_heads(|s| s.backfill = true);
+    h.text(0, hhead("0xa", 1));
+    h.text(1, hhead("0xb", 1));
+    let a0 = h.lose(0);
+    let a1 = h.lose(1);
+    h.at(1_000);
+    let acts = h.connect(&a0, 0);
+    let s = sent(&acts);
+    let s = sent(&h.text(0, ok(req_id(&s[0].1), "0xc")));
+    assert!(
+        s.iter()
+            .any(|(_, v)| v["method"].as_str().is_some_and(|m| m != "eth_subscribe")),
+        "nobody covered the outage: the backfill asks the node: {s:?}"
+    );
+    drop(a1);
+}
+
+#[test]
+fn hedged_a_lagging_lane_never_duplicates_and_a_late_one_is_dropped() {
+    let mut h = hedged_heads(|_| {});
+    // Lane 1 lags 3 blocks behind lane 0 throughout.
+    for n in 1..=20 {
+        h.text(0, hhead("0xa", n));
+        if n > 3 {
+            h.text(1, hhead("0xb", n - 3));
+        }
+    }
+    // Lane 0 stops; lane 1 catches up: what lane 0 never brought, lane 1 does, once.
+    for n in 18..=25 {
+        h.text(1, hhead("0xb", n));
+    }
+    assert_eq!(ring_heads(&h), (1..=25).collect::<Vec<_>>());
+    assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 17 + 3);
+}
+
+#[test]
+fn hedged_a_stalled_lane_is_replaced_while_the_other_delivers() {
+    let mut h = hedged_heads(|s| s.stall_timeout = Some(ms(5_000)));
+    // Lane 0's node stops producing (still answers pings); lane 1 keeps delivering.
+    for t in 1..=8u64 {
+        h.at(t * 1_000);
+        h.text(1, hhead("0xb", t));
+        h.ev(Event::Activity {
+            slot: SlotId(0),
+            generation: h.generation(0),
+        });
+        let acts = h.tick(t * 1_000);
+        assert!(!dropped(&acts, 1), "lane 1 delivers");
+        if t < 5 {
+            assert!(!dropped(&acts, 0), "{t}: not yet");
+        } else if t == 5 {
+            assert!(dropped(&acts, 0), "lane 0 silent for 5 s: replaced");
+        }
+    }
+    assert_eq!(h.metrics.upstream_stalls.load(Relaxed), 1);
+    assert_eq!(ring_heads(&h), (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn hedged_calls_go_to_the_connection_ahead() {
+    let mut h = hedged_heads(|_| {});
+    // Each call answered before the next (identical calls in flight would coalesce).
+    let call = |h: &mut H, reply: u32| -> usize {
+        let s = sent(&h.call(reply));
+        let (slot, req) = &s[0];
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":{},"result":"0x1"}}"#, req_id(req));
+        h.text(*slot, answer);
+        *slot
+    };
+    h.text(0, hhead("0xa", 10));
+    h.text(1, hhead("0xb", 10));
+    h.text(1, hhead("0xb", 11));
+    assert_eq!(call(&mut h, 1), 1, "slot 1 saw block 11");
+    h.text(0, hhead("0xa", 11));
+    h.text(0, hhead("0xa", 12));
+    assert_eq!(call(&mut h, 2), 0, "slot 0 is ahead now");
+    // Slot 0 falls silent for longer than 10 s while slot 1 moves on (below 12): slot 1.
+    h.at(11_000);
+    h.text(1, hhead("0xb", 12));
+    h.at(20_000);
+    h.text(1, hhead("0xb", 13));
+    h.at(21_000);
+    assert_eq!(call(&mut h, 3), 1);
+    // Slot 1 lost: everything goes to slot 0.
+    h.lose(1);
+    assert_eq!(call(&mut h, 4), 0);
+}
+
+#[test]
+fn hedged_lanes_fail_over_to_an_upstream_no_other_lane_uses() {
+    let mut s = settings(DialectKind::Ethereum);
+    s.hedge = 2;
+    s.upstreams.push("ws://third".into());
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 1);
+    let (g, _, _) = connect_of(&acts, 0);
+    let acts = h.ev(Event::ConnectFailed {
+        slot: SlotId(0),
+        generation: g,
+        reason: "down".into(),
+    });
+    assert_eq!(
+        connect_of(&acts, 0).1,
+        2,
+        "upstream 1 is lane 1's: lane 0 goes to the third"
+    );
+}
+
+#[test]
+fn hedged_xrpl_messages_are_delivered_once_per_session() {
+    let mut s = settings(DialectKind::Xrpl);
+    s.hedge = 2;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    h.connect(&acts, 1);
+    let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger","server"]}"#);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    for (slot, req) in sent(&acts) {
+        h.text(slot, xrpl_ok(req_id(&req)));
+    }
+    h.text(1, LEDGER_CLOSED);
+    h.text(0, LEDGER_CLOSED);
+    let next = LEDGER_CLOSED
+        .replace("\"AB\"", "\"CD\"")
+        .replace(":5,", ":6,");
+    h.text(0, next.clone());
+    h.text(1, next);
+    assert_eq!(h.out().pushes.len(), 2, "each ledger once");
+    // A message without an identity comes from the lowest connected lane only.
+    let status = r#"{"type":"serverStatus","load_factor":256,"server_status":"full"}"#;
+    h.text(1, status);
+    assert_eq!(h.out().pushes.len(), 2, "lane 1's copy dropped");
+    h.text(0, status);
+    assert_eq!(h.out().pushes.len(), 3);
+    h.lose(0);
+    h.text(1, status);
+    assert_eq!(
+        h.out().pushes.len(),
+        4,
+        "lane 0 down: lane 1's copy is the one"
+    );
+}
+
+#[test]
+fn hedged_a_lane_rejoining_ahead_of_the_live_one_keeps_the_order() {
+    let mut h = hedged_heads(|_| {});
+    for n in 1..=3 {
+        h.text(0, hhead("0xa", n));
+        h.text(1, hhead("0xb", n));
+    }
+    let acts = h.lose(0);
+    h.text(1, hhead("0xb", 4));
+    h.text(1, hhead("0xb", 5));
+    h.at(1_000);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    // Lane 0's node is ahead (at 7 already), lane 1's is still at 5.
+    h.text(0, hhead("0xc", 7));
+    h.text(0, hhead("0xc", 8));
+    assert_eq!(
+        ring_heads(&h),
+        (1..=5).collect::<Vec<_>>(),
+        "held: lane 1 has not brought 6 yet"
+    );
+    for n in 6..=8 {
+        h.text(1, hhead("0xb", n));
+    }
+    h.text(0, hhead("0xc", 9)); // still ahead: held
+    h.text(1, hhead("0xb", 9));
+    h.text(1, hhead("0xb", 10));
+    h.text(0, hhead("0xc", 10)); // a copy: lane 0 is level now, the hold ends
+    h.text(0, hhead("0xc", 11)); // first from lane 0: delivered at once
+    assert_eq!(ring_heads(&h), (1..=11).collect::<Vec<_>>());
+    // A rejoining lane's copy nobody else brings goes out when the hold time is over.
+    let acts = h.lose(0);
+    h.at(2_000);
+    let acts = h.connect(&acts, 0);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xd"));
+    h.text(1, hhead("0xb", 11));
+    h.text(0, hhead("0xd", 12));
+    h.tick(2_000 + 1_900);
+    assert_eq!(ring_heads(&h).last(), Some(&11));
+    h.tick(2_000 + REJOIN_HOLD.as_millis() as u64);
+    assert_eq!(ring_heads(&h), (1..=12).collect::<Vec<_>>());
+    // Copies: lane 1's 1..=3; lane 0's 10 and its held 7, 8, 9; lane 1's 11.
+    assert_eq!(h.metrics.hedge_duplicates.load(Relaxed), 3 + 4 + 1);
+}
+
+#[test]
+fn hedged_a_lane_refusing_a_topic_the_other_holds_neither_ends_it_nor_drops_the_connection() {
+    let mut h = hedged_heads(|_| {});
+    let acts = h.lose(1);
+    h.at(100);
+    let acts = h.connect(&acts, 1);
+    let s = sent(&acts);
+    let acts = h.text(1, refused(req_id(&s[0].1)));
+    assert!(!dropped(&acts, 1), "lane 1's connection stays");
+    assert_eq!(h.topics(), 1);
+    // Far past the give-up: still held by lane 0 (alive), delivering.
+    for t in (10_000..=120_000).step_by(10_000) {
+        h.at(t);
+        for slot in 0..2 {
+            h.ev(Event::Activity {
+                slot: SlotId(slot),
+                generation: h.generation(slot),
+            });
+        }
+        assert!(!dropped(&h.tick(t), 0));
+    }
+    h.text(0, hhead("0xa", 1));
+    assert_eq!(ring_heads(&h), vec![1]);
+    assert_eq!(h.topics(), 1);
+    // Lane 1's next connection tries again.
+    let acts = h.lose(1);
+    h.at(121_000);
+    let s = sent(&h.connect(&acts, 1));
+    assert_eq!(s[0].1["method"], "eth_subscribe");
+}
+
+#[test]
+fn hedged_after_both_lanes_were_down_a_lagging_lane_does_not_repeat_what_the_backfill_brought() {
+    let mut h = hedged_heads(|s| s.backfill = true);
+    h.text(0, head_h("0xa", 10));
+    h.text(1, head_h("0xb", 10));
+    let a0 = h.lose(0);
+    let a1 = h.lose(1);
+    h.at(1_000);
+    let acts = h.connect(&a0, 0);
+    let acts = h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    // Answer the backfill as a node at block 13 would, whatever it asks.
+    let mut pending = sent(&acts);
+    let mut fetched = 0;
+    while let Some((_, req)) = pending.pop() {
+        let id = req_id(&req);
+        let hex = |n: u64| format!("0x{n:x}");
+        let text = match req["method"].as_str() {
+            Some("eth_blockNumber") => answer(id, &format!("\"{}\"", hex(13))),
+            Some("eth_getBlockByNumber") => {
+                let n = req["params"][0].as_str().unwrap().trim_start_matches("0x");
+                let n = u64::from_str_radix(n, 16).unwrap();
+                fetched += 1;
+                let block = format!(
+                    r#"{{"number":"{}","hash":"0xh{n}","parentHash":"0xh{}","transactions":[]}}"#,
+                    hex(n),
+                    n - 1
+                );
+                answer(id, &block)
+            }
+            _ => continue,
+        };
+        pending.extend(sent(&h.text(0, text)));
+    }
+    assert!(fetched >= 3, "11..=13 missed");
+    h.tick(1_100);
+    // Lane 1 comes back on a node that lags: its heads 12 and 13 were backfilled already.
+    let acts = h.connect(&a1, 1);
+    h.text(1, ok(req_id(&sent(&acts)[0].1), "0xd"));
+    h.text(1, head_h("0xd", 12));
+    h.text(1, head_h("0xd", 13));
+    h.text(0, head_h("0xc", 14));
+    h.tick(1_000 + REJOIN_HOLD.as_millis() as u64 + 100);
+    h.text(1, head_h("0xd", 14));
+    assert_eq!(delivered(&h, 0), ["0xa", "0xb", "0xc", "0xd", "0xe"]);
+}
+
+#[test]
+fn hedged_a_signature_ends_once_on_the_first_final_notification() {
+    let mut s = settings(DialectKind::Solana);
+    s.hedge = 2;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    h.connect(&acts, 1);
+    let sig =
+        "2EBVM6cB8vAAD93Ktr6Vd8p67XPbQzCJX47MpReuiCXJAtcjaxpvWpcg9Ege1Nr5Tk3a2GFrByT7WPBjdsTycY9b";
+    let msg =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"signatureSubscribe","params":["{sig}"]}}"#);
+    let acts = h.subscribe(&msg, 1);
+    for (slot, req) in sent(&acts) {
+        let id = req_id(&req);
+        h.text(
+            slot,
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#, 5 + slot),
+        );
+    }
+    let fin = |sub: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"signatureNotification","params":{{"result":{{"context":{{"slot":9}},"value":{{"err":null}}}},"subscription":{sub}}}}}"#
+        )
+    };
+    // Lane 1 (rejoining: it confirmed second) is first: a final notification is never held.
+    let acts = h.text(1, fin(6));
+    assert!(sent(&acts).is_empty(), "a one-shot is not unsubscribed");
+    assert_eq!(h.out().notices.len(), 1);
+    assert_eq!(h.topics(), 0);
+    h.text(0, fin(5));
+    assert_eq!(
+        h.out().notices.len(),
+        1,
+        "the other lane's final is not delivered"
     );
 }
 
@@ -1056,9 +1486,10 @@ fn delivered(h: &H, start: usize) -> Vec<String> {
                 format!("g{}-{}", r["fromBlock"], r["toBlock"])
             } else if r["logIndex"].is_string() {
                 format!(
-                    "{}/{}",
+                    "{}/{}{}",
                     r["blockNumber"].as_str().unwrap(),
-                    r["logIndex"].as_str().unwrap()
+                    r["logIndex"].as_str().unwrap(),
+                    if r["removed"] == true { " removed" } else { "" }
                 )
             } else {
                 r["number"].as_str().unwrap().to_owned()
@@ -1080,6 +1511,22 @@ fn backfilling(msg: &str, max: u64) -> H {
     h
 }
 
+/// Answer the reorg check in `acts` (the block at the height delivered last) with the
+/// block delivered there: no reorg. The actions after that.
+fn confirm(h: &mut H, acts: &[Action]) -> Vec<Action> {
+    let check = calls_of(acts, "eth_getBlockByNumber");
+    assert_eq!(check.len(), 1, "one reorg check first");
+    let n =
+        u64::from_str_radix(check[0].1[0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    h.text(
+        0,
+        answer(
+            check[0].0,
+            &format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}"}}"#),
+        ),
+    )
+}
+
 /// Lose slot 0 and resubscribe on a new connection as `0xb`: the actions after that.
 fn switch(h: &mut H) -> Vec<Action> {
     let acts = h.lose(0);
@@ -1097,6 +1544,7 @@ fn backfill_fetches_the_missed_heads_up_to_the_cap_and_dedupes_the_live_ones() {
     assert_eq!(head.len(), 1, "the node's height is asked first");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0x10""#));
+    let acts = confirm(&mut h, &acts);
     // 12..=16 missed; the cap keeps the newest 3, the rest is announced.
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     let heights: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
@@ -1148,6 +1596,7 @@ fn backfill_fetches_logs_over_the_range_with_the_filter_once_each() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let get = calls_of(&acts, "eth_getLogs");
     assert_eq!(get.len(), 1);
     assert_eq!(
@@ -1172,6 +1621,7 @@ fn unanswered_backfill_is_announced_and_backfill_false_fetches_nothing() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     assert_eq!(fetch.len(), 3);
     // 10 (delivered, fetched again) is no gap; 11 unanswered is.
@@ -1227,6 +1677,7 @@ fn a_backfill_holding_too_much_is_cut_short_and_announced() {
     let head = calls_of(&acts, "eth_blockNumber");
     let start = h.out().notices.len();
     let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = confirm(&mut h, &acts);
     let fetch = calls_of(&acts, "eth_getBlockByNumber");
     // The node answers none of it, while live heads keep coming: held up to the bound.
     for n in 13..13 + 16_384 {
@@ -1242,6 +1693,116 @@ fn a_backfill_holding_too_much_is_cut_short_and_announced() {
     // Late answers to the abandoned backfill change nothing.
     h.text(0, answer(fetch[1].0, r#"{"number":"0xb","hash":"0xh11"}"#));
     assert_eq!(delivered(&h, start).len(), 1 + 16_384);
+}
+
+/// The new branch's log `i` at height `n` (block hash `0xx{n}`).
+fn fork_log(n: u64, i: u64) -> String {
+    log_json(n, i).replace(&format!("0xh{n}"), &format!("0xx{n}"))
+}
+
+/// Walk the reorg checks of `acts` down: heights above `fork` answer another block, `fork`
+/// the one delivered. The actions after the last answer.
+fn walk_checks(h: &mut H, acts: Vec<Action>, fork: u64) -> Vec<Action> {
+    let mut acts = acts;
+    loop {
+        let check = calls_of(&acts, "eth_getBlockByNumber");
+        assert_eq!(check.len(), 1, "the checks go one at a time");
+        let n = u64::from_str_radix(check[0].1[0].as_str().unwrap().trim_start_matches("0x"), 16)
+            .unwrap();
+        let hash = if n > fork {
+            format!("0xx{n}")
+        } else {
+            format!("0xh{n}")
+        };
+        acts = h.text(
+            0,
+            answer(
+                check[0].0,
+                &format!(r#"{{"number":"0x{n:x}","hash":"{hash}"}}"#),
+            ),
+        );
+        if n <= fork {
+            return acts;
+        }
+    }
+}
+
+#[test]
+fn a_reorg_across_a_switch_retracts_the_orphaned_logs_then_delivers_the_new_branch() {
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{"address":"0x00000000000000000000000000000000000000ab"}]}"#;
+    let mut h = backfilling(logs, 128);
+    for (n, i) in [(10, 0), (11, 0), (11, 1), (12, 0)] {
+        h.text(0, log_at("0xa", n, i));
+    }
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    let acts = h.text(0, answer(head[0].0, r#""0xd""#));
+    // 12 and 11 are another block on the new node; 10 is the same: the fork is above 10.
+    let acts = walk_checks(&mut h, acts, 10);
+    let get = calls_of(&acts, "eth_getLogs");
+    assert_eq!(
+        (&get[0].1[0]["fromBlock"], &get[0].1[0]["toBlock"]),
+        (&json!("0xb"), &json!("0xd")),
+        "the new branch, from above the fork"
+    );
+    h.text(0, log_at("0xb", 13, 0).replace("0xh13", "0xx13")); // live, held
+    let branch = [(11, 0), (12, 0), (13, 0)]
+        .map(|(n, i)| fork_log(n, i))
+        .join(",");
+    h.text(0, answer(get[0].0, &format!("[{branch}]")));
+    assert_eq!(
+        delivered(&h, start),
+        [
+            "0xb/0x0 removed",
+            "0xb/0x1 removed",
+            "0xc/0x0 removed",
+            "0xb/0x0",
+            "0xc/0x0",
+            "0xd/0x0"
+        ],
+        "the orphaned logs retracted (oldest first, as delivered), then the new branch once"
+    );
+    // A retracted log is the delivered one, byte for byte, with removed: true.
+    let public = h.out().one()[0].1.clone().unwrap().public_id;
+    assert_eq!(
+        h.out().notices[start].1,
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":{public},"result":{}}}}}"#,
+            log_json(11, 0).replace("false", "true")
+        )
+    );
+    assert_eq!(h.metrics.reorg_retracted.load(Relaxed), 3);
+    // The new branch is what is remembered now: another switch finds no reorg at 13.
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, ok(req_id(&sent(&acts)[0].1), "0xc"));
+    let head = calls_of(&acts, "eth_blockNumber");
+    let acts = h.text(0, answer(head[0].0, r#""0xd""#));
+    let check = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(check[0].1[0], json!("0xd"));
+}
+
+#[test]
+fn a_reorg_across_a_switch_gives_heads_clients_the_new_branch() {
+    let mut h = backfilling(HEADS, 128);
+    for n in 10..=12 {
+        h.text(0, head_h("0xa", n));
+    }
+    let acts = switch(&mut h);
+    let head = calls_of(&acts, "eth_blockNumber");
+    let start = h.out().notices.len();
+    // The new node is at the same height, on another branch from 12 on.
+    let acts = h.text(0, answer(head[0].0, r#""0xc""#));
+    let acts = walk_checks(&mut h, acts, 11);
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    assert_eq!(fetch.len(), 1);
+    assert_eq!(fetch[0].1[0], json!("0xc"));
+    h.text(0, answer(fetch[0].0, r#"{"number":"0xc","hash":"0xx12"}"#));
+    assert_eq!(delivered(&h, start), ["0xc"]);
+    let v: Value = serde_json::from_str(&h.out().notices[start].1).unwrap();
+    assert_eq!(v["params"]["result"]["hash"], "0xx12");
+    assert_eq!(h.metrics.reorg_retracted.load(Relaxed), 0);
 }
 
 /// Identical read calls in flight together go upstream once and every caller gets the
@@ -1285,4 +1846,211 @@ fn identical_read_calls_in_flight_are_sent_once() {
         2,
         "sends are never merged"
     );
+}
+
+/// Slot 0 up with backfill (cap `max`) and a history of `len`; heads subscribed as `0xa`
+/// and `from..=to` delivered.
+fn resumable(max: u64, len: usize, from: u64, to: u64) -> H {
+    let mut s = settings(DialectKind::Ethereum);
+    s.backfill = true;
+    s.backfill_max_blocks = max;
+    s.history_len = len;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let acts = h.subscribe(HEADS, 1);
+    h.text(0, ok(req_id(&sent(&acts)[0].1), "0xa"));
+    for n in from..=to {
+        h.text(0, head_h("0xa", n));
+    }
+    h
+}
+
+#[test]
+fn since_older_than_the_history_is_fetched_from_the_node_within_the_cap_then_the_history() {
+    let mut h = resumable(3, 4, 10, 17); // the history holds 14..=17
+    let acts = h.subscribe_since(HEADS, 2, 9);
+    assert_eq!(h.out().one().len(), 1, "answered only once fetched");
+    let head = calls_of(&acts, "eth_blockNumber");
+    assert_eq!(head.len(), 1);
+    h.text(0, head_h("0xa", 18)); // live meanwhile: the history now holds 15..=18
+    let acts = h.text(0, answer(head[0].0, r#""0x12""#));
+    // Below the history: 10..=14; the cap fetches the newest 3, announces 10..=11.
+    let fetch = calls_of(&acts, "eth_getBlockByNumber");
+    let asked: Vec<_> = fetch.iter().map(|(_, p)| p[0].clone()).collect();
+    assert_eq!(asked, [json!("0xc"), json!("0xd"), json!("0xe")]);
+    for (id, p) in fetch.iter().rev() {
+        let n = p[0].as_str().unwrap();
+        let n = u64::from_str_radix(&n[2..], 16).unwrap();
+        h.text(
+            0,
+            answer(
+                *id,
+                &format!(r#"{{"number":"0x{n:x}","hash":"0xh{n}","size":"0x1"}}"#),
+            ),
+        );
+    }
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(
+        heights(&sub.history),
+        (
+            (12..=18).collect(),
+            vec![(Value::from("0xa"), Value::from("0xb"))]
+        ),
+        "the gap beyond the cap, the fetched ones, then the history: no hole, no repeat"
+    );
+    assert!(sub.history[0].1 && !sub.history[1].1);
+    assert!(
+        !sub.history[1].0.contains("size"),
+        "a fetched head reads as a live one"
+    );
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 3);
+    assert_eq!(h.metrics.history_replayed.load(Relaxed), 4);
+}
+
+#[test]
+fn since_fetch_cut_by_a_lost_connection_answers_with_the_gap_and_the_history() {
+    let mut h = resumable(128, 4, 10, 17);
+    let acts = h.subscribe_since(HEADS, 2, 9);
+    assert_eq!(calls_of(&acts, "eth_blockNumber").len(), 1);
+    h.lose(0);
+    h.tick(100);
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    assert_eq!(
+        heights(&sub.history),
+        (
+            (14..=17).collect(),
+            vec![(Value::from("0xa"), Value::from("0xd"))]
+        )
+    );
+    // Within the history: nothing asked of the node.
+    let mut h = resumable(128, 4, 10, 17);
+    let acts = h.subscribe_since(HEADS, 2, 14);
+    assert!(calls_of(&acts, "eth_blockNumber").is_empty());
+    assert_eq!(h.out().one().len(), 2);
+}
+
+const ACCOUNT: &str = "rH3PxjJPrrkvsATddBXkayjAyWR8xigaE8";
+
+/// A validated transaction of ACCOUNT in ledger `n` as rippled streams it (API v2).
+fn xrpl_tx(n: u64, hash: &str) -> Value {
+    json!({"close_time_iso": "2024-11-01T23:59:01Z", "engine_result": "tesSUCCESS",
+        "engine_result_code": 0,
+        "engine_result_message": "The transaction was applied. Only final in a validated ledger.",
+        "hash": hash, "ledger_hash": format!("H{n}"), "ledger_index": n,
+        "meta": {"AffectedNodes": [{"ModifiedNode": {"FinalFields": {"Account": ACCOUNT},
+            "LedgerEntryType": "AccountRoot"}}], "TransactionIndex": 0,
+            "TransactionResult": "tesSUCCESS"},
+        "status": "closed", "tx_json": {"Account": ACCOUNT, "date": 1},
+        "type": "transaction", "validated": true})
+}
+fn xrpl_closed(n: u64) -> Value {
+    json!({"fee_base": 10, "ledger_hash": format!("H{n}"), "ledger_index": n, "ledger_time": n,
+        "network_id": 1, "reserve_base": 1, "reserve_inc": 1, "txn_count": 1,
+        "type": "ledgerClosed", "validated_ledgers": format!("1-{n}")})
+}
+fn xrpl_answer(id: u64, result: Value) -> String {
+    json!({"id": id, "status": "success", "type": "response", "result": result}).to_string()
+}
+
+#[test]
+fn xrpl_backfill_fills_the_ledgers_missed_in_order_and_skips_what_a_session_got() {
+    let mut s = settings(DialectKind::Xrpl);
+    s.backfill = true;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = format!(
+        r#"{{"id":1,"command":"subscribe","streams":["ledger"],"accounts":["{ACCOUNT}"],"api_version":2}}"#
+    );
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    h.text(0, xrpl_closed(5).to_string());
+    h.text(0, xrpl_tx(5, "T5").to_string());
+    assert_eq!(h.out().pushes.len(), 2);
+    // Switch: resubscribed; the node's validated ledger is asked first.
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let acts = h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    let head = sent(&acts);
+    assert_eq!(head.len(), 1, "{head:?}");
+    assert_eq!(head[0].1["ledger_index"], "validated");
+    // Live meanwhile (held): ledger 8 and its transaction.
+    h.text(0, xrpl_closed(8).to_string());
+    h.text(0, xrpl_tx(8, "T8").to_string());
+    assert_eq!(h.out().pushes.len(), 2, "held during the backfill");
+    let acts = h.text(
+        0,
+        xrpl_answer(
+            req_id(&head[0].1),
+            json!({"ledger_index": 8, "validated": true, "ledger": {}}),
+        ),
+    );
+    let asks = sent(&acts);
+    let ledgers: Vec<u64> = (asks.iter())
+        .filter(|(_, v)| v["command"] == "ledger")
+        .map(|(_, v)| v["ledger_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ledgers,
+        [5, 6, 7, 8],
+        "from the ledger delivered last, again"
+    );
+    let tx = asks
+        .iter()
+        .find(|(_, v)| v["command"] == "account_tx")
+        .unwrap();
+    assert_eq!(
+        (&tx.1["ledger_index_min"], &tx.1["ledger_index_max"]),
+        (&json!(5), &json!(8))
+    );
+    let entry = |n: u64, hash: &str| {
+        let live = xrpl_tx(n, hash);
+        json!({"close_time_iso": live["close_time_iso"], "hash": hash, "ledger_hash": live["ledger_hash"],
+            "ledger_index": n, "meta": live["meta"], "tx_json": live["tx_json"], "validated": true})
+    };
+    h.text(
+        0,
+        xrpl_answer(
+            req_id(&tx.1),
+            json!({"account": ACCOUNT, "transactions": [entry(5, "T5"), entry(7, "T7"), entry(8, "T8")]}),
+        ),
+    );
+    for (_, v) in asks.iter().filter(|(_, v)| v["command"] == "ledger") {
+        let n = v["ledger_index"].as_u64().unwrap();
+        let ledger = json!({"ledger": {"ledger_index": n, "ledger_hash": format!("H{n}"),
+            "close_time": n, "transactions": ["X"]}, "ledger_index": n, "validated": true});
+        h.text(0, xrpl_answer(req_id(v), ledger));
+    }
+    let got: Vec<String> = (h.out().pushes[2..].iter())
+        .map(|(mb, f)| {
+            assert_eq!(*mb, 7);
+            let v: Value = serde_json::from_str(f).unwrap();
+            match v["type"].as_str().unwrap() {
+                "ledgerClosed" => format!("L{}", v["ledger_index"]),
+                _ => v["hash"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["L6", "L7", "T7", "L8", "T8"],
+        "in ledger order, the ledger first; what was delivered before and the held copies not again"
+    );
+    // The fetched transaction reads exactly as the live one.
+    assert_eq!(h.out().pushes[4].1, xrpl_tx(7, "T7").to_string());
+    assert_eq!(h.metrics.backfilled.load(Relaxed), 5);
+    // Live again: straight through.
+    h.text(0, xrpl_closed(9).to_string());
+    assert_eq!(h.out().pushes.len(), 8);
 }

@@ -338,6 +338,20 @@ pub(super) fn command(st: &mut State, req: &BTreeMap<String, &RawValue>, name: &
             Ok(at) => {
                 let mut r = ledger_stamp(st, &at);
                 r["ledger"] = ledger_header(st, &at, api);
+                if field("transactions") == json!(true) {
+                    // The ledger's transaction hashes, in ledger order.
+                    let n = match at {
+                        At::Closed(n) => n,
+                        At::Current => st.ledger_index + 1,
+                    };
+                    let mut txs: Vec<(u64, &String)> = (st.validated.iter())
+                        .filter(|(_, v)| v.ledger_index == n)
+                        .map(|(h, v)| (v.meta["TransactionIndex"].as_u64().unwrap_or(0), h))
+                        .collect();
+                    txs.sort();
+                    r["ledger"]["transactions"] =
+                        json!(txs.iter().map(|(_, h)| h).collect::<Vec<_>>());
+                }
                 ok(r)
             }
         },
@@ -414,24 +428,71 @@ pub(super) fn command(st: &mut State, req: &BTreeMap<String, &RawValue>, name: &
             }
         }
         "account_tx" => {
+            // rippled's AccountTx.cpp: ledger_index_min/max (-1: the node's extremes),
+            // `forward` (oldest first), `limit`, and a `marker` {ledger, seq} to go on from.
             let account = field("account");
             let addr = account.as_str().unwrap_or_default();
+            let bound = |k: &str, dflt: u64| match field(k).as_i64() {
+                Some(n) if n >= 0 => n as u64,
+                _ => dflt,
+            };
+            let min = bound("ledger_index_min", st.first_ledger).max(st.first_ledger);
+            let max = bound("ledger_index_max", st.ledger_index).min(st.ledger_index);
+            let forward = field("forward").as_bool().unwrap_or(false);
+            let limit = field("limit").as_u64().unwrap_or(200).clamp(10, 400) as usize;
+            let order = |v: &Validated| {
+                (
+                    v.ledger_index,
+                    v.meta["TransactionIndex"].as_u64().unwrap_or(0),
+                )
+            };
             let mut txs: Vec<(&String, &Validated)> = st
                 .validated
                 .iter()
+                .filter(|(_, v)| (min..=max).contains(&v.ledger_index))
                 .filter(|(_, v)| crate::dialect::xrpl::affected_accounts(&v.meta).contains(addr))
                 .collect();
-            txs.sort_by_key(|(_, v)| std::cmp::Reverse(v.ledger_index));
+            txs.sort_by_key(|(_, v)| order(v));
+            if !forward {
+                txs.reverse();
+            }
+            let marker = field("marker");
+            if let (Some(l), Some(q)) = (marker["ledger"].as_u64(), marker["seq"].as_u64()) {
+                let at = txs.iter().position(|(_, v)| order(v) == (l, q));
+                txs.drain(..at.unwrap_or(txs.len()));
+            }
+            let next = txs.get(limit).map(|(_, v)| {
+                let (l, q) = order(v);
+                json!({"ledger": l, "seq": q})
+            });
+            txs.truncate(limit);
             let list: Vec<Value> = txs
                 .iter()
                 .map(|(h, v)| {
-                    let key = if api >= 2 { "tx_json" } else { "tx" };
-                    json!({"hash": h, "ledger_index": v.ledger_index, "meta": v.meta,
-                        key: v.tx_json, "validated": true})
+                    let mut tx = v.tx_json.clone();
+                    tx["date"] = json!(v.close_time);
+                    if api >= 2 {
+                        json!({"close_time_iso": iso_time(v.close_time), "hash": h,
+                            "ledger_hash": v.ledger_hash, "ledger_index": v.ledger_index,
+                            "meta": v.meta, "tx_json": tx, "validated": true})
+                    } else {
+                        if let Some(d) = tx.get("DeliverMax").cloned() {
+                            tx["Amount"] = d;
+                        }
+                        tx["hash"] = json!(h);
+                        tx["inLedger"] = json!(v.ledger_index);
+                        tx["ledger_index"] = json!(v.ledger_index);
+                        json!({"meta": v.meta, "tx": tx, "validated": true})
+                    }
                 })
                 .collect();
-            ok(json!({"account": addr, "ledger_index_max": st.ledger_index,
-                "ledger_index_min": st.first_ledger, "transactions": list, "validated": true}))
+            let mut r = json!({"account": addr, "ledger_index_max": max,
+                "ledger_index_min": min, "limit": limit, "transactions": list,
+                "validated": true});
+            if let Some(m) = next {
+                r["marker"] = m;
+            }
+            ok(r)
         }
         _ => request_error_text(req, "unknownCmd", 32, "Unknown method."),
     }

@@ -1,29 +1,14 @@
-//! **Pure** knowledge for backfill after an upstream switch (issue 14): what to ask a node
-//! for the notifications a subscription missed over a range of heights, how to read its
-//! answer as notification results, and how to tell two notifications apart. Ethereum only
-//! for now: `newHeads` through `eth_getBlockByNumber` per height (header fields only, as
-//! geth's `newHeads` carries them), `logs` through `eth_getLogs` with the topic's filter.
+//! Ethereum: `newHeads` through `eth_getBlockByNumber` per height (header fields only, as
+//! geth's `newHeads` carries them), `logs` through `eth_getLogs` with the topic's filter;
+//! reorg checks by block hash, and retracted logs (`removed: true`).
 
-use super::{Call, SubscriptionKey};
+use super::Ordered;
+use crate::dialect::{Call, SubscriptionKey};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-/// One notification result of a subscription, as backfill or the live stream gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    /// Its height (block number).
-    pub height: u64,
-    /// Its place within the height (a log's index; 0 for a head).
-    pub index: u64,
-    /// What tells two notifications apart, hashed (a head's hash; a log's blockHash,
-    /// logIndex and removed).
-    pub identity: u64,
-    /// The result JSON, exactly as a notification carries it (empty for a live
-    /// notification: only its identity and height are needed).
-    pub result: Box<str>,
-}
+use super::Item;
 
 /// What a backfillable Ethereum subscription is.
 enum Kind {
@@ -80,16 +65,7 @@ pub fn parse_head(result: &str) -> Option<u64> {
 /// `eth_getBlockByNumber` per height for `newHeads`, one `eth_getLogs` for `logs`.
 pub fn calls(key: &SubscriptionKey, from: u64, to: u64) -> Option<Vec<Call>> {
     match kind(key)? {
-        Kind::Heads => Some(
-            (from..=to)
-                .map(|n| {
-                    call(
-                        "eth_getBlockByNumber",
-                        Value::from(vec![Value::from(hex(n)), Value::Bool(false)]),
-                    )
-                })
-                .collect(),
-        ),
+        Kind::Heads => Some((from..=to).map(block_call).collect()),
         Kind::Logs(mut filter) => {
             filter.remove("blockHash");
             filter.insert("fromBlock".into(), Value::from(hex(from)));
@@ -178,32 +154,6 @@ pub fn items(result: &str) -> Option<Vec<Item>> {
     }
 }
 
-/// A JSON object's members in their order, values as raw text.
-struct Ordered<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Ordered<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Ordered<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    out.push((k, v));
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 /// The [`Item`] a notification frame carries (`params.result`).
 pub fn notification_item(frame: &str) -> Option<Item> {
     #[derive(serde::Deserialize)]
@@ -217,7 +167,92 @@ pub fn notification_item(frame: &str) -> Option<Item> {
         result: &'a serde_json::value::RawValue,
     }
     let f: Frame = serde_json::from_str(frame).ok()?;
-    read(f.params.result.get(), false)
+    let result = f.params.result.get();
+    read(result, false).or_else(|| {
+        // A Solana notification (`{"context":{"slot":…},"value":…}`).
+        let (slot, key, identity) = super::solana::identify(result)?;
+        Some(Item {
+            height: slot,
+            index: 0,
+            identity,
+            block: 0,
+            log: false,
+            removed: false,
+            key,
+            result: Box::default(),
+        })
+    })
+}
+
+/// A block hash, hashed as [`Item::block`] holds it.
+fn block_id(hash: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    hash.hash(&mut h);
+    h.finish()
+}
+
+/// The call asking for the block at `height` (its hash tells whether the chain delivered
+/// there is still the node's: a reorg check).
+pub fn block_call(height: u64) -> Call {
+    call(
+        "eth_getBlockByNumber",
+        Value::from(vec![Value::from(hex(height)), Value::Bool(false)]),
+    )
+}
+
+/// The [`Item::block`] of the answer to [`block_call`] (`None`: no such block).
+pub fn block_of(result: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(borrow)]
+        hash: &'a str,
+    }
+    let b: Option<Block> = serde_json::from_str(result).ok()?;
+    Some(block_id(b?.hash))
+}
+
+/// A delivered log notification's result, retracted: the same log with `removed: true`,
+/// as geth sends the logs of blocks a reorg orphaned (core/types/log.go: "The Removed
+/// field is true if this log was reverted due to a chain reorganisation"). Members keep
+/// their order and bytes.
+pub fn retracted(frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        params: Params<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        result: &'a RawValue,
+    }
+    let f: Frame = serde_json::from_str(frame).ok()?;
+    let log: Ordered = serde_json::from_str(f.params.result.get()).ok()?;
+    let mut text = String::with_capacity(f.params.result.get().len() + 1);
+    text.push('{');
+    let mut seen = false;
+    for (k, v) in &log.0 {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(k).ok()?);
+        text.push(':');
+        if k == "removed" {
+            seen = true;
+            text.push_str("true");
+        } else {
+            text.push_str(v.get());
+        }
+    }
+    if !seen {
+        text.push_str(if text.len() > 1 {
+            ",\"removed\":true"
+        } else {
+            "\"removed\":true"
+        });
+    }
+    text.push('}');
+    Some(text)
 }
 
 /// Read a notification result (a head or a log) as an [`Item`].
@@ -244,21 +279,26 @@ fn read(result: &str, keep: bool) -> Option<Item> {
     let num = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
     let f: Fields = serde_json::from_str(result).ok()?;
     let mut h = DefaultHasher::new();
-    let (height, index) = match (f.log_index, f.number) {
+    let (height, index, block) = match (f.log_index, f.number) {
         (Some(i), _) => {
             (f.block_hash?, i, f.removed).hash(&mut h);
-            (num(f.block_number?)?, num(i)?)
+            (num(f.block_number?)?, num(i)?, f.block_hash?)
         }
         (None, Some(n)) => {
             f.hash?.hash(&mut h);
-            (num(n)?, 0)
+            (num(n)?, 0, f.hash?)
         }
         (None, None) => return None,
     };
+    let is_log = f.log_index.is_some();
     Some(Item {
         height,
         index,
         identity: h.finish(),
+        block: block_id(block),
+        log: is_log && !f.removed,
+        removed: is_log && f.removed,
+        key: None,
         result: if keep { result.into() } else { Box::default() },
     })
 }
@@ -325,5 +365,23 @@ mod tests {
             r#"[{"blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":true}]"#;
         assert_ne!(items(removed).unwrap()[0].identity, i[0].identity);
         assert_eq!(items("null"), None);
+        assert_eq!(
+            i[0].block,
+            block_of(r#"{"hash":"0xcc","number":"0x3"}"#).unwrap()
+        );
+        assert!(i[0].log && !i[0].removed);
+        assert_eq!(block_of("null"), None);
+    }
+
+    #[test]
+    fn a_retracted_log_is_the_same_log_with_removed_true() {
+        let frame = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x1","result":{"address":"0xab","blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":false}}}"#;
+        assert_eq!(
+            retracted(frame).unwrap(),
+            r#"{"address":"0xab","blockNumber":"0x3","blockHash":"0xcc","logIndex":"0x1","removed":true}"#
+        );
+        let r = retracted(frame).unwrap();
+        let i = item(&r).unwrap();
+        assert!(i.removed && !i.log);
     }
 }

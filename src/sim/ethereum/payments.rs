@@ -5,9 +5,9 @@
 //! Queued transfers go into the next emitted block; `eth_getBlockByNumber` lists them,
 //! `eth_getTransactionReceipt` answers for them, token transfers are logs like any other.
 
-use super::{hash_of, notification, SimLog, State, SubKind, TRANSFER_TOPIC};
+use super::chain::hash_of;
+use super::{SimLog, TRANSFER_TOPIC};
 use std::collections::HashMap;
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone)]
 pub(super) enum Queued {
@@ -34,8 +34,6 @@ pub(super) struct Book {
     /// Block number → transaction JSON objects (full form).
     txs: HashMap<u64, Vec<String>>,
     receipts: HashMap<String, String>,
-    /// The newest block's token logs (what a reorg removes).
-    last: (u64, Vec<SimLog>),
     counter: u64,
 }
 
@@ -145,7 +143,6 @@ impl Book {
         }
         // Keep a bounded history (the node keeps receipts of recent blocks only).
         self.txs.retain(|b, _| *b + 4096 > n);
-        self.last = (n, logs.clone());
         logs
     }
 
@@ -160,41 +157,18 @@ impl Book {
         }
     }
 
+    /// Block `n` left the chain: its transactions and receipts are gone.
+    pub(super) fn drop_block(&mut self, n: u64) {
+        if let Some(txs) = self.txs.remove(&n) {
+            self.receipts
+                .retain(|h, _| !txs.iter().any(|t| t.contains(h.as_str())));
+        }
+    }
+
     pub(super) fn receipt(&self, hash: &str) -> String {
         self.receipts
             .get(hash)
             .cloned()
             .unwrap_or_else(|| "null".into())
-    }
-}
-
-/// Reorganise the newest block: its token logs are sent again with `removed: true`
-/// (as geth does), its transactions and receipts are gone, and a sibling head with
-/// another hash is announced at the same height.
-pub(super) fn reorg(st: &mut State, head_json: &str) {
-    let (n, logs) = std::mem::take(&mut st.payments.last);
-    if let Some(txs) = st.payments.txs.remove(&n) {
-        st.payments
-            .receipts
-            .retain(|h, _| !txs.iter().any(|t| t.contains(h.as_str())));
-    }
-    let sibling = head_json.replace(&hash_of(1, n), &hash_of(0xf0f, n));
-    for c in st.conns.values() {
-        for (sub, kind) in &c.subs {
-            match kind {
-                SubKind::NewHeads => {
-                    let _ = c.tx.try_send(Message::text(notification(sub, &sibling)));
-                }
-                SubKind::Logs(f) => {
-                    for (addr, topics, json) in &logs {
-                        if f.matches(addr, topics) {
-                            let removed = json.replace("\"removed\":false", "\"removed\":true");
-                            let _ = c.tx.try_send(Message::text(notification(sub, &removed)));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
     }
 }

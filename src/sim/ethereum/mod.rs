@@ -3,7 +3,8 @@
 //! ordinary calls, batches, and the calls backfill needs from its own chain
 //! (`eth_blockNumber`, `eth_getBlockByNumber`, `eth_getLogs` over the last 4,096 blocks);
 //! and fault controls (drop, refuse, hang) for tests. It keeps producing blocks while
-//! submux is disconnected.
+//! submux is disconnected, and can fork ([`EthSim::fork`]): the newest blocks are replaced
+//! by a branch with other hashes, announced to its subscribers as geth announces a reorg.
 //!
 //! Each log's `data` carries the emission time in nanoseconds since the Unix epoch, so a
 //! benchmark client can measure end-to-end latency from the payload alone.
@@ -11,15 +12,18 @@
 use crate::dialect::ethereum::geth_id;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+
+mod chain;
+pub use chain::log_sent_nanos;
+use chain::{block_json, emit_block, fork, hash_of};
 
 /// keccak256("Transfer(address,address,uint256)"), the topic every simulated log carries.
 pub const TRANSFER_TOPIC: &str =
@@ -132,12 +136,29 @@ struct State {
     pruned: Option<u64>,
     /// The first block this node knows.
     genesis: u64,
-    /// Ether and token transfers (`eth_payments.rs`).
-    payments: eth_payments::Book,
+    /// Ether and token transfers (`payments.rs`).
+    payments: payments::Book,
+    /// Forks so far: (first replaced height, branch number), oldest first. A block's
+    /// branch is that of the last fork at or below its height (0 before any).
+    forks: Vec<(u64, u64)>,
 }
 
-#[path = "eth_payments.rs"]
-mod eth_payments;
+impl State {
+    fn branch(&self, n: u64) -> u64 {
+        (self.forks.iter().rev())
+            .find(|(from, _)| n >= *from)
+            .map_or(0, |(_, b)| *b)
+    }
+    /// Block `n`'s hash on the current chain.
+    fn hash(&self, n: u64) -> String {
+        hash_of(1 + (self.branch(n) << 8), n)
+    }
+    fn header(&self, n: u64, full: bool) -> String {
+        block_json(n, &self.hash(n.wrapping_sub(1)), &self.hash(n), full)
+    }
+}
+
+mod payments;
 
 /// One emitted log: contract address, topics, and its JSON as notifications carry it.
 type SimLog = (String, Vec<String>, String);
@@ -222,6 +243,7 @@ impl EthSim {
                 pruned: None,
                 genesis: 0,
                 payments: Default::default(),
+                forks: Vec::new(),
             }),
             counters: super::Counters::default(),
             unsubscribe_requests: AtomicU64::new(0),
@@ -253,7 +275,18 @@ impl EthSim {
     pub fn emit_block(&self) -> u64 {
         emit_block(&self.inner)
     }
-    /// Current block number.
+    /// Reorganise: the newest `depth` blocks (at most back to genesis) are replaced by a
+    /// branch of the same length with other hashes (their logs too). Live subscribers get
+    /// what geth sends on a reorg (core/blockchain.go `reorg`): the old branch's logs with
+    /// `removed: true`, oldest block first, then the new branch's logs, then its head.
+    /// Returns the first replaced height.
+    pub fn fork(&self, depth: u64) -> u64 {
+        fork(&self.inner, depth)
+    }
+    /// Block `n`'s hash on the current chain.
+    pub fn block_hash(&self, n: u64) -> String {
+        self.inner.lock().hash(n)
+    }
     /// Ether from `from` to `to` in the next block (`ok: false`: it reverts, receipt
     /// status 0). Returns the transaction hash.
     pub fn send_ether(&self, from: &str, to: &str, wei: u128, ok: bool) -> String {
@@ -267,13 +300,17 @@ impl EthSim {
             .payments
             .send_token(contract, from, to, value)
     }
-    /// Replace the newest block by a sibling: its token logs come again with
-    /// `removed: true`, its transactions are gone, a head with another hash follows.
+    /// Replace the newest block by a sibling ([`EthSim::fork`] of depth 1): its token
+    /// logs come again with `removed: true` and its transactions and receipts are gone.
     pub fn reorg_last(&self) {
-        let mut st = self.inner.lock();
-        let head = block_json(st.block, false);
-        eth_payments::reorg(&mut st, &head);
+        {
+            let mut st = self.inner.lock();
+            let n = st.block;
+            st.payments.drop_block(n);
+        }
+        fork(&self.inner, 1);
     }
+    /// Current block number.
     pub fn block_number(&self) -> u64 {
         self.inner.lock().block
     }
@@ -468,6 +505,7 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
                 let st = inner.lock();
                 (st.block, st.genesis)
             };
+            let header = |n: u64| inner.lock().header(n, true);
             match method {
                 "eth_chainId" => reply(format!("\"0x{:x}\"", inner.cfg.chain_id)),
                 "net_version" => reply(format!("\"{}\"", inner.cfg.chain_id)),
@@ -492,12 +530,8 @@ fn handle_msg(inner: &Inner, conn: u64, m: &Value) -> (Option<String>, Vec<Strin
                     if n > block || n < genesis {
                         reply("null".into())
                     } else {
-                        reply(
-                            inner
-                                .lock()
-                                .payments
-                                .with_transactions(n, block_json(n, true)),
-                        )
+                        let full = header(n);
+                        reply(inner.lock().payments.with_transactions(n, full))
                     }
                 }
                 "eth_getLogs" => get_logs(inner, &id, &p(0), block),
@@ -566,126 +600,6 @@ fn get_logs(inner: &Inner, id: &Value, q: &Value, head: u64) -> (Option<String>,
     (Some(result(id, &out)), vec![])
 }
 
-fn hash_of(tag: u64, n: u64) -> String {
-    let a = n.wrapping_mul(0x9e3779b97f4a7c15) ^ tag;
-    let b = a.rotate_left(17).wrapping_mul(0xbf58476d1ce4e5b9);
-    format!("0x{a:016x}{b:016x}{:016x}{:016x}", a ^ b, b.wrapping_add(n))
-}
-
-/// A header (or block, with `full`) in geth's field order.
-fn block_json(n: u64, full: bool) -> String {
-    let zero32 = format!("0x{}", "0".repeat(64));
-    let mut s = String::with_capacity(1400);
-    let _ = write!(
-        s,
-        "{{\"parentHash\":\"{}\",\"sha3Uncles\":\"0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347\",\"miner\":\"0x0000000000000000000000000000000000000000\",\"stateRoot\":\"{}\",\"transactionsRoot\":\"{}\",\"receiptsRoot\":\"{}\",\"logsBloom\":\"0x{}\",\"difficulty\":\"0x0\",\"number\":\"0x{n:x}\",\"gasLimit\":\"0x1c9c380\",\"gasUsed\":\"0x5208\",\"timestamp\":\"0x{:x}\",\"extraData\":\"0x\",\"mixHash\":\"{zero32}\",\"nonce\":\"0x0000000000000000\",\"baseFeePerGas\":\"0x7\",\"withdrawalsRoot\":\"{}\",\"blobGasUsed\":\"0x0\",\"excessBlobGas\":\"0x0\",\"parentBeaconBlockRoot\":\"{zero32}\",\"requestsHash\":\"{zero32}\",\"hash\":\"{}\"",
-        hash_of(1, n.wrapping_sub(1)),
-        hash_of(2, n),
-        hash_of(3, n),
-        hash_of(4, n),
-        "0".repeat(512),
-        1_700_000_000 + n * 12,
-        hash_of(5, n),
-        hash_of(1, n),
-    );
-    if full {
-        s.push_str(",\"size\":\"0x220\",\"transactions\":[],\"uncles\":[],\"withdrawals\":[]");
-    }
-    s.push('}');
-    s
-}
-
-fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
-/// Decode the emission time that the simulator writes into each log's `data`.
-pub fn log_sent_nanos(data_hex: &str) -> Option<u128> {
-    u128::from_str_radix(data_hex.strip_prefix("0x")?.trim_start_matches('0'), 16).ok()
-}
-
-fn emit_block(inner: &Inner) -> u64 {
-    let mut st = inner.lock();
-    st.block += 1;
-    let n = st.block;
-    let head = block_json(n, false);
-    let block_hash = hash_of(1, n);
-    let sent = now_nanos();
-    // One Transfer log per contract, rendered once.
-    let logs: Vec<(String, Vec<String>, String)> = inner
-        .cfg
-        .contracts
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let topics = vec![TRANSFER_TOPIC.to_string(), format!("0x{:064x}", n)];
-            let json = format!(
-                "{{\"address\":\"{addr}\",\"topics\":[\"{}\",\"{}\"],\"data\":\"0x{sent:064x}\",\"blockNumber\":\"0x{n:x}\",\"transactionHash\":\"{}\",\"transactionIndex\":\"0x{i:x}\",\"blockHash\":\"{block_hash}\",\"blockTimestamp\":\"0x{:x}\",\"logIndex\":\"0x{i:x}\",\"removed\":false}}",
-                topics[0],
-                topics[1],
-                hash_of(6, n * 1000 + i as u64),
-                1_700_000_000 + n * 12,
-            );
-            (addr.clone(), topics, json)
-        })
-        .collect();
-    let ts = 1_700_000_000 + n * 12;
-    let first = logs.len();
-    let logs = [logs, st.payments.seal(n, &block_hash, ts, first)].concat();
-    let pending: Vec<(String, String)> = (0..inner.cfg.pending_per_block as u64)
-        .map(|i| {
-            let h = hash_of(7, n * 1000 + i);
-            let full = format!(
-                "{{\"blockHash\":null,\"blockNumber\":null,\"blockTimestamp\":null,\"from\":\"0x703c4b2bd70c169f5717101caee543299fc946c7\",\"gas\":\"0x5208\",\"gasPrice\":\"0xde56ab3\",\"hash\":\"{h}\",\"input\":\"0x\",\"nonce\":\"0x{i:x}\",\"to\":\"0x0d3ab14bbad3d99f4203bd7a11acb94882050e7e\",\"transactionIndex\":null,\"value\":\"0x3e8\",\"type\":\"0x0\",\"v\":\"0x1c\",\"r\":\"{}\",\"s\":\"{}\"}}",
-                hash_of(8, n + i),
-                hash_of(9, n + i)
-            );
-            (format!("\"{h}\""), full)
-        })
-        .collect();
-    if st.logs.len() == LOGS_KEPT {
-        st.pruned = st.logs.pop_front().map(|(n, _)| n);
-    }
-    st.logs.push_back((n, logs.clone()));
-    let mut slow = Vec::new();
-    for (cid, c) in st.conns.iter() {
-        for (sub, kind) in &c.subs {
-            let mut push = |payload: &str| {
-                if c.tx
-                    .try_send(Message::text(notification(sub, payload)))
-                    .is_err()
-                {
-                    slow.push(*cid);
-                }
-            };
-            match kind {
-                SubKind::NewHeads => push(&head),
-                SubKind::Logs(f) => {
-                    for (addr, topics, json) in &logs {
-                        if f.matches(addr, topics) {
-                            push(json);
-                        }
-                    }
-                }
-                SubKind::Pending { full } => {
-                    for (hash, tx) in &pending {
-                        push(if *full { tx } else { hash });
-                    }
-                }
-                SubKind::Syncing => {}
-            }
-        }
-    }
-    for cid in slow {
-        if let Some(c) = st.conns.remove(&cid) {
-            c.cancel.cancel();
-        }
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,7 +622,7 @@ mod tests {
 
     #[test]
     fn latency_stamp_round_trips() {
-        let n = now_nanos();
+        let n = chain::now_nanos();
         assert_eq!(log_sent_nanos(&format!("0x{n:064x}")), Some(n));
     }
 }
