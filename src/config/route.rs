@@ -9,6 +9,16 @@ use std::time::Duration;
 
 /// The largest `history_len` accepted: it bounds each topic's history in memory.
 pub const MAX_HISTORY_LEN: usize = 65_536;
+/// The smallest `cache_max_bytes` accepted.
+pub const MIN_CACHE_BYTES: usize = 64 << 10;
+/// The call cache of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bound in bytes (LRU beyond it).
+    pub max_bytes: usize,
+    /// How long a call at `latest` waits for a lagging upstream to reach the head.
+    pub latest_wait: Duration,
+}
 /// The largest `backfill_max_blocks` accepted: one request per block for `newHeads`.
 pub const MAX_BACKFILL_BLOCKS: u64 = 10_000;
 
@@ -62,6 +72,17 @@ pub struct RouteConfig {
     /// At most this many blocks are backfilled; older ones get the gap notice.
     #[serde(default = "d::backfill_max_blocks")]
     pub backfill_max_blocks: u64,
+    /// The head-aware call cache (issue 15): answers kept per lifetime, `eth_blockNumber`
+    /// from the followed head, and a consistent `latest` across failovers.
+    #[serde(default = "d::cache")]
+    pub cache: bool,
+    /// The cache's bound in bytes (answers, keys and bookkeeping); LRU beyond it.
+    #[serde(default = "d::cache_max_bytes")]
+    pub cache_max_bytes: usize,
+    /// How long a call at `latest` waits for an upstream that is behind the head clients
+    /// already saw (after a failover) before it is answered with an error.
+    #[serde(default = "d::latest_wait_ms")]
+    pub latest_wait_ms: u64,
     /// Answer clients that offer permessage-deflate (RFC 7692) with it.
     #[serde(default)]
     pub permessage_deflate: bool,
@@ -151,6 +172,15 @@ pub(super) mod d {
     pub fn backfill() -> bool {
         true
     }
+    pub fn cache() -> bool {
+        true
+    }
+    pub fn cache_max_bytes() -> usize {
+        64 << 20
+    }
+    pub fn latest_wait_ms() -> u64 {
+        2_000
+    }
     pub fn backfill_max_blocks() -> u64 {
         128
     }
@@ -187,6 +217,9 @@ impl RouteConfig {
             history_len: d::history_len(),
             backfill: d::backfill(),
             backfill_max_blocks: d::backfill_max_blocks(),
+            cache: d::cache(),
+            cache_max_bytes: d::cache_max_bytes(),
+            latest_wait_ms: d::latest_wait_ms(),
             permessage_deflate: false,
             deflate_min_bytes: d::deflate_min_bytes(),
         }
@@ -222,6 +255,8 @@ pub struct RouteSettings {
     /// Backfill after a switch (`backfill`), at most `backfill_max_blocks` blocks.
     pub backfill: bool,
     pub backfill_max_blocks: u64,
+    /// The call cache: `None` when off (`cache = false`).
+    pub cache: Option<CacheSettings>,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
 }
@@ -336,6 +371,11 @@ impl RouteConfig {
                 "{at}: history_len must be at most {MAX_HISTORY_LEN}"
             ));
         }
+        if r.cache && r.cache_max_bytes < MIN_CACHE_BYTES {
+            return bad(format!(
+                "{at}: cache_max_bytes must be at least {MIN_CACHE_BYTES} (cache = false turns the cache off)"
+            ));
+        }
         if r.backfill_max_blocks == 0 || r.backfill_max_blocks > MAX_BACKFILL_BLOCKS {
             return bad(format!(
                 "{at}: backfill_max_blocks must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
@@ -377,6 +417,11 @@ impl RouteConfig {
             history_len: r.history_len,
             backfill: r.backfill,
             backfill_max_blocks: r.backfill_max_blocks,
+            cache: r.cache.then_some(CacheSettings {
+                max_bytes: r.cache_max_bytes,
+                // A call never waits longer than it may take.
+                latest_wait: Duration::from_millis(r.latest_wait_ms.min(r.request_timeout_ms)),
+            }),
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),

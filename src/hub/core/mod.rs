@@ -21,6 +21,7 @@
 //! Metrics are the route's `RouteMetrics` atomics, updated where the decisions are made.
 
 mod backfill;
+mod cache;
 mod frames;
 mod history;
 mod sessions;
@@ -234,6 +235,8 @@ enum Pending<O: Outbox> {
         slot: SlotId,
         deadline: Instant,
         sent: Instant,
+        /// What the cache needs of its answer (cacheable calls and head probes).
+        cache: Option<cache::Ticket>,
     },
     /// One upstream subscribe for these topics (several for batching dialects).
     Subscribe {
@@ -300,6 +303,8 @@ pub struct RouteCore<O: Outbox> {
     gap_listeners: Arc<AtomicUsize>,
     /// Topics whose backfill is going out, a burst per tick.
     draining: Vec<TopicId>,
+    /// The head-aware call cache (`None`: off, or nothing to cache on this dialect).
+    cache: Option<cache::Cache<O>>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -319,7 +324,11 @@ impl<O: Outbox> RouteCore<O> {
             topics_per_slot: settings.topics_per_upstream_connection,
             subscribe_timeout: settings.subscribe_timeout,
         });
+        let cache = (settings.cache.clone())
+            .zip(dialect.cache_rules())
+            .map(|(s, rules)| cache::Cache::new(s, rules));
         let mut core = RouteCore {
+            cache,
             settings,
             dialect,
             metrics,
@@ -342,6 +351,7 @@ impl<O: Outbox> RouteCore<O> {
         };
         core.ensure_slot(SlotId(0), now);
         core.schedule_connect(SlotId(0), Duration::ZERO);
+        core.follow_head(now);
         core
     }
 
@@ -451,6 +461,7 @@ impl<O: Outbox> RouteCore<O> {
             }
         }
         self.drain_backfills();
+        self.cache_tick(now);
         self.check_stalls(now);
         self.slot_timers(now);
         self.store_topics();
@@ -458,7 +469,9 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     fn store_topics(&self) {
-        self.metrics.topics.store(self.table.len() as i64, Relaxed);
+        self.metrics
+            .topics
+            .store(self.client_topics() as i64, Relaxed);
     }
 
     fn next_id(&mut self) -> UpstreamReqId {
@@ -485,6 +498,7 @@ impl<O: Outbox> RouteCore<O> {
         for (_, reply, _) in std::mem::take(&mut self.waiting_calls) {
             self.out.answered(reply, Err(HubError::ShuttingDown));
         }
+        self.cache_shutdown();
         // Waiting subscribes are dropped unanswered: the shell's senders close, which its
         // sessions read as shutting down.
         self.subscribing.clear();

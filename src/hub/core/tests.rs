@@ -125,6 +125,7 @@ fn settings(kind: DialectKind) -> RouteSettings {
         history_len: 1024,
         backfill: false,
         backfill_max_blocks: 128,
+        cache: None,
         deflate: None,
     }
 }
@@ -1285,3 +1286,7 @@ fn identical_read_calls_in_flight_are_sent_once() {
         "sends are never merged"
     );
 }
+
+/// The call cache's policies (issue 15), on this module's harness.
+#[path = "cache/tests.rs"]
+mod cache;
