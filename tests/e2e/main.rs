@@ -2,6 +2,7 @@
 
 mod auth;
 mod backfill;
+mod cache;
 mod common;
 mod dedup;
 mod deflate;
