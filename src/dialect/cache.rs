@@ -14,7 +14,6 @@
 
 use super::{Call, ClientFrame, ClientMsg, Dialect, SubscriptionKey, Transport};
 use serde_json::Value;
-use std::ops::Range;
 
 /// How long an answer may be served again without asking the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +66,10 @@ pub trait Rules: Send + Sync + 'static {
     fn settle(&self, method: &str, rule: CacheRule, result: &str, head: Option<u64>) -> Lifetime;
     /// The subscribe request (a client's own text) whose stream the route follows.
     fn head_request(&self) -> &'static str;
-    /// A `from_head` call's answer at `head`, as the node renders it, with a placeholder
-    /// id at the returned range.
-    fn head_answer(&self, head: u64) -> (String, Range<usize>);
+    /// A `from_head` call's result at `head` (JSON text), as the node renders it; the
+    /// core puts it in the envelope of the node's own last answer to that call, so the
+    /// whole answer is the node's bytes (field order and all).
+    fn head_result(&self, head: u64) -> String;
     /// The head a `from_head` call's upstream answer names (to learn a connection's head).
     fn answered_head(&self, result: &str) -> Option<u64>;
     /// The call that asks a node for its head (sent on a new connection).
@@ -220,13 +220,10 @@ impl Rules for EthereumRules {
         r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#
     }
 
-    fn head_answer(&self, head: u64) -> (String, Range<usize>) {
-        // geth rpc/json.go jsonrpcMessage field order: jsonrpc, id, result; a quantity is
-        // `0x` + lowercase hex without leading zeros (common/hexutil EncodeUint64).
-        (
-            format!("{{\"jsonrpc\":\"2.0\",\"id\":0,\"result\":\"0x{head:x}\"}}"),
-            22..23,
-        )
+    fn head_result(&self, head: u64) -> String {
+        // A quantity: `0x` + lowercase hex without leading zeros (geth common/hexutil
+        // EncodeUint64; anvil and ganache answer the same).
+        format!("\"0x{head:x}\"")
     }
 
     fn answered_head(&self, result: &str) -> Option<u64> {
@@ -381,10 +378,9 @@ mod tests {
     }
 
     #[test]
-    fn head_answer_is_geths_and_reads_back() {
-        let (text, at) = EthereumRules.head_answer(0x1b4);
-        assert_eq!(text, r#"{"jsonrpc":"2.0","id":0,"result":"0x1b4"}"#);
-        assert_eq!(&text[at], "0");
+    fn head_result_is_a_quantity_and_reads_back() {
+        assert_eq!(EthereumRules.head_result(0x1b4), "\"0x1b4\"");
+        assert_eq!(EthereumRules.head_result(0), "\"0x0\"");
         assert_eq!(EthereumRules.answered_head("\"0x1b4\""), Some(0x1b4));
         assert_eq!(EthereumRules.answered_head("\"0x0\""), Some(0));
         assert_eq!(EthereumRules.answered_head("12"), None);

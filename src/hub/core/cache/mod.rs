@@ -4,7 +4,10 @@
 //!   stream (Ethereum `newHeads`, the very key a client's identical subscribe shares), so
 //!   it knows when `latest` moves even without clients. The highest head delivered is the
 //!   route's *followed head*.
-//! - **Answers from the head**: `eth_blockNumber` is rendered from the followed head.
+//! - **Answers from the head**: `eth_blockNumber` is answered with the followed head, in
+//!   the envelope of the node's own last answer to it on the current connections (learnt
+//!   from the `eth_blockNumber` probe each new connection gets), so the answer is the
+//!   bytes that node would send.
 //! - **Keeps answers** ([`store::Store`], LRU bounded in bytes) for as long as the
 //!   dialect's rules ([`crate::dialect::cache`]) say they stay true: forever, for one
 //!   upstream connection, or for one head (dropped when the followed head moves). Errors
@@ -56,6 +59,9 @@ pub(crate) struct Cache<O: Outbox> {
     pub(super) held: VecDeque<(Call, O::CallReply, Instant)>,
     /// Head probes in flight or due, by slot: when the next may go.
     pub(super) probes: HashMap<SlotId, Instant>,
+    /// The node's last answer to a head call on the current connections (epoch): its
+    /// frame, id range and result range, the envelope head answers are rendered in.
+    pub(super) template: Option<(u64, Utf8Bytes, Range<usize>, Range<usize>)>,
 }
 
 /// What a call sent upstream carries for the cache (in [`Pending::Call`]).
@@ -83,6 +89,7 @@ impl<O: Outbox> Cache<O> {
             epoch: 0,
             held: VecDeque::new(),
             probes: HashMap::new(),
+            template: None,
         }
     }
 }
@@ -158,8 +165,18 @@ impl<O: Outbox> RouteCore<O> {
         let live = (c.follow)
             .and_then(|t| self.table.get(t))
             .is_some_and(|t| t.confirmed());
-        if let (true, true, Some(head)) = (rule.from_head, live, c.delivered) {
-            let (text, id_range) = c.rules.head_answer(head);
+        let template = c.template.as_ref().filter(|t| t.0 == c.epoch);
+        if let (true, true, Some(head), Some(t)) = (rule.from_head, live, c.delivered, template) {
+            let (_, frame, id, result) = t;
+            let value = c.rules.head_result(head);
+            let text = format!("{}{value}{}", &frame[..result.start], &frame[result.end..]);
+            // The id keeps its place; after the result it moves by the length change.
+            let id_range = if id.start >= result.end {
+                let (from, to) = (result.len(), value.len());
+                id.start + to - from..id.end + to - from
+            } else {
+                id.clone()
+            };
             let answer = UpstreamReply {
                 text: Utf8Bytes::from(text),
                 id_range,
@@ -289,9 +306,13 @@ impl<O: Outbox> RouteCore<O> {
         let Ok(result) = outcome else {
             return;
         };
-        let result = &text[result.clone()];
+        let range = result.clone();
+        let result = &text[range.clone()];
         if ticket.probe || ticket.rule.from_head {
             if let Some(h) = c.rules.answered_head(result) {
+                if ticket.epoch == c.epoch {
+                    c.template = Some((c.epoch, text.clone(), id_range.clone(), range));
+                }
                 c.heads.insert(slot, h);
                 if ticket.probe {
                     // Asked again only after a while, if still needed.
@@ -379,9 +400,9 @@ impl<O: Outbox> RouteCore<O> {
         c.probes.remove(&slot);
         c.epoch += 1;
         let d = c.store.connection_changed(c.epoch);
-        let follows = c.delivered.is_some();
         self.count_dropped(d);
-        if let (Some(now), true) = (up, follows) {
+        // Its head, and the envelope its answers come in.
+        if let Some(now) = up {
             self.probe_head(slot, now);
         }
     }

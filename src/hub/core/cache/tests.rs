@@ -30,14 +30,15 @@ impl H {
         let acts = h.actions();
         let acts = h.connect(&acts, 0);
         let subs = sent(&acts);
-        assert_eq!(
-            subs.len(),
-            1,
-            "the route follows the head without clients: {subs:?}"
-        );
+        assert_eq!(subs.len(), 2, "follows the head without clients: {subs:?}");
         assert_eq!(subs[0].1["method"], "eth_subscribe");
         assert_eq!(subs[0].1["params"], json!(["newHeads"]));
+        assert_eq!(
+            subs[1].1["method"], "eth_blockNumber",
+            "the connection's head"
+        );
         h.text(0, ok(req_id(&subs[0].1), "0xf"));
+        h.text(0, result(req_id(&subs[1].1), &format!("\"0x{n:x}\"")));
         h.text(0, head("0xf", n));
         h
     }
@@ -95,9 +96,11 @@ fn an_answer_of_an_earlier_head_is_not_kept() {
 
 #[test]
 fn block_number_is_answered_from_the_followed_head() {
-    let mut h = H::following(0x1b4);
+    let mut h = H::following(0x1b3);
+    h.text(0, head("0xf", 0x1b4));
     assert!(sent(&h.ask(1, "eth_blockNumber", "[]")).is_empty());
-    let want = r#"{"jsonrpc":"2.0","id":0,"result":"0x1b4"}"#.to_string();
+    // In the envelope of the node's own answer to the probe (request 2), new result.
+    let want = r#"{"jsonrpc":"2.0","id":2,"result":"0x1b4"}"#.to_string();
     assert_eq!(h.answers(), vec![(1, Ok(want))]);
     assert_eq!(h.metrics.head_answers.load(Relaxed), 1);
     assert_eq!(h.metrics.upstream_calls.load(Relaxed), 0);
@@ -109,6 +112,7 @@ fn before_any_head_block_number_goes_upstream_and_its_answer_is_the_head() {
     let acts = h.actions();
     h.connect(&acts, 0);
     let s = sent(&h.ask(1, "eth_blockNumber", "[]"));
+    assert_eq!(s[0].1["method"], "eth_blockNumber");
     assert_eq!(s.len(), 1);
     h.text(0, result(req_id(&s[0].1), "\"0x20\""));
     assert_eq!(h.metrics.followed_head.load(Relaxed), 0x20);
@@ -149,6 +153,7 @@ fn the_cache_stays_within_its_byte_bound() {
     let acts = h.connect(&acts, 0);
     let id = req_id(&sent(&acts)[0].1);
     h.text(0, ok(id, "0xf"));
+    h.text(0, result(req_id(&sent(&acts)[1].1), "\"0x1\""));
     h.text(0, head("0xf", 1));
     let big = format!("\"0x{}\"", "ab".repeat(2_000));
     for i in 0..100u32 {
@@ -236,7 +241,8 @@ fn after_a_failover_latest_waits_for_the_lagging_node() {
     assert_eq!(h.metrics.latest_waits.load(Relaxed), 1);
     // The head clients saw does not go back.
     h.ask(2, "eth_blockNumber", "[]");
-    let want = r#"{"jsonrpc":"2.0","id":0,"result":"0x10"}"#.to_string();
+    // In the lagging node's own envelope (its probe answer, request 4).
+    let want = r#"{"jsonrpc":"2.0","id":4,"result":"0x10"}"#.to_string();
     assert_eq!(h.answers(), vec![(2, Ok(want))]);
     // A call not at latest goes at once.
     let at = r#"["0x00000000000000000000000000000000000000aa","0x5"]"#;
@@ -300,7 +306,7 @@ fn with_the_cache_off_nothing_is_followed_or_kept() {
     let mut h = H::eth();
     let acts = h.actions();
     let acts = h.connect(&acts, 0);
-    assert!(sent(&acts).is_empty());
+    assert!(sent(&acts).is_empty(), "no head subscription, no probe");
     for reply in [1, 2] {
         let s = sent(&h.ask(reply, "eth_chainId", "[]"));
         assert_eq!(s.len(), 1);
