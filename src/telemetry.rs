@@ -163,7 +163,8 @@ route_metrics! {
         upstream_subscribes: "submux_upstream_subscribes_total", "Subscribe requests sent upstream.";
         upstream_unsubscribes: "submux_upstream_unsubscribes_total",
             "Unsubscribe requests sent upstream.";
-        requests: "submux_requests_total", "Client calls forwarded upstream.";
+        requests: "submux_requests_total",
+            "Client calls answered (upstream, from the cache or from the followed head).";
         request_errors: "submux_request_errors_total",
             "Forwarded calls answered with a submux error.";
         unknown_notifications: "submux_unknown_notifications_total",
