@@ -65,7 +65,7 @@ pub trait Rules: Send + Sync + 'static {
     /// head: `rule.lifetime` or shorter (an unknown transaction may appear next block).
     fn settle(&self, method: &str, rule: CacheRule, result: &str, head: Option<u64>) -> Lifetime;
     /// The subscribe request (a client's own text) whose stream the route follows.
-    fn head_request(&self) -> &'static str;
+    fn head_request(&self) -> Option<&'static str>;
     /// A `from_head` call's result at `head` (JSON text), as the node renders it; the
     /// core puts it in the envelope of the node's own last answer to that call, so the
     /// whole answer is the node's bytes (field order and all).
@@ -216,8 +216,8 @@ impl Rules for EthereumRules {
         }
     }
 
-    fn head_request(&self) -> &'static str {
-        r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#
+    fn head_request(&self) -> Option<&'static str> {
+        Some(r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#)
     }
 
     fn head_result(&self, head: u64) -> String {
@@ -390,7 +390,7 @@ mod tests {
     fn followed_head_is_the_clients_new_heads_key() {
         let eth = DialectKind::Ethereum.build().expect("ethereum");
         let rules = eth.cache_rules().expect("rules");
-        let key = subscribe_key(&*eth, rules.head_request()).expect("a key");
+        let key = subscribe_key(&*eth, rules.head_request().expect("a head")).expect("a key");
         let client = r#"{"id":"x","jsonrpc":"2.0","method":"eth_subscribe","params":["newHeads"]}"#;
         assert_eq!(subscribe_key(&*eth, client), Some(key.clone()));
         assert!(key.flags().steady);

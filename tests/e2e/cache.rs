@@ -245,3 +245,69 @@ async fn a_node_that_stays_behind_gets_a_clear_error() {
         .await;
     assert!(v["result"].is_string(), "{v}");
 }
+
+/// XRPL: a validated ledger and a validated transaction are kept (forever), byte for byte
+/// rippled's answers; anything about the open ledger is asked every time.
+#[tokio::test]
+async fn xrpl_validated_answers_are_kept_and_the_nodes_bytes() {
+    use submux::dialect::DialectKind;
+    use submux::sim::xrpl::{XrplSim, XrplSimConfig};
+    let sim = XrplSim::start(XrplSimConfig::default()).await.expect("sim");
+    let mut route = fast_route(vec![sim.ws_url()]);
+    route.path = "/xrpl".into();
+    route.dialect = DialectKind::Xrpl;
+    let mux = submux_with(server_cfg(), vec![route]).await;
+    let metrics = mux.hub.routes()[0].metrics.clone();
+    let accounts = sim.accounts();
+    let hash = sim.pay(&accounts[0], &accounts[1], 1_000);
+    sim.close_ledger();
+    sim.close_ledger();
+    let validated = sim.ledger_index() - 1;
+    let mut direct = Client::connect(&sim.ws_url()).await;
+    let mut client = Client::connect(&mux.ws_url("/xrpl")).await;
+    let kept = [
+        format!(r#"{{"id":7,"command":"ledger","ledger_index":{validated}}}"#),
+        format!(
+            r#"{{"id":7,"command":"ledger","ledger_index":{validated},"transactions":true,"expand":true}}"#
+        ),
+        format!(r#"{{"id":7,"command":"tx","transaction":"{hash}"}}"#),
+        format!(
+            r#"{{"id":7,"command":"account_info","account":"{}","ledger_index":{validated}}}"#,
+            accounts[0]
+        ),
+    ];
+    for req in &kept {
+        direct.send_text(req).await;
+        let want = direct.recv_text().await;
+        assert!(want.contains("\"validated\":true"), "{want}");
+        let sent = metrics.upstream_calls.load(Relaxed);
+        client.send_text(req).await;
+        assert_eq!(client.recv_text().await, want, "{req} (miss)");
+        client.send_text(req).await;
+        assert_eq!(client.recv_text().await, want, "{req} (hit)");
+        assert_eq!(
+            metrics.upstream_calls.load(Relaxed),
+            sent + 1,
+            "{req}: one upstream call"
+        );
+    }
+    assert_eq!(metrics.cache_hits.load(Relaxed), kept.len() as u64);
+    // The open ledger, fees and server state: never kept.
+    let account = &accounts[0];
+    for req in [
+        format!(r#"{{"id":8,"command":"account_info","account":"{account}"}}"#),
+        r#"{"id":8,"command":"fee"}"#.to_string(),
+        r#"{"id":8,"command":"ledger_current"}"#.to_string(),
+    ] {
+        let sent = metrics.upstream_calls.load(Relaxed);
+        for _ in 0..2 {
+            client.send_text(&req).await;
+            client.recv_text().await;
+        }
+        assert_eq!(
+            metrics.upstream_calls.load(Relaxed),
+            sent + 2,
+            "{req}: asked each time"
+        );
+    }
+}

@@ -205,6 +205,7 @@ impl<O: Outbox> RouteCore<O> {
         if !gaps {
             self.forget_height(slot);
         }
+        self.on_head_push_by_content(slot, &targets, &text, now);
         self.deliver_routed(slot, text, &targets)
     }
 

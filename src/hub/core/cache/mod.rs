@@ -105,7 +105,9 @@ impl<O: Outbox> RouteCore<O> {
         }
         let key = match c.follow_key.clone() {
             Some(k) => k,
-            None => match subscribe_key(self.dialect.as_ref(), c.rules.head_request()) {
+            None => match (c.rules.head_request())
+                .and_then(|r| subscribe_key(self.dialect.as_ref(), r))
+            {
                 Some(k) => {
                     c.follow_key = Some(k.clone());
                     k
@@ -373,6 +375,30 @@ impl<O: Outbox> RouteCore<O> {
         c.heads.insert(slot, h);
         self.head_delivered(h);
         self.release_held(now);
+    }
+
+    /// A content-routed push on `slot` for `targets`: if the followed stream is among
+    /// them, learn the head.
+    pub(super) fn on_head_push_by_content(
+        &mut self,
+        slot: SlotId,
+        targets: &[(crate::dialect::UpstreamSubId, crate::dialect::Group)],
+        text: &str,
+        now: Instant,
+    ) {
+        let Some(c) = self.cache.as_ref() else {
+            return;
+        };
+        let followed = (c.follow)
+            .and_then(|t| self.table.get(t))
+            .and_then(|t| t.upstream())
+            .is_some_and(|up| targets.iter().any(|(u, _)| u == up));
+        if !followed {
+            return;
+        }
+        if let Some(t) = c.follow {
+            self.on_head_push(slot, &[t], text, now);
+        }
     }
 
     /// Head `h` reached clients: the followed head is the highest such.
