@@ -216,7 +216,7 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     /// A call about to go to `slot`: held instead while it reads at `latest` and the
-    /// slot's connection is behind the followed head (`None`: held). Otherwise its ticket.
+    /// slot's connection is behind the followed head (`Err`: held). Otherwise its ticket.
     pub(super) fn ticket(
         &mut self,
         slot: SlotId,
@@ -224,8 +224,8 @@ impl<O: Outbox> RouteCore<O> {
         reply: O::CallReply,
         now: Instant,
     ) -> Result<(Call, O::CallReply, Option<Ticket>), ()> {
-        RouteMetrics::inc(&self.metrics.upstream_calls);
         let Some(c) = self.cache.as_mut() else {
+            RouteMetrics::inc(&self.metrics.upstream_calls);
             return Ok((call, reply, None));
         };
         let rule = c.rules.rule(&call);
@@ -233,13 +233,13 @@ impl<O: Outbox> RouteCore<O> {
             .delivered
             .is_some_and(|d| c.heads.get(&slot).is_none_or(|h| *h < d));
         if rule.latest && behind {
-            self.metrics.upstream_calls.fetch_sub(1, Relaxed);
             RouteMetrics::inc(&self.metrics.latest_waits);
             let deadline = now + c.settings.latest_wait;
             c.held.push_back((call, reply, deadline));
             self.probe_head(slot, now);
             return Err(());
         }
+        RouteMetrics::inc(&self.metrics.upstream_calls);
         if rule.lifetime == Lifetime::Never {
             return Ok((call, reply, None));
         }
