@@ -127,6 +127,7 @@ async fn run(o: &Opts, ws_url: &str, http_url: &str, polls_per_block: u64) -> Sa
     http.pool_idle_timeout(Duration::from_secs(30));
     let http: Http = http.build_http();
     let poll = Duration::from_millis(o.block_ms / polls_per_block);
+    let clients = o.clients;
     let mut tasks = Vec::new();
     for client in 0..o.clients {
         let (stop, samples, started) = (stop.clone(), samples.clone(), started.clone());
@@ -145,6 +146,17 @@ async fn run(o: &Opts, ws_url: &str, http_url: &str, polls_per_block: u64) -> Sa
                 _ => local.errors += 1,
             }
             started.fetch_add(1, Relaxed);
+            // Measured once every wallet is connected, after one poll of warm-up.
+            while started.load(Relaxed) < clients as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for i in 0..4 {
+                let (method, p) = params(i, client);
+                id += 1;
+                if conn.call(id, method, &p).await.is_err() {
+                    local.errors += 1;
+                }
+            }
             // Each wallet polls on its own timer, at a random phase.
             tokio::time::sleep(poll.mul_f64(fastrand::f64())).await;
             let mut tick = tokio::time::interval(poll);
