@@ -368,7 +368,7 @@ fn main() {
         let ok_calls = main.fewer >= 10.0 && main.errors == 0;
         let ok_rtt = main.worst >= 1.5;
         out.push_str(&format!(
-            "**Targets** ({node_title}): ≥ 10× fewer upstream calls than client calls: {:.1}× **{}**; cached round trips (`eth_blockNumber`, popular balance, `eth_call`; both transports) ≥ 1.5× as fast as direct at p50: worst {:.2}× **{}**. Against the bare simulator, which answers faster than a hop costs: {:.1}× fewer calls, cached round trips {:.2}× direct (worst). At one poll per block: {:.1}× fewer (each wallet's own balance is a new question every block, so at most 4 client calls per upstream call).\n\n",
+            "**Targets** ({node_title}): ≥ 10× fewer upstream calls than client calls: {:.1}× **{}**; cached round trips (`eth_blockNumber`, popular balance, `eth_call`; both transports) ≥ 1.5× as fast as direct at p50: worst {:.2}× **{}**. Against the bare simulator, which answers faster than a hop costs: {:.1}× fewer calls, cached round trips {:.2}× direct (worst). At one poll per block: {:.1}× fewer (each wallet's own balance is a new question every block, so about 4 client calls per upstream call).\n\n",
             main.fewer,
             verdict(ok_calls),
             main.worst,
