@@ -55,7 +55,8 @@ pub(crate) struct Cache<O: Outbox> {
     pub(super) heads: HashMap<SlotId, u64>,
     /// Bumped whenever a connection comes or goes (scope of per-connection answers).
     pub(super) epoch: u64,
-    /// Calls at `latest` waiting for their connection to reach the followed head.
+    /// Calls at `latest` waiting for their connection to reach the followed head (at
+    /// most `WAITING_CALLS`; beyond, answered with the error at once).
     pub(super) held: VecDeque<(Call, O::CallReply, Instant)>,
     /// Head probes in flight or due, by slot: when the next may go.
     pub(super) probes: HashMap<SlotId, Instant>,
@@ -233,6 +234,14 @@ impl<O: Outbox> RouteCore<O> {
             .delivered
             .is_some_and(|d| c.heads.get(&slot).is_none_or(|h| *h < d));
         if rule.latest && behind {
+            // Bounded like the calls waiting for a connection: beyond, the error at once.
+            if c.held.len() >= super::WAITING_CALLS {
+                let e = HubError::Upstream(c.rules.behind_error(c.delivered.unwrap_or(0)));
+                RouteMetrics::inc(&self.metrics.latest_wait_errors);
+                RouteMetrics::inc(&self.metrics.request_errors);
+                self.out.answered(reply, Err(e));
+                return Err(());
+            }
             RouteMetrics::inc(&self.metrics.latest_waits);
             let deadline = now + c.settings.latest_wait;
             c.held.push_back((call, reply, deadline));

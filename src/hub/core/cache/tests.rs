@@ -313,3 +313,25 @@ fn with_the_cache_off_nothing_is_followed_or_kept() {
         h.text(0, result(req_id(&s[0].1), "\"0x1\""));
     }
 }
+
+#[test]
+fn calls_held_for_a_lagging_node_are_bounded() {
+    let mut h = H::following(0x10);
+    let acts = h.lose(0);
+    let acts = h.connect(&acts, 0);
+    let probe = (sent(&acts).into_iter())
+        .find(|(_, v)| v["method"] == "eth_blockNumber")
+        .expect("head probe");
+    h.text(0, result(req_id(&probe.1), "\"0x8\""));
+    let n = WAITING_CALLS as u32;
+    for reply in 0..n + 2 {
+        h.ask(reply, "eth_getBalance", BALANCE);
+    }
+    // The two beyond the bound are answered at once, with the error; the rest wait.
+    let answers = h.answers();
+    assert_eq!(answers.len(), 2);
+    assert!(answers
+        .iter()
+        .all(|(r, a)| *r >= n && matches!(a, Err(HubError::Upstream(_)))));
+    assert_eq!(h.metrics.latest_waits.load(Relaxed), u64::from(n));
+}
