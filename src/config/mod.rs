@@ -10,7 +10,7 @@ mod server;
 mod tests;
 
 pub use lnbits::{BackplaneConfig, BackplaneSettings, LnbitsRouteConfig, LnbitsSettings};
-pub use route::{DeflateSettings, RouteConfig, RouteSettings};
+pub use route::{CacheSettings, DeflateSettings, RouteConfig, RouteSettings};
 pub use server::{IpNet, ServerConfig};
 
 pub use crate::auth::{ApiKeyConfig, AuthConfig};
