@@ -197,7 +197,7 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
             })
         }
         Method::POST => cors(
-            http_rpc(&state, &route, req).await,
+            http_rpc(&state, &route, req, key.as_deref().map(|k| &*k.name)).await,
             origin.as_ref(),
             restricted,
         ),
@@ -219,7 +219,12 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
     }
 }
 
-async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Response {
+async fn http_rpc(
+    state: &AppState,
+    route: &RouteHandle,
+    req: Request,
+    key: Option<&str>,
+) -> Response {
     let limit = state.gate.settings.max_frame_bytes;
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
@@ -243,7 +248,7 @@ async fn http_rpc(state: &AppState, route: &RouteHandle, req: Request) -> Respon
         };
     }
     let text = String::from_utf8_lossy(&body);
-    match session::handle_http(route, &text).await {
+    match session::handle_http(route, &text, key).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
         None => StatusCode::OK.into_response(),
     }

@@ -117,6 +117,10 @@ route_metrics! {
             "1 while the Redis backplane subscription of a channel route is up.";
         payments_watched: "submux_payments_watched_addresses",
             "Addresses a payments route watches upstream (one subscription each, shared by its watchers).";
+        cache_bytes: "submux_cache_bytes", "Bytes held by the route's call cache.";
+        cache_entries: "submux_cache_entries", "Answers held by the route's call cache.";
+        followed_head: "submux_followed_head",
+            "Highest head (block number) the route has delivered to clients (0: none yet).";
     }
     counters {
         gap_notices: "submux_gap_notices_total",
@@ -129,6 +133,24 @@ route_metrics! {
             "Notifications replayed from a topic's history to clients resuming with ?since=.";
         coalesced_calls: "submux_coalesced_calls_total",
             "Client calls answered by an identical call already in flight (not sent upstream).";
+        cache_hits: "submux_cache_hits_total",
+            "Client calls answered from the call cache (not sent upstream).";
+        cache_misses: "submux_cache_misses_total",
+            "Cacheable client calls that were not in the cache.";
+        head_answers: "submux_head_answers_total",
+            "Client calls answered from the route's followed head (eth_blockNumber).";
+        upstream_calls_saved: "submux_upstream_calls_saved_total",
+            "Client calls answered without an upstream call of their own (cache, head, coalesced).";
+        upstream_calls: "submux_upstream_calls_total",
+            "Calls sent upstream on behalf of clients.";
+        cache_evictions: "submux_cache_evictions_total",
+            "Cached answers evicted (least recently used) to stay within cache_max_bytes.";
+        cache_invalidations: "submux_cache_invalidations_total",
+            "Cached answers dropped because the followed head moved or the upstream changed.";
+        latest_waits: "submux_latest_waits_total",
+            "Calls at latest held until a lagging upstream reached the head clients already saw.";
+        latest_wait_errors: "submux_latest_wait_errors_total",
+            "Calls at latest answered with an error because the upstream stayed behind.";
         coalesced: "submux_coalesced_total",
             "Times a lagging client that opted in (?coalesce=1) skipped to the latest.";
         upstream_failbacks: "submux_upstream_failbacks_total",
@@ -153,7 +175,8 @@ route_metrics! {
         upstream_subscribes: "submux_upstream_subscribes_total", "Subscribe requests sent upstream.";
         upstream_unsubscribes: "submux_upstream_unsubscribes_total",
             "Unsubscribe requests sent upstream.";
-        requests: "submux_requests_total", "Client calls forwarded upstream.";
+        requests: "submux_requests_total",
+            "Client calls answered (upstream, from the cache or from the followed head).";
         request_errors: "submux_request_errors_total",
             "Forwarded calls answered with a submux error.";
         unknown_notifications: "submux_unknown_notifications_total",
@@ -198,8 +221,60 @@ route_metrics! {
         /// route's list (the last entry counts that one and every later one), exported as
         /// `submux_hedge_first_total{upstream="i"}`.
         hedge_first: [AtomicU64; HEDGE_UPSTREAM_LABELS];
+        /// Calls by method label (bounded by the dialect's list) and [`CallOutcome`]
+        /// (`submux_calls_by_method_total`); written by the route core only.
+        by_method: std::sync::Mutex<std::collections::BTreeMap<&'static str, [u64; CallOutcome::ALL.len()]>>;
+        /// Client calls and the upstream calls they cost, by API key name
+        /// (`submux_key_calls_total`, `submux_key_upstream_calls_total`).
+        by_key: std::sync::Mutex<std::collections::BTreeMap<Arc<str>, [u64; 2]>>;
     }
 }
+
+/// How a cacheable call was answered (label `outcome` of `submux_calls_by_method_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// From the cache.
+    Hit,
+    /// Sent upstream.
+    Miss,
+    /// Shared the answer of an identical call in flight.
+    Coalesced,
+    /// From the followed head.
+    Head,
+}
+
+impl CallOutcome {
+    pub const ALL: [CallOutcome; 4] = [
+        CallOutcome::Hit,
+        CallOutcome::Miss,
+        CallOutcome::Coalesced,
+        CallOutcome::Head,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            CallOutcome::Hit => "hit",
+            CallOutcome::Miss => "miss",
+            CallOutcome::Coalesced => "coalesced",
+            CallOutcome::Head => "head",
+        }
+    }
+}
+
+/// The `key` label of calls made without an API key.
+pub const NO_KEY: &str = "anonymous";
+
+const BY_METHOD: (&str, &str) = (
+    "submux_calls_by_method_total",
+    "Cacheable client calls by method and outcome (hit, miss, coalesced, head).",
+);
+const KEY_CALLS: (&str, &str) = (
+    "submux_key_calls_total",
+    "Client calls answered, by API key.",
+);
+const KEY_UPSTREAM_CALLS: (&str, &str) = (
+    "submux_key_upstream_calls_total",
+    "Upstream calls the client calls of an API key cost.",
+);
 
 /// Why a client session ended (label of `submux_client_closes_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +324,38 @@ impl RouteMetrics {
     }
     pub fn add(g: &AtomicI64, d: i64) {
         g.fetch_add(d, Relaxed);
+    }
+    /// Count a cacheable call of `method` (a label from the dialect's bounded list).
+    pub fn count_call(&self, method: &'static str, outcome: CallOutcome) {
+        let i = CallOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        let mut m = self.by_method.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(method).or_default()[i] += 1;
+    }
+    /// Count one answered client call of API key `key` (None: no key) and whether it
+    /// cost an upstream call of its own.
+    pub fn count_key_call(&self, key: Option<&str>, upstream: bool) {
+        let key = key.unwrap_or(NO_KEY);
+        let mut m = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if !m.contains_key(key) {
+            m.insert(Arc::from(key), [0; 2]);
+        }
+        if let Some(c) = m.get_mut(key) {
+            c[0] += 1;
+            c[1] += u64::from(upstream);
+        }
+    }
+    /// Calls by method label and outcome.
+    pub fn calls_by_method(&self) -> Vec<(&'static str, [u64; 4])> {
+        let m = self.by_method.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+    /// (key, client calls, upstream calls), by API key name.
+    pub fn calls_by_key(&self) -> Vec<(Arc<str>, u64, u64)> {
+        let m = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), v[0], v[1])).collect()
     }
     pub fn ready(&self) -> bool {
         self.upstream_connections.load(Relaxed) > 0
@@ -307,6 +414,32 @@ impl Collector for Routes {
                 if n > 0 || i == 0 {
                     let upstream = i.to_string();
                     let labels = [("route", &**route), ("upstream", upstream.as_str())];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let (name, help) = BY_METHOD;
+        let name = counter_name(name);
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (route, m) in &self.0 {
+            for (method, counts) in m.calls_by_method() {
+                for (outcome, n) in CallOutcome::ALL.iter().zip(counts) {
+                    let labels = [
+                        ("route", &**route),
+                        ("method", method),
+                        ("outcome", outcome.label()),
+                    ];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        for (i, (name, help)) in [KEY_CALLS, KEY_UPSTREAM_CALLS].into_iter().enumerate() {
+            let name = counter_name(name);
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (route, m) in &self.0 {
+                for (key, calls, upstream) in m.calls_by_key() {
+                    let labels = [("route", &**route), ("key", &*key)];
+                    let n = if i == 0 { calls } else { upstream };
                     ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                 }
             }
@@ -393,6 +526,20 @@ mod tests {
         let text = render();
         assert!(text.contains("submux_client_closes_total{route=\"/eth\",reason=\"slow\"} 1\n"));
         assert!(text.contains("submux_client_closes_total{route=\"/eth\",reason=\"idle\"} 0\n"));
+        m.count_call("eth_call", CallOutcome::Hit);
+        m.count_call("eth_call", CallOutcome::Hit);
+        m.count_key_call(Some("alice"), false);
+        m.count_key_call(None, true);
+        let text = render();
+        for line in [
+            "submux_calls_by_method_total{route=\"/eth\",method=\"eth_call\",outcome=\"hit\"} 2\n",
+            "submux_calls_by_method_total{route=\"/eth\",method=\"eth_call\",outcome=\"miss\"} 0\n",
+            "submux_key_calls_total{route=\"/eth\",key=\"alice\"} 1\n",
+            "submux_key_upstream_calls_total{route=\"/eth\",key=\"alice\"} 0\n",
+            "submux_key_upstream_calls_total{route=\"/eth\",key=\"anonymous\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]
@@ -429,6 +576,21 @@ mod tests {
             ("submux_upstream_connections", "gauge"),
             ("submux_channels", "gauge"),
             ("submux_backplane_connected", "gauge"),
+            ("submux_cache_bytes", "gauge"),
+            ("submux_cache_entries", "gauge"),
+            ("submux_followed_head", "gauge"),
+            ("submux_cache_hits_total", "counter"),
+            ("submux_cache_misses_total", "counter"),
+            ("submux_head_answers_total", "counter"),
+            ("submux_upstream_calls_saved_total", "counter"),
+            ("submux_upstream_calls_total", "counter"),
+            ("submux_cache_evictions_total", "counter"),
+            ("submux_cache_invalidations_total", "counter"),
+            ("submux_latest_waits_total", "counter"),
+            ("submux_latest_wait_errors_total", "counter"),
+            ("submux_calls_by_method_total", "counter"),
+            ("submux_key_calls_total", "counter"),
+            ("submux_key_upstream_calls_total", "counter"),
             ("submux_gap_notices_total", "counter"),
             ("submux_history_replayed_total", "counter"),
             ("submux_backfilled_total", "counter"),
@@ -473,7 +635,13 @@ mod tests {
         let text = render_prometheus(
             routes
                 .iter()
-                .map(|r| (Arc::from(*r), Arc::new(RouteMetrics::default())))
+                .map(|r| {
+                    let m = RouteMetrics::default();
+                    // The labelled families have a series once something is counted.
+                    m.count_call("eth_call", CallOutcome::Hit);
+                    m.count_key_call(None, true);
+                    (Arc::from(*r), Arc::new(m))
+                })
                 .collect(),
         );
         let docs = include_str!("../docs/operations.md");

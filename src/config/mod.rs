@@ -12,7 +12,7 @@ mod tests;
 
 pub use lnbits::{BackplaneConfig, BackplaneSettings, LnbitsRouteConfig, LnbitsSettings};
 pub use payments::{PaymentsRouteConfig, PaymentsSettings, TokenConfig, WebhookConfig};
-pub use route::{DeflateSettings, RouteConfig, RouteSettings};
+pub use route::{CacheSettings, DeflateSettings, RouteConfig, RouteSettings};
 pub use server::{IpNet, ServerConfig};
 
 pub use crate::auth::{ApiKeyConfig, AuthConfig};

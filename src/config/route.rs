@@ -10,6 +10,16 @@ use std::time::Duration;
 
 /// The largest `history_len` accepted: it bounds each topic's history in memory.
 pub const MAX_HISTORY_LEN: usize = 65_536;
+/// The smallest `cache_max_bytes` accepted.
+pub const MIN_CACHE_BYTES: usize = 64 << 10;
+/// The call cache of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bound in bytes (LRU beyond it).
+    pub max_bytes: usize,
+    /// How long a call at `latest` waits for a lagging upstream to reach the head.
+    pub latest_wait: Duration,
+}
 /// The largest `backfill_max_blocks` accepted: one request per block for `newHeads`.
 pub const MAX_BACKFILL_BLOCKS: u64 = 10_000;
 /// The largest `backfill_max_slots` accepted (Solana slots are about 400 ms: 11 hours).
@@ -78,6 +88,17 @@ pub struct RouteConfig {
     /// newest missed signature; older ones get the gap notice.
     #[serde(default = "d::backfill_max_slots")]
     pub backfill_max_slots: u64,
+    /// The head-aware call cache (issue 15): answers kept per lifetime, `eth_blockNumber`
+    /// from the followed head, and a consistent `latest` across failovers.
+    #[serde(default = "d::cache")]
+    pub cache: bool,
+    /// The cache's bound in bytes (answers, keys and bookkeeping); LRU beyond it.
+    #[serde(default = "d::cache_max_bytes")]
+    pub cache_max_bytes: usize,
+    /// How long a call at `latest` waits for an upstream that is behind the head clients
+    /// already saw (after a failover) before it is answered with an error.
+    #[serde(default = "d::latest_wait_ms")]
+    pub latest_wait_ms: u64,
     /// Answer clients that offer permessage-deflate (RFC 7692) with it.
     #[serde(default)]
     pub permessage_deflate: bool,
@@ -170,6 +191,15 @@ pub(super) mod d {
     pub fn backfill() -> bool {
         true
     }
+    pub fn cache() -> bool {
+        true
+    }
+    pub fn cache_max_bytes() -> usize {
+        64 << 20
+    }
+    pub fn latest_wait_ms() -> u64 {
+        2_000
+    }
     pub fn backfill_max_blocks() -> u64 {
         128
     }
@@ -219,6 +249,9 @@ impl RouteConfig {
             hedge: d::hedge(),
             backfill_max_ledgers: d::backfill_max_ledgers(),
             backfill_max_slots: d::backfill_max_slots(),
+            cache: d::cache(),
+            cache_max_bytes: d::cache_max_bytes(),
+            latest_wait_ms: d::latest_wait_ms(),
             permessage_deflate: false,
             deflate_min_bytes: d::deflate_min_bytes(),
         }
@@ -260,6 +293,8 @@ pub struct RouteSettings {
     pub backfill_max_ledgers: u64,
     /// Solana: logs backfilled over at most this many slots (`backfill_max_slots`).
     pub backfill_max_slots: u64,
+    /// The call cache: `None` when off (`cache = false`).
+    pub cache: Option<CacheSettings>,
     /// permessage-deflate for clients that offer it (`None`: off).
     pub deflate: Option<DeflateSettings>,
     /// `[route.payments]` (payments routes only).
@@ -397,6 +432,11 @@ impl RouteConfig {
                 "{at}: history_len must be at most {MAX_HISTORY_LEN}"
             ));
         }
+        if r.cache && r.cache_max_bytes < MIN_CACHE_BYTES {
+            return bad(format!(
+                "{at}: cache_max_bytes must be at least {MIN_CACHE_BYTES} (cache = false turns the cache off)"
+            ));
+        }
         if r.backfill_max_blocks == 0 || r.backfill_max_blocks > MAX_BACKFILL_BLOCKS {
             return bad(format!(
                 "{at}: backfill_max_blocks must be between 1 and {MAX_BACKFILL_BLOCKS} (backfill = false turns backfill off)"
@@ -458,6 +498,11 @@ impl RouteConfig {
             hedge: r.hedge.max(1),
             backfill_max_ledgers: r.backfill_max_ledgers,
             backfill_max_slots: r.backfill_max_slots,
+            cache: r.cache.then_some(CacheSettings {
+                max_bytes: r.cache_max_bytes,
+                // A call never waits longer than it may take.
+                latest_wait: Duration::from_millis(r.latest_wait_ms.min(r.request_timeout_ms)),
+            }),
             deflate: r.permessage_deflate.then_some(DeflateSettings {
                 min_bytes: r.deflate_min_bytes,
             }),

@@ -538,6 +538,10 @@ impl Dialect for Ethereum {
         super::read_call_key(call, READS)
     }
 
+    fn cache_rules(&self) -> Option<&'static dyn super::cache::Rules> {
+        Some(&super::cache::EthereumRules)
+    }
+
     fn kind(&self) -> DialectKind {
         DialectKind::Ethereum
     }

@@ -7,6 +7,7 @@
 mod agave_params;
 pub mod backfill;
 pub mod base58;
+pub mod cache;
 pub mod ethereum;
 pub mod identity;
 pub mod jsonrpc;
@@ -436,6 +437,12 @@ pub trait Dialect: Send + Sync + 'static {
     /// canonical params, for calls that only read. `None`: always sent on its own
     /// (anything that sends, signs, submits, administers, or holds node-side state).
     fn coalesce_key(&self, _call: &Call) -> Option<Box<str>> {
+        None
+    }
+
+    /// The head-aware cache's rules ([`cache`]): lifetimes per call, the followed head.
+    /// `None`: nothing is cached on this dialect's routes.
+    fn cache_rules(&self) -> Option<&'static dyn cache::Rules> {
         None
     }
 

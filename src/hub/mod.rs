@@ -39,6 +39,9 @@ pub struct Notice {
 pub struct UpstreamReply {
     pub text: Utf8Bytes,
     pub id_range: Range<usize>,
+    /// This caller's answer cost an upstream call of its own (false: from the cache or
+    /// the followed head, or shared with an identical call in flight).
+    pub upstream: bool,
 }
 
 /// Why a hub request failed; each maps to a dialect error.
@@ -188,6 +191,12 @@ impl RouteHandle {
             reply: Some(reply),
         })
         .await?
+    }
+
+    /// Count one answered call of API key `key` (`None`: no key) for per-key accounting.
+    pub fn count_key_call(&self, key: Option<&str>, answer: &Result<UpstreamReply, HubError>) {
+        let upstream = answer.as_ref().is_ok_and(|r| r.upstream);
+        self.metrics.count_key_call(key, upstream);
     }
 
     /// Forward a notification (fire and forget; dropped if the actor's queue is full).

@@ -15,7 +15,8 @@ pub fn render_reply(
 }
 
 /// Serve one HTTP POST body (single or batch); `None` when nothing is to be answered.
-pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
+/// `key`: the API key's name the request presented (per-key accounting).
+pub async fn handle_http(route: &RouteHandle, body: &str, key: Option<&str>) -> Option<String> {
     let dialect = route.dialect.clone();
     let over_ws = dialect.calls_over_websocket();
     let msgs = match dialect.parse_client(body, Transport::Http) {
@@ -44,7 +45,9 @@ pub async fn handle_http(route: &RouteHandle, body: &str) -> Option<String> {
                     Some(dialect.render_error(&id, &e))
                 }
                 ClientMsg::Call { id: Some(id), call } => {
-                    Some(render_reply(&*dialect, &id, route.call(call).await))
+                    let r = route.call(call).await;
+                    route.count_key_call(key, &r);
+                    Some(render_reply(&*dialect, &id, r))
                 }
             }
         }

@@ -261,7 +261,13 @@ where
                     } else {
                         any_async = true;
                         let route = self.route.clone();
-                        async move { Item::Reply(id, route.call(call).await) }.boxed()
+                        let key = self.key.clone();
+                        async move {
+                            let r = route.call(call).await;
+                            route.count_key_call(key.as_deref().map(|k| &*k.name), &r);
+                            Item::Reply(id, r)
+                        }
+                        .boxed()
                     }
                 }
                 ClientMsg::Leave { keys, reply } => {

@@ -34,6 +34,15 @@ pub struct RouteStatus {
     pub frames_out: u64,
     pub slow_client_closes: u64,
     pub upstream_reconnects: u64,
+    /// Client calls answered, calls sent upstream for them, and the calls that cost no
+    /// upstream call of their own (cache, followed head, coalesced): the saving.
+    pub client_calls: u64,
+    pub upstream_calls: u64,
+    pub upstream_calls_saved: u64,
+    pub cache_hits: u64,
+    pub cache_bytes: i64,
+    /// The followed head (0: none yet, or no cache).
+    pub followed_head: i64,
     /// Channel routes (LNbits) only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<ChannelStatus>,
@@ -66,6 +75,12 @@ impl RouteStatus {
             frames_out: m.frames_out.load(Relaxed),
             slow_client_closes: m.slow_client_closes.load(Relaxed),
             upstream_reconnects: m.upstream_reconnects.load(Relaxed),
+            client_calls: m.requests.load(Relaxed),
+            upstream_calls: m.upstream_calls.load(Relaxed),
+            upstream_calls_saved: m.upstream_calls_saved.load(Relaxed),
+            cache_hits: m.cache_hits.load(Relaxed),
+            cache_bytes: m.cache_bytes.load(Relaxed),
+            followed_head: m.followed_head.load(Relaxed),
             channels: None,
         }
     }

@@ -200,3 +200,40 @@ async fn query_keys_are_percent_decoded() {
     .await;
     assert_eq!(refused.status, 401);
 }
+
+/// Per-key accounting (issue 15): each API key's client calls and the upstream calls they
+/// cost, over WebSocket and HTTP POST; calls without a key count as `anonymous`.
+#[tokio::test]
+async fn upstream_calls_are_accounted_per_api_key() {
+    let sim = sim().await;
+    let mux = keyed_submux(&sim, false).await;
+    let metrics = mux.hub.routes()[0].metrics.clone();
+    let mut alice = Client::connect(&mux.ws_url(&format!("/eth/{KEY}"))).await;
+    let mut anon = Client::connect(&mux.ws_url("/eth")).await;
+    // alice asks first (one upstream call), then again (cache); anonymous only hits.
+    alice.call("eth_chainId", json!([])).await;
+    alice.call("eth_chainId", json!([])).await;
+    anon.call("eth_chainId", json!([])).await;
+    let http = crate::lnbits_util::http(
+        "POST",
+        &mux.http_url(&format!("/eth?api_key={KEY}")),
+        &[("content-type", "application/json")],
+        br#"{"jsonrpc":"2.0","id":1,"method":"eth_gasPrice","params":[]}"#,
+    )
+    .await;
+    assert_eq!(http.status, 200, "{}", http.body);
+    let by_key = metrics.calls_by_key();
+    let get = |k: &str| {
+        (by_key.iter())
+            .find(|(name, _, _)| &**name == k)
+            .map(|(_, calls, upstream)| (*calls, *upstream))
+    };
+    assert_eq!(get("alice"), Some((3, 2)), "{by_key:?}");
+    assert_eq!(get("anonymous"), Some((1, 0)), "{by_key:?}");
+    let text = submux::telemetry::render_prometheus(vec![("/eth".into(), metrics.clone())]);
+    assert!(
+        text.contains("submux_key_calls_total{route=\"/eth\",key=\"alice\"} 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("submux_key_upstream_calls_total{route=\"/eth\",key=\"alice\"} 2\n"));
+}

@@ -56,6 +56,14 @@ pub async fn submux(upstreams: Vec<String>) -> Running {
     submux_with(server_cfg(), vec![fast_route(upstreams)]).await
 }
 
+/// submux on one route with the call cache off: for tests that count the node's
+/// subscriptions exactly (a cached route also holds a `newHeads` subscription of its own).
+pub async fn submux_uncached(upstreams: Vec<String>) -> Running {
+    let mut route = fast_route(upstreams);
+    route.cache = false;
+    submux_with(server_cfg(), vec![route]).await
+}
+
 pub async fn wait_ready(running: &Running) {
     let metrics = running.hub.routes()[0].metrics.clone();
     wait_for("upstream connected", || metrics.ready()).await;

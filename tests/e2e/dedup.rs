@@ -44,7 +44,7 @@ async fn many_clients_share_one_connection_and_one_subscription() {
 #[tokio::test]
 async fn equivalent_filters_share_and_distinct_ones_do_not() {
     let sim = sim().await;
-    let mux = submux(vec![sim.url()]).await;
+    let mux = submux_uncached(vec![sim.url()]).await;
     let t = submux::sim::ethereum::TRANSFER_TOPIC;
     let a = submux::sim::ethereum::contract_address(1);
     let b = submux::sim::ethereum::contract_address(2);

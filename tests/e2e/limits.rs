@@ -12,6 +12,8 @@ async fn topic_cap_opens_another_upstream_connection_then_refuses() {
     let mut route = fast_route(vec![sim.url()]);
     route.topics_per_upstream_connection = 2;
     route.max_upstream_connections = 2;
+    // Counts the node's subscriptions exactly (no route-held newHeads).
+    route.cache = false;
     let mux = submux_with(server_cfg(), vec![route]).await;
     let mut c = Client::connect(&mux.ws_url("/eth")).await;
     let mut ids = Vec::new();

@@ -4,6 +4,7 @@ mod auth;
 mod backfill;
 mod backfill_routed;
 mod backfill_solana;
+mod cache;
 mod common;
 mod dedup;
 mod deflate;

@@ -170,7 +170,7 @@ async fn unsubscribe_isolation_and_geth_errors() {
 #[tokio::test]
 async fn syncing_late_joiner_gets_current_state_at_once() {
     let sim = sim().await;
-    let mux = submux(vec![sim.url()]).await;
+    let mux = submux_uncached(vec![sim.url()]).await;
     let mut a = Client::connect(&mux.ws_url("/eth")).await;
     let ida = a.subscribe(json!(["syncing"])).await;
     let v = a.notification().await;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 #[tokio::test]
 async fn last_unsubscribe_removes_upstream_after_linger() {
     let sim = sim().await;
-    let mux = submux(vec![sim.url()]).await;
+    let mux = submux_uncached(vec![sim.url()]).await;
     let mut a = Client::connect(&mux.ws_url("/eth")).await;
     let mut b = Client::connect(&mux.ws_url("/eth")).await;
     let ia = a.subscribe(json!(["newHeads"])).await;
@@ -33,7 +33,7 @@ async fn last_unsubscribe_removes_upstream_after_linger() {
 #[tokio::test]
 async fn disconnect_releases_like_unsubscribe() {
     let sim = sim().await;
-    let mux = submux(vec![sim.url()]).await;
+    let mux = submux_uncached(vec![sim.url()]).await;
     let mut a = Client::connect(&mux.ws_url("/eth")).await;
     a.subscribe(json!(["logs", {"address": submux::sim::ethereum::contract_address(1)}]))
         .await;

@@ -38,6 +38,20 @@ async fn status_json_follows_clients_and_the_page_is_self_contained() {
     );
     assert_eq!(r["notifications_in"], 1);
     assert_eq!(r["frames_out"], 4, "two replies and two notifications");
+    // The call cache's saving: the second eth_chainId costs no upstream call.
+    a.call("eth_chainId", json!([])).await;
+    b.call("eth_chainId", json!([])).await;
+    let r = status().await;
+    assert_eq!(
+        (
+            &r["client_calls"],
+            &r["upstream_calls"],
+            &r["upstream_calls_saved"]
+        ),
+        (&json!(2), &json!(1), &json!(1))
+    );
+    assert_eq!(r["cache_hits"], 1);
+    assert_eq!(r["followed_head"], 0x101);
     let (line, page) = http_get(&mux.http_url("/")).await;
     assert!(line.contains("200"), "{line}");
     assert!(page.contains("/status.json"));

@@ -119,6 +119,7 @@ impl Xrpl {
 }
 
 mod addresses;
+pub mod cache;
 mod requests;
 mod routing;
 #[cfg(test)]
@@ -159,6 +160,10 @@ const READS: &[&str] = &[
 impl Dialect for Xrpl {
     fn coalesce_key(&self, call: &Call) -> Option<Box<str>> {
         super::read_call_key(call, READS)
+    }
+
+    fn cache_rules(&self) -> Option<&'static dyn super::cache::Rules> {
+        Some(&cache::XrplRules)
     }
 
     fn kind(&self) -> DialectKind {

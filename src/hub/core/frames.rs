@@ -45,13 +45,21 @@ impl<O: Outbox> RouteCore<O> {
                 };
                 match p {
                     Pending::Call {
-                        replies, key, sent, ..
+                        replies,
+                        key,
+                        sent,
+                        cache,
+                        ..
                     } => {
+                        if let Some(t) = cache {
+                            self.cache_answer(t, slot, &text, &id_range, &outcome, now);
+                        }
                         let us = now.duration_since(sent).as_micros() as u64;
                         self.metrics.request_micros.fetch_add(us, Relaxed);
                         let reply_text = UpstreamReply {
                             text: text.clone(),
                             id_range,
+                            upstream: true,
                         };
                         self.answer_call(replies, key, Ok(reply_text));
                     }
@@ -94,6 +102,7 @@ impl<O: Outbox> RouteCore<O> {
         now: Instant,
     ) {
         let topics = self.table.route(slot, sub).to_vec();
+        self.on_head_push(slot, &topics, text, now);
         if self.gaps_wanted() {
             let steady =
                 (topics.iter()).any(|id| self.table.get(*id).is_some_and(|t| t.key.flags().steady));
@@ -236,6 +245,7 @@ impl<O: Outbox> RouteCore<O> {
         if !gaps {
             self.forget_height(slot);
         }
+        self.on_head_push_by_content(slot, &targets, &text, now);
         if self.hedged() && !self.hedge_admit_content(slot, &text, now) {
             return; // a copy another lane delivered first
         }

@@ -21,6 +21,7 @@
 //! Metrics are the route's `RouteMetrics` atomics, updated where the decisions are made.
 
 mod backfill;
+mod cache;
 mod frames;
 mod hedge;
 mod history;
@@ -263,6 +264,8 @@ enum Pending<O: Outbox> {
         slot: SlotId,
         deadline: Instant,
         sent: Instant,
+        /// What the cache needs of its answer (cacheable calls and head probes).
+        cache: Option<cache::Ticket>,
     },
     /// One upstream subscribe for these topics (several for batching dialects).
     Subscribe {
@@ -335,6 +338,8 @@ pub struct RouteCore<O: Outbox> {
     now: Instant,
     /// Content-routed backfill: per slot, what its connection delivered of the ledgers.
     ledgers: HashMap<SlotId, routed::Ledgers<O::Mailbox>>,
+    /// The head-aware call cache (`None`: off, or nothing to cache on this dialect).
+    cache: Option<cache::Cache<O>>,
 }
 
 impl<O: Outbox> RouteCore<O> {
@@ -355,7 +360,11 @@ impl<O: Outbox> RouteCore<O> {
             subscribe_timeout: settings.subscribe_timeout,
             lanes: settings.hedge.max(1),
         });
+        let cache = (settings.cache.clone())
+            .zip(dialect.cache_rules())
+            .map(|(s, rules)| cache::Cache::new(s, rules));
         let mut core = RouteCore {
+            cache,
             settings,
             dialect,
             metrics,
@@ -384,6 +393,7 @@ impl<O: Outbox> RouteCore<O> {
             core.ensure_slot(SlotId(k), now);
             core.schedule_connect(SlotId(k), Duration::ZERO);
         }
+        core.follow_head(now);
         core
     }
 
@@ -506,6 +516,7 @@ impl<O: Outbox> RouteCore<O> {
         self.check_resumes(now);
         self.drain_backfills();
         self.hedge_tick(now);
+        self.cache_tick(now);
         self.check_stalls(now);
         self.slot_timers(now);
         self.store_topics();
@@ -513,7 +524,9 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     fn store_topics(&self) {
-        self.metrics.topics.store(self.table.len() as i64, Relaxed);
+        self.metrics
+            .topics
+            .store(self.client_topics() as i64, Relaxed);
     }
 
     fn next_id(&mut self) -> UpstreamReqId {
@@ -540,6 +553,7 @@ impl<O: Outbox> RouteCore<O> {
         for (_, reply, _) in std::mem::take(&mut self.waiting_calls) {
             self.out.answered(reply, Err(HubError::ShuttingDown));
         }
+        self.cache_shutdown();
         // Waiting subscribes are dropped unanswered: the shell's senders close, which its
         // sessions read as shutting down.
         self.subscribing.clear();

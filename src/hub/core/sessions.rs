@@ -209,6 +209,14 @@ impl<O: Outbox> RouteCore<O> {
             return;
         };
         RouteMetrics::inc(&self.metrics.requests);
+        let Some((call, reply)) = self.answer_cached(call, reply) else {
+            return;
+        };
+        self.dispatch_call(call, reply, now);
+    }
+
+    /// Send a call (or share an identical one in flight, or wait for a connection).
+    pub(super) fn dispatch_call(&mut self, call: Call, reply: O::CallReply, now: Instant) {
         // An identical call already in flight: share its answer (each caller gets it under
         // its own id) instead of asking the node again.
         let key = self.dialect.coalesce_key(&call);
@@ -219,6 +227,7 @@ impl<O: Outbox> RouteCore<O> {
         {
             replies.push(reply);
             RouteMetrics::inc(&self.metrics.coalesced_calls);
+            self.count_coalesced(&call);
             return;
         }
         match self.call_slot(call.class) {
@@ -249,8 +258,13 @@ impl<O: Outbox> RouteCore<O> {
             (self.metrics.request_errors)
                 .fetch_add(replies.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        for reply in replies {
-            self.out.answered(reply, answer.clone());
+        // The first caller paid for the upstream call; the coalesced ones did not.
+        for (i, reply) in replies.into_iter().enumerate() {
+            let mut a = answer.clone();
+            if let Ok(r) = a.as_mut() {
+                r.upstream &= i == 0;
+            }
+            self.out.answered(reply, a);
         }
     }
 
@@ -276,6 +290,9 @@ impl<O: Outbox> RouteCore<O> {
         reply: O::CallReply,
         now: Instant,
     ) {
+        let Ok((call, reply, cache)) = self.ticket(slot, call, reply, now) else {
+            return;
+        };
         let req = self.next_id();
         let text = self.dialect.render_upstream_call(&call, Some(req));
         let deadline = now + self.settings.request_timeout;
@@ -289,6 +306,7 @@ impl<O: Outbox> RouteCore<O> {
             slot,
             deadline,
             sent: now,
+            cache,
         };
         self.pending.insert(req.0, p);
         self.send(slot, text);

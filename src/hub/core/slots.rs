@@ -207,6 +207,7 @@ impl<O: Outbox> RouteCore<O> {
             self.hedge_lane_seen(id, slot, now);
         }
         self.send_subscribes(ids, slot, now);
+        self.cache_connection_changed(slot, Some(now));
         self.flush_waiting_calls(now);
         // Without a steady stream on this connection the gap's end is never learnt.
         let steady = self.table.on_slot(slot).any(|(_, t)| t.key.flags().steady);
@@ -334,6 +335,7 @@ impl<O: Outbox> RouteCore<O> {
         s.failover.to_primary();
         self.actions.push_back(Action::Close { slot });
         self.clear_histories(slot);
+        self.cache_connection_changed(slot, None);
         drop(self.table.on_slot_down(slot));
         RouteMetrics::add(&self.metrics.upstream_connections, -1);
         RouteMetrics::inc(&self.metrics.upstream_failbacks);

@@ -129,6 +129,7 @@ fn settings(kind: DialectKind) -> RouteSettings {
         hedge: 1,
         backfill_max_ledgers: 256,
         backfill_max_slots: 1000,
+        cache: None,
         deflate: None,
         payments: None,
     }
@@ -2054,3 +2055,6 @@ fn xrpl_backfill_fills_the_ledgers_missed_in_order_and_skips_what_a_session_got(
     h.text(0, xrpl_closed(9).to_string());
     assert_eq!(h.out().pushes.len(), 8);
 }
+/// The call cache's policies (issue 15), on this module's harness.
+#[path = "cache/tests.rs"]
+mod cache;

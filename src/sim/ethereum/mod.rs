@@ -265,6 +265,24 @@ impl EthSim {
         sim
     }
 
+    /// Also serve HTTP JSON-RPC POSTs (calls only, as geth's HTTP port) on another
+    /// loopback port; returns its `http://` URL. Stops with the node.
+    pub async fn serve_http(&self) -> std::io::Result<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let inner = self.inner.clone();
+        super::spawn_http_rpc(
+            listener,
+            move |body| {
+                // No connection holds subscriptions over HTTP: calls are answered alone.
+                let frames = handle_frame(&inner, u64::MAX, body);
+                frames.into_iter().next().unwrap_or_default()
+            },
+            self.cancel.clone(),
+        );
+        Ok(url)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
