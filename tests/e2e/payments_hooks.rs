@@ -131,6 +131,9 @@ async fn signed_retried_in_order_and_resumed_after_restart() {
         rx.got.lock().unwrap().len() == 3
     })
     .await;
+    // Live again only once the hook's address is watched upstream again (a payment made
+    // before that, while submux was down, is not caught up after a restart).
+    wait_for("hook address subscribed again", || sim.subscriptions() == 2).await;
     sim.pay(a, b, 44);
     sim.close_ledger();
     wait_for("live delivery", || rx.got.lock().unwrap().len() == 4).await;
