@@ -420,6 +420,9 @@ impl<O: Outbox> RouteCore<O> {
             Step::XHead | Step::XLedger { .. } | Step::XAccount { .. } => {
                 return self.on_routed_answer(topic, step, result, now);
             }
+            Step::SinceHead { .. } | Step::SinceLedger { .. } | Step::SinceAccount { .. } => {
+                return self.on_since_answer(topic, step, result, now);
+            }
             Step::SFirst | Step::STx { .. } => {
                 return self.on_injected_answer(topic, step, result, now);
             }

@@ -2054,6 +2054,206 @@ fn xrpl_backfill_fills_the_ledgers_missed_in_order_and_skips_what_a_session_got(
     h.text(0, xrpl_closed(9).to_string());
     assert_eq!(h.out().pushes.len(), 8);
 }
+
+/// What session `mb` got, as "L<n>" for a `ledgerClosed`, the hash for a transaction,
+/// "gap a-b" for a gap notice.
+fn xrpl_got(h: &H, mb: u64) -> Vec<String> {
+    (h.out().pushes.iter())
+        .filter(|(m, _)| *m == mb)
+        .map(|(_, f)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            match v["type"].as_str() {
+                Some("ledgerClosed") => format!("L{}", v["ledger_index"]),
+                Some("transaction") => v["hash"].as_str().unwrap().to_string(),
+                _ => format!("gap {f}"),
+            }
+        })
+        .collect()
+}
+
+/// Answers `asks` (the `ledger` and `account_tx` requests of a fetch) from a chain whose
+/// every ledger `n` holds transaction "T<n>" of ACCOUNT, and what they ask next, until
+/// nothing more is asked.
+fn xrpl_answer_fetch(h: &mut H, asks: &[(usize, Value)]) {
+    let mut asks = asks.to_vec();
+    while let Some((_, v)) = asks.pop() {
+        let id = req_id(&v);
+        if v["command"] == "ledger" {
+            let n = v["ledger_index"].as_u64().unwrap();
+            let ledger = json!({"ledger": {"ledger_index": n, "ledger_hash": format!("H{n}"),
+                "close_time": n, "transactions": ["X"]}, "ledger_index": n, "validated": true});
+            asks.extend(sent(&h.text(0, xrpl_answer(id, ledger))));
+        } else if v["command"] == "account_tx" {
+            let (lo, hi) = (
+                v["ledger_index_min"].as_u64().unwrap(),
+                v["ledger_index_max"].as_u64().unwrap(),
+            );
+            let txs: Vec<Value> = (lo..=hi)
+                .map(|n| {
+                    let live = xrpl_tx(n, &format!("T{n}"));
+                    json!({"close_time_iso": live["close_time_iso"], "hash": live["hash"],
+                        "ledger_hash": live["ledger_hash"], "ledger_index": n, "meta": live["meta"],
+                        "tx_json": live["tx_json"], "validated": true})
+                })
+                .collect();
+            let answer = xrpl_answer(id, json!({"account": ACCOUNT, "transactions": txs}));
+            asks.extend(sent(&h.text(0, answer)));
+        }
+    }
+}
+
+fn xrpl_resume_harness(max: u64) -> (H, String) {
+    let mut s = settings(DialectKind::Xrpl);
+    s.backfill = true;
+    s.backfill_max_ledgers = max;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = format!(
+        r#"{{"id":1,"command":"subscribe","streams":["ledger"],"accounts":["{ACCOUNT}"],"api_version":2}}"#
+    );
+    // Session 7 holds the keys live; ledgers 5 and 6 go by.
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    for n in 5..=6 {
+        h.text(0, xrpl_closed(n).to_string());
+        h.text(0, xrpl_tx(n, &format!("T{n}")).to_string());
+    }
+    (h, msg)
+}
+
+#[test]
+fn xrpl_since_fetches_after_the_ledger_and_joins_the_live_stream_without_gap_or_duplicate() {
+    let (mut h, msg) = xrpl_resume_harness(256);
+    // Session 8 reconnects with `?since=3`: the validated ledger is asked at once.
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, true)),
+        reply: 2,
+        since: Some(3),
+    });
+    let head = sent(&acts);
+    assert_eq!(head.len(), 1, "{head:?}");
+    assert_eq!(head[0].1["ledger_index"], "validated");
+    // Ledger 7 goes live meanwhile: session 7 gets it, session 8's copy is held.
+    h.text(0, xrpl_closed(7).to_string());
+    h.text(0, xrpl_tx(7, "T7").to_string());
+    assert!(xrpl_got(&h, 8).is_empty(), "held during the fetch");
+    // The node has validated 8 already; its messages are not yet on the stream.
+    let acts = h.text(
+        0,
+        xrpl_answer(
+            req_id(&head[0].1),
+            json!({"ledger_index": 8, "validated": true, "ledger": {}}),
+        ),
+    );
+    let asks = sent(&acts);
+    let ledgers: Vec<u64> = (asks.iter())
+        .filter(|(_, v)| v["command"] == "ledger")
+        .map(|(_, v)| v["ledger_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ledgers,
+        [4, 5, 6, 7, 8],
+        "after ledger 3, up to the validated one"
+    );
+    let tx = (asks.iter())
+        .find(|(_, v)| v["command"] == "account_tx")
+        .unwrap();
+    assert_eq!(
+        (&tx.1["ledger_index_min"], &tx.1["ledger_index_max"]),
+        (&json!(4), &json!(8))
+    );
+    xrpl_answer_fetch(&mut h, &asks);
+    let got = xrpl_got(&h, 8);
+    assert_eq!(
+        got,
+        ["L4", "T4", "L5", "T5", "L6", "T6", "L7", "T7", "L8", "T8"],
+        "in ledger order, the held live copies of ledger 7 not again"
+    );
+    // Ledger 8 reaches the stream after the fetch gave it: the seam filter skips it.
+    h.text(0, xrpl_closed(8).to_string());
+    h.text(0, xrpl_tx(8, "T8").to_string());
+    h.text(0, xrpl_closed(9).to_string());
+    h.text(0, xrpl_tx(9, "T9").to_string());
+    let got = xrpl_got(&h, 8);
+    assert_eq!(
+        &got[10..],
+        ["L9", "T9"],
+        "no duplicate at the seam, then live"
+    );
+    assert!(
+        h.core.since_routed.is_empty(),
+        "the seam is dropped once passed"
+    );
+    // The other session saw the live stream only, unchanged.
+    assert_eq!(
+        xrpl_got(&h, 7),
+        ["L5", "T5", "L6", "T6", "L7", "T7", "L8", "T8", "L9", "T9"]
+    );
+}
+
+#[test]
+fn xrpl_since_beyond_the_cap_is_announced_and_the_rest_fetched() {
+    let (mut h, msg) = xrpl_resume_harness(3);
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, true)),
+        reply: 2,
+        since: Some(1),
+    });
+    let head = sent(&acts);
+    let acts = h.text(
+        0,
+        xrpl_answer(
+            req_id(&head[0].1),
+            json!({"ledger_index": 6, "validated": true, "ledger": {}}),
+        ),
+    );
+    xrpl_answer_fetch(&mut h, &sent(&acts));
+    let got = xrpl_got(&h, 8);
+    assert_eq!(got.len(), 8, "{got:?}");
+    // Two keys, each announcing ledgers 2..=3 (beyond the cap of 3).
+    for g in &got[..2] {
+        assert!(
+            g.starts_with("gap ") && g.contains("2") && g.contains("3"),
+            "{g}"
+        );
+    }
+    assert_eq!(&got[2..], ["L4", "T4", "L5", "T5", "L6", "T6"]);
+    // A node that does not answer: the whole range is announced, live goes on.
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((9, true)),
+        reply: 3,
+        since: Some(4),
+    });
+    let head = sent(&acts);
+    h.text(0, xrpl_closed(7).to_string());
+    h.text(
+        0,
+        format!(
+            r#"{{"id":{},"status":"error","type":"response","error":"noNetwork"}}"#,
+            req_id(&head[0].1)
+        ),
+    );
+    let got = xrpl_got(&h, 9);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got[0].starts_with("gap ") && got[1].starts_with("gap "),
+        "{got:?}"
+    );
+    assert_eq!(got[2], "L7");
+}
 /// The call cache's policies (issue 15), on this module's harness.
 #[path = "cache/tests.rs"]
 mod cache;
