@@ -18,6 +18,7 @@ mod protocol;
 mod reconnect;
 mod refcount;
 mod resume;
+mod resume_routed;
 mod shutdown;
 mod slow_client;
 mod solana;

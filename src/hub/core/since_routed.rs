@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 const HELD_MAX: usize = 16_384;
 /// Requests one session's resume keeps in flight at most.
 const IN_FLIGHT: usize = 8;
+/// How long a fetch waits for the connection's first live `ledgerClosed` (whose fee and
+/// reserve fields a fetched one copies) before going out without them.
+const TEMPLATE_WAIT: Duration = Duration::from_secs(10);
 /// How long the seam filter outlives the fetch at most.
 pub(super) const SEAM_TTL: Duration = Duration::from_secs(60);
 
@@ -49,6 +52,8 @@ pub(super) struct Since<M> {
     /// After the fetch: per key, the ledgers it covered.
     seam: Vec<(TopicId, u64, u64)>,
     seam_until: Option<Instant>,
+    /// When every part was fetched (waiting for a template at most TEMPLATE_WAIT).
+    fetched_at: Option<Instant>,
 }
 
 /// One subscribe's fetch.
@@ -60,6 +65,8 @@ struct Part {
     outstanding: Vec<(u64, TopicId, SlotId, Step)>,
     queue: VecDeque<(TopicId, SlotId, Step, Call)>,
     items: Vec<Message>,
+    /// `ledger` answers, rendered when the fetch goes out (with the connection's template).
+    ledgers: Vec<(SlotId, String)>,
     gaps: Vec<(TopicId, u64, u64)>,
     covered: Vec<(TopicId, u64, u64)>,
 }
@@ -84,6 +91,7 @@ impl<O: Outbox> RouteCore<O> {
             held: Vec::new(),
             seam: Vec::new(),
             seam_until: None,
+            fetched_at: None,
         });
         s.parts.push(Part {
             waiter,
@@ -93,6 +101,7 @@ impl<O: Outbox> RouteCore<O> {
             outstanding: Vec::new(),
             queue: VecDeque::new(),
             items: Vec::new(),
+            ledgers: Vec::new(),
             gaps: Vec::new(),
             covered: Vec::new(),
         });
@@ -214,8 +223,11 @@ impl<O: Outbox> RouteCore<O> {
                 }
             },
             Step::SinceLedger { n, .. } => {
-                match result.ok().and_then(|r| x::read_ledger(r, &template)) {
-                    Some(m) => p.items.push(m),
+                let read = result
+                    .ok()
+                    .filter(|r| x::read_ledger(r, &template).is_some());
+                match read {
+                    Some(r) => p.ledgers.push((slot, r.to_owned())),
                     None => p.gaps.push((topic, n, n)),
                 }
             }
@@ -264,6 +276,19 @@ impl<O: Outbox> RouteCore<O> {
         if s.parts.is_empty() || !s.parts.iter().all(Part::done) {
             return;
         }
+        let fetched_at = *s.fetched_at.get_or_insert(now);
+        let slots: Vec<SlotId> = (s.parts.iter())
+            .flat_map(|p| p.ledgers.iter().map(|(slot, _)| *slot))
+            .collect();
+        let untemplated =
+            (slots.into_iter()).any(|slot| self.routed_template(slot) == x::Template::default());
+        if untemplated && now < fetched_at + TEMPLATE_WAIT {
+            return; // until the connection's first live `ledgerClosed` (held meanwhile)
+        }
+        let Some(s) = self.since_routed.get_mut(&mb) else {
+            return;
+        };
+        s.fetched_at = None;
         let parts = std::mem::take(&mut s.parts);
         let held = std::mem::take(&mut s.held);
         let mailbox = s.mailbox.clone();
@@ -280,6 +305,9 @@ impl<O: Outbox> RouteCore<O> {
                 !(p.gaps.iter()).any(|(g, ga, gb)| g == t && ga <= b && gb >= a)
             }));
             items.extend(p.items);
+            for (slot, r) in p.ledgers {
+                items.extend(x::read_ledger(&r, &self.routed_template(slot)));
+            }
         }
         if self.out.wants_gaps(&mailbox) {
             for (topic, ranges) in gaps {
@@ -379,6 +407,8 @@ impl<O: Outbox> RouteCore<O> {
             }
             if cut {
                 self.since_cut(mb);
+            } else if ledger.is_some() {
+                self.since_finish(mb, self.now); // a template may have come
             }
             return;
         }
@@ -421,6 +451,8 @@ impl<O: Outbox> RouteCore<O> {
                 p.queue.clear();
                 p.outstanding.clear();
             }
+            // Out now, with or without a template.
+            s.fetched_at = now.checked_sub(TEMPLATE_WAIT).or(s.fetched_at);
         }
         self.since_finish(mb, now);
     }
@@ -451,6 +483,13 @@ impl<O: Outbox> RouteCore<O> {
             if let Some(p) = self.since_part(mb, w) {
                 p.started = true;
             }
+            self.since_finish(mb, now);
+        }
+        let fetched: Vec<u64> = (self.since_routed.iter())
+            .filter(|(_, s)| s.fetched_at.is_some())
+            .map(|(mb, _)| *mb)
+            .collect();
+        for mb in fetched {
             self.since_finish(mb, now);
         }
         self.since_routed
