@@ -19,6 +19,7 @@ mod reconnect;
 mod refcount;
 mod resume;
 mod resume_routed;
+mod resume_solana;
 mod shutdown;
 mod slow_client;
 mod solana;

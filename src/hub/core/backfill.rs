@@ -414,7 +414,10 @@ impl<O: Outbox> RouteCore<O> {
         now: Instant,
     ) {
         match step {
-            Step::ResumeHead { waiter } | Step::ResumeFetch { waiter, .. } => {
+            Step::ResumeHead { waiter }
+            | Step::ResumeFetch { waiter, .. }
+            | Step::ResumeSFirst { waiter }
+            | Step::ResumeSTx { waiter, .. } => {
                 return self.on_resume_answer(waiter, topic, step, result, now);
             }
             Step::XHead | Step::XLedger { .. } | Step::XAccount { .. } => {

@@ -27,6 +27,7 @@ mod hedge;
 mod history;
 mod inject;
 mod resume;
+mod resume_solana;
 mod routed;
 mod sessions;
 mod since_routed;
