@@ -2254,6 +2254,104 @@ fn xrpl_since_beyond_the_cap_is_announced_and_the_rest_fetched() {
     );
     assert_eq!(got[2], "L7");
 }
+
+/// The HTTP requests in `acts`: (request id, method, params).
+fn fetches(acts: &[Action]) -> Vec<(u64, String, Value)> {
+    (acts.iter())
+        .filter_map(|a| match a {
+            Action::Fetch { body, .. } => {
+                let v: Value = serde_json::from_str(body).unwrap();
+                Some((
+                    req_id(&v),
+                    v["method"].as_str()?.to_owned(),
+                    v["params"].clone(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn sol_logs(slot: u64, sig: &str) -> String {
+    json!({"jsonrpc": "2.0", "method": "logsNotification", "params": {"result": {"context":
+        {"slot": slot}, "value": {"signature": sig, "err": null, "logs": [format!("log {sig}")]}},
+        "subscription": 3}})
+    .to_string()
+}
+
+#[test]
+fn solana_since_older_than_the_history_is_fetched_and_joins_it_without_duplicate() {
+    let mut s = settings(DialectKind::Solana);
+    s.backfill = true;
+    s.backfill_max_slots = 5;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"logsSubscribe","params":[{"mentions":["CM78CPUeXjn8o3yroDHxUtKsZZgoy4GPkPPXfouKNH12"]}]}"#;
+    let acts = h.subscribe(msg, 1);
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(0, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":3}}"#));
+    // The history holds slots 105 and 106 (complete from 105).
+    h.text(0, sol_logs(105, "S5"));
+    h.text(0, sol_logs(106, "S6"));
+    let acts = h.subscribe_since(msg, 2, 100);
+    assert_eq!(
+        h.out().subscribed.len(),
+        1,
+        "answered when the node has answered"
+    );
+    let first = fetches(&acts);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].1, "getSignaturesForAddress");
+    // Newest first; 101 is beyond the cap (5 slots back from 106): announced.
+    let sigs = json!([{"signature": "S6", "slot": 106}, {"signature": "S5", "slot": 105},
+        {"signature": "S3", "slot": 103}, {"signature": "S2", "slot": 102},
+        {"signature": "S1", "slot": 101}, {"signature": "S0", "slot": 100}]);
+    let generation = h.generation(0);
+    let answer = |id: u64, result: Value| Event::Fetched {
+        slot: SlotId(0),
+        generation,
+        text: Utf8Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()),
+    };
+    let acts = h.ev(answer(first[0].0, sigs));
+    let txs = fetches(&acts);
+    let asked: Vec<&str> = txs.iter().map(|(_, _, p)| p[0].as_str().unwrap()).collect();
+    assert_eq!(
+        asked,
+        ["S2", "S3", "S5", "S6"],
+        "oldest first, within the cap"
+    );
+    for (id, _, p) in &txs {
+        let sig = p[0].as_str().unwrap();
+        let slot = 100 + sig[1..].parse::<u64>().unwrap();
+        let tx = json!({"slot": slot, "meta": {"err": null, "logMessages": [format!("log {sig}")]},
+            "transaction": {"signatures": [sig]}});
+        h.ev(answer(*id, tx));
+    }
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let got: Vec<String> = (sub.history.iter())
+        .map(|(f, gap)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            let r = &v["params"]["result"];
+            if *gap {
+                format!("gap {}-{}", r["fromSlot"], r["toSlot"])
+            } else {
+                format!(
+                    "{}@{}",
+                    r["value"]["signature"].as_str().unwrap(),
+                    r["context"]["slot"]
+                )
+            }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["gap 101-101", "S2@102", "S3@103", "S5@105", "S6@106"],
+        "the node's below the history, the history's once"
+    );
+}
 /// The call cache's policies (issue 15), on this module's harness.
 #[path = "cache/tests.rs"]
 mod cache;
