@@ -2352,6 +2352,39 @@ fn solana_since_older_than_the_history_is_fetched_and_joins_it_without_duplicate
         "the node's below the history, the history's once"
     );
 }
+
+#[test]
+fn xrpl_since_holding_too_much_is_cut_short_announced_and_released() {
+    let (mut h, msg) = xrpl_resume_harness(256);
+    let keys = h.keys(&msg);
+    h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, true)),
+        reply: 2,
+        since: Some(3),
+    });
+    // The node never answers; live ledgers keep coming: held up to the bound.
+    for n in 7..7 + 16_383 {
+        h.text(0, xrpl_closed(n).to_string());
+    }
+    assert!(xrpl_got(&h, 8).is_empty(), "held");
+    h.text(0, xrpl_closed(7 + 16_383).to_string());
+    let got = xrpl_got(&h, 8);
+    assert_eq!(
+        got.len(),
+        2 + 16_384,
+        "the notices, then every held one at once"
+    );
+    assert!(
+        got[0].starts_with("gap ") && got[1].starts_with("gap "),
+        "{:?}",
+        &got[..2]
+    );
+    assert_eq!(got[2], "L7");
+    // Not held any more.
+    h.text(0, xrpl_closed(7 + 16_384).to_string());
+    assert_eq!(xrpl_got(&h, 8).len(), 2 + 16_385);
+}
 /// The call cache's policies (issue 15), on this module's harness.
 #[path = "cache/tests.rs"]
 mod cache;
