@@ -1,5 +1,7 @@
 //! URL queries and percent-encoding, for every route: `?api_key=`, `?coalesce=1`,
-//! `?gap_notices=1`, and on channel routes `?since=`, `?seq=`, `?data=` and the
+//! `?gap_notices=1`, `?since=N` (the resume point: an Ethereum block number, decimal or
+//! `0x` hex; a Solana slot; an XRPL validated ledger index — see `session::ClientOptions`),
+//! and on channel routes `?since=` (a sequence number), `?seq=`, `?data=` and the
 //! percent-encoded path segments. Decoding is strict: a `%` not followed by two hex digits,
 //! or bytes that are not UTF-8, are errors rather than passed on as they are.
 

@@ -94,8 +94,9 @@ pub struct ClientOptions {
     /// `?gap_notices=1`: after an upstream switch, a notification naming the block, slot
     /// or ledger range that may have been missed.
     pub gap_notices: bool,
-    /// `?since=N` (decimal or `0x` hex): every subscription opened on this socket first
-    /// delivers what it would have delivered after height N (from the topic's history).
+    /// `?since=N` (decimal or `0x` hex; Ethereum a block, Solana a slot, XRPL a ledger
+    /// index): every subscription opened on this socket first delivers what it would have
+    /// delivered after height N (from the topic's history, older from the node).
     pub since: Option<u64>,
 }
 

@@ -20,6 +20,8 @@ mod protocol;
 mod reconnect;
 mod refcount;
 mod resume;
+mod resume_routed;
+mod resume_solana;
 mod shutdown;
 mod slow_client;
 mod solana;

@@ -414,11 +414,17 @@ impl<O: Outbox> RouteCore<O> {
         now: Instant,
     ) {
         match step {
-            Step::ResumeHead { waiter } | Step::ResumeFetch { waiter, .. } => {
+            Step::ResumeHead { waiter }
+            | Step::ResumeFetch { waiter, .. }
+            | Step::ResumeSFirst { waiter }
+            | Step::ResumeSTx { waiter, .. } => {
                 return self.on_resume_answer(waiter, topic, step, result, now);
             }
             Step::XHead | Step::XLedger { .. } | Step::XAccount { .. } => {
                 return self.on_routed_answer(topic, step, result, now);
+            }
+            Step::SinceHead { .. } | Step::SinceLedger { .. } | Step::SinceAccount { .. } => {
+                return self.on_since_answer(topic, step, result, now);
             }
             Step::SFirst | Step::STx { .. } => {
                 return self.on_injected_answer(topic, step, result, now);

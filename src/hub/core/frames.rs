@@ -4,10 +4,12 @@
 use super::hedge::Admit;
 use super::{Outbox, Pending, RouteCore, RESUBSCRIBE_GIVE_UP};
 use crate::dialect::backfill::Item;
+use crate::dialect::Dialect;
 use crate::dialect::{backfill, splice, Group, SubscriptionKey, UpstreamFrame, UpstreamSubId};
 use crate::hub::table::{Confirmed, Failed, SlotId, TopicId};
 use crate::hub::{HubError, Notice, UpstreamReply, Utf8Bytes, WireText};
 use crate::telemetry::RouteMetrics;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::{debug, warn};
@@ -219,6 +221,11 @@ impl<O: Outbox> RouteCore<O> {
         } else {
             None
         };
+        // A resuming session's seam (super::since_routed) needs the validated ledger.
+        let ledger = self
+            .since_active()
+            .then(|| validated_ledger(&*self.dialect, &text, identity.as_deref()))
+            .flatten();
         let repeat = identity
             .is_some_and(|id| (self.slots.get_mut(slot.0)).is_some_and(|s| !s.recent.insert(id)));
         if repeat {
@@ -252,7 +259,7 @@ impl<O: Outbox> RouteCore<O> {
         if self.observe_routed(slot, &text, &targets, kept.as_deref()) {
             return; // held while the slot's backfill runs (super::routed)
         }
-        self.deliver_routed(slot, text, &targets)
+        self.deliver_routed(slot, text, &targets, ledger)
     }
 
     fn on_subscribe_outcome(
@@ -294,10 +301,14 @@ impl<O: Outbox> RouteCore<O> {
         slot: SlotId,
         text: Utf8Bytes,
         targets: &[(UpstreamSubId, Group)],
+        ledger: Option<u64>,
     ) {
         RouteMetrics::inc(&self.metrics.notifications_in);
         // Encoded once; every holder's session writes the same frame.
         let text = WireText::from(text);
+        if self.since_active() {
+            return self.deliver_routed_seam(slot, text, targets, ledger);
+        }
         if let [(up, _)] = targets {
             // One target: each holder once, no bookkeeping.
             for &id in self.table.route(slot, up) {
@@ -330,6 +341,42 @@ impl<O: Outbox> RouteCore<O> {
             }
         }
         self.scratch = scratch;
+    }
+
+    /// As [`RouteCore::deliver_routed`] while some session resumes (`?since=`): per
+    /// session, each copy with the topics it came through, for its seam filter.
+    fn deliver_routed_seam(
+        &mut self,
+        slot: SlotId,
+        text: WireText,
+        targets: &[(UpstreamSubId, Group)],
+        ledger: Option<u64>,
+    ) {
+        let mut per: HashMap<u64, (TopicId, HashMap<u8, Vec<TopicId>>)> = HashMap::new();
+        for (up, group) in targets {
+            for &id in self.table.route(slot, up) {
+                if let Some(t) = self.table.get(id) {
+                    for &mb in t.data.subscribers.keys() {
+                        let e = per.entry(mb).or_insert((id, HashMap::new()));
+                        e.1.entry(group.0).or_default().push(id);
+                    }
+                }
+            }
+        }
+        let mut per: Vec<_> = per.into_iter().collect();
+        per.sort_by_key(|(mb, _)| *mb);
+        for (mb, (topic, groups)) in per {
+            let Some(mailbox) = (self.table.get(topic))
+                .and_then(|t| t.data.subscribers.get(&mb))
+                .cloned()
+            else {
+                continue;
+            };
+            let mut copies: Vec<(u8, Vec<TopicId>)> = groups.into_iter().collect();
+            copies.sort_by_key(|(g, _)| *g);
+            let copies = copies.into_iter().map(|(_, t)| t).collect();
+            self.since_deliver(mb, &mailbox, &text, ledger, copies);
+        }
     }
 
     /// A subscribe was refused. A live topic's resubscribe is not given up at once: the
@@ -448,4 +495,15 @@ impl<O: Outbox> RouteCore<O> {
             start = end;
         }
     }
+}
+
+/// The validated ledger of a content-routed message: a `ledgerClosed`'s index, or the
+/// ledger of a validated transaction (its identity is "hash/true/ledger").
+fn validated_ledger(dialect: &dyn Dialect, text: &str, identity: Option<&str>) -> Option<u64> {
+    if let Some(n) = dialect.height(text) {
+        return Some(n);
+    }
+    let mut parts = identity?.rsplitn(3, '/');
+    let ledger = parts.next()?.parse::<u64>().ok()?;
+    (parts.next() == Some("true")).then_some(ledger)
 }

@@ -27,8 +27,10 @@ mod hedge;
 mod history;
 mod inject;
 mod resume;
+mod resume_solana;
 mod routed;
 mod sessions;
+mod since_routed;
 mod slots;
 mod steps;
 
@@ -338,6 +340,8 @@ pub struct RouteCore<O: Outbox> {
     now: Instant,
     /// Content-routed backfill: per slot, what its connection delivered of the ledgers.
     ledgers: HashMap<SlotId, routed::Ledgers<O::Mailbox>>,
+    /// Content-routed `?since=`: per resuming session (mailbox id), its fetch and seam.
+    since_routed: HashMap<u64, since_routed::Since<O::Mailbox>>,
     /// The head-aware call cache (`None`: off, or nothing to cache on this dialect).
     cache: Option<cache::Cache<O>>,
 }
@@ -387,6 +391,7 @@ impl<O: Outbox> RouteCore<O> {
             draining: Vec::new(),
             now,
             ledgers: HashMap::new(),
+            since_routed: HashMap::new(),
         };
         // Slot k is hedge lane k's first connection (one lane without hedging).
         for k in 0..core.table.lanes() {
@@ -514,6 +519,7 @@ impl<O: Outbox> RouteCore<O> {
             }
         }
         self.check_resumes(now);
+        self.since_tick(now);
         self.drain_backfills();
         self.hedge_tick(now);
         self.cache_tick(now);

@@ -17,19 +17,30 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+/// A Solana key's first resume call (`None`: not a Solana key `?since=` fetches for).
+fn sol_first(key: &crate::dialect::SubscriptionKey) -> Option<Call> {
+    let kind = crate::dialect::backfill::solana::kind(key)?;
+    super::resume_solana::resumable(key)
+        .then(|| crate::dialect::backfill::solana::first_call(&kind))
+}
+
 /// One key's fetch for a resuming subscribe.
 pub(super) struct Resume {
-    topic: TopicId,
-    slot: SlotId,
+    pub(super) topic: TopicId,
+    pub(super) slot: SlotId,
     /// Requests sent and not answered: (request id, step).
-    outstanding: Vec<(u64, Step)>,
-    queue: VecDeque<(Step, Call)>,
-    items: Vec<Item>,
+    pub(super) outstanding: Vec<(u64, Step)>,
+    pub(super) queue: VecDeque<(Step, Call)>,
+    pub(super) items: Vec<Item>,
     /// Ranges the node did not give (unanswered, or beyond the cap).
-    gaps: Vec<(u64, u64)>,
+    pub(super) gaps: Vec<(u64, u64)>,
     /// The newest height asked for (`None`: the node did not tell its height).
-    end: Option<u64>,
-    done: bool,
+    pub(super) end: Option<u64>,
+    pub(super) done: bool,
+    /// Solana accounts and programs: the items are current values (super::resume_solana).
+    pub(super) current: bool,
+    /// Solana logs: the signatures after `since`, oldest first (signature, slot).
+    pub(super) sigs: Vec<(String, u64)>,
 }
 
 impl Resume {
@@ -59,10 +70,11 @@ impl<O: Outbox> RouteCore<O> {
             let Some(t) = self.table.get(e.topic) else {
                 continue;
             };
-            // Only what the height-ranged calls can fetch (Ethereum heads and logs).
+            // What the height-ranged calls can fetch (Ethereum heads and logs), and
+            // Solana accounts, programs and logs with mentions (super::resume_solana).
             let fetchable = e.ended.is_none()
                 && t.data.track.is_some()
-                && backfill::supported(&t.key)
+                && (backfill::supported(&t.key) || super::resume_solana::resumable(&t.key))
                 && t.confirmed()
                 && t.data.history.since(since).gap.is_some();
             // Any lane whose connection is up and holds the topic (lane 0 unhedged).
@@ -82,8 +94,11 @@ impl<O: Outbox> RouteCore<O> {
         }
         let mut resumes = Vec::with_capacity(starts.len());
         for (topic, slot) in starts {
-            let step = Step::ResumeHead { waiter };
-            let req = self.send_backfill(slot, topic, step, backfill::head_call(), now);
+            let (step, call) = match self.table.get(topic).and_then(|t| sol_first(&t.key)) {
+                Some(call) => (Step::ResumeSFirst { waiter }, call),
+                None => (Step::ResumeHead { waiter }, backfill::head_call()),
+            };
+            let req = self.send_backfill(slot, topic, step, call, now);
             resumes.push(Resume {
                 topic,
                 slot,
@@ -93,6 +108,8 @@ impl<O: Outbox> RouteCore<O> {
                 gaps: Vec::new(),
                 end: None,
                 done: false,
+                current: false,
+                sigs: Vec::new(),
             });
         }
         if let Some(s) = self.subscribing.get_mut(&waiter) {
@@ -112,6 +129,9 @@ impl<O: Outbox> RouteCore<O> {
         result: Result<&str, ()>,
         now: Instant,
     ) {
+        if matches!(step, Step::ResumeSFirst { .. } | Step::ResumeSTx { .. }) {
+            return self.on_resume_solana(waiter, topic, step, result, now);
+        }
         let max = self.settings.backfill_max_blocks;
         let Some(s) = self.subscribing.get_mut(&waiter) else {
             return;
@@ -168,6 +188,17 @@ impl<O: Outbox> RouteCore<O> {
             },
             _ => {}
         }
+        self.pump_resume(waiter, topic, now);
+    }
+
+    /// Send a resume's queued requests up to the in-flight bound; answer the subscribe
+    /// when everything is answered.
+    pub(super) fn pump_resume(&mut self, waiter: Waiter, topic: TopicId, now: Instant) {
+        let Some(r) = (self.subscribing.get_mut(&waiter))
+            .and_then(|s| s.resumes.iter_mut().find(|r| r.topic == topic))
+        else {
+            return;
+        };
         let slot = r.slot;
         let mut to_send = Vec::new();
         while r.outstanding.len() + to_send.len() < IN_FLIGHT {
@@ -269,16 +300,27 @@ impl<O: Outbox> RouteCore<O> {
                 });
             }
         }
-        let mut seen: HashSet<u64> = (r.notices.iter())
+        let history: Vec<Item> = (r.notices.iter())
             .filter_map(|n| backfill::notification_item(&n.frame))
-            .map(|i| i.identity)
             .collect();
+        let mut seen: HashSet<u64> = history.iter().map(|i| i.identity).collect();
+        // Solana current values: an account's unless the history has any value of it
+        // after `since`, a program account's unless the history has that account.
+        let keys: HashSet<u64> = history.iter().filter_map(|i| i.key).collect();
         let mut items = fetched.items;
         items.sort_by_key(|i| (i.height, i.index));
         let mut filled = 0;
         for i in items {
             let below = complete.is_none_or(|c| i.height < c);
-            if i.height < wanted || !below || !seen.insert(i.identity) {
+            let skip = if fetched.current {
+                match i.key {
+                    Some(k) => keys.contains(&k),
+                    None => !history.is_empty(),
+                }
+            } else {
+                i.height < wanted || !below
+            };
+            if skip || !seen.insert(i.identity) {
                 continue;
             }
             if let Some((frame, id_range)) =

@@ -544,7 +544,7 @@ impl<O: Outbox> RouteCore<O> {
                 match o {
                     Out::To(mbs, frame) => {
                         for mb in &mbs {
-                            self.out.push(mb, frame.clone());
+                            self.since_push(mb, frame.clone());
                         }
                     }
                     Out::Live(h) => {
@@ -555,7 +555,7 @@ impl<O: Outbox> RouteCore<O> {
                         for (id, mb, copies) in &h.to {
                             if !skip.contains(id) {
                                 for _ in 0..*copies {
-                                    self.out.push(mb, h.frame.clone());
+                                    self.since_push(mb, h.frame.clone());
                                 }
                             }
                         }
@@ -566,6 +566,11 @@ impl<O: Outbox> RouteCore<O> {
                 l.got.clear();
             }
         }
+    }
+
+    /// The `ledgerClosed` template of `slot`'s connection (for rendering fetched ledgers).
+    pub(super) fn routed_template(&self, slot: SlotId) -> Template {
+        (self.ledgers.get(&slot)).map_or_else(Template::default, |l| l.template.clone())
     }
 
     /// The sessions a message goes to, with its copies each (as

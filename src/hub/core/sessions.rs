@@ -38,6 +38,9 @@ impl<O: Outbox> RouteCore<O> {
             resumed: false,
             resumes: Vec::new(),
         };
+        if let (Some(m), Some(n)) = (&mailbox, since) {
+            self.since_hold(waiter, m, n); // held from the first key joined
+        }
         let mut to_send: HashMap<SlotId, Vec<TopicId>> = HashMap::new();
         for key in keys {
             if let Some(ended) = self.join_ended(&key, now) {
@@ -160,6 +163,11 @@ impl<O: Outbox> RouteCore<O> {
                 }
             }
         }
+        let topics: Vec<TopicId> = (s.keys.iter())
+            .filter(|e| e.ended.is_none())
+            .map(|e| e.topic)
+            .collect();
+        let resume_routed = s.mailbox.filter(|_| s.since.is_some());
         let mut joined = Vec::with_capacity(s.keys.len());
         let mut replayed = 0u64;
         for e in s.keys {
@@ -197,6 +205,9 @@ impl<O: Outbox> RouteCore<O> {
         }
         (self.metrics.history_replayed).fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
         self.out.subscribed(s.reply, s.mailbox, joined, s.error);
+        if let Some(mb) = resume_routed {
+            self.since_start(waiter, mb, &topics, self.now);
+        }
     }
 
     pub(super) fn on_call(&mut self, call: Call, reply: Option<O::CallReply>, now: Instant) {

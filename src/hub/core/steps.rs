@@ -24,6 +24,21 @@ pub(super) enum Step {
     ResumeHead { waiter: u64 },
     /// For a resuming subscribe: what its key delivered in `from..=to`.
     ResumeFetch { waiter: u64, from: u64, to: u64 },
+    /// Content-routed `?since=` (session `mb`, subscribe `waiter`): the validated ledger.
+    SinceHead { mb: u64, waiter: u64 },
+    /// Solana `?since=` (subscribe `waiter`): the first call of the key's kind.
+    ResumeSFirst { waiter: u64 },
+    /// Solana `?since=`: the transaction of the `i`-th signature after the slot.
+    ResumeSTx { waiter: u64, i: u32 },
+    /// Content-routed `?since=`: ledger `n` (the `ledger` stream).
+    SinceLedger { mb: u64, waiter: u64, n: u64 },
+    /// Content-routed `?since=`: an account's transactions in `min..=max` (a page).
+    SinceAccount {
+        mb: u64,
+        waiter: u64,
+        min: u64,
+        max: u64,
+    },
 }
 
 /// Ranges sorted, adjacent and overlapping ones joined (one notice per missing range).

@@ -2055,6 +2055,337 @@ fn xrpl_backfill_fills_the_ledgers_missed_in_order_and_skips_what_a_session_got(
     h.text(0, xrpl_closed(9).to_string());
     assert_eq!(h.out().pushes.len(), 8);
 }
+
+/// What session `mb` got, as "L<n>" for a `ledgerClosed`, the hash for a transaction,
+/// "gap a-b" for a gap notice.
+fn xrpl_got(h: &H, mb: u64) -> Vec<String> {
+    (h.out().pushes.iter())
+        .filter(|(m, _)| *m == mb)
+        .map(|(_, f)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            match v["type"].as_str() {
+                Some("ledgerClosed") => format!("L{}", v["ledger_index"]),
+                Some("transaction") => v["hash"].as_str().unwrap().to_string(),
+                _ => format!("gap {f}"),
+            }
+        })
+        .collect()
+}
+
+/// Answers `asks` (the `ledger` and `account_tx` requests of a fetch) from a chain whose
+/// every ledger `n` holds transaction "T<n>" of ACCOUNT, and what they ask next, until
+/// nothing more is asked.
+fn xrpl_answer_fetch(h: &mut H, asks: &[(usize, Value)]) {
+    let mut asks = asks.to_vec();
+    while let Some((_, v)) = asks.pop() {
+        let id = req_id(&v);
+        if v["command"] == "ledger" {
+            let n = v["ledger_index"].as_u64().unwrap();
+            let ledger = json!({"ledger": {"ledger_index": n, "ledger_hash": format!("H{n}"),
+                "close_time": n, "transactions": ["X"]}, "ledger_index": n, "validated": true});
+            asks.extend(sent(&h.text(0, xrpl_answer(id, ledger))));
+        } else if v["command"] == "account_tx" {
+            let (lo, hi) = (
+                v["ledger_index_min"].as_u64().unwrap(),
+                v["ledger_index_max"].as_u64().unwrap(),
+            );
+            let txs: Vec<Value> = (lo..=hi)
+                .map(|n| {
+                    let live = xrpl_tx(n, &format!("T{n}"));
+                    json!({"close_time_iso": live["close_time_iso"], "hash": live["hash"],
+                        "ledger_hash": live["ledger_hash"], "ledger_index": n, "meta": live["meta"],
+                        "tx_json": live["tx_json"], "validated": true})
+                })
+                .collect();
+            let answer = xrpl_answer(id, json!({"account": ACCOUNT, "transactions": txs}));
+            asks.extend(sent(&h.text(0, answer)));
+        }
+    }
+}
+
+fn xrpl_resume_harness(max: u64) -> (H, String) {
+    let mut s = settings(DialectKind::Xrpl);
+    s.backfill = true;
+    s.backfill_max_ledgers = max;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = format!(
+        r#"{{"id":1,"command":"subscribe","streams":["ledger"],"accounts":["{ACCOUNT}"],"api_version":2}}"#
+    );
+    // Session 7 holds the keys live; ledgers 5 and 6 go by.
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    for n in 5..=6 {
+        h.text(0, xrpl_closed(n).to_string());
+        h.text(0, xrpl_tx(n, &format!("T{n}")).to_string());
+    }
+    (h, msg)
+}
+
+#[test]
+fn xrpl_since_fetches_after_the_ledger_and_joins_the_live_stream_without_gap_or_duplicate() {
+    let (mut h, msg) = xrpl_resume_harness(256);
+    // Session 8 reconnects with `?since=3`: the validated ledger is asked at once.
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, true)),
+        reply: 2,
+        since: Some(3),
+    });
+    let head = sent(&acts);
+    assert_eq!(head.len(), 1, "{head:?}");
+    assert_eq!(head[0].1["ledger_index"], "validated");
+    // Ledger 7 goes live meanwhile: session 7 gets it, session 8's copy is held.
+    h.text(0, xrpl_closed(7).to_string());
+    h.text(0, xrpl_tx(7, "T7").to_string());
+    assert!(xrpl_got(&h, 8).is_empty(), "held during the fetch");
+    // The node has validated 8 already; its messages are not yet on the stream.
+    let acts = h.text(
+        0,
+        xrpl_answer(
+            req_id(&head[0].1),
+            json!({"ledger_index": 8, "validated": true, "ledger": {}}),
+        ),
+    );
+    let asks = sent(&acts);
+    let ledgers: Vec<u64> = (asks.iter())
+        .filter(|(_, v)| v["command"] == "ledger")
+        .map(|(_, v)| v["ledger_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ledgers,
+        [4, 5, 6, 7, 8],
+        "after ledger 3, up to the validated one"
+    );
+    let tx = (asks.iter())
+        .find(|(_, v)| v["command"] == "account_tx")
+        .unwrap();
+    assert_eq!(
+        (&tx.1["ledger_index_min"], &tx.1["ledger_index_max"]),
+        (&json!(4), &json!(8))
+    );
+    xrpl_answer_fetch(&mut h, &asks);
+    let got = xrpl_got(&h, 8);
+    assert_eq!(
+        got,
+        ["L4", "T4", "L5", "T5", "L6", "T6", "L7", "T7", "L8", "T8"],
+        "in ledger order, the held live copies of ledger 7 not again"
+    );
+    // Ledger 8 reaches the stream after the fetch gave it: the seam filter skips it.
+    h.text(0, xrpl_closed(8).to_string());
+    h.text(0, xrpl_tx(8, "T8").to_string());
+    h.text(0, xrpl_closed(9).to_string());
+    h.text(0, xrpl_tx(9, "T9").to_string());
+    let got = xrpl_got(&h, 8);
+    assert_eq!(
+        &got[10..],
+        ["L9", "T9"],
+        "no duplicate at the seam, then live"
+    );
+    assert!(
+        h.core.since_routed.is_empty(),
+        "the seam is dropped once passed"
+    );
+    // The other session saw the live stream only, unchanged.
+    assert_eq!(
+        xrpl_got(&h, 7),
+        ["L5", "T5", "L6", "T6", "L7", "T7", "L8", "T8", "L9", "T9"]
+    );
+}
+
+#[test]
+fn xrpl_since_beyond_the_cap_is_announced_and_the_rest_fetched() {
+    let (mut h, msg) = xrpl_resume_harness(3);
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, true)),
+        reply: 2,
+        since: Some(1),
+    });
+    let head = sent(&acts);
+    let acts = h.text(
+        0,
+        xrpl_answer(
+            req_id(&head[0].1),
+            json!({"ledger_index": 6, "validated": true, "ledger": {}}),
+        ),
+    );
+    xrpl_answer_fetch(&mut h, &sent(&acts));
+    let got = xrpl_got(&h, 8);
+    assert_eq!(got.len(), 8, "{got:?}");
+    // Two keys, each announcing ledgers 2..=3 (beyond the cap of 3).
+    for g in &got[..2] {
+        assert!(
+            g.starts_with("gap ") && g.contains("2") && g.contains("3"),
+            "{g}"
+        );
+    }
+    assert_eq!(&got[2..], ["L4", "T4", "L5", "T5", "L6", "T6"]);
+    // A node that does not answer: the whole range is announced, live goes on.
+    let keys = h.keys(&msg);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((9, true)),
+        reply: 3,
+        since: Some(4),
+    });
+    let head = sent(&acts);
+    h.text(0, xrpl_closed(7).to_string());
+    h.text(
+        0,
+        format!(
+            r#"{{"id":{},"status":"error","type":"response","error":"noNetwork"}}"#,
+            req_id(&head[0].1)
+        ),
+    );
+    let got = xrpl_got(&h, 9);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got[0].starts_with("gap ") && got[1].starts_with("gap "),
+        "{got:?}"
+    );
+    assert_eq!(got[2], "L7");
+}
+
+/// The HTTP requests in `acts`: (request id, method, params).
+fn fetches(acts: &[Action]) -> Vec<(u64, String, Value)> {
+    (acts.iter())
+        .filter_map(|a| match a {
+            Action::Fetch { body, .. } => {
+                let v: Value = serde_json::from_str(body).unwrap();
+                Some((
+                    req_id(&v),
+                    v["method"].as_str()?.to_owned(),
+                    v["params"].clone(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn sol_logs(slot: u64, sig: &str) -> String {
+    json!({"jsonrpc": "2.0", "method": "logsNotification", "params": {"result": {"context":
+        {"slot": slot}, "value": {"signature": sig, "err": null, "logs": [format!("log {sig}")]}},
+        "subscription": 3}})
+    .to_string()
+}
+
+#[test]
+fn solana_since_older_than_the_history_is_fetched_and_joins_it_without_duplicate() {
+    let mut s = settings(DialectKind::Solana);
+    s.backfill = true;
+    s.backfill_max_slots = 5;
+    let mut h = H::new(s);
+    let acts = h.actions();
+    h.connect(&acts, 0);
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"logsSubscribe","params":[{"mentions":["CM78CPUeXjn8o3yroDHxUtKsZZgoy4GPkPPXfouKNH12"]}]}"#;
+    let acts = h.subscribe(msg, 1);
+    let id = req_id(&sent(&acts)[0].1);
+    h.text(0, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":3}}"#));
+    // The history holds slots 105 and 106 (complete from 105).
+    h.text(0, sol_logs(105, "S5"));
+    h.text(0, sol_logs(106, "S6"));
+    let acts = h.subscribe_since(msg, 2, 100);
+    assert_eq!(
+        h.out().subscribed.len(),
+        1,
+        "answered when the node has answered"
+    );
+    let first = fetches(&acts);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].1, "getSignaturesForAddress");
+    // Newest first; 101 is beyond the cap (5 slots back from 106): announced.
+    let sigs = json!([{"signature": "S6", "slot": 106}, {"signature": "S5", "slot": 105},
+        {"signature": "S3", "slot": 103}, {"signature": "S2", "slot": 102},
+        {"signature": "S1", "slot": 101}, {"signature": "S0", "slot": 100}]);
+    let generation = h.generation(0);
+    let answer = |id: u64, result: Value| Event::Fetched {
+        slot: SlotId(0),
+        generation,
+        text: Utf8Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()),
+    };
+    let acts = h.ev(answer(first[0].0, sigs));
+    let txs = fetches(&acts);
+    let asked: Vec<&str> = txs.iter().map(|(_, _, p)| p[0].as_str().unwrap()).collect();
+    assert_eq!(
+        asked,
+        ["S2", "S3", "S5", "S6"],
+        "oldest first, within the cap"
+    );
+    for (id, _, p) in &txs {
+        let sig = p[0].as_str().unwrap();
+        let slot = 100 + sig[1..].parse::<u64>().unwrap();
+        let tx = json!({"slot": slot, "meta": {"err": null, "logMessages": [format!("log {sig}")]},
+            "transaction": {"signatures": [sig]}});
+        h.ev(answer(*id, tx));
+    }
+    let (_, Ok(sub)) = h.out().one()[1].clone() else {
+        panic!("joined")
+    };
+    let got: Vec<String> = (sub.history.iter())
+        .map(|(f, gap)| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            let r = &v["params"]["result"];
+            if *gap {
+                format!("gap {}-{}", r["fromSlot"], r["toSlot"])
+            } else {
+                format!(
+                    "{}@{}",
+                    r["value"]["signature"].as_str().unwrap(),
+                    r["context"]["slot"]
+                )
+            }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["gap 101-101", "S2@102", "S3@103", "S5@105", "S6@106"],
+        "the node's below the history, the history's once"
+    );
+}
+
+#[test]
+fn xrpl_since_holding_too_much_is_cut_short_announced_and_released() {
+    let (mut h, msg) = xrpl_resume_harness(256);
+    let keys = h.keys(&msg);
+    h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((8, true)),
+        reply: 2,
+        since: Some(3),
+    });
+    // The node never answers; live ledgers keep coming: held up to the bound.
+    for n in 7..7 + 16_383 {
+        h.text(0, xrpl_closed(n).to_string());
+    }
+    assert!(xrpl_got(&h, 8).is_empty(), "held");
+    h.text(0, xrpl_closed(7 + 16_383).to_string());
+    let got = xrpl_got(&h, 8);
+    assert_eq!(
+        got.len(),
+        2 + 16_384,
+        "the notices, then every held one at once"
+    );
+    assert!(
+        got[0].starts_with("gap ") && got[1].starts_with("gap "),
+        "{:?}",
+        &got[..2]
+    );
+    assert_eq!(got[2], "L7");
+    // Not held any more.
+    h.text(0, xrpl_closed(7 + 16_384).to_string());
+    assert_eq!(xrpl_got(&h, 8).len(), 2 + 16_385);
+}
 /// The call cache's policies (issue 15), on this module's harness.
 #[path = "cache/tests.rs"]
 mod cache;
