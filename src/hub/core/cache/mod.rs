@@ -198,6 +198,7 @@ impl<O: Outbox> RouteCore<O> {
         self.table.release(id, now);
         if let Some(c) = self.cache.as_mut() {
             c.follow = None;
+            c.follow_retry = None;
         }
     }
 
@@ -470,7 +471,11 @@ impl<O: Outbox> RouteCore<O> {
         };
         // A class-bound head not followed yet: a client's stream of a served class may be
         // this very push's (follow it now rather than at the next tick).
-        if c.follow.is_none() && c.follow_key.as_ref().is_some_and(|k| k.class() != 0) {
+        // (A failed subscribe is retried only after FOLLOW_RETRY, not on every push.)
+        if c.follow.is_none()
+            && c.follow_key.as_ref().is_some_and(|k| k.class() != 0)
+            && c.follow_retry.is_none_or(|t| t <= now)
+        {
             self.follow_head(now);
         }
         let Some(c) = self.cache.as_ref() else {
