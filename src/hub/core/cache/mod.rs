@@ -3,7 +3,11 @@
 //! - **Follows the head**: the core holds a subscription of its own to the dialect's head
 //!   stream (Ethereum `newHeads`, the very key a client's identical subscribe shares), so
 //!   it knows when `latest` moves even without clients. The highest head delivered is the
-//!   route's *followed head*.
+//!   route's *followed head*. A head stream whose key is of a connection class (XRPL's
+//!   `ledger` stream, per API version) is followed only on a class a connected slot
+//!   already serves for clients, and let go when no client shares its connection, so it
+//!   never costs or keeps a connection; while nothing is followed, answers for one head
+//!   are not served.
 //! - **Answers from the head**: `eth_blockNumber` is answered with the followed head, in
 //!   the envelope of the node's own last answer to it on the current connections (learnt
 //!   from the `eth_blockNumber` probe each new connection gets), so the answer is the
