@@ -5,6 +5,7 @@ mod backfill;
 mod backfill_routed;
 mod backfill_solana;
 mod cache;
+mod cache_xrpl;
 mod common;
 mod dedup;
 mod deflate;

@@ -1,6 +1,6 @@
 //! XRPL cache rules (see [`crate::dialect::cache`]): rippled's answers about a validated
-//! ledger never change; answers at `"validated"` would last until the next validated
-//! ledger (kept only on a route that follows the `ledger` stream: not yet, see
+//! ledger never change; answers at `"validated"` last until the next validated ledger
+//! (kept only while the route follows the `ledger` stream, see
 //! [`XrplRules::head_request`]); anything about the open ledger (`current`, the default
 //! of most commands), fees, server state and every submit is never kept.
 
@@ -81,33 +81,44 @@ impl Rules for XrplRules {
     }
 
     fn head_request(&self) -> Option<&'static str> {
-        // Not yet: the `ledger` stream's key is of one API version, i.e. one connection
-        // class, so following it would cost a connection of its own whenever clients use
-        // another version. Without a followed head, answers at `validated` are not kept
-        // (only validated ledgers and transactions, which never change).
-        None
+        // The `ledger` stream: rippled publishes each validated ledger on it
+        // (NetworkOPs.cpp pubLedger). Its key is of one API version (connection class):
+        // the core follows it only on a class a connected slot already serves for clients
+        // (re-keyed to that class), so it never costs a connection of its own.
+        Some(r#"{"command":"subscribe","streams":["ledger"]}"#)
     }
 
     fn head_result(&self, _head: u64) -> String {
-        // No XRPL answer is made from the head alone (`ledger_closed` names the hash too).
+        // No XRPL answer is made from the head alone: the `ledger` stream names validated
+        // ledgers, while `ledger_closed` names the last *closed* one and `ledger_current`
+        // the open one, which run ahead of the validated ledger on a network in
+        // consensus (rippled LedgerMaster getClosedLedger vs getValidatedLedger), so an
+        // answer made from the stream would not be exact.
         String::new()
     }
 
     fn answered_head(&self, result: &str) -> Option<u64> {
-        // `ledger_closed`: {"ledger_hash": …, "ledger_index": N}
+        // `ledger` at "validated" (the probe): {"ledger":{…},"ledger_hash":…,
+        // "ledger_index":N,"validated":true} (rippled LedgerHandler.cpp; the top-level
+        // index is a number in every API version).
         #[derive(serde::Deserialize)]
-        struct Closed {
+        struct Validated {
             ledger_index: u64,
+            #[serde(default)]
+            validated: bool,
         }
-        serde_json::from_str::<Closed>(result)
+        serde_json::from_str::<Validated>(result)
             .ok()
-            .map(|c| c.ledger_index)
+            .filter(|v| v.validated)
+            .map(|v| v.ledger_index)
     }
 
     fn head_probe(&self) -> Call {
+        // The connection's last validated ledger (what `ledger_index:"validated"` reads
+        // at); `ledger_closed` would name the last closed one, which may not be validated.
         Call {
-            method: "ledger_closed".into(),
-            params: Some(r#"{"command":"ledger_closed"}"#.into()),
+            method: "ledger".into(),
+            params: Some(r#"{"command":"ledger","ledger_index":"validated"}"#.into()),
             class: 0,
         }
     }
@@ -199,9 +210,32 @@ mod tests {
         );
         assert_eq!(settle(r#"{"ledger":{}}"#), Lifetime::Never);
         assert_eq!(
-            XrplRules.answered_head(r#"{"ledger_hash":"AB","ledger_index":12}"#),
+            XrplRules.answered_head(
+                r#"{"ledger":{},"ledger_hash":"AB","ledger_index":12,"validated":true}"#
+            ),
             Some(12)
         );
+        // A ledger not (yet) validated names no validated head.
+        assert_eq!(
+            XrplRules.answered_head(r#"{"ledger_hash":"AB","ledger_index":12}"#),
+            None
+        );
         assert!(XrplRules.behind_error(5).contains("\"lgrNotFound\""));
+    }
+}
+#[cfg(test)]
+mod follow_tests {
+    use super::*;
+    use crate::dialect::cache::subscribe_key;
+    use crate::dialect::DialectKind;
+
+    #[test]
+    fn the_followed_stream_is_the_clients_ledger_key() {
+        let x = DialectKind::Xrpl.build().expect("xrpl");
+        let key = subscribe_key(&*x, XrplRules.head_request().expect("a head")).expect("a key");
+        let client = r#"{"id":1,"command":"subscribe","streams":["ledger"]}"#;
+        assert_eq!(subscribe_key(&*x, client), Some(key.clone()));
+        assert_eq!(key.class(), 1, "rippled's default API version");
+        assert!(key.flags().steady);
     }
 }

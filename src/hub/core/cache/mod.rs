@@ -3,7 +3,11 @@
 //! - **Follows the head**: the core holds a subscription of its own to the dialect's head
 //!   stream (Ethereum `newHeads`, the very key a client's identical subscribe shares), so
 //!   it knows when `latest` moves even without clients. The highest head delivered is the
-//!   route's *followed head*.
+//!   route's *followed head*. A head stream whose key is of a connection class (XRPL's
+//!   `ledger` stream, per API version) is followed only on a class a connected slot
+//!   already serves for clients, and let go when no client shares its connection, so it
+//!   never costs or keeps a connection; while nothing is followed, answers for one head
+//!   are not served.
 //! - **Answers from the head**: `eth_blockNumber` is answered with the followed head, in
 //!   the envelope of the node's own last answer to it on the current connections (learnt
 //!   from the `eth_blockNumber` probe each new connection gets), so the answer is the
@@ -104,6 +108,7 @@ impl<O: Outbox> RouteCore<O> {
         if c.follow.is_some_and(|t| self.table.get(t).is_some()) {
             return;
         }
+        c.follow = None;
         let key = match c.follow_key.clone() {
             Some(k) => k,
             None => match (c.rules.head_request())
@@ -115,6 +120,21 @@ impl<O: Outbox> RouteCore<O> {
                 }
                 None => return,
             },
+        };
+        // A key of a connection class (an XRPL API version) is followed only on a class
+        // a connected slot already serves for clients: never a connection of its own.
+        let key = if key.class() == 0 {
+            key
+        } else {
+            match self.served_class() {
+                Some(class) => {
+                    SubscriptionKey::in_class(class, key.method(), key.params(), key.flags())
+                }
+                None => return,
+            }
+        };
+        let Some(c) = self.cache.as_mut() else {
+            return;
         };
         c.follow_retry = Some(now + FOLLOW_RETRY);
         let tracked = self.settings.backfill && self.dialect.backfills(&key);
@@ -141,6 +161,56 @@ impl<O: Outbox> RouteCore<O> {
         if let Some(c) = self.cache.as_mut() {
             c.follow = Some(topic);
         }
+    }
+
+    /// A connection class (not 0) that a connected slot serves for a client's topic.
+    fn served_class(&self) -> Option<u8> {
+        (0..self.slots.len()).map(SlotId).find_map(|slot| {
+            let up = self.slots[slot.0].state == super::SlotState::Connected;
+            let class = self.table.slot_class(slot).filter(|c| *c != 0)?;
+            let held = self.table.on_slot(slot).any(|(_, t)| t.refs() > 0);
+            (up && held).then_some(class)
+        })
+    }
+
+    /// A class-bound head subscription no client shares any more on its connection is
+    /// let go (it lingers and ends like a client's), so the route never keeps a
+    /// connection for it alone; until followed again, answers for one head are not
+    /// served (nothing would say when they go stale).
+    fn unfollow_if_alone(&mut self, now: Instant) {
+        let Some(c) = self.cache.as_ref() else {
+            return;
+        };
+        let Some(id) = c.follow else {
+            return;
+        };
+        let Some(t) = self.table.get(id) else {
+            return;
+        };
+        if t.key.class() == 0 {
+            return;
+        }
+        let slot = t.slot();
+        let shared = t.refs() > 1
+            || self
+                .table
+                .on_slot(slot)
+                .any(|(o, t)| o != id && t.refs() > 0);
+        if shared {
+            return;
+        }
+        self.table.release(id, now);
+        if let Some(c) = self.cache.as_mut() {
+            c.follow = None;
+            c.follow_retry = None;
+        }
+    }
+
+    /// Whether the route follows its head now (answers for one head may be served).
+    fn following(&self) -> bool {
+        (self.cache.as_ref())
+            .and_then(|c| c.follow)
+            .is_some_and(|t| self.table.get(t).is_some())
     }
 
     /// Topics shown in `submux_topics`: the core's own head subscription counts only
@@ -194,10 +264,12 @@ impl<O: Outbox> RouteCore<O> {
             return None;
         }
         let key = self.dialect.coalesce_key(&call)?;
+        let following = self.following();
         let Some(c) = self.cache.as_mut() else {
             return Some((call, reply));
         };
-        let Some(answer) = c.store.get(&key, c.delivered, c.epoch) else {
+        let head = c.delivered.filter(|_| following);
+        let Some(answer) = c.store.get(&key, head, c.epoch) else {
             return Some((call, reply));
         };
         self.metrics.count_call(method, CallOutcome::Hit);
@@ -340,6 +412,7 @@ impl<O: Outbox> RouteCore<O> {
         let Some(key) = ticket.key else {
             return;
         };
+        let following = self.following();
         let Some(c) = self.cache.as_mut() else {
             return;
         };
@@ -352,7 +425,7 @@ impl<O: Outbox> RouteCore<O> {
             Lifetime::Connection if ticket.epoch == c.epoch => Scope::Connection(c.epoch),
             // Kept only if the head did not move while it was in flight.
             Lifetime::Head => match (ticket.head, c.delivered) {
-                (Some(a), Some(b)) if a == b => Scope::Head(b),
+                (Some(a), Some(b)) if a == b && following => Scope::Head(b),
                 _ => return,
             },
             Lifetime::Connection => return,
@@ -397,6 +470,18 @@ impl<O: Outbox> RouteCore<O> {
         text: &str,
         now: Instant,
     ) {
+        let Some(c) = self.cache.as_ref() else {
+            return;
+        };
+        // A class-bound head not followed yet: a client's stream of a served class may be
+        // this very push's (follow it now rather than at the next tick).
+        // (A failed subscribe is retried only after FOLLOW_RETRY, not on every push.)
+        if c.follow.is_none()
+            && c.follow_key.as_ref().is_some_and(|k| k.class() != 0)
+            && c.follow_retry.is_none_or(|t| t <= now)
+        {
+            self.follow_head(now);
+        }
         let Some(c) = self.cache.as_ref() else {
             return;
         };
@@ -493,7 +578,12 @@ impl<O: Outbox> RouteCore<O> {
         for slot in behind {
             self.probe_head(slot, now);
         }
-        let retry = (self.cache.as_ref()).is_some_and(|c| c.follow_retry.is_some_and(|t| t <= now));
+        self.unfollow_if_alone(now);
+        // A class-bound head is followed as soon as a class is served (not only on retry).
+        let retry = (self.cache.as_ref()).is_some_and(|c| {
+            c.follow_retry.is_some_and(|t| t <= now)
+                || (c.follow.is_none() && c.follow_key.as_ref().is_some_and(|k| k.class() != 0))
+        });
         if retry {
             self.follow_head(now);
         }

@@ -335,3 +335,142 @@ fn calls_held_for_a_lagging_node_are_bounded() {
         .all(|(r, a)| *r >= n && matches!(a, Err(HubError::Upstream(_)))));
     assert_eq!(h.metrics.latest_waits.load(Relaxed), u64::from(n));
 }
+
+// ---- XRPL: the validated ledger, followed on a class clients already use ----
+
+fn xrpl_cached() -> H {
+    let mut s = settings(DialectKind::Xrpl);
+    s.cache = Some(CacheSettings {
+        max_bytes: 1 << 20,
+        latest_wait: ms(2_000),
+    });
+    H::new(s)
+}
+
+fn closed(n: u64) -> String {
+    LEDGER_CLOSED.replace("\"ledger_index\":5", &format!("\"ledger_index\":{n}"))
+}
+
+const XRPL_VALIDATED: &str =
+    r#"{"command":"account_info","account":"r1","ledger_index":"validated"}"#;
+
+fn xrpl_answer(id: u64, ledger: u64) -> String {
+    format!(
+        r#"{{"id":{id},"result":{{"account_data":{{"Balance":"1"}},"ledger_index":{ledger},"validated":true}},"status":"success","type":"response"}}"#
+    )
+}
+
+#[test]
+fn xrpl_follows_the_validated_ledger_only_on_a_class_clients_use() {
+    let mut h = xrpl_cached();
+    let acts = h.actions();
+    let acts = h.connect(&acts, 0);
+    // No client: nothing is subscribed for the route itself (it would claim the
+    // connection for one API version); the new connection is asked for its head.
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].1["command"], "ledger");
+    assert_eq!(s[0].1["ledger_index"], "validated");
+    h.text(0, xrpl_answer(req_id(&s[0].1), 4));
+    assert!(sent(&h.tick(1_000)).is_empty());
+    // Not followed: an answer at "validated" is not kept.
+    for reply in [1, 2] {
+        let s = sent(&h.ask(reply, "account_info", XRPL_VALIDATED));
+        assert_eq!(s.len(), 1, "asked every time");
+        h.text(0, xrpl_answer(req_id(&s[0].1), 4));
+    }
+    // A client's `ledger` stream (API version 2): the route joins it, nothing more.
+    let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger"],"api_version":2}"#);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1);
+    h.text(0, xrpl_ok(req_id(&s[0].1)));
+    assert!(
+        sent(&h.tick(2_000)).is_empty(),
+        "the route shares the stream"
+    );
+    assert_eq!(h.core.table.get(TopicId(1)).map(|t| t.refs()), Some(2));
+    h.text(0, closed(5));
+    assert_eq!(h.metrics.followed_head.load(Relaxed), 5);
+    // Followed: one upstream call per validated ledger, the node's bytes.
+    let s = sent(&h.ask(3, "account_info", XRPL_VALIDATED));
+    let answer = xrpl_answer(req_id(&s[0].1), 5);
+    h.text(0, answer.clone());
+    assert!(sent(&h.ask(4, "account_info", XRPL_VALIDATED)).is_empty());
+    let last: Vec<_> = h.answers().into_iter().skip(2).collect();
+    assert_eq!(last, vec![(3, Ok(answer.clone())), (4, Ok(answer))]);
+    h.text(0, closed(6));
+    assert_eq!(sent(&h.ask(5, "account_info", XRPL_VALIDATED)).len(), 1);
+    assert_eq!(h.metrics.cache_hits.load(Relaxed), 1);
+}
+
+#[test]
+fn xrpl_validated_waits_for_a_node_behind_the_ledger_clients_saw() {
+    let mut h = xrpl_cached();
+    let acts = h.actions();
+    let acts = h.connect(&acts, 0);
+    let probe = sent(&acts);
+    h.text(0, xrpl_answer(req_id(&probe[0].1), 5));
+    let keys = h.keys(r#"{"id":1,"command":"subscribe","streams":["ledger"]}"#);
+    let acts = h.ev(Event::Subscribe {
+        keys,
+        mailbox: Some((7, false)),
+        reply: 1,
+        since: None,
+    });
+    h.text(0, xrpl_ok(req_id(&sent(&acts)[0].1)));
+    h.tick(100);
+    h.text(0, closed(8));
+    assert_eq!(h.metrics.followed_head.load(Relaxed), 8);
+    // The connection is replaced by one whose last validated ledger is 6.
+    let acts = h.lose(0);
+    h.at(300);
+    let acts = h.connect(&acts, 0);
+    let s = sent(&acts);
+    let probe = s
+        .iter()
+        .find(|(_, v)| v["command"] == "ledger")
+        .expect("probe");
+    h.text(0, xrpl_answer(req_id(&probe.1), 6));
+    let resubscribe = s
+        .iter()
+        .find(|(_, v)| v["command"] == "subscribe")
+        .expect("resub");
+    h.text(0, xrpl_ok(req_id(&resubscribe.1)));
+    let acts = h.ask(1, "account_info", XRPL_VALIDATED);
+    assert!(sent(&acts).is_empty(), "held: the node is behind ledger 8");
+    assert_eq!(h.metrics.latest_waits.load(Relaxed), 1);
+    // It validates ledger 8: the call goes out.
+    let acts = h.text(0, closed(8));
+    let s = sent(&acts);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].1["command"], "account_info");
+    h.text(0, xrpl_answer(req_id(&s[0].1), 8));
+    assert_eq!(h.answers().len(), 1);
+    // Behind again (a newer ledger seen, the node replaced): past latest_wait_ms the
+    // call gets rippled's lgrNotFound naming the ledger.
+    h.text(0, closed(9));
+    let acts = h.lose(0);
+    h.at(3_000);
+    let acts = h.connect(&acts, 0);
+    let probe = sent(&acts);
+    let probe = probe
+        .iter()
+        .find(|(_, v)| v["command"] == "ledger")
+        .expect("probe");
+    h.text(0, xrpl_answer(req_id(&probe.1), 7));
+    assert!(sent(&h.ask(2, "account_info", XRPL_VALIDATED)).is_empty());
+    h.tick(5_100);
+    let (reply, answer) = h.answers().pop().expect("answered");
+    assert_eq!(reply, 2);
+    let e = answer.expect_err("the behind error").to_string();
+    assert!(
+        e.contains("lgrNotFound") && e.contains("validated ledger 9"),
+        "{e}"
+    );
+}
