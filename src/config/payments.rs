@@ -23,8 +23,11 @@ pub struct PaymentsRouteConfig {
     /// Blocks on top of a credit's block before it is `final` (Ethereum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ethereum_confirmations: Option<u64>,
-    /// Where the event log lives (one redb file); absent: in memory only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the event log lives (one redb file, `payments.redb`). Left out of the TOML:
+    /// [`DEFAULT_DATA_DIR`] (relative to the working directory); `""`: in memory only (a
+    /// restart loses every cursor). `None` (only when built in code, as the demo and
+    /// tests do): in memory.
+    #[serde(default = "default_data_dir", skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
     /// Events older than this are dropped from the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +80,12 @@ pub struct PaymentsSettings {
 }
 
 pub const DEFAULT_CONFIRMATIONS: u64 = 12;
+/// Where a configured payments route keeps its event log unless `data_dir` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "submux-data";
+
+fn default_data_dir() -> Option<String> {
+    Some(DEFAULT_DATA_DIR.to_string())
+}
 pub const DEFAULT_LOG_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 1 << 30;
 
@@ -131,10 +140,10 @@ impl PaymentsRouteConfig {
                 ));
             }
         }
-        if let Some(d) = &self.data_dir {
-            if d.trim().is_empty() {
-                return bad("data_dir is empty (leave it out to keep the log in memory)".into());
-            }
+        if self.data_dir.as_ref().is_some_and(|d| d != d.trim()) {
+            return bad(
+                "data_dir has leading or trailing spaces (\"\" keeps the log in memory)".into(),
+            );
         }
         Ok(PaymentsSettings {
             ethereum: self.ethereum.clone(),
@@ -142,7 +151,10 @@ impl PaymentsRouteConfig {
             xrpl: self.xrpl.clone(),
             lnbits: self.lnbits.clone(),
             ethereum_confirmations: confirmations,
-            data_dir: self.data_dir.as_ref().map(PathBuf::from),
+            // "": in memory only.
+            data_dir: (self.data_dir.as_ref())
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
             log_max_age: ms(max_age.saturating_mul(1000)),
             log_max_bytes: max_bytes,
             tokens: self.token.clone(),
@@ -154,6 +166,20 @@ impl PaymentsRouteConfig {
 /// Every payments route's watched paths name routes of this instance of the right
 /// dialect.
 pub(super) fn check_watched(routes: &[RouteSettings]) -> Result<(), ConfigError> {
+    // One redb file per data_dir: a second route on it could not open the log.
+    let mut dirs = std::collections::HashMap::new();
+    for r in routes {
+        let Some(d) = r.payments.as_ref().and_then(|p| p.data_dir.as_ref()) else {
+            continue;
+        };
+        if let Some(other) = dirs.insert(d.clone(), &r.path) {
+            return Err(ConfigError::Invalid(format!(
+                "route {}: [route.payments] data_dir {:?} is also route {other}'s: each payments route needs a data_dir of its own",
+                r.path,
+                d.display()
+            )));
+        }
+    }
     for r in routes {
         let Some(p) = &r.payments else { continue };
         for (key, path, want) in [

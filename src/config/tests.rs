@@ -394,3 +394,28 @@ fn backfill_caps_are_bounded_and_default_to_128_blocks_256_ledgers_1000_slots() 
         );
     }
 }
+
+#[test]
+fn payments_log_is_on_disk_by_default_in_memory_with_an_empty_data_dir_and_never_shared() {
+    let base = format!(
+        "{MIN}\n[[route]]\npath = \"/p\"\ndialect = \"payments\"\n[route.payments]\nxrpl = \"/x\"\n"
+    )
+    .replace("[[route]]\npath = \"/p\"", "[[route]]\npath = \"/x\"\ndialect = \"xrpl\"\nupstreams = [\"ws://127.0.0.1:1\"]\n\n[[route]]\npath = \"/p\"");
+    let parse = |text: &str| RawConfig::parse(text, "t").unwrap().validate(None);
+    let dir = |s: &crate::config::Settings| {
+        s.routes
+            .iter()
+            .find(|r| r.path == "/p")
+            .and_then(|r| r.payments.as_ref())
+            .map(|p| p.data_dir.clone())
+    };
+    let s = parse(&base).unwrap();
+    assert_eq!(dir(&s), Some(Some("submux-data".into())));
+    let s = parse(&format!("{base}data_dir = \"\"\n")).unwrap();
+    assert_eq!(dir(&s), Some(None), "\"\" keeps the log in memory");
+    let two = format!(
+        "{base}\n[[route]]\npath = \"/q\"\ndialect = \"payments\"\n[route.payments]\nxrpl = \"/x\"\n"
+    );
+    let err = parse(&two).unwrap_err().to_string();
+    assert!(err.contains("needs a data_dir of its own"), "{err}");
+}
