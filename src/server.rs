@@ -163,26 +163,60 @@ fn resolve_key(
     state.gate.settings.auth.check(presented.as_deref())
 }
 
+/// The API key a GET (WebSocket) or POST request presents, checked; other methods need
+/// none. A refusal is the 401 answer.
+fn request_key(
+    state: &AppState,
+    route_path: &str,
+    req: &Request,
+) -> Result<Option<Arc<ApiKey>>, Box<Response>> {
+    if !matches!(*req.method(), Method::GET | Method::POST) {
+        return Ok(None);
+    }
+    resolve_key(state, route_path, req).map_err(|e| {
+        Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("{e}\n"),
+            )
+                .into_response(),
+        )
+    })
+}
+
+/// A POST body of at most `max_frame_bytes`; a larger one is the 413 answer.
+async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, Box<Response>> {
+    let limit = state.gate.settings.max_frame_bytes;
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            Box::new(
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds {limit} bytes\n"),
+                )
+                    .into_response(),
+            )
+        })
+}
+
+/// A JSON-RPC answer over HTTP: the reply as JSON, or an empty 200 (notifications only).
+fn json_reply(reply: Option<String>) -> Response {
+    match reply {
+        Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
+        None => StatusCode::OK.into_response(),
+    }
+}
+
 async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
     let (origin, restricted) = match check_origin(&state.gate, &req) {
         Ok(o) => o,
         Err(refused) => return *refused,
     };
-    let needs_key = matches!(*req.method(), Method::GET | Method::POST);
-    let key = if needs_key {
-        match resolve_key(&state, &route.path, &req) {
-            Ok(k) => k,
-            Err(e) => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    format!("{e}\n"),
-                )
-                    .into_response()
-            }
-        }
-    } else {
-        None
+    let key = match request_key(&state, &route.path, &req) {
+        Ok(k) => k,
+        Err(refused) => return *refused,
     };
     match *req.method() {
         Method::GET if is_ws_upgrade(&req) => {
@@ -225,16 +259,9 @@ async fn http_rpc(
     req: Request,
     key: Option<&str>,
 ) -> Response {
-    let limit = state.gate.settings.max_frame_bytes;
-    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+    let body = match read_body(state, req).await {
         Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds {limit} bytes\n"),
-            )
-                .into_response()
-        }
+        Err(too_large) => return *too_large,
     };
     if let Some(http) = &route.http {
         return match http.forward(body).await {
@@ -248,10 +275,7 @@ async fn http_rpc(
         };
     }
     let text = String::from_utf8_lossy(&body);
-    match session::handle_http(route, &text, key).await {
-        Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
-        None => StatusCode::OK.into_response(),
-    }
+    json_reply(session::handle_http(route, &text, key).await)
 }
 
 /// A payments feed: WebSocket JSON-RPC (`payments_subscribe`), POST `payments_history`.
@@ -260,20 +284,9 @@ async fn serve_payments(state: AppState, route: PaymentsRoute, req: Request) -> 
         Ok(o) => o,
         Err(refused) => return *refused,
     };
-    let key = if matches!(*req.method(), Method::GET | Method::POST) {
-        match resolve_key(&state, &route.path, &req) {
-            Ok(k) => k,
-            Err(e) => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    format!("{e}\n"),
-                )
-                    .into_response()
-            }
-        }
-    } else {
-        None
+    let key = match request_key(&state, &route.path, &req) {
+        Ok(k) => k,
+        Err(refused) => return *refused,
     };
     match *req.method() {
         Method::GET if is_ws_upgrade(&req) => {
@@ -284,25 +297,14 @@ async fn serve_payments(state: AppState, route: PaymentsRoute, req: Request) -> 
             })
         }
         Method::POST => {
-            let limit = state.gate.settings.max_frame_bytes;
-            let body = match axum::body::to_bytes(req.into_body(), limit).await {
+            let body = match read_body(&state, req).await {
                 Ok(b) => b,
-                Err(_) => {
-                    return (
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("request body exceeds {limit} bytes\n"),
-                    )
-                        .into_response()
-                }
+                Err(too_large) => return *too_large,
             };
             let text = String::from_utf8_lossy(&body);
             let max_batch = state.gate.settings.max_batch_len;
-            let resp = match crate::payments::session::handle_http(&route, max_batch, &text).await {
-                Some(reply) => {
-                    ([(header::CONTENT_TYPE, "application/json")], reply).into_response()
-                }
-                None => StatusCode::OK.into_response(),
-            };
+            let resp =
+                json_reply(crate::payments::session::handle_http(&route, max_batch, &text).await);
             cors(resp, origin.as_ref(), restricted)
         }
         Method::OPTIONS => cors(
