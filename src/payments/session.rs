@@ -230,6 +230,30 @@ where
         Ok(())
     }
 
+    /// Send the `events` matching `assets` to `sub` and flush; the cursor of the last
+    /// event (matching or not) whose cursor parses.
+    async fn send_events(
+        &mut self,
+        sub: &str,
+        assets: &[AssetFilter],
+        events: &[Event],
+    ) -> Result<Option<Cursor>, End> {
+        let mut last = None;
+        for e in events {
+            if let Ok(c) = Cursor::parse(&e.cursor) {
+                last = Some(c);
+            }
+            if matches(assets, e) {
+                let json = serde_json::to_string(e).unwrap_or_default();
+                self.sock
+                    .feed_text(rpc::render_notification(sub, &json))
+                    .await?;
+            }
+        }
+        self.sock.flush().await?;
+        Ok(last)
+    }
+
     /// After the subscribe reply: replay from `since`, then go live.
     async fn start(&mut self, sub: String, w: Watch) -> Result<(), End> {
         let mut last = w.since;
@@ -248,18 +272,9 @@ where
                     }
                 };
                 let full = page.len() == PAGE;
-                for e in &page {
-                    if let Ok(c) = Cursor::parse(&e.cursor) {
-                        at = c;
-                    }
-                    if matches(&w.assets, e) {
-                        let json = serde_json::to_string(e).unwrap_or_default();
-                        self.sock
-                            .feed_text(rpc::render_notification(&sub, &json))
-                            .await?;
-                    }
+                if let Some(c) = self.send_events(&sub, &w.assets, &page).await? {
+                    at = c;
                 }
-                self.sock.flush().await?;
                 last = Some(at);
                 if !full {
                     break;
@@ -277,18 +292,9 @@ where
                 return Err(End::Gone("payments route unavailable"));
             }
         };
-        for e in &joined.remainder {
-            if let Ok(c) = Cursor::parse(&e.cursor) {
-                last = Some(c);
-            }
-            if matches(&w.assets, e) {
-                let json = serde_json::to_string(e).unwrap_or_default();
-                self.sock
-                    .feed_text(rpc::render_notification(&sub, &json))
-                    .await?;
-            }
+        if let Some(c) = self.send_events(&sub, &w.assets, &joined.remainder).await? {
+            last = Some(c);
         }
-        self.sock.flush().await?;
         crate::telemetry::RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
         self.subs.insert(
             sub.clone(),
