@@ -2,6 +2,35 @@
 //! WebSockets on loopback. Used by the no-config demo, the integration tests and the
 //! benchmark. The WebSocket plumbing is shared here; each node supplies its protocol.
 
+/// The accessors every simulator handle (a struct keeping its [`Node`] in `inner`) has
+/// over the node's shared [`Counters`] and connections.
+macro_rules! handle_accessors {
+    () => {
+        /// Close every open connection abruptly (as a crash would).
+        pub fn drop_connections(&self) {
+            crate::sim::Node::close_all(&*self.inner);
+        }
+        /// Refuse (accept and immediately close) new connections.
+        pub fn set_refuse(&self, refuse: bool) {
+            self.inner.counters.faults.set_refuse(refuse);
+        }
+        /// WebSocket connections accepted since start.
+        pub fn accepted(&self) -> u64 {
+            self.inner
+                .counters
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+        /// Subscribe requests received (over all connections).
+        pub fn subscribe_requests(&self) -> u64 {
+            self.inner
+                .counters
+                .subscribe_requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+    };
+}
+
 pub mod ethereum;
 pub mod lnbits;
 pub mod solana;
@@ -263,6 +292,17 @@ pub(crate) trait Node: Send + Sync + 'static {
     fn close_all(&self);
     /// Connection counters and fault controls.
     fn counters(&self) -> &Counters;
+}
+
+/// What [`Node::close_all`] does with a node's connection table: empty it and cancel
+/// each connection (its `cancel` token ends its reader and writer).
+pub(crate) fn close_conns<C>(
+    conns: &mut std::collections::HashMap<u64, C>,
+    cancel: fn(&C) -> &CancellationToken,
+) {
+    for (_, c) in conns.drain() {
+        cancel(&c).cancel();
+    }
 }
 
 /// Frames queued per simulated connection before the node drops it as too slow.
