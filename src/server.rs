@@ -163,6 +163,17 @@ fn resolve_key(
     state.gate.settings.auth.check(presented.as_deref())
 }
 
+/// The `Origin` to answer, whether origins are restricted, and the checked API key.
+type Admitted = (Option<header::HeaderValue>, bool, Option<Arc<ApiKey>>);
+
+/// A request to a route let in: its origin checked, then the API key a GET (WebSocket)
+/// or POST presents. A refusal is the answer to send (the origin's, or a 401).
+fn admit(state: &AppState, route_path: &str, req: &Request) -> Result<Admitted, Box<Response>> {
+    let (origin, restricted) = check_origin(&state.gate, req)?;
+    let key = request_key(state, route_path, req)?;
+    Ok((origin, restricted, key))
+}
+
 /// The API key a GET (WebSocket) or POST request presents, checked; other methods need
 /// none. A refusal is the 401 answer.
 fn request_key(
@@ -210,12 +221,8 @@ fn json_reply(reply: Option<String>) -> Response {
 }
 
 async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
-    let (origin, restricted) = match check_origin(&state.gate, &req) {
-        Ok(o) => o,
-        Err(refused) => return *refused,
-    };
-    let key = match request_key(&state, &route.path, &req) {
-        Ok(k) => k,
+    let (origin, restricted, key) = match admit(&state, &route.path, &req) {
+        Ok(a) => a,
         Err(refused) => return *refused,
     };
     match *req.method() {
@@ -280,12 +287,8 @@ async fn http_rpc(
 
 /// A payments feed: WebSocket JSON-RPC (`payments_subscribe`), POST `payments_history`.
 async fn serve_payments(state: AppState, route: PaymentsRoute, req: Request) -> Response {
-    let (origin, restricted) = match check_origin(&state.gate, &req) {
-        Ok(o) => o,
-        Err(refused) => return *refused,
-    };
-    let key = match request_key(&state, &route.path, &req) {
-        Ok(k) => k,
+    let (origin, restricted, key) = match admit(&state, &route.path, &req) {
+        Ok(a) => a,
         Err(refused) => return *refused,
     };
     match *req.method() {
