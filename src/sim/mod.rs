@@ -63,22 +63,8 @@ impl Counters {
     }
 }
 
-/// UTC calendar fields of a Unix time: (year, month, day, hour, minute, second), by
-/// Howard Hinnant's days-to-civil algorithm (the simulators render timestamps with it).
-pub(crate) fn utc(unix: u64) -> (i64, i64, i64, u64, u64, u64) {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
-}
+/// UTC calendar fields of a Unix time (the simulators render timestamps with it).
+pub(crate) use crate::civil::utc;
 
 /// What tests and benchmarks do with any simulated node.
 pub trait Simulator: Send + Sync + 'static {
