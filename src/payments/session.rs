@@ -16,6 +16,7 @@ use crate::session::socket::{ClientSocket, End, Read};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamMap;
@@ -52,27 +53,16 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let sock = ClientSocket::new(
-        ws,
-        route.metrics.clone(),
-        settings.write_timeout,
-        settings.client_idle_timeout,
-    );
+    let sock = ClientSocket::new(ws, route.metrics.clone(), &settings);
+    let bucket = crate::session::limits::TokenBucket::for_settings(&settings, Instant::now());
     let mut c = Client {
         sock,
         route,
         settings,
         subs: HashMap::new(),
         streams: StreamMap::new(),
-        bucket: None,
+        bucket,
     };
-    if c.settings.max_requests_per_second > 0 {
-        c.bucket = Some(crate::session::limits::TokenBucket::new(
-            c.settings.max_requests_per_second,
-            c.settings.request_burst,
-            std::time::Instant::now(),
-        ));
-    }
     let end = c.serve(&shutdown).await;
     for (_, s) in c.subs.drain() {
         c.route.leave(s.watcher);
