@@ -21,6 +21,27 @@ async fn quiet(c: &mut Client) {
     assert!(next.is_err(), "unexpected frame: {next:?}");
 }
 
+/// `a` goes away (submux sees it gone), then `k` blocks come while it is away: wait until
+/// submux got their notifications (`per_block` each, one per topic).
+async fn away(
+    a: Client,
+    sim: &submux::sim::ethereum::EthSim,
+    m: &submux::telemetry::RouteMetrics,
+    k: u64,
+    per_block: u64,
+) {
+    drop(a);
+    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
+    let before = m.notifications_in.load(Relaxed);
+    for _ in 0..k {
+        sim.emit_block();
+    }
+    wait_for("submux got them", || {
+        m.notifications_in.load(Relaxed) == before + per_block * k
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn since_resumes_new_heads_and_logs_exactly_after_n_then_live() {
     let sim = sim().await;
@@ -44,19 +65,9 @@ async fn since_resumes_new_heads_and_logs_exactly_after_n_then_live() {
             }
         }
     }
-    drop(a);
-    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
-
     // Blocks N+1..=N+k while it is away.
     let k = 4;
-    let before = m.notifications_in.load(Relaxed);
-    for _ in 0..k {
-        sim.emit_block();
-    }
-    wait_for("submux got them", || {
-        m.notifications_in.load(Relaxed) == before + 2 * k
-    })
-    .await;
+    away(a, &sim, &m, k, 2).await;
 
     // newHeads, resuming with a decimal height.
     let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
@@ -113,17 +124,8 @@ async fn since_older_than_the_history_is_fetched_from_the_node_then_history_then
     a.subscribe(json!(["newHeads"])).await;
     let n = sim.emit_block();
     assert_eq!(number(&a.notification().await, "number"), n);
-    drop(a);
-    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
     let k = 5;
-    let before = m.notifications_in.load(Relaxed);
-    for _ in 0..k {
-        sim.emit_block();
-    }
-    wait_for("submux got them", || {
-        m.notifications_in.load(Relaxed) == before + k
-    })
-    .await;
+    away(a, &sim, &m, k, 1).await;
     // The history holds n+4..=n+5; n+1..=n+3 come from the node.
     let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
     let id = heads.subscribe(json!(["newHeads"])).await;
