@@ -220,6 +220,21 @@ fn json_reply(reply: Option<String>) -> Response {
     }
 }
 
+/// The answer to a CORS preflight (`OPTIONS`).
+fn preflight(origin: Option<&header::HeaderValue>, restricted: bool) -> Response {
+    cors(StatusCode::NO_CONTENT.into_response(), origin, restricted)
+}
+
+/// 405 for a method a route does not serve, saying how to use it.
+fn not_allowed(how: String) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, POST, OPTIONS")],
+        how,
+    )
+        .into_response()
+}
+
 async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
     let (origin, restricted, key) = match admit(&state, &route.path, &req) {
         Ok(a) => a,
@@ -242,21 +257,12 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
             origin.as_ref(),
             restricted,
         ),
-        Method::OPTIONS => cors(
-            StatusCode::NO_CONTENT.into_response(),
-            origin.as_ref(),
-            restricted,
-        ),
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, POST, OPTIONS")],
-            format!(
-                "submux route {} ({}): connect with a WebSocket or POST JSON-RPC\n",
-                route.path,
-                route.dialect.kind()
-            ),
-        )
-            .into_response(),
+        Method::OPTIONS => preflight(origin.as_ref(), restricted),
+        _ => not_allowed(format!(
+            "submux route {} ({}): connect with a WebSocket or POST JSON-RPC\n",
+            route.path,
+            route.dialect.kind()
+        )),
     }
 }
 
@@ -310,19 +316,10 @@ async fn serve_payments(state: AppState, route: PaymentsRoute, req: Request) -> 
                 json_reply(crate::payments::session::handle_http(&route, max_batch, &text).await);
             cors(resp, origin.as_ref(), restricted)
         }
-        Method::OPTIONS => cors(
-            StatusCode::NO_CONTENT.into_response(),
-            origin.as_ref(),
-            restricted,
-        ),
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, POST, OPTIONS")],
-            format!(
-                "submux route {} (payments): connect with a WebSocket or POST payments_history\n",
-                route.path
-            ),
-        )
-            .into_response(),
+        Method::OPTIONS => preflight(origin.as_ref(), restricted),
+        _ => not_allowed(format!(
+            "submux route {} (payments): connect with a WebSocket or POST payments_history\n",
+            route.path
+        )),
     }
 }

@@ -21,6 +21,25 @@ async fn quiet(c: &mut Client) {
     assert!(next.is_err(), "unexpected frame: {next:?}");
 }
 
+/// A client resuming `newHeads` with `?since={since}`: its first notifications are
+/// the heads `want`, in order (returned, with the client).
+async fn heads_since(
+    mux: &submux::Running,
+    since: &str,
+    want: std::ops::RangeInclusive<u64>,
+) -> (Client, Vec<Value>) {
+    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={since}"))).await;
+    let id = heads.subscribe(json!(["newHeads"])).await;
+    let mut got = Vec::new();
+    for want in want {
+        let v = heads.notification().await;
+        assert_eq!(v["params"]["subscription"], json!(id));
+        assert_eq!(number(&v, "number"), want);
+        got.push(v);
+    }
+    (heads, got)
+}
+
 /// `a` goes away (submux sees it gone), then `k` blocks come while it is away: wait until
 /// submux got their notifications (`per_block` each, one per topic).
 async fn away(
@@ -70,13 +89,7 @@ async fn since_resumes_new_heads_and_logs_exactly_after_n_then_live() {
     away(a, &sim, &m, k, 2).await;
 
     // newHeads, resuming with a decimal height.
-    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
-    let id = heads.subscribe(json!(["newHeads"])).await;
-    for want in n + 1..=n + k {
-        let v = heads.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(id));
-        assert_eq!(number(&v, "number"), want);
-    }
+    let (mut heads, _) = heads_since(&mux, &n.to_string(), n + 1..=n + k).await;
     // logs, resuming with a hex height.
     let mut logs = Client::connect(&mux.ws_url(&format!("/eth?since=0x{n:x}"))).await;
     let lid = logs.subscribe(filter).await;
@@ -127,12 +140,8 @@ async fn since_older_than_the_history_is_fetched_from_the_node_then_history_then
     let k = 5;
     away(a, &sim, &m, k, 1).await;
     // The history holds n+4..=n+5; n+1..=n+3 come from the node.
-    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
-    let id = heads.subscribe(json!(["newHeads"])).await;
-    for want in n + 1..=n + k {
-        let v = heads.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(id));
-        assert_eq!(number(&v, "number"), want);
+    let (mut heads, got) = heads_since(&mux, &n.to_string(), n + 1..=n + k).await;
+    for v in &got {
         assert!(v["params"]["result"].get("transactions").is_none());
     }
     quiet(&mut heads).await;
