@@ -21,23 +21,35 @@ async fn quiet(c: &mut Client) {
     assert!(next.is_err(), "unexpected frame: {next:?}");
 }
 
-/// A client resuming `newHeads` with `?since={since}`: its first notifications are
-/// the heads `want`, in order (returned, with the client).
+/// A client resuming the subscription `params` with `?since={since}`: its first
+/// notifications carry the heights `want` (in `field`), in order (returned, with the
+/// client).
+async fn resumed(
+    mux: &submux::Running,
+    since: &str,
+    params: Value,
+    field: &str,
+    want: std::ops::RangeInclusive<u64>,
+) -> (Client, Vec<Value>) {
+    let mut c = Client::connect(&mux.ws_url(&format!("/eth?since={since}"))).await;
+    let id = c.subscribe(params).await;
+    let mut got = Vec::new();
+    for want in want {
+        let v = c.notification().await;
+        assert_eq!(v["params"]["subscription"], json!(id));
+        assert_eq!(number(&v, field), want);
+        got.push(v);
+    }
+    (c, got)
+}
+
+/// A client resuming `newHeads` with `?since={since}` (see [`resumed`]).
 async fn heads_since(
     mux: &submux::Running,
     since: &str,
     want: std::ops::RangeInclusive<u64>,
 ) -> (Client, Vec<Value>) {
-    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={since}"))).await;
-    let id = heads.subscribe(json!(["newHeads"])).await;
-    let mut got = Vec::new();
-    for want in want {
-        let v = heads.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(id));
-        assert_eq!(number(&v, "number"), want);
-        got.push(v);
-    }
-    (heads, got)
+    resumed(mux, since, json!(["newHeads"]), "number", want).await
 }
 
 /// `a` goes away (submux sees it gone), then `k` blocks come while it is away: wait until
@@ -91,12 +103,9 @@ async fn since_resumes_new_heads_and_logs_exactly_after_n_then_live() {
     // newHeads, resuming with a decimal height.
     let (mut heads, _) = heads_since(&mux, &n.to_string(), n + 1..=n + k).await;
     // logs, resuming with a hex height.
-    let mut logs = Client::connect(&mux.ws_url(&format!("/eth?since=0x{n:x}"))).await;
-    let lid = logs.subscribe(filter).await;
-    for want in n + 1..=n + k {
-        let v = logs.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(lid));
-        assert_eq!(number(&v, "blockNumber"), want);
+    let since = format!("0x{n:x}");
+    let (mut logs, got) = resumed(&mux, &since, filter, "blockNumber", n + 1..=n + k).await;
+    for v in &got {
         assert_eq!(v["params"]["result"]["address"], json!(contract_address(2)));
     }
     quiet(&mut heads).await;
@@ -148,13 +157,8 @@ async fn since_older_than_the_history_is_fetched_from_the_node_then_history_then
     assert_eq!(m.backfilled.load(Relaxed), 3);
     assert_eq!(m.history_replayed.load(Relaxed), 2);
     // No topic for these logs: all of n+1..=n+k from the node.
-    let mut logs = Client::connect(&mux.ws_url(&format!("/eth?since=0x{n:x}"))).await;
-    let lid = logs.subscribe(filter).await;
-    for want in n + 1..=n + k {
-        let v = logs.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(lid));
-        assert_eq!(number(&v, "blockNumber"), want);
-    }
+    let since = format!("0x{n:x}");
+    let (mut logs, _) = resumed(&mux, &since, filter, "blockNumber", n + 1..=n + k).await;
     quiet(&mut logs).await;
     sim.emit_block();
     assert_eq!(number(&heads.notification().await, "number"), n + k + 1);
