@@ -10,6 +10,7 @@ pub mod ask;
 pub mod auth;
 pub mod backoff;
 pub mod channel;
+mod civil;
 pub mod config;
 pub mod dialect;
 pub mod env;

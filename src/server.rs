@@ -163,26 +163,82 @@ fn resolve_key(
     state.gate.settings.auth.check(presented.as_deref())
 }
 
-async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
-    let (origin, restricted) = match check_origin(&state.gate, &req) {
-        Ok(o) => o,
-        Err(refused) => return *refused,
-    };
-    let needs_key = matches!(*req.method(), Method::GET | Method::POST);
-    let key = if needs_key {
-        match resolve_key(&state, &route.path, &req) {
-            Ok(k) => k,
-            Err(e) => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    format!("{e}\n"),
+/// The `Origin` to answer, whether origins are restricted, and the checked API key.
+type Admitted = (Option<header::HeaderValue>, bool, Option<Arc<ApiKey>>);
+
+/// A request to a route let in: its origin checked, then the API key a GET (WebSocket)
+/// or POST presents. A refusal is the answer to send (the origin's, or a 401).
+fn admit(state: &AppState, route_path: &str, req: &Request) -> Result<Admitted, Box<Response>> {
+    let (origin, restricted) = check_origin(&state.gate, req)?;
+    let key = request_key(state, route_path, req)?;
+    Ok((origin, restricted, key))
+}
+
+/// The API key a GET (WebSocket) or POST request presents, checked; other methods need
+/// none. A refusal is the 401 answer.
+fn request_key(
+    state: &AppState,
+    route_path: &str,
+    req: &Request,
+) -> Result<Option<Arc<ApiKey>>, Box<Response>> {
+    if !matches!(*req.method(), Method::GET | Method::POST) {
+        return Ok(None);
+    }
+    resolve_key(state, route_path, req).map_err(|e| {
+        Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("{e}\n"),
+            )
+                .into_response(),
+        )
+    })
+}
+
+/// A POST body of at most `max_frame_bytes`; a larger one is the 413 answer.
+async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, Box<Response>> {
+    let limit = state.gate.settings.max_frame_bytes;
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            Box::new(
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds {limit} bytes\n"),
                 )
-                    .into_response()
-            }
-        }
-    } else {
-        None
+                    .into_response(),
+            )
+        })
+}
+
+/// A JSON-RPC answer over HTTP: the reply as JSON, or an empty 200 (notifications only).
+fn json_reply(reply: Option<String>) -> Response {
+    match reply {
+        Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
+        None => StatusCode::OK.into_response(),
+    }
+}
+
+/// The answer to a CORS preflight (`OPTIONS`).
+fn preflight(origin: Option<&header::HeaderValue>, restricted: bool) -> Response {
+    cors(StatusCode::NO_CONTENT.into_response(), origin, restricted)
+}
+
+/// 405 for a method a route does not serve, saying how to use it.
+fn not_allowed(how: String) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, POST, OPTIONS")],
+        how,
+    )
+        .into_response()
+}
+
+async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Response {
+    let (origin, restricted, key) = match admit(&state, &route.path, &req) {
+        Ok(a) => a,
+        Err(refused) => return *refused,
     };
     match *req.method() {
         Method::GET if is_ws_upgrade(&req) => {
@@ -201,21 +257,12 @@ async fn serve_route(state: AppState, route: RouteHandle, req: Request) -> Respo
             origin.as_ref(),
             restricted,
         ),
-        Method::OPTIONS => cors(
-            StatusCode::NO_CONTENT.into_response(),
-            origin.as_ref(),
-            restricted,
-        ),
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, POST, OPTIONS")],
-            format!(
-                "submux route {} ({}): connect with a WebSocket or POST JSON-RPC\n",
-                route.path,
-                route.dialect.kind()
-            ),
-        )
-            .into_response(),
+        Method::OPTIONS => preflight(origin.as_ref(), restricted),
+        _ => not_allowed(format!(
+            "submux route {} ({}): connect with a WebSocket or POST JSON-RPC\n",
+            route.path,
+            route.dialect.kind()
+        )),
     }
 }
 
@@ -225,16 +272,9 @@ async fn http_rpc(
     req: Request,
     key: Option<&str>,
 ) -> Response {
-    let limit = state.gate.settings.max_frame_bytes;
-    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+    let body = match read_body(state, req).await {
         Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds {limit} bytes\n"),
-            )
-                .into_response()
-        }
+        Err(too_large) => return *too_large,
     };
     if let Some(http) = &route.http {
         return match http.forward(body).await {
@@ -248,32 +288,14 @@ async fn http_rpc(
         };
     }
     let text = String::from_utf8_lossy(&body);
-    match session::handle_http(route, &text, key).await {
-        Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
-        None => StatusCode::OK.into_response(),
-    }
+    json_reply(session::handle_http(route, &text, key).await)
 }
 
 /// A payments feed: WebSocket JSON-RPC (`payments_subscribe`), POST `payments_history`.
 async fn serve_payments(state: AppState, route: PaymentsRoute, req: Request) -> Response {
-    let (origin, restricted) = match check_origin(&state.gate, &req) {
-        Ok(o) => o,
+    let (origin, restricted, key) = match admit(&state, &route.path, &req) {
+        Ok(a) => a,
         Err(refused) => return *refused,
-    };
-    let key = if matches!(*req.method(), Method::GET | Method::POST) {
-        match resolve_key(&state, &route.path, &req) {
-            Ok(k) => k,
-            Err(e) => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    format!("{e}\n"),
-                )
-                    .into_response()
-            }
-        }
-    } else {
-        None
     };
     match *req.method() {
         Method::GET if is_ws_upgrade(&req) => {
@@ -284,40 +306,20 @@ async fn serve_payments(state: AppState, route: PaymentsRoute, req: Request) -> 
             })
         }
         Method::POST => {
-            let limit = state.gate.settings.max_frame_bytes;
-            let body = match axum::body::to_bytes(req.into_body(), limit).await {
+            let body = match read_body(&state, req).await {
                 Ok(b) => b,
-                Err(_) => {
-                    return (
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("request body exceeds {limit} bytes\n"),
-                    )
-                        .into_response()
-                }
+                Err(too_large) => return *too_large,
             };
             let text = String::from_utf8_lossy(&body);
             let max_batch = state.gate.settings.max_batch_len;
-            let resp = match crate::payments::session::handle_http(&route, max_batch, &text).await {
-                Some(reply) => {
-                    ([(header::CONTENT_TYPE, "application/json")], reply).into_response()
-                }
-                None => StatusCode::OK.into_response(),
-            };
+            let resp =
+                json_reply(crate::payments::session::handle_http(&route, max_batch, &text).await);
             cors(resp, origin.as_ref(), restricted)
         }
-        Method::OPTIONS => cors(
-            StatusCode::NO_CONTENT.into_response(),
-            origin.as_ref(),
-            restricted,
-        ),
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, POST, OPTIONS")],
-            format!(
-                "submux route {} (payments): connect with a WebSocket or POST payments_history\n",
-                route.path
-            ),
-        )
-            .into_response(),
+        Method::OPTIONS => preflight(origin.as_ref(), restricted),
+        _ => not_allowed(format!(
+            "submux route {} (payments): connect with a WebSocket or POST payments_history\n",
+            route.path
+        )),
     }
 }

@@ -165,6 +165,72 @@ impl Lnbits {
         );
         serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{e}: {}", a.body))
     }
+
+    /// Sets up the admin, a `shop` wallet and a `payer` wallet the admin credits with
+    /// 100000 sat, and opens a 21 sat invoice to the shop with `memo`.
+    async fn shop_with_invoice(&self, memo: &str) -> Shop {
+        let none = ("", "");
+        let admin = self
+            .call(
+                "PUT",
+                "/api/v1/auth/first_install",
+                none,
+                json!({"username": "admin", "password": "secret1234", "password_repeat": "secret1234"}),
+            )
+            .await;
+        let token = format!("Bearer {}", admin["access_token"].as_str().unwrap());
+        let shop = self
+            .call("POST", "/api/v1/account", none, json!({"name": "shop"}))
+            .await;
+        let payer = self
+            .call("POST", "/api/v1/account", none, json!({"name": "payer"}))
+            .await;
+        let s = |w: &Value, k: &str| w[k].as_str().unwrap().to_string();
+        self.call(
+            "PUT",
+            "/users/api/v1/balance",
+            ("Authorization", &token),
+            json!({"id": s(&payer, "id"), "amount": 100000}),
+        )
+        .await;
+        let inkey = s(&shop, "inkey");
+        let invoice = self
+            .call(
+                "POST",
+                "/api/v1/payments",
+                ("X-Api-Key", &inkey),
+                json!({"out": false, "amount": 21, "memo": memo}),
+            )
+            .await;
+        Shop {
+            inkey,
+            adminkey: s(&shop, "adminkey"),
+            payer_adminkey: s(&payer, "adminkey"),
+            hash: s(&invoice, "payment_hash"),
+            bolt11: s(&invoice, "bolt11"),
+        }
+    }
+
+    /// Settles the shop's invoice: an internal payment from the payer wallet.
+    async fn pay(&self, shop: &Shop) -> Value {
+        self.call(
+            "POST",
+            "/api/v1/payments",
+            ("X-Api-Key", &shop.payer_adminkey),
+            json!({"out": true, "bolt11": shop.bolt11}),
+        )
+        .await
+    }
+}
+
+/// What [`Lnbits::shop_with_invoice`] made: the shop wallet's keys, the payer's admin key
+/// and the open invoice.
+struct Shop {
+    inkey: String,
+    adminkey: String,
+    payer_adminkey: String,
+    hash: String,
+    bolt11: String,
 }
 
 /// Every client in `cs` receives `want` next.
@@ -187,40 +253,8 @@ async fn until(c: &mut Client, want: &str) -> Vec<String> {
 async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() {
     let mut ln = Lnbits::start();
     ln.wait_up().await;
-    let none = ("", "");
-    let admin = ln
-        .call(
-            "PUT",
-            "/api/v1/auth/first_install",
-            none,
-            json!({"username": "admin", "password": "secret1234", "password_repeat": "secret1234"}),
-        )
-        .await;
-    let token = format!("Bearer {}", admin["access_token"].as_str().unwrap());
-    let shop = ln
-        .call("POST", "/api/v1/account", none, json!({"name": "shop"}))
-        .await;
-    let payer = ln
-        .call("POST", "/api/v1/account", none, json!({"name": "payer"}))
-        .await;
-    let s = |w: &Value, k: &str| w[k].as_str().unwrap().to_string();
-    let (inkey, adminkey) = (s(&shop, "inkey"), s(&shop, "adminkey"));
-    ln.call(
-        "PUT",
-        "/users/api/v1/balance",
-        ("Authorization", &token),
-        json!({"id": s(&payer, "id"), "amount": 100000}),
-    )
-    .await;
-    let invoice = ln
-        .call(
-            "POST",
-            "/api/v1/payments",
-            ("X-Api-Key", &inkey),
-            json!({"out": false, "amount": 21, "memo": "1 cup coffee ☕"}),
-        )
-        .await;
-    let hash = s(&invoice, "payment_hash");
+    let shop = ln.shop_with_invoice("1 cup coffee ☕").await;
+    let (inkey, adminkey, hash) = (shop.inkey.clone(), shop.adminkey.clone(), shop.hash.clone());
 
     let mux = start(
         server_cfg(),
@@ -263,14 +297,7 @@ async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() 
     all_get(&mut through_admin, "ready?").await;
 
     // Settle the invoice: an internal payment from the other wallet of this LNbits.
-    let paid = ln
-        .call(
-            "POST",
-            "/api/v1/payments",
-            ("X-Api-Key", &s(&payer, "adminkey")),
-            json!({"out": true, "bolt11": s(&invoice, "bolt11")}),
-        )
-        .await;
+    let paid = ln.pay(&shop).await;
     assert_eq!(paid["payment_hash"].as_str(), Some(hash.as_str()));
     let notification = direct_inkey[0].recv_text().await;
     let v: Value = serde_json::from_str(&notification).unwrap();
@@ -357,40 +384,8 @@ async fn lnbits_payment_messages_and_pushes_through_submux_are_byte_identical() 
 async fn payments_feed_reports_a_real_fakewallet_payment() {
     let mut ln = Lnbits::start();
     ln.wait_up().await;
-    let none = ("", "");
-    let admin = ln
-        .call(
-            "PUT",
-            "/api/v1/auth/first_install",
-            none,
-            json!({"username": "admin", "password": "secret1234", "password_repeat": "secret1234"}),
-        )
-        .await;
-    let token = format!("Bearer {}", admin["access_token"].as_str().unwrap());
-    let shop = ln
-        .call("POST", "/api/v1/account", none, json!({"name": "shop"}))
-        .await;
-    let payer = ln
-        .call("POST", "/api/v1/account", none, json!({"name": "payer"}))
-        .await;
-    let s = |w: &Value, k: &str| w[k].as_str().unwrap().to_string();
-    let inkey = s(&shop, "inkey");
-    ln.call(
-        "PUT",
-        "/users/api/v1/balance",
-        ("Authorization", &token),
-        json!({"id": s(&payer, "id"), "amount": 100000}),
-    )
-    .await;
-    let invoice = ln
-        .call(
-            "POST",
-            "/api/v1/payments",
-            ("X-Api-Key", &inkey),
-            json!({"out": false, "amount": 21, "memo": "payments feed"}),
-        )
-        .await;
-    let hash = s(&invoice, "payment_hash");
+    let shop = ln.shop_with_invoice("payments feed").await;
+    let (inkey, hash) = (shop.inkey.clone(), shop.hash.clone());
     let upstream = format!("ws://{}{PATH}", ln.base.trim_start_matches("http://"));
     let mut feed = submux::config::RouteConfig::new(
         "/payments",
@@ -419,13 +414,7 @@ async fn payments_feed_reports_a_real_fakewallet_payment() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ln.call(
-        "POST",
-        "/api/v1/payments",
-        ("X-Api-Key", &s(&payer, "adminkey")),
-        json!({"out": true, "bolt11": s(&invoice, "bolt11")}),
-    )
-    .await;
+    ln.pay(&shop).await;
     let v = c.recv().await;
     assert_eq!(v["params"]["subscription"], sub.as_str(), "{v}");
     let e = &v["params"]["result"];

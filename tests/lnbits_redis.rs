@@ -11,90 +11,14 @@ mod common;
 #[path = "e2e/lnbits_util.rs"]
 #[allow(dead_code)]
 mod lnbits_util;
+#[path = "e2e/redis_util.rs"]
+mod redis_util;
 
 use common::{server_cfg, wait_for, Client};
 use lnbits_util::*;
-use std::process::{Child, Command, Stdio};
+use redis_util::Redis;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 use submux::config::BackplaneConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn binary() -> Option<String> {
-        [
-            "redis-server",
-            "/usr/bin/redis-server",
-            "/usr/local/bin/redis-server",
-        ]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(str::to_string)
-    }
-
-    async fn start(bin: &str, port: u16, dir: &std::path::Path) -> Redis {
-        let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn redis-server");
-        let r = Redis { child, port };
-        let mut ready = false;
-        for _ in 0..500 {
-            if r.ping().await {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(ready, "redis-server did not answer PING on port {port}");
-        r
-    }
-
-    async fn ping(&self) -> bool {
-        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        if s.write_all(b"PING\r\n").await.is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 7];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
-            Ok(Ok(_)) if &buf == b"+PONG\r\n"
-        )
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn backplane(url: String) -> BackplaneConfig {
     BackplaneConfig {
@@ -118,12 +42,7 @@ async fn two_instances_share_channels_through_redis_and_survive_its_restart() {
         "redis-server is needed for the Redis backplane test: run scripts/test (installs it) \
          or apt-get install redis-server",
     );
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("submux-redis-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (port, dir) = Redis::free_port_and_dir("submux-redis");
     let mut redis = Redis::start(&bin, port, &dir).await;
 
     let a = start(

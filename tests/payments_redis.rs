@@ -8,88 +8,31 @@
 #[path = "e2e/common.rs"]
 #[allow(dead_code)]
 mod common;
+#[path = "e2e/payments_util.rs"]
+mod payments_util;
+#[path = "e2e/redis_util.rs"]
+mod redis_util;
 
-use common::{fast_route, server_cfg, wait_for, Client};
-use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-use submux::config::{BackplaneConfig, PaymentsRouteConfig, RawConfig, RouteConfig};
-use submux::dialect::DialectKind;
+use common::{server_cfg, wait_for, Client};
+use payments_util::{event, subscribe, xrpl_payments_routes};
+use redis_util::Redis;
+use serde_json::json;
+use submux::config::{BackplaneConfig, PaymentsRouteConfig, RawConfig};
 use submux::sim::xrpl::{XrplSim, XrplSimConfig};
 
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn redis() -> Redis {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("submux-payments-redis-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = [
-        "redis-server",
-        "/usr/bin/redis-server",
-        "/usr/local/bin/redis-server",
-    ]
-    .into_iter()
-    .find(|b| {
-        Command::new(b)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-    .expect("redis-server is not installed: apt-get install redis-server (scripts/test does)");
-    let child = Command::new(bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    let r = Redis(child, port);
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("redis-server did not start");
+    let bin = Redis::binary()
+        .expect("redis-server is not installed: apt-get install redis-server (scripts/test does)");
+    let (port, dir) = Redis::free_port_and_dir("submux-payments-redis");
+    Redis::start(&bin, port, &dir).await
 }
 
 async fn instance(sim: &XrplSim, redis: &Redis) -> submux::Running {
-    let mut x = fast_route(vec![sim.ws_url()]);
-    x.path = "/xrpl".into();
-    x.dialect = DialectKind::Xrpl;
-    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
-    p.payments = Some(PaymentsRouteConfig {
-        xrpl: Some("/xrpl".into()),
-        ..Default::default()
-    });
     let raw = RawConfig {
         server: server_cfg(),
-        routes: vec![x, p],
+        routes: xrpl_payments_routes(sim, PaymentsRouteConfig::default()),
         backplane: Some(BackplaneConfig {
-            redis: format!("redis://127.0.0.1:{}/", redis.1),
+            redis: redis.url(),
             channel_prefix: "submux-payments-test".into(),
             connect_timeout_ms: 1_000,
             backoff_initial_ms: 20,
@@ -102,20 +45,6 @@ async fn instance(sim: &XrplSim, redis: &Redis) -> submux::Running {
     let m = running.hub.routes()[0].metrics.clone();
     wait_for("xrpl upstream", || m.ready()).await;
     running
-}
-
-async fn subscribe(c: &mut Client, params: Value) -> String {
-    let r = c.call("payments_subscribe", json!([params])).await;
-    r["result"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{r}"))
-        .to_string()
-}
-
-async fn event(c: &mut Client, sub: &str) -> Value {
-    let v = c.recv().await;
-    assert_eq!(v["params"]["subscription"], sub, "{v}");
-    v["params"]["result"].clone()
 }
 
 #[tokio::test]

@@ -37,12 +37,7 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let sock = ClientSocket::new(
-        ws,
-        metrics,
-        settings.write_timeout,
-        settings.client_idle_timeout,
-    );
+    let sock = ClientSocket::new(ws, metrics, &settings);
     let mut c = Client {
         sock,
         wrap: opts.wrap,

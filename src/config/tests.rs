@@ -1,5 +1,14 @@
 use super::*;
 
+/// The error `text` (named `t`) fails validation with.
+fn invalid(text: &str) -> String {
+    RawConfig::parse(text, "t")
+        .unwrap()
+        .validate(None)
+        .unwrap_err()
+        .to_string()
+}
+
 const MIN: &str = r#"
 [server]
 listen = "127.0.0.1:8545"
@@ -41,20 +50,12 @@ fn semantic_errors_point_to_the_line() {
     let text = format!(
         "{MIN}\n[[route]]\npath = \"/eth\"\ndialect = \"ethereum\"\nupstreams = [\"ws://x:1\"]\n"
     );
-    let err = RawConfig::parse(&text, "t")
-        .unwrap()
-        .validate(None)
-        .unwrap_err()
-        .to_string();
+    let err = invalid(&text);
     assert!(
         err.contains("route[1]") && err.contains("line 10") && err.contains("duplicate"),
         "{err}"
     );
-    let err = RawConfig::parse(&MIN.replace("127.0.0.1:8545", "nope"), "t")
-        .unwrap()
-        .validate(None)
-        .unwrap_err()
-        .to_string();
+    let err = invalid(&MIN.replace("127.0.0.1:8545", "nope"));
     assert!(err.contains("(line 3)"), "{err}");
 }
 
@@ -71,11 +72,7 @@ fn env_references_expand_or_fail_clearly() {
         "wss://backup.example/KEY",
         "wss://backup.example/${SUBMUX_TEST_UNSET_VAR}",
     );
-    let err = RawConfig::parse(&text, "t")
-        .unwrap()
-        .validate(None)
-        .unwrap_err()
-        .to_string();
+    let err = invalid(&text);
     assert!(
         err.contains("SUBMUX_TEST_UNSET_VAR") && err.contains("not set"),
         "{err}"
@@ -88,11 +85,7 @@ fn bad_trusted_proxy_points_to_the_line() {
         "listen = \"127.0.0.1:8545\"",
         "listen = \"127.0.0.1:8545\"\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
     );
-    let err = RawConfig::parse(&text, "t")
-        .unwrap()
-        .validate(None)
-        .unwrap_err()
-        .to_string();
+    let err = invalid(&text);
     assert!(
         err.contains("trusted_proxies (line 4)") && err.contains("\"10.0.0.0/33\""),
         "{err}"
@@ -208,13 +201,7 @@ redis = "redis://127.0.0.1:6379/0"
         .effective_toml(None)
         .unwrap();
     assert!(printed.contains("replay_ttl_ms = 600000"), "{printed}");
-    let err = |t: &str| {
-        RawConfig::parse(t, "t")
-            .unwrap()
-            .validate(None)
-            .unwrap_err()
-            .to_string()
-    };
+    let err = invalid;
     let e = err(&MIN.replace("upstreams = [", "replay_buffer_len = 3\nupstreams = ["));
     assert!(
         e.contains("replay_buffer_len applies only to routes with dialect = \"lnbits\""),
@@ -300,13 +287,7 @@ fn example_config_documents_every_key() {
 fn lnbits_keys_live_in_their_table_and_the_old_form_warns() {
     let base = "[[route]]\npath = \"/api/v1/ws\"\ndialect = \"lnbits\"\n";
     let ok = |text: &str| RawConfig::parse(text, "t").unwrap().validate(None).unwrap();
-    let err = |text: &str| {
-        RawConfig::parse(text, "t")
-            .unwrap()
-            .validate(None)
-            .unwrap_err()
-            .to_string()
-    };
+    let err = invalid;
     let table = ok(&format!(
         "{base}[route.lnbits]\nmax_push_bytes = 7\nreplay_ttl_ms = 5\n"
     ));
@@ -383,11 +364,7 @@ fn backfill_caps_are_bounded_and_default_to_128_blocks_256_ledgers_1000_slots() 
     );
     for bad in ["backfill_max_ledgers = 0", "backfill_max_ledgers = 10001"] {
         let text = format!("{MIN}{bad}\n");
-        let err = RawConfig::parse(&text, "t")
-            .unwrap()
-            .validate(None)
-            .unwrap_err()
-            .to_string();
+        let err = invalid(&text);
         assert!(
             err.contains("backfill_max_ledgers must be between 1 and 10000"),
             "{err}"

@@ -103,28 +103,7 @@ pub fn method_label(method: &str, known: &'static [&'static str]) -> &'static st
 pub struct EthereumRules;
 
 /// Every method the Ethereum rules cache (and name in metrics).
-const ETH_METHODS: &[&str] = &[
-    "eth_blockNumber",
-    "eth_chainId",
-    "net_version",
-    "web3_clientVersion",
-    "eth_syncing",
-    "eth_gasPrice",
-    "eth_maxPriorityFeePerGas",
-    "eth_blobBaseFee",
-    "eth_feeHistory",
-    "eth_getBalance",
-    "eth_getCode",
-    "eth_getStorageAt",
-    "eth_getTransactionCount",
-    "eth_call",
-    "eth_estimateGas",
-    "eth_getBlockByNumber",
-    "eth_getBlockByHash",
-    "eth_getTransactionByHash",
-    "eth_getTransactionReceipt",
-    "eth_getProof",
-];
+const ETH_METHODS: &[&str] = super::ethereum::CACHED_READS;
 
 /// Whether a block tag reads at the head: absent, `latest` or `pending`. (`safe`,
 /// `finalized`, `earliest`, numbers and EIP-1898 objects name a block of their own.)
@@ -400,5 +379,8 @@ mod tests {
     fn labels_are_bounded() {
         assert_eq!(method_label("eth_call", ETH_METHODS), "eth_call");
         assert_eq!(method_label("eth_foo", ETH_METHODS), "other");
+        // The merged reads but eth_getLogs (which the cache does not keep).
+        assert_eq!(ETH_METHODS.len(), 20);
+        assert_eq!(method_label("eth_getLogs", ETH_METHODS), "other");
     }
 }

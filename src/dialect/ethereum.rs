@@ -508,8 +508,10 @@ pub fn geth_id(n: u128) -> String {
 
 /// Calls that only read the chain (geth's `eth_`/`net_`/`web3_` getters): identical ones
 /// in flight together are sent once. Anything that sends, signs, installs a filter or
-/// touches node state is never merged.
+/// touches node state is never merged. `eth_getLogs` comes first: the rest are also the
+/// methods the call cache keeps ([`CACHED_READS`]).
 const READS: &[&str] = &[
+    "eth_getLogs",
     "eth_blockNumber",
     "eth_chainId",
     "net_version",
@@ -529,9 +531,12 @@ const READS: &[&str] = &[
     "eth_getBlockByHash",
     "eth_getTransactionByHash",
     "eth_getTransactionReceipt",
-    "eth_getLogs",
     "eth_getProof",
 ];
+
+/// The reads the call cache keeps and names in metrics: every merged read but
+/// `eth_getLogs`.
+pub(crate) const CACHED_READS: &[&str] = READS.split_at(1).1;
 
 impl Dialect for Ethereum {
     fn coalesce_key(&self, call: &Call) -> Option<Box<str>> {
@@ -689,24 +694,14 @@ impl Dialect for Ethereum {
 /// only: no tree, no allocation; everything else is skipped.
 fn notified_heights(text: &str) -> Option<(Option<&str>, Option<&str>)> {
     #[derive(serde::Deserialize)]
-    struct Frame<'a> {
-        #[serde(borrow)]
-        params: Params<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params<'a> {
-        #[serde(borrow)]
-        result: Item<'a>,
-    }
-    #[derive(serde::Deserialize)]
     struct Item<'a> {
         #[serde(borrow, default)]
         number: Option<&'a str>,
         #[serde(borrow, default, rename = "blockNumber")]
         block_number: Option<&'a str>,
     }
-    let f: Frame = serde_json::from_str(text).ok()?;
-    Some((f.params.result.number, f.params.result.block_number))
+    let r: Item = jsonrpc::notification_result(text)?;
+    Some((r.number, r.block_number))
 }
 
 fn hex_u64(s: &str) -> Option<u64> {

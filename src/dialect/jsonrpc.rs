@@ -140,6 +140,21 @@ pub fn classify(raw: &RawValue) -> Kind<'_> {
     }
 }
 
+/// A notification's `params.result` (`{"params":{"result":…}}`), read as `T` from borrowed
+/// fields only: everything else in the frame is skipped. `None`: not such a frame.
+pub fn notification_result<'a, T: Deserialize<'a>>(frame: &'a str) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Frame<T> {
+        params: Params<T>,
+    }
+    #[derive(Deserialize)]
+    struct Params<T> {
+        result: T,
+    }
+    let f: Frame<T> = serde_json::from_str(frame).ok()?;
+    Some(f.params.result)
+}
+
 /// Split a client frame into raw messages and hand each to `per_message`.
 pub fn parse_frame(
     text: &str,

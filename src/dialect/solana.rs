@@ -589,22 +589,11 @@ impl Dialect for Solana {
     fn height(&self, text: &str) -> Option<u64> {
         // Borrowed fields only: the result stays raw text until its slot is read.
         #[derive(serde::Deserialize)]
-        struct Frame<'a> {
-            #[serde(borrow)]
-            params: Params<'a>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Params<'a> {
-            #[serde(borrow)]
-            result: &'a RawValue,
-        }
-        #[derive(serde::Deserialize)]
         struct Slot {
             #[serde(default)]
             slot: Option<u64>,
         }
-        let f: Frame = serde_json::from_str(text).ok()?;
-        let r = f.params.result.get();
+        let r = jsonrpc::notification_result::<&RawValue>(text)?.get();
         if r.starts_with('{') {
             serde_json::from_str::<Slot>(r).ok()?.slot
         } else {

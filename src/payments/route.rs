@@ -234,11 +234,14 @@ pub fn spawn(
     let mut interest = HashMap::new();
     let mut chains = Vec::new();
     let queue_len = settings.client_queue_len.max(16);
-    if let Some(x) = &p.xrpl {
-        let handle = hub
-            .get(x)
+    // The chain route a payments route names (`xrpl`, `ethereum`, `solana`).
+    let routed = |name: &String| {
+        hub.get(name)
             .cloned()
-            .ok_or_else(|| PaymentsError::Missing(path.clone(), x.clone()))?;
+            .ok_or_else(|| PaymentsError::Missing(path.clone(), name.clone()))
+    };
+    if let Some(x) = &p.xrpl {
+        let handle = routed(x)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tracker.spawn(watch_xrpl::run(
             handle,
@@ -251,10 +254,7 @@ pub fn spawn(
         chains.push(Chain::Xrpl);
     }
     if let Some(e) = &p.ethereum {
-        let handle = hub
-            .get(e)
-            .cloned()
-            .ok_or_else(|| PaymentsError::Missing(path.clone(), e.clone()))?;
+        let handle = routed(e)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let cfg = watch_eth::EthWatch {
             confirmations: p.ethereum_confirmations,
@@ -277,10 +277,7 @@ pub fn spawn(
         chains.push(Chain::Ethereum);
     }
     if let Some(x) = &p.solana {
-        let handle = hub
-            .get(x)
-            .cloned()
-            .ok_or_else(|| PaymentsError::Missing(path.clone(), x.clone()))?;
+        let handle = routed(x)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tracker.spawn(watch_sol::run(
             handle,

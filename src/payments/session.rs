@@ -16,6 +16,7 @@ use crate::session::socket::{ClientSocket, End, Read};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamMap;
@@ -52,27 +53,16 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let sock = ClientSocket::new(
-        ws,
-        route.metrics.clone(),
-        settings.write_timeout,
-        settings.client_idle_timeout,
-    );
+    let sock = ClientSocket::new(ws, route.metrics.clone(), &settings);
+    let bucket = crate::session::limits::TokenBucket::for_settings(&settings, Instant::now());
     let mut c = Client {
         sock,
         route,
         settings,
         subs: HashMap::new(),
         streams: StreamMap::new(),
-        bucket: None,
+        bucket,
     };
-    if c.settings.max_requests_per_second > 0 {
-        c.bucket = Some(crate::session::limits::TokenBucket::new(
-            c.settings.max_requests_per_second,
-            c.settings.request_burst,
-            std::time::Instant::now(),
-        ));
-    }
     let end = c.serve(&shutdown).await;
     for (_, s) in c.subs.drain() {
         c.route.leave(s.watcher);
@@ -230,6 +220,30 @@ where
         Ok(())
     }
 
+    /// Send the `events` matching `assets` to `sub` and flush; the cursor of the last
+    /// event (matching or not) whose cursor parses.
+    async fn send_events(
+        &mut self,
+        sub: &str,
+        assets: &[AssetFilter],
+        events: &[Event],
+    ) -> Result<Option<Cursor>, End> {
+        let mut last = None;
+        for e in events {
+            if let Ok(c) = Cursor::parse(&e.cursor) {
+                last = Some(c);
+            }
+            if matches(assets, e) {
+                let json = serde_json::to_string(e).unwrap_or_default();
+                self.sock
+                    .feed_text(rpc::render_notification(sub, &json))
+                    .await?;
+            }
+        }
+        self.sock.flush().await?;
+        Ok(last)
+    }
+
     /// After the subscribe reply: replay from `since`, then go live.
     async fn start(&mut self, sub: String, w: Watch) -> Result<(), End> {
         let mut last = w.since;
@@ -248,18 +262,9 @@ where
                     }
                 };
                 let full = page.len() == PAGE;
-                for e in &page {
-                    if let Ok(c) = Cursor::parse(&e.cursor) {
-                        at = c;
-                    }
-                    if matches(&w.assets, e) {
-                        let json = serde_json::to_string(e).unwrap_or_default();
-                        self.sock
-                            .feed_text(rpc::render_notification(&sub, &json))
-                            .await?;
-                    }
+                if let Some(c) = self.send_events(&sub, &w.assets, &page).await? {
+                    at = c;
                 }
-                self.sock.flush().await?;
                 last = Some(at);
                 if !full {
                     break;
@@ -277,18 +282,9 @@ where
                 return Err(End::Gone("payments route unavailable"));
             }
         };
-        for e in &joined.remainder {
-            if let Ok(c) = Cursor::parse(&e.cursor) {
-                last = Some(c);
-            }
-            if matches(&w.assets, e) {
-                let json = serde_json::to_string(e).unwrap_or_default();
-                self.sock
-                    .feed_text(rpc::render_notification(&sub, &json))
-                    .await?;
-            }
+        if let Some(c) = self.send_events(&sub, &w.assets, &joined.remainder).await? {
+            last = Some(c);
         }
-        self.sock.flush().await?;
         crate::telemetry::RouteMetrics::add(&self.route.metrics.client_subscriptions, 1);
         self.subs.insert(
             sub.clone(),

@@ -22,6 +22,18 @@ impl TokenBucket {
         }
     }
 
+    /// A full bucket for one client of `settings`' `max_requests_per_second` and
+    /// `request_burst`; `None` when unlimited (0).
+    pub fn for_settings(settings: &crate::config::Settings, now: Instant) -> Option<Self> {
+        (settings.max_requests_per_second > 0).then(|| {
+            TokenBucket::new(
+                settings.max_requests_per_second,
+                settings.request_burst,
+                now,
+            )
+        })
+    }
+
     /// Take one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();

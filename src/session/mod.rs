@@ -135,12 +135,8 @@ pub async fn run<S>(
 {
     // Heights are read upstream only while some session wants gap notices.
     let _gaps = options.gap_notices.then(|| route.listen_for_gaps());
-    let sock = ClientSocket::new(
-        ws,
-        route.metrics.clone(),
-        settings.write_timeout,
-        settings.client_idle_timeout,
-    );
+    let sock = ClientSocket::new(ws, route.metrics.clone(), &settings);
+    let bucket = limits::TokenBucket::for_settings(&settings, Instant::now());
     let mut s = Session {
         dialect: route.dialect.clone(),
         route,
@@ -152,18 +148,11 @@ pub async fn run<S>(
         next_local: 0,
         inflight: FuturesUnordered::new(),
         pending_subscribes: 0,
-        bucket: None,
+        bucket,
         mailbox: None,
         key,
         options,
     };
-    if s.settings.max_requests_per_second > 0 {
-        s.bucket = Some(limits::TokenBucket::new(
-            s.settings.max_requests_per_second,
-            s.settings.request_burst,
-            Instant::now(),
-        ));
-    }
     let end = s.serve(shutdown).await;
     let n = s.subs.len() as i64;
     s.sub_count(-n);

@@ -122,14 +122,14 @@ impl<S> ClientSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    /// Wrap an upgraded socket; counts the session in `submux_sessions` until [`close`].
+    /// Wrap an upgraded socket with the settings' write and idle timeouts; counts the
+    /// session in `submux_sessions` until [`close`].
     ///
     /// [`close`]: ClientSocket::close
     pub fn new(
         ws: WebSocketStream<Edge<S>>,
         metrics: Arc<RouteMetrics>,
-        write_timeout: Duration,
-        idle_timeout: Duration,
+        settings: &crate::config::Settings,
     ) -> Self {
         RouteMetrics::add(&metrics.sessions, 1);
         ClientSocket {
@@ -138,8 +138,8 @@ where
             out: VecDeque::new(),
             out_bytes: 0,
             metrics,
-            write_timeout,
-            idle_timeout,
+            write_timeout: settings.write_timeout,
+            idle_timeout: settings.client_idle_timeout,
             last_rx: Instant::now(),
         }
     }

@@ -2,6 +2,35 @@
 //! WebSockets on loopback. Used by the no-config demo, the integration tests and the
 //! benchmark. The WebSocket plumbing is shared here; each node supplies its protocol.
 
+/// The accessors every simulator handle (a struct keeping its [`Node`] in `inner`) has
+/// over the node's shared [`Counters`] and connections.
+macro_rules! handle_accessors {
+    () => {
+        /// Close every open connection abruptly (as a crash would).
+        pub fn drop_connections(&self) {
+            crate::sim::Node::close_all(&*self.inner);
+        }
+        /// Refuse (accept and immediately close) new connections.
+        pub fn set_refuse(&self, refuse: bool) {
+            self.inner.counters.faults.set_refuse(refuse);
+        }
+        /// WebSocket connections accepted since start.
+        pub fn accepted(&self) -> u64 {
+            self.inner
+                .counters
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+        /// Subscribe requests received (over all connections).
+        pub fn subscribe_requests(&self) -> u64 {
+            self.inner
+                .counters
+                .subscribe_requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+    };
+}
+
 pub mod ethereum;
 pub mod lnbits;
 pub mod solana;
@@ -34,22 +63,8 @@ impl Counters {
     }
 }
 
-/// UTC calendar fields of a Unix time: (year, month, day, hour, minute, second), by
-/// Howard Hinnant's days-to-civil algorithm (the simulators render timestamps with it).
-pub(crate) fn utc(unix: u64) -> (i64, i64, i64, u64, u64, u64) {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
-}
+/// UTC calendar fields of a Unix time (the simulators render timestamps with it).
+pub(crate) use crate::civil::utc;
 
 /// What tests and benchmarks do with any simulated node.
 pub trait Simulator: Send + Sync + 'static {
@@ -263,6 +278,17 @@ pub(crate) trait Node: Send + Sync + 'static {
     fn close_all(&self);
     /// Connection counters and fault controls.
     fn counters(&self) -> &Counters;
+}
+
+/// What [`Node::close_all`] does with a node's connection table: empty it and cancel
+/// each connection (its `cancel` token ends its reader and writer).
+pub(crate) fn close_conns<C>(
+    conns: &mut std::collections::HashMap<u64, C>,
+    cancel: fn(&C) -> &CancellationToken,
+) {
+    for (_, c) in conns.drain() {
+        cancel(&c).cancel();
+    }
 }
 
 /// Frames queued per simulated connection before the node drops it as too slow.

@@ -90,9 +90,7 @@ impl super::Node for Inner {
         drop_conn_subs(&mut st, conn);
     }
     fn close_all(&self) {
-        for (_, c) in self.lock().conns.drain() {
-            c.cancel.cancel();
-        }
+        super::close_conns(&mut self.lock().conns, |c| &c.cancel);
     }
     fn counters(&self) -> &super::Counters {
         &self.counters
@@ -106,6 +104,8 @@ pub struct SolSim {
 }
 
 impl SolSim {
+    handle_accessors!();
+
     /// Start on 127.0.0.1: PubSub and HTTP on two OS-assigned ports.
     pub async fn start(cfg: SolSimConfig) -> std::io::Result<SolSim> {
         let inner = Arc::new(Inner {
@@ -171,24 +171,12 @@ impl SolSim {
     pub fn process_signature(&self, signature: &str) {
         process_signature(&self.inner, signature, Value::Null);
     }
-    pub fn drop_connections(&self) {
-        super::Node::close_all(&*self.inner);
-    }
-    pub fn set_refuse(&self, refuse: bool) {
-        self.inner.counters.faults.set_refuse(refuse);
-    }
     pub fn connections(&self) -> usize {
         self.inner.lock().conns.len()
-    }
-    pub fn accepted(&self) -> u64 {
-        self.inner.counters.accepted.load(Relaxed)
     }
     /// Distinct node subscriptions (identical params count once).
     pub fn subscriptions(&self) -> usize {
         self.inner.lock().subs.len()
-    }
-    pub fn subscribe_requests(&self) -> u64 {
-        self.inner.counters.subscribe_requests.load(Relaxed)
     }
 }
 

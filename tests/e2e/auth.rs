@@ -45,6 +45,18 @@ async fn submux_with_key(
 use submux::config::ServerConfig;
 
 /// Try a WebSocket upgrade with extra headers; the HTTP status on refusal.
+/// A JSON-RPC call with no params POSTed to `url`.
+async fn post_call(url: &str, method: &str) -> crate::lnbits_util::HttpAnswer {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []});
+    crate::lnbits_util::http(
+        "POST",
+        url,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
 async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, u16> {
     let mut req = url.into_client_request().unwrap();
     for (k, v) in headers {
@@ -183,21 +195,13 @@ async fn query_keys_are_percent_decoded() {
         "bad encoding"
     );
     // The HTTP JSON-RPC path reads the same key.
-    let http = crate::lnbits_util::http(
-        "POST",
+    let http = post_call(
         &mux.http_url(&format!("/eth?api_key={encoded}")),
-        &[("content-type", "application/json")],
-        br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
+        "eth_chainId",
     )
     .await;
     assert_eq!(http.status, 200, "{}", http.body);
-    let refused = crate::lnbits_util::http(
-        "POST",
-        &mux.http_url("/eth?api_key=k+alice"),
-        &[("content-type", "application/json")],
-        br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
-    )
-    .await;
+    let refused = post_call(&mux.http_url("/eth?api_key=k+alice"), "eth_chainId").await;
     assert_eq!(refused.status, 401);
 }
 
@@ -214,11 +218,9 @@ async fn upstream_calls_are_accounted_per_api_key() {
     alice.call("eth_chainId", json!([])).await;
     alice.call("eth_chainId", json!([])).await;
     anon.call("eth_chainId", json!([])).await;
-    let http = crate::lnbits_util::http(
-        "POST",
+    let http = post_call(
         &mux.http_url(&format!("/eth?api_key={KEY}")),
-        &[("content-type", "application/json")],
-        br#"{"jsonrpc":"2.0","id":1,"method":"eth_gasPrice","params":[]}"#,
+        "eth_gasPrice",
     )
     .await;
     assert_eq!(http.status, 200, "{}", http.body);

@@ -17,6 +17,7 @@ mod lnbits;
 mod lnbits_util;
 mod payments;
 mod payments_hooks;
+mod payments_util;
 mod protocol;
 mod reconnect;
 mod refcount;

@@ -3,6 +3,7 @@
 //! `since` replay across a restart of submux, and `payments_history` over HTTP.
 
 use crate::common::*;
+use crate::payments_util::{event, subscribe, xrpl_payments_routes};
 use crate::protocol::http_post;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -11,39 +12,19 @@ use submux::dialect::DialectKind;
 use submux::sim::xrpl::{XrplSim, XrplSimConfig};
 
 fn routes(sim: &XrplSim, data_dir: Option<&PathBuf>) -> Vec<RouteConfig> {
-    let mut x = fast_route(vec![sim.ws_url()]);
-    x.path = "/xrpl".into();
-    x.dialect = DialectKind::Xrpl;
-    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
-    p.payments = Some(PaymentsRouteConfig {
-        xrpl: Some("/xrpl".into()),
-        data_dir: data_dir.map(|d| d.display().to_string()),
-        ..Default::default()
-    });
-    vec![x, p]
+    xrpl_payments_routes(
+        sim,
+        PaymentsRouteConfig {
+            data_dir: data_dir.map(|d| d.display().to_string()),
+            ..Default::default()
+        },
+    )
 }
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("submux-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-async fn subscribe(c: &mut Client, params: Value) -> String {
-    let r = c.call("payments_subscribe", json!([params])).await;
-    r["result"]
-        .as_str()
-        .unwrap_or_else(|| panic!("subscribe failed: {r}"))
-        .to_string()
-}
-
-/// The next payments notification's event (checks the envelope and subscription).
-async fn event(c: &mut Client, sub: &str) -> Value {
-    let v = c.recv().await;
-    assert_eq!(v["method"], "payments_notification", "{v}");
-    assert_eq!(v["jsonrpc"], "2.0");
-    assert_eq!(v["params"]["subscription"], sub, "{v}");
-    v["params"]["result"].clone()
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! from the log after submux restarts with deliveries still owed.
 
 use crate::common::*;
+use crate::payments_util::xrpl_payments_routes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -10,7 +11,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use submux::config::{PaymentsRouteConfig, RouteConfig, WebhookConfig};
-use submux::dialect::DialectKind;
 use submux::sim::xrpl::{XrplSim, XrplSimConfig};
 
 const SECRET: &str = "a-webhook-secret-of-32-characters";
@@ -44,21 +44,18 @@ async fn receiver() -> (Receiver, String) {
 }
 
 fn routes(sim: &XrplSim, dir: &std::path::Path, url: &str, watched: &str) -> Vec<RouteConfig> {
-    let mut x = fast_route(vec![sim.ws_url()]);
-    x.path = "/xrpl".into();
-    x.dialect = DialectKind::Xrpl;
-    let mut p = RouteConfig::new("/payments", DialectKind::Payments, vec![]);
-    p.payments = Some(PaymentsRouteConfig {
-        xrpl: Some("/xrpl".into()),
-        data_dir: Some(dir.display().to_string()),
-        webhook: vec![WebhookConfig {
-            url: url.into(),
-            secret: SECRET.into(),
-            addresses: vec![format!("xrpl:{watched}")],
-        }],
-        ..Default::default()
-    });
-    vec![x, p]
+    xrpl_payments_routes(
+        sim,
+        PaymentsRouteConfig {
+            data_dir: Some(dir.display().to_string()),
+            webhook: vec![WebhookConfig {
+                url: url.into(),
+                secret: SECRET.into(),
+                addresses: vec![format!("xrpl:{watched}")],
+            }],
+            ..Default::default()
+        },
+    )
 }
 
 fn hmac_hex(secret: &str, msg: &[u8]) -> String {

@@ -21,6 +21,58 @@ async fn quiet(c: &mut Client) {
     assert!(next.is_err(), "unexpected frame: {next:?}");
 }
 
+/// A client resuming the subscription `params` with `?since={since}`: its first
+/// notifications carry the heights `want` (in `field`), in order (returned, with the
+/// client).
+async fn resumed(
+    mux: &submux::Running,
+    since: &str,
+    params: Value,
+    field: &str,
+    want: std::ops::RangeInclusive<u64>,
+) -> (Client, Vec<Value>) {
+    let mut c = Client::connect(&mux.ws_url(&format!("/eth?since={since}"))).await;
+    let id = c.subscribe(params).await;
+    let mut got = Vec::new();
+    for want in want {
+        let v = c.notification().await;
+        assert_eq!(v["params"]["subscription"], json!(id));
+        assert_eq!(number(&v, field), want);
+        got.push(v);
+    }
+    (c, got)
+}
+
+/// A client resuming `newHeads` with `?since={since}` (see [`resumed`]).
+async fn heads_since(
+    mux: &submux::Running,
+    since: &str,
+    want: std::ops::RangeInclusive<u64>,
+) -> (Client, Vec<Value>) {
+    resumed(mux, since, json!(["newHeads"]), "number", want).await
+}
+
+/// `a` goes away (submux sees it gone), then `k` blocks come while it is away: wait until
+/// submux got their notifications (`per_block` each, one per topic).
+async fn away(
+    a: Client,
+    sim: &submux::sim::ethereum::EthSim,
+    m: &submux::telemetry::RouteMetrics,
+    k: u64,
+    per_block: u64,
+) {
+    drop(a);
+    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
+    let before = m.notifications_in.load(Relaxed);
+    for _ in 0..k {
+        sim.emit_block();
+    }
+    wait_for("submux got them", || {
+        m.notifications_in.load(Relaxed) == before + per_block * k
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn since_resumes_new_heads_and_logs_exactly_after_n_then_live() {
     let sim = sim().await;
@@ -44,35 +96,16 @@ async fn since_resumes_new_heads_and_logs_exactly_after_n_then_live() {
             }
         }
     }
-    drop(a);
-    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
-
     // Blocks N+1..=N+k while it is away.
     let k = 4;
-    let before = m.notifications_in.load(Relaxed);
-    for _ in 0..k {
-        sim.emit_block();
-    }
-    wait_for("submux got them", || {
-        m.notifications_in.load(Relaxed) == before + 2 * k
-    })
-    .await;
+    away(a, &sim, &m, k, 2).await;
 
     // newHeads, resuming with a decimal height.
-    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
-    let id = heads.subscribe(json!(["newHeads"])).await;
-    for want in n + 1..=n + k {
-        let v = heads.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(id));
-        assert_eq!(number(&v, "number"), want);
-    }
+    let (mut heads, _) = heads_since(&mux, &n.to_string(), n + 1..=n + k).await;
     // logs, resuming with a hex height.
-    let mut logs = Client::connect(&mux.ws_url(&format!("/eth?since=0x{n:x}"))).await;
-    let lid = logs.subscribe(filter).await;
-    for want in n + 1..=n + k {
-        let v = logs.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(lid));
-        assert_eq!(number(&v, "blockNumber"), want);
+    let since = format!("0x{n:x}");
+    let (mut logs, got) = resumed(&mux, &since, filter, "blockNumber", n + 1..=n + k).await;
+    for v in &got {
         assert_eq!(v["params"]["result"]["address"], json!(contract_address(2)));
     }
     quiet(&mut heads).await;
@@ -113,37 +146,19 @@ async fn since_older_than_the_history_is_fetched_from_the_node_then_history_then
     a.subscribe(json!(["newHeads"])).await;
     let n = sim.emit_block();
     assert_eq!(number(&a.notification().await, "number"), n);
-    drop(a);
-    wait_for("the client is gone", || m.sessions.load(Relaxed) == 0).await;
     let k = 5;
-    let before = m.notifications_in.load(Relaxed);
-    for _ in 0..k {
-        sim.emit_block();
-    }
-    wait_for("submux got them", || {
-        m.notifications_in.load(Relaxed) == before + k
-    })
-    .await;
+    away(a, &sim, &m, k, 1).await;
     // The history holds n+4..=n+5; n+1..=n+3 come from the node.
-    let mut heads = Client::connect(&mux.ws_url(&format!("/eth?since={n}"))).await;
-    let id = heads.subscribe(json!(["newHeads"])).await;
-    for want in n + 1..=n + k {
-        let v = heads.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(id));
-        assert_eq!(number(&v, "number"), want);
+    let (mut heads, got) = heads_since(&mux, &n.to_string(), n + 1..=n + k).await;
+    for v in &got {
         assert!(v["params"]["result"].get("transactions").is_none());
     }
     quiet(&mut heads).await;
     assert_eq!(m.backfilled.load(Relaxed), 3);
     assert_eq!(m.history_replayed.load(Relaxed), 2);
     // No topic for these logs: all of n+1..=n+k from the node.
-    let mut logs = Client::connect(&mux.ws_url(&format!("/eth?since=0x{n:x}"))).await;
-    let lid = logs.subscribe(filter).await;
-    for want in n + 1..=n + k {
-        let v = logs.notification().await;
-        assert_eq!(v["params"]["subscription"], json!(lid));
-        assert_eq!(number(&v, "blockNumber"), want);
-    }
+    let since = format!("0x{n:x}");
+    let (mut logs, _) = resumed(&mux, &since, filter, "blockNumber", n + 1..=n + k).await;
     quiet(&mut logs).await;
     sim.emit_block();
     assert_eq!(number(&heads.notification().await, "number"), n + k + 1);

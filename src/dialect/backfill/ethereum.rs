@@ -156,18 +156,7 @@ pub fn items(result: &str) -> Option<Vec<Item>> {
 
 /// The [`Item`] a notification frame carries (`params.result`).
 pub fn notification_item(frame: &str) -> Option<Item> {
-    #[derive(serde::Deserialize)]
-    struct Frame<'a> {
-        #[serde(borrow)]
-        params: Params<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params<'a> {
-        #[serde(borrow)]
-        result: &'a serde_json::value::RawValue,
-    }
-    let f: Frame = serde_json::from_str(frame).ok()?;
-    let result = f.params.result.get();
+    let result = crate::dialect::jsonrpc::notification_result::<&RawValue>(frame)?.get();
     read(result, false).or_else(|| {
         // A Solana notification (`{"context":{"slot":…},"value":…}`).
         let (slot, key, identity) = super::solana::identify(result)?;
@@ -216,19 +205,9 @@ pub fn block_of(result: &str) -> Option<u64> {
 /// field is true if this log was reverted due to a chain reorganisation"). Members keep
 /// their order and bytes.
 pub fn retracted(frame: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Frame<'a> {
-        #[serde(borrow)]
-        params: Params<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params<'a> {
-        #[serde(borrow)]
-        result: &'a RawValue,
-    }
-    let f: Frame = serde_json::from_str(frame).ok()?;
-    let log: Ordered = serde_json::from_str(f.params.result.get()).ok()?;
-    let mut text = String::with_capacity(f.params.result.get().len() + 1);
+    let result = crate::dialect::jsonrpc::notification_result::<&RawValue>(frame)?.get();
+    let log: Ordered = serde_json::from_str(result).ok()?;
+    let mut text = String::with_capacity(result.len() + 1);
     text.push('{');
     let mut seen = false;
     for (k, v) in &log.0 {

@@ -200,9 +200,7 @@ impl super::Node for Inner {
         self.lock().conns.remove(&conn);
     }
     fn close_all(&self) {
-        for (_, c) in self.lock().conns.drain() {
-            c.cancel.cancel();
-        }
+        super::close_conns(&mut self.lock().conns, |c| &c.cancel);
     }
     fn counters(&self) -> &super::Counters {
         &self.counters
@@ -223,6 +221,8 @@ impl Drop for EthSim {
 }
 
 impl EthSim {
+    handle_accessors!();
+
     /// Start on 127.0.0.1 with an OS-assigned port.
     pub async fn start(cfg: EthSimConfig) -> std::io::Result<EthSim> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -332,14 +332,6 @@ impl EthSim {
     pub fn block_number(&self) -> u64 {
         self.inner.lock().block
     }
-    /// Close every open connection abruptly (as a crash would).
-    pub fn drop_connections(&self) {
-        super::Node::close_all(&*self.inner);
-    }
-    /// Refuse (accept and immediately close) new connections.
-    pub fn set_refuse(&self, refuse: bool) {
-        self.inner.counters.faults.set_refuse(refuse);
-    }
     /// Freeze: answer nothing (not even pings), push nothing (see [`super::Faults::set_hang`]).
     pub fn set_hang(&self, hang: bool) {
         self.inner.counters.faults.set_hang(hang);
@@ -348,16 +340,9 @@ impl EthSim {
     pub fn connections(&self) -> usize {
         self.inner.lock().conns.len()
     }
-    /// WebSocket connections accepted since start.
-    pub fn accepted(&self) -> u64 {
-        self.inner.counters.accepted.load(Relaxed)
-    }
     /// Live subscriptions across all connections.
     pub fn subscriptions(&self) -> usize {
         self.inner.lock().conns.values().map(|c| c.subs.len()).sum()
-    }
-    pub fn subscribe_requests(&self) -> u64 {
-        self.inner.counters.subscribe_requests.load(Relaxed)
     }
     pub fn unsubscribe_requests(&self) -> u64 {
         self.inner.unsubscribe_requests.load(Relaxed)

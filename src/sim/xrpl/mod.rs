@@ -185,9 +185,7 @@ impl super::Node for Inner {
         self.lock().conns.remove(&conn);
     }
     fn close_all(&self) {
-        for (_, c) in self.lock().conns.drain() {
-            c.cancel.cancel();
-        }
+        super::close_conns(&mut self.lock().conns, |c| &c.cancel);
     }
     fn counters(&self) -> &super::Counters {
         &self.counters
@@ -222,6 +220,8 @@ fn hex64(n: u64, salt: u64) -> String {
 }
 
 impl XrplSim {
+    handle_accessors!();
+
     /// Start on 127.0.0.1: WebSocket and HTTP on two OS-assigned ports.
     pub async fn start(cfg: XrplSimConfig) -> std::io::Result<XrplSim> {
         let n = if cfg.accounts == 0 { 8 } else { cfg.accounts };
@@ -343,24 +343,12 @@ impl XrplSim {
     pub fn ledger_index(&self) -> u64 {
         self.inner.lock().ledger_index
     }
-    pub fn drop_connections(&self) {
-        super::Node::close_all(&*self.inner);
-    }
-    pub fn set_refuse(&self, refuse: bool) {
-        self.inner.counters.faults.set_refuse(refuse);
-    }
     pub fn open_connections(&self) -> usize {
         self.inner.lock().conns.len()
-    }
-    pub fn accepted(&self) -> u64 {
-        self.inner.counters.accepted.load(Relaxed)
     }
     /// Subscription items held over all connections.
     pub fn subscriptions(&self) -> usize {
         self.inner.lock().conns.values().map(|c| c.keys.len()).sum()
-    }
-    pub fn subscribe_requests(&self) -> u64 {
-        self.inner.counters.subscribe_requests.load(Relaxed)
     }
 }
 
