@@ -307,14 +307,17 @@ impl<O: Outbox> RouteCore<O> {
         self.out.broadcast(&t.data.fan, notice);
     }
 
+    /// The backfill record of `topic` (topics the dialect can backfill, with `backfill` on).
+    pub(super) fn track_mut(&mut self, topic: TopicId) -> Option<&mut Track> {
+        self.table
+            .get_mut(topic)
+            .and_then(|t| t.data.track.as_mut())
+    }
+
     /// Too much held: end the run with what it has (announcing from the last delivered
     /// height to below the lowest held one), and send the whole queue now.
     fn overflow(&mut self, topic: TopicId) {
-        let Some(track) = self
-            .table
-            .get_mut(topic)
-            .and_then(|t| t.data.track.as_mut())
-        else {
+        let Some(track) = self.track_mut(topic) else {
             return;
         };
         if let (Some(run), Some(from)) = (track.run.as_mut(), track.from) {
@@ -334,11 +337,7 @@ impl<O: Outbox> RouteCore<O> {
 
     /// The topic was (re)subscribed on `slot`: if it missed something, start fetching it.
     pub(super) fn start_backfill(&mut self, topic: TopicId, slot: SlotId, now: Instant) {
-        let Some(track) = self
-            .table
-            .get_mut(topic)
-            .and_then(|t| t.data.track.as_mut())
-        else {
+        let Some(track) = self.track_mut(topic) else {
             return;
         };
         if track.routed {

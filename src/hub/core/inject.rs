@@ -135,11 +135,7 @@ impl<O: Outbox> RouteCore<O> {
         now: Instant,
     ) {
         let max = self.settings.backfill_max_slots;
-        let Some(track) = self
-            .table
-            .get_mut(topic)
-            .and_then(|t| t.data.track.as_mut())
-        else {
+        let Some(track) = self.track_mut(topic) else {
             return;
         };
         let from = track.last().0.unwrap_or(0);
@@ -183,11 +179,7 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     fn on_logs_transaction(&mut self, topic: TopicId, i: usize, result: Result<&str, ()>) {
-        let Some(track) = self
-            .table
-            .get_mut(topic)
-            .and_then(|t| t.data.track.as_mut())
-        else {
+        let Some(track) = self.track_mut(topic) else {
             return;
         };
         let Some((sig, s)) = track
@@ -218,19 +210,13 @@ impl<O: Outbox> RouteCore<O> {
     }
 
     fn logs_fill(&mut self, topic: TopicId) -> Option<&mut LogsFill> {
-        (self.table.get_mut(topic))
-            .and_then(|t| t.data.track.as_mut())
-            .and_then(|tr| tr.logs_fill.as_mut())
+        self.track_mut(topic).and_then(|tr| tr.logs_fill.as_mut())
     }
 
     /// All of a logs backfill answered: the run delivers it (in slot order, deduplicated
     /// against the held live ones, then those).
     fn finish_logs(&mut self, topic: TopicId) {
-        let Some(track) = self
-            .table
-            .get_mut(topic)
-            .and_then(|t| t.data.track.as_mut())
-        else {
+        let Some(track) = self.track_mut(topic) else {
             return;
         };
         if track.logs_fill.is_none() || track.run_mut().is_none_or(|r| r.waiting > 0) {
