@@ -100,6 +100,25 @@ pub(super) struct Run {
     refetch: Option<u64>,
 }
 
+impl Run {
+    /// A run on `slot` with its first request (the node's height, or another module's)
+    /// in flight.
+    fn new(slot: SlotId) -> Self {
+        Run {
+            slot,
+            waiting: 1,
+            queue: VecDeque::new(),
+            items: Vec::new(),
+            held: Vec::new(),
+            gaps: Vec::new(),
+            to: None,
+            orphaned: false,
+            fork: None,
+            refetch: None,
+        }
+    }
+}
+
 /// Backfill requests of one topic in flight at once: a node is not flooded (nor its
 /// connection's queue, which a node may close as slow), and live notifications keep
 /// their place on the connection.
@@ -151,18 +170,7 @@ impl Track {
     /// held until [`RouteCore::finish_backfill`]); fetched after `from`.
     pub(super) fn begin(&mut self, slot: SlotId, from: u64) -> &mut Run {
         self.from = Some(from);
-        self.run.insert(Run {
-            slot,
-            waiting: 1,
-            queue: VecDeque::new(),
-            items: Vec::new(),
-            held: Vec::new(),
-            gaps: Vec::new(),
-            to: None,
-            orphaned: false,
-            fork: None,
-            refetch: None,
-        })
+        self.run.insert(Run::new(slot))
     }
 
     pub(super) fn run_mut(&mut self) -> Option<&mut Run> {
@@ -355,18 +363,7 @@ impl<O: Outbox> RouteCore<O> {
         if track.from.is_none() || track.run.is_some() {
             return;
         }
-        track.run = Some(Run {
-            slot,
-            waiting: 1,
-            queue: VecDeque::new(),
-            items: Vec::new(),
-            held: Vec::new(),
-            gaps: Vec::new(),
-            to: None,
-            orphaned: false,
-            fork: None,
-            refetch: None,
-        });
+        track.run = Some(Run::new(slot));
         self.send_backfill(slot, topic, Step::Head, backfill::head_call(), now);
     }
 

@@ -7,13 +7,13 @@
 //! at either seam: fetch/history by identity and height, history/live as before.
 
 use super::backfill::{merged, Step, IN_FLIGHT};
-use super::{Outbox, RouteCore, Waiter};
+use super::{Outbox, RouteCore, Subscribing, Waiter};
 use crate::dialect::backfill::{self, Item};
 use crate::dialect::Call;
 use crate::hub::table::{SlotId, TopicId};
 use crate::hub::{Notice, WireText};
 use crate::telemetry::RouteMetrics;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -133,19 +133,9 @@ impl<O: Outbox> RouteCore<O> {
             return self.on_resume_solana(waiter, topic, step, result, now);
         }
         let max = self.settings.backfill_max_blocks;
-        let Some(s) = self.subscribing.get_mut(&waiter) else {
+        let Some((r, since)) = resume_answered(&mut self.subscribing, waiter, topic, step) else {
             return;
         };
-        let Some(since) = s.since else {
-            return;
-        };
-        let Some(r) = s.resumes.iter_mut().find(|r| r.topic == topic) else {
-            return;
-        };
-        let Some(at) = r.outstanding.iter().position(|(_, st)| *st == step) else {
-            return; // answered already (a late answer after a loss)
-        };
-        r.outstanding.swap_remove(at);
         let wanted = since.saturating_add(1);
         match step {
             Step::ResumeHead { .. } => match result.ok().and_then(backfill::parse_head) {
@@ -338,4 +328,21 @@ impl<O: Outbox> RouteCore<O> {
         out.extend(r.notices);
         (out, replayed)
     }
+}
+
+/// The resume of `topic` in subscribe `waiter` that was waiting for `step`'s answer
+/// (now no longer outstanding), and its `since`; `None` when nothing
+/// waits for it (the subscribe ended, or a late answer after a loss).
+pub(super) fn resume_answered<O: Outbox>(
+    subscribing: &mut HashMap<u64, Subscribing<O>>,
+    waiter: u64,
+    topic: TopicId,
+    step: Step,
+) -> Option<(&mut Resume, u64)> {
+    let s = subscribing.get_mut(&waiter)?;
+    let since = s.since?;
+    let r = s.resumes.iter_mut().find(|r| r.topic == topic)?;
+    let at = r.outstanding.iter().position(|(_, st)| *st == step)?;
+    r.outstanding.swap_remove(at);
+    Some((r, since))
 }

@@ -66,19 +66,11 @@ impl<O: Outbox> RouteCore<O> {
         let Some(kind) = self.table.get(topic).and_then(|t| sol::kind(&t.key)) else {
             return;
         };
-        let Some(s) = self.subscribing.get_mut(&waiter) else {
+        let Some((r, since)) =
+            super::resume::resume_answered(&mut self.subscribing, waiter, topic, step)
+        else {
             return;
         };
-        let Some(since) = s.since else {
-            return;
-        };
-        let Some(r) = s.resumes.iter_mut().find(|r| r.topic == topic) else {
-            return;
-        };
-        let Some(at) = r.outstanding.iter().position(|(_, st)| *st == step) else {
-            return; // answered already (a late answer after a loss)
-        };
-        r.outstanding.swap_remove(at);
         let wanted = since.saturating_add(1);
         match (&kind, step) {
             (Kind::Account { .. }, Step::ResumeSFirst { .. }) => {
